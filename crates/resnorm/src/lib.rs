@@ -1,0 +1,21 @@
+//! # resnorm
+//!
+//! Residual connections (`x + F(x)`) and normalization (LayerNorm, RMSNorm, BatchNorm): fast,
+//! gradient-checked CPU kernels with explicit forward and backward passes, the layers and
+//! models built on them, and the diagnostics that show why they make deep networks trainable.
+//!
+//! The crate is layered, each level depending only on the ones before it:
+//! [`kernels`] (pure functions on slices), [`nn`] (layers owning parameters and activations),
+//! then models, optimizers and data. [`threads`] holds the one thread pool every kernel
+//! runs on; [`rng`] the seeded generator that makes runs reproducible.
+
+pub mod error;
+pub mod gradcheck;
+pub mod kernels;
+pub mod nn;
+pub mod rng;
+pub mod tensor;
+pub mod threads;
+
+pub use error::{Error, Result};
+pub use tensor::Tensor;

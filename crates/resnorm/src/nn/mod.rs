@@ -1,0 +1,10 @@
+//! Layers: parameters plus the activations their backward needs.
+//!
+//! Contract of every layer: `forward` computes and caches what backward needs in buffers
+//! sized once; `backward` *adds* into its parameters' gradients and writes the input
+//! gradient; `visit_params` / `visit_params_mut` hand every [`Param`] to optimizers,
+//! checkpoints and diagnostics in a fixed order.
+
+mod param;
+
+pub use param::{Param, ParamKind};
