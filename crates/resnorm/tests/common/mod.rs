@@ -1,0 +1,80 @@
+//! Helpers shared by the integration tests: fixture loading and tolerant comparison.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// One tensor read from a fixture: shape and values (integers are converted to f32).
+#[derive(Clone, Debug)]
+pub struct FixtureTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A fixture file written by `tools/make_fixtures.py`.
+pub struct Fixture {
+    pub name: String,
+    pub tensors: HashMap<String, FixtureTensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl Fixture {
+    /// Reads `tests/fixtures/{name}.safetensors`.
+    pub fn load(name: &str) -> Fixture {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.safetensors"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run tools/make_fixtures.py)", path.display()));
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("fixture header");
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("fixture body");
+        let mut tensors = HashMap::new();
+        for (key, view) in st.tensors() {
+            let raw = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                safetensors::Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+                safetensors::Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+                other => panic!("{name}/{key}: unsupported dtype {other:?}"),
+            };
+            tensors.insert(key, FixtureTensor { shape: view.shape().to_vec(), data });
+        }
+        Fixture { name: name.to_string(), tensors, metadata }
+    }
+
+    /// The tensor called `key`; panics with the fixture's name if it is missing.
+    pub fn get(&self, key: &str) -> &FixtureTensor {
+        self.tensors.get(key).unwrap_or_else(|| panic!("fixture {} has no tensor {key}", self.name))
+    }
+
+    /// A metadata value parsed as f32 (eps, momentum, ...).
+    pub fn meta_f32(&self, key: &str) -> f32 {
+        self.metadata
+            .get(key)
+            .unwrap_or_else(|| panic!("fixture {} has no metadata {key}", self.name))
+            .parse()
+            .expect("numeric metadata")
+    }
+}
+
+/// Asserts `|actual - expected| <= atol + rtol * |expected|` element-wise, naming the first
+/// element that fails.
+pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let bound = atol + rtol * e.abs();
+        assert!(
+            (a - e).abs() <= bound && a.is_finite(),
+            "{what}[{i}]: got {a}, expected {e} (|diff| {} > {bound})",
+            (a - e).abs()
+        );
+    }
+}
+
+/// Path of the shared real data folder (`../shared/data` next to the project), if present.
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipping: ../shared/data is absent (see the shared data README for how to obtain it)");
+        None
+    }
+}
