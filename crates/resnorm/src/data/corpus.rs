@@ -27,9 +27,10 @@
 //!             | " that " NP(m, d + 1) " " VT[m]       object relative
 //! VP(n, d)    = VI[n] (1/2) | VT[n] " " NP(m, d + 1) (1/2)
 //! ```
-//! `n` is the number of the phrase's head noun (agreement), `m` a fresh number drawn
-//! uniformly from {singular, plural}, `d` the nesting depth; a relative clause follows with
-//! probability [`RELATIVE_CLAUSE_PROBABILITIES`]`[d]` (subject, object), never below depth 2.
+//! Every noun phrase's number is drawn uniformly from {singular, plural}: `n` in a clause, a
+//! fresh `m` for objects and asides; `[n]` means the form that agrees with `n`. `d` is the
+//! nesting depth: a relative clause follows with probability
+//! [`RELATIVE_CLAUSE_PROBABILITIES`]`[d]` (subject, object), and none at depth 2 or deeper.
 //! All other choices (ROLE, NAME, DET, ADJ, NOUN, VI, VT) are uniform over the word lists in
 //! [`lexicon`]. The pronoun is fixed by the hero's name, `Cap` capitalizes the first letter.
 //!
