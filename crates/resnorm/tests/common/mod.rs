@@ -21,8 +21,11 @@ pub struct Fixture {
 impl Fixture {
     /// Reads `tests/fixtures/{name}.safetensors`.
     pub fn load(name: &str) -> Fixture {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.safetensors"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run tools/make_fixtures.py)", path.display()));
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(format!("{name}.safetensors"));
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run tools/make_fixtures.py)", path.display()));
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("fixture header");
         let metadata = meta.metadata().clone().unwrap_or_default();
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("fixture body");
@@ -30,18 +33,36 @@ impl Fixture {
         for (key, view) in st.tensors() {
             let raw = view.data();
             let data: Vec<f32> = match view.dtype() {
-                safetensors::Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-                safetensors::Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+                safetensors::Dtype::F32 => raw
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+                safetensors::Dtype::I64 => raw
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+                    .collect(),
                 other => panic!("{name}/{key}: unsupported dtype {other:?}"),
             };
-            tensors.insert(key, FixtureTensor { shape: view.shape().to_vec(), data });
+            tensors.insert(
+                key,
+                FixtureTensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
         }
-        Fixture { name: name.to_string(), tensors, metadata }
+        Fixture {
+            name: name.to_string(),
+            tensors,
+            metadata,
+        }
     }
 
     /// The tensor called `key`; panics with the fixture's name if it is missing.
     pub fn get(&self, key: &str) -> &FixtureTensor {
-        self.tensors.get(key).unwrap_or_else(|| panic!("fixture {} has no tensor {key}", self.name))
+        self.tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("fixture {} has no tensor {key}", self.name))
     }
 
     /// A metadata value parsed as f32 (eps, momentum, ...).
@@ -74,7 +95,9 @@ pub fn shared_data() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("skipping: ../shared/data is absent (see the shared data README for how to obtain it)");
+        eprintln!(
+            "skipping: ../shared/data is absent (see the shared data README for how to obtain it)"
+        );
         None
     }
 }
