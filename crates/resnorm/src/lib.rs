@@ -6,9 +6,10 @@
 //!
 //! The crate is layered, each level depending only on the ones before it:
 //! [`kernels`] (pure functions on slices), [`nn`] (layers owning parameters and activations),
-//! then models, optimizers and data. [`threads`] holds the one thread pool every kernel
+//! then models, optimizers and data; [`checkpoint`] saves and restores them. [`threads`] holds the one thread pool every kernel
 //! runs on; [`rng`] the seeded generator that makes runs reproducible.
 
+pub mod checkpoint;
 pub mod error;
 pub mod gradcheck;
 pub mod kernels;
