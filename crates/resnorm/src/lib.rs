@@ -6,7 +6,7 @@
 //!
 //! The crate is layered, each level depending only on the ones before it:
 //! [`kernels`] (pure functions on slices), [`nn`] (layers owning parameters and activations),
-//! then models, optimizers and data; [`checkpoint`] saves and restores them. [`threads`] holds the one thread pool every kernel
+//! then models, [`optim`]izers and data; [`checkpoint`] saves and restores them. [`threads`] holds the one thread pool every kernel
 //! runs on; [`rng`] the seeded generator that makes runs reproducible.
 
 pub mod checkpoint;
@@ -14,6 +14,7 @@ pub mod error;
 pub mod gradcheck;
 pub mod kernels;
 pub mod nn;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod threads;
