@@ -6,8 +6,9 @@
 //!
 //! The crate is layered, each level depending only on the ones before it:
 //! [`kernels`] (pure functions on slices), [`nn`] (layers owning parameters and activations),
-//! then models, [`optim`]izers and data; [`checkpoint`] saves and restores them. [`threads`] holds the one thread pool every kernel
-//! runs on; [`rng`] the seeded generator that makes runs reproducible.
+//! then models, optimizers ([`optim`]) and data; [`checkpoint`] saves and restores them.
+//! [`threads`] holds the one thread pool every kernel runs on; [`rng`] the seeded generator
+//! that makes runs reproducible.
 
 pub mod checkpoint;
 pub mod error;
