@@ -5,15 +5,18 @@
 //! models built on them, and the diagnostics that show why they make deep networks trainable.
 //!
 //! The crate is layered, each level depending only on the ones before it:
-//! [`kernels`] (pure functions on slices), [`nn`] (layers owning parameters and activations),
-//! then models, optimizers and [`data`] (text, tokenizers, the built-in corpus, batches). [`threads`] holds the one thread pool every kernel
-//! runs on; [`rng`] the seeded generator that makes runs reproducible.
+//! [`kernels`] (pure functions on slices), [`nn`] (layers owning their parameters), then
+//! models, optimizers ([`optim`]) and [`data`] (text, tokenizers, the built-in corpus,
+//! batches); [`checkpoint`] saves and restores them. [`threads`] holds the one thread pool
+//! every kernel runs on; [`rng`] the seeded generator that makes runs reproducible.
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod gradcheck;
 pub mod kernels;
 pub mod nn;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod threads;

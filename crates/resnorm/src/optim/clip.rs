@@ -1,0 +1,70 @@
+//! Gradient clipping by global L2 norm, as `torch.nn.utils.clip_grad_norm_`.
+//!
+//! ```text
+//! ‖g‖   = √(Σ_params Σ_i g_i²)            (accumulated in f64, parameters in order)
+//! scale = max_norm / (‖g‖ + 1e-6)
+//! g     ← g · scale                       only when scale < 1
+//! ```
+//! The result depends only on the parameter order, never on threads. A non-finite norm
+//! (a gradient holding inf or NaN) is returned with the gradients left untouched, so that
+//! the caller can skip the step or stop; PyTorch would instead scale every gradient by
+//! `0` or `NaN`.
+//!
+//! ```
+//! use resnorm::nn::{Param, ParamKind};
+//! use resnorm::optim::clip_grad_norm;
+//!
+//! let mut a = Param::zeros("a", vec![1], ParamKind::Weight);
+//! let mut b = Param::zeros("b", vec![1], ParamKind::Bias);
+//! a.grad = vec![3.0];
+//! b.grad = vec![4.0];
+//! let norm = clip_grad_norm(&mut [&mut a, &mut b], 1.0).unwrap();
+//! assert_eq!(norm, 5.0);
+//! assert!((a.grad[0] - 0.6).abs() < 1e-6 && (b.grad[0] - 0.8).abs() < 1e-6);
+//!
+//! let before = a.grad[0];
+//! b.grad[0] = f32::NAN;
+//! assert!(clip_grad_norm(&mut [&mut a, &mut b], 1.0).unwrap().is_nan());
+//! assert_eq!(a.grad[0], before); // untouched
+//! ```
+
+use std::borrow::{Borrow, BorrowMut};
+
+use crate::nn::Param;
+use crate::{Error, Result};
+
+/// Added to the norm before dividing, as PyTorch does.
+const NORM_EPS: f64 = 1e-6;
+
+/// The L2 norm of all gradients together, accumulated in `f64` in parameter order.
+pub fn grad_norm<P: Borrow<Param>>(params: &[P]) -> f32 {
+    sum_of_squares(params).sqrt() as f32
+}
+
+fn sum_of_squares<P: Borrow<Param>>(params: &[P]) -> f64 {
+    params
+        .iter()
+        .flat_map(|p| p.borrow().grad.iter())
+        .map(|&g| g as f64 * g as f64)
+        .sum()
+}
+
+/// Scales all gradients so that their global L2 norm is at most `max_norm` (positive,
+/// finite) and returns the norm from before clipping (see the [module docs](self)).
+pub fn clip_grad_norm<P: BorrowMut<Param>>(params: &mut [P], max_norm: f32) -> Result<f32> {
+    if !(max_norm.is_finite() && max_norm > 0.0) {
+        return Err(Error::invalid(
+            "clip_grad_norm",
+            format!("max_norm = {max_norm}, must be finite and positive"),
+        ));
+    }
+    let norm = sum_of_squares(params).sqrt();
+    let scale = max_norm as f64 / (norm + NORM_EPS);
+    if (norm as f32).is_finite() && scale < 1.0 {
+        let scale = scale as f32;
+        for param in params.iter_mut() {
+            param.borrow_mut().grad.iter_mut().for_each(|g| *g *= scale);
+        }
+    }
+    Ok(norm as f32)
+}
