@@ -18,6 +18,7 @@
 //! ```
 
 pub mod batch_norm;
+pub mod residual;
 
 /// Outcome of one gradient check.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,5 +87,6 @@ pub fn compare(name: &str, analytic: &[f32], numeric: &[f64], tolerance: f64) ->
 pub fn all_checks() -> Vec<CheckResult> {
     let mut results = Vec::new();
     results.extend(batch_norm::checks());
+    results.extend(residual::checks());
     results
 }

@@ -13,3 +13,4 @@
 //! - every size mismatch is a [`crate::Error`], checked before any element is touched.
 
 pub mod batch_norm;
+pub mod residual;
