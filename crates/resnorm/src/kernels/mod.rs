@@ -11,3 +11,6 @@
 //!   parameter gradients are summed per block, then across blocks in block order, so a
 //!   result depends only on the thread count;
 //! - every size mismatch is a [`crate::Error`], checked before any element is touched.
+
+pub mod batch_norm;
+pub mod residual;
