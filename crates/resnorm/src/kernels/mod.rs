@@ -11,3 +11,15 @@
 //!   parameter gradients are summed per block, then across blocks in block order, so a
 //!   result depends only on the thread count;
 //! - every size mismatch is a [`crate::Error`], checked before any element is touched.
+
+mod matmul;
+
+pub use matmul::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans, PARALLEL_MIN_WORK};
+
+mod cross_entropy;
+mod gelu;
+
+pub use cross_entropy::{
+    cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward,
+};
+pub use gelu::{gelu_backward, gelu_forward};

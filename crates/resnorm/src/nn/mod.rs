@@ -5,6 +5,12 @@
 //! gradient; `visit_params` / `visit_params_mut` hand every [`Param`] to optimizers,
 //! checkpoints and diagnostics in a fixed order.
 
+mod attention;
+mod embedding;
+mod linear;
 mod param;
 
+pub use attention::CausalSelfAttention;
+pub use embedding::Embedding;
+pub use linear::Linear;
 pub use param::{Param, ParamKind};
