@@ -24,8 +24,8 @@
 //!
 //! Threading: the `[T, T]` work (scores, softmax, `dP`, `dS`) runs one task per `(b, h)`; the
 //! products that write `out` / `dqkv` run one task per `(b, block of rows)`, so every task
-//! owns a contiguous output slice and only reads `keys ≤ last row of its block` (causality
-//! halves that work). Every product goes through [`crate::kernels::matmul_strided`]; no
+//! owns a contiguous output slice. Every product is computed by blocks of rows and stops at
+//! the block's last key (or starts at its first query), so causality halves the work. Every product goes through [`crate::kernels::matmul_strided`]; no
 //! element is summed by more than one task, so results are deterministic.
 //!
 //! ```
@@ -109,14 +109,9 @@ impl CausalSelfAttention {
                 .try_for_each(|(bh, p)| {
                     let qkv = &qkv[(bh / heads) * seq * 3 * c..][..seq * 3 * c];
                     let h = bh % heads;
-                    let q = head(qkv, 3 * c, h * d, false);
-                    let k = head(qkv, 3 * c, c + h * d, true);
-                    let dims = MatDims {
-                        m: seq,
-                        k: d,
-                        n: seq,
-                    };
-                    matmul_strided(mat_mut(p, seq), q, k, dims, false)?;
+                    let q = &qkv[h * d..];
+                    let k = &qkv[c + h * d..];
+                    causal_products(p, seq, d, (q, 3 * c), (k, 3 * c))?;
                     p.chunks_exact_mut(seq)
                         .enumerate()
                         .for_each(|(t, row)| causal_softmax(row, t, scale));
@@ -144,8 +139,8 @@ impl CausalSelfAttention {
         })
     }
 
-    /// Writes `dqkv [B,T,3C]` from `dout [B,T,C]`, the saved `att` and `qkv`; `dscores`
-    /// (`[B,H,T,T]`) is scratch whose contents are overwritten.
+    /// Writes `dqkv [B,T,3C]` from `dout [B,T,C]`, the forward's `att` and `qkv`. `dscores`
+    /// (`[B,H,T,T]`) is scratch, overwritten; one buffer can serve every layer of a model.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -186,14 +181,9 @@ impl CausalSelfAttention {
                     let (b, h) = (bh / heads, bh % heads);
                     let qkv = &qkv[b * seq * 3 * c..][..seq * 3 * c];
                     let dout = &dout[b * seq * c..][..seq * c];
-                    let dims = MatDims {
-                        m: seq,
-                        k: d,
-                        n: seq,
-                    };
-                    let d_o = head(dout, c, h * d, false);
-                    let v = head(qkv, 3 * c, 2 * c + h * d, true);
-                    matmul_strided(mat_mut(ds, seq), d_o, v, dims, false)?;
+                    let d_o = &dout[h * d..];
+                    let v = &qkv[2 * c + h * d..];
+                    causal_products(ds, seq, d, (d_o, c), (v, 3 * c))?;
                     for (t, (ds, p)) in ds
                         .chunks_exact_mut(seq)
                         .zip(p.chunks_exact(seq))
@@ -302,6 +292,37 @@ fn for_row_blocks(
                     f(b, t0, (t0 + ROW_BLOCK).min(seq), rows)
                 })
         })
+}
+
+/// `out[t, s] = Σ_i left[t, i] · right[s, i]` (`left · rightᵀ`, both `[seq, d]` with the given
+/// row strides) for every `s` up to the last row of `t`'s block of [`ROW_BLOCK`] rows: the
+/// causal lower triangle and no more than a block beyond it. Later columns are left as they
+/// are; the caller's row function overwrites them.
+fn causal_products(
+    out: &mut [f32],
+    seq: usize,
+    d: usize,
+    (left, left_stride): (&[f32], usize),
+    (right, right_stride): (&[f32], usize),
+) -> Result<()> {
+    for t0 in (0..seq).step_by(ROW_BLOCK) {
+        let t1 = (t0 + ROW_BLOCK).min(seq);
+        let dims = MatDims {
+            m: t1 - t0,
+            k: d,
+            n: t1,
+        };
+        let rows = head(&left[t0 * left_stride..], left_stride, 0, false);
+        let columns = head(right, right_stride, 0, true);
+        matmul_strided(
+            mat_mut(&mut out[t0 * seq..], seq),
+            rows,
+            columns,
+            dims,
+            false,
+        )?;
+    }
+    Ok(())
 }
 
 /// A `[rows, d]` block starting at column `column` of rows `row_stride` apart.
