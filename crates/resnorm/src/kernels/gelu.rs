@@ -1,6 +1,6 @@
 //! GELU, tanh approximation (GPT-2's activation; PyTorch `F.gelu(x, approximate="tanh")`).
 //!
-//! Forward, element-wise, with `s = √(2/π)` and `u = s·(x + 0.044715·x³)`:
+//! Forward, element-wise, with `k = √(2/π)` and `u = k·(x + 0.044715·x³)`:
 //!
 //! ```text
 //! y = ½·x·(1 + tanh u)
@@ -9,9 +9,14 @@
 //! Backward, from the pre-activation `x` (the only buffer it needs) and `dy`:
 //!
 //! ```text
-//! dy/dx = ½·(1 + tanh u) + ½·x·(1 - tanh² u)·s·(1 + 3·0.044715·x²)
+//! dy/dx = ½·(1 + tanh u) + ½·x·(1 - tanh² u)·k·(1 + 3·0.044715·x²)
 //! dx    = dy ⊙ dy/dx          (overwritten)
 //! ```
+//!
+//! Computed through the identity `½·(1 + tanh u) = σ(2u) = 1 / (1 + e^{-2u})`, so with
+//! `s = σ(2u)`: `y = x·s` and `dy/dx = s + 2·x·s·(1 - s)·du/dx`. One `exp`
+//! replaces `tanh` (~4-6 instead of ~21-24 ns per element here), and `1 + tanh u` is never formed
+//! by cancellation, so it keeps full precision where `u` is very negative.
 //!
 //! Slices longer than [`PARALLEL_MIN_LEN`] are split into one block per thread of
 //! [`crate::threads::pool`]; each element is computed alone, so the result never depends on
@@ -33,9 +38,10 @@
 use crate::{Error, Result};
 use rayon::prelude::*;
 
-/// Slices at least this long are processed on the thread pool (entering it costs ~10 µs, about
-/// as long as 16k elements take on one thread).
-pub const PARALLEL_MIN_LEN: usize = 1 << 14;
+/// Slices at least this long are processed on the thread pool: entering it costs ~10-15 µs,
+/// about what 4096 elements take on one thread (measured ~4 ns per element forward, ~6
+/// backward).
+pub const PARALLEL_MIN_LEN: usize = 1 << 12;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const CUBIC: f32 = 0.044_715;
@@ -50,8 +56,7 @@ pub fn gelu_forward(out: &mut [f32], x: &[f32]) -> Result<()> {
     }
     let block = |out: &mut [f32], x: &[f32]| {
         for (o, &x) in out.iter_mut().zip(x) {
-            let u = SQRT_2_OVER_PI * (x + CUBIC * x * x * x);
-            *o = 0.5 * x * (1.0 + u.tanh());
+            *o = x * half_one_plus_tanh(SQRT_2_OVER_PI * (x + CUBIC * x * x * x));
         }
     };
     run_blocks(out, x, block);
@@ -76,13 +81,18 @@ pub fn gelu_backward(dx: &mut [f32], x: &[f32], dy: &[f32]) -> Result<()> {
     let block = |dx: &mut [f32], x: &[f32]| {
         for (d, &x) in dx.iter_mut().zip(x) {
             let x2 = x * x;
-            let t = (SQRT_2_OVER_PI * (x + CUBIC * x2 * x)).tanh();
+            let s = half_one_plus_tanh(SQRT_2_OVER_PI * (x + CUBIC * x2 * x));
             let du_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * x2);
-            *d *= 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx;
+            *d *= s + 2.0 * x * s * (1.0 - s) * du_dx;
         }
     };
     run_blocks(dx, x, block);
     Ok(())
+}
+
+/// `½·(1 + tanh u) = σ(2u)`; exact at both tails (`e^{-2u}` = ∞ gives 0).
+fn half_one_plus_tanh(u: f32) -> f32 {
+    1.0 / (1.0 + (-2.0 * u).exp())
 }
 
 /// Applies `f` to matching blocks of `out` and `x`, on the pool when the slices are long.
