@@ -18,6 +18,7 @@
 //! ```
 
 pub mod batch_norm;
+pub mod layers;
 pub mod residual;
 
 /// Outcome of one gradient check.
@@ -88,5 +89,6 @@ pub fn all_checks() -> Vec<CheckResult> {
     let mut results = Vec::new();
     results.extend(batch_norm::checks());
     results.extend(residual::checks());
+    results.extend(layers::checks());
     results
 }

@@ -1,5 +1,6 @@
-//! Pure functions over slices: the normalization and residual kernels, forward and backward
-//! side by side, one concept per file.
+//! Pure functions over slices: the normalization and residual kernels and the products,
+//! activations and losses the models need, forward and backward side by side, one concept
+//! per file.
 //!
 //! Conventions shared by every kernel:
 //! - activations are row-major `[rows, cols]` slices; `cols` is the normalized width;
@@ -13,4 +14,13 @@
 //! - every size mismatch is a [`crate::Error`], checked before any element is touched.
 
 pub mod batch_norm;
+pub mod cross_entropy;
+pub mod gelu;
+pub mod matmul;
 pub mod residual;
+
+pub use cross_entropy::{
+    cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward,
+};
+pub use gelu::{gelu_backward, gelu_forward};
+pub use matmul::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans, PARALLEL_MIN_WORK};

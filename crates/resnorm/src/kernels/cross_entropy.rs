@@ -1,0 +1,232 @@
+//! Fused softmax cross-entropy over logits `[rows, vocab]` with integer targets.
+//!
+//! Forward, per row `r` with target `t_r` (max-subtracted, so no `exp` overflows):
+//!
+//! ```text
+//! m_r    = max_j z[r,j]
+//! lse_r  = m_r + ln Σ_j exp(z[r,j] - m_r)          (saved for backward)
+//! loss_r = lse_r - z[r, t_r]
+//! L      = (1/rows) Σ_r loss_r                     (summed in f64, in row order)
+//! ```
+//!
+//! Backward, in one pass over the logits, recomputing each probability from the saved
+//! log-sum-exp instead of storing a probability matrix:
+//!
+//! ```text
+//! dz[r,j] = (exp(z[r,j] - lse_r) - [j = t_r]) · dL / rows      (overwritten)
+//! ```
+//!
+//! [`cross_entropy_backward_in_place`] writes `dz` over the logits themselves, as llm.c does,
+//! so that a `[B·T, 50257]` model needs one logits-sized buffer, not two. Rows are split into
+//! one block per thread of [`crate::threads::pool`]; rows are independent, so results do not
+//! depend on the split.
+//!
+//! ```
+//! use resnorm::kernels::{cross_entropy_backward, cross_entropy_forward};
+//! let logits = [0.0f32, 0.0, 2.0, 1.0]; // two rows, vocab 2
+//! let targets = [1u32, 0];
+//! let (mut losses, mut lse) = ([0.0; 2], [0.0; 2]);
+//! let loss = cross_entropy_forward(&logits, &targets, 2, &mut losses, &mut lse).unwrap();
+//! assert!((losses[0] - 2f32.ln()).abs() < 1e-6);
+//! assert!((loss - (losses[0] + losses[1]) / 2.0).abs() < 1e-6);
+//! let mut dlogits = [0.0; 4];
+//! cross_entropy_backward(&mut dlogits, &logits, &lse, &targets, 2, 1.0).unwrap();
+//! assert!((dlogits[0] - 0.25).abs() < 1e-6 && (dlogits[1] + 0.25).abs() < 1e-6);
+//! assert!(cross_entropy_forward(&logits, &[2, 0], 2, &mut losses, &mut lse).is_err());
+//! ```
+
+use crate::{Error, Result};
+use rayon::prelude::*;
+
+/// Logit matrices with at least this many elements are processed on the thread pool.
+pub const PARALLEL_MIN_LEN: usize = 1 << 14;
+
+/// Computes per-row losses and log-sum-exps and returns the mean loss.
+///
+/// `logits` is `[rows, vocab]` with `rows = targets.len()`; `losses` and `logsumexp` hold
+/// `rows` elements each and are overwritten. Every target must be `< vocab`.
+pub fn cross_entropy_forward(
+    logits: &[f32],
+    targets: &[u32],
+    vocab: usize,
+    losses: &mut [f32],
+    logsumexp: &mut [f32],
+) -> Result<f32> {
+    const OP: &str = "cross_entropy_forward";
+    check(OP, logits.len(), targets, vocab)?;
+    let rows = targets.len();
+    if losses.len() != rows || logsumexp.len() != rows {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "losses and logsumexp need {rows} elements, got {} and {}",
+                losses.len(),
+                logsumexp.len()
+            ),
+        ));
+    }
+    let block = |first_row: usize, logits: &[f32], losses: &mut [f32], lse: &mut [f32]| {
+        for (i, (z, (loss, lse))) in logits
+            .chunks_exact(vocab)
+            .zip(losses.iter_mut().zip(lse.iter_mut()))
+            .enumerate()
+        {
+            *lse = row_logsumexp(z);
+            *loss = *lse - z[targets[first_row + i] as usize];
+        }
+    };
+    if logits.len() < PARALLEL_MIN_LEN {
+        block(0, logits, losses, logsumexp);
+    } else {
+        let pool = crate::threads::pool();
+        let rows_per_block = rows.div_ceil(pool.current_num_threads());
+        pool.install(|| {
+            logits
+                .par_chunks(rows_per_block * vocab)
+                .zip(losses.par_chunks_mut(rows_per_block))
+                .zip(logsumexp.par_chunks_mut(rows_per_block))
+                .enumerate()
+                .for_each(|(b, ((z, loss), lse))| block(b * rows_per_block, z, loss, lse));
+        });
+    }
+    let total: f64 = losses.iter().map(|&l| l as f64).sum();
+    Ok((total / rows as f64) as f32)
+}
+
+/// Writes `dlogits = (softmax(logits) - onehot(targets)) · dloss / rows`.
+///
+/// `logsumexp` is the one [`cross_entropy_forward`] saved; `dloss` the gradient of the mean
+/// loss (1 when it is the final loss).
+pub fn cross_entropy_backward(
+    dlogits: &mut [f32],
+    logits: &[f32],
+    logsumexp: &[f32],
+    targets: &[u32],
+    vocab: usize,
+    dloss: f32,
+) -> Result<()> {
+    const OP: &str = "cross_entropy_backward";
+    check(OP, logits.len(), targets, vocab)?;
+    check_backward(
+        OP,
+        dlogits.len(),
+        logits.len(),
+        logsumexp.len(),
+        targets.len(),
+    )?;
+    dlogits.copy_from_slice(logits);
+    backward_rows(dlogits, logsumexp, targets, vocab, dloss);
+    Ok(())
+}
+
+/// [`cross_entropy_backward`] that overwrites the logits with their gradient.
+pub fn cross_entropy_backward_in_place(
+    logits: &mut [f32],
+    logsumexp: &[f32],
+    targets: &[u32],
+    vocab: usize,
+    dloss: f32,
+) -> Result<()> {
+    const OP: &str = "cross_entropy_backward_in_place";
+    check(OP, logits.len(), targets, vocab)?;
+    check_backward(
+        OP,
+        logits.len(),
+        logits.len(),
+        logsumexp.len(),
+        targets.len(),
+    )?;
+    backward_rows(logits, logsumexp, targets, vocab, dloss);
+    Ok(())
+}
+
+/// Turns each row of logits, in place, into its gradient.
+fn backward_rows(z: &mut [f32], logsumexp: &[f32], targets: &[u32], vocab: usize, dloss: f32) {
+    let scale = dloss / targets.len() as f32;
+    let block = |z: &mut [f32], lse: &[f32], targets: &[u32]| {
+        for ((z, &lse), &target) in z.chunks_exact_mut(vocab).zip(lse).zip(targets) {
+            for v in z.iter_mut() {
+                *v = (*v - lse).exp() * scale;
+            }
+            z[target as usize] -= scale;
+        }
+    };
+    if z.len() < PARALLEL_MIN_LEN {
+        block(z, logsumexp, targets);
+        return;
+    }
+    let pool = crate::threads::pool();
+    let rows_per_block = targets.len().div_ceil(pool.current_num_threads());
+    pool.install(|| {
+        z.par_chunks_mut(rows_per_block * vocab)
+            .zip(logsumexp.par_chunks(rows_per_block))
+            .zip(targets.par_chunks(rows_per_block))
+            .for_each(|((z, lse), t)| block(z, lse, t));
+    });
+}
+
+/// `max + ln Σ exp(z - max)`, the sum kept in eight partial sums.
+fn row_logsumexp(z: &[f32]) -> f32 {
+    let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut partial = [0.0f32; 8];
+    let mut chunks = z.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (p, &v) in partial.iter_mut().zip(chunk) {
+            *p += (v - max).exp();
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&v| (v - max).exp()).sum();
+    max + (partial.iter().sum::<f32>() + tail).ln()
+}
+
+/// Sizes and target range shared by forward and backward.
+fn check(op: &'static str, logits_len: usize, targets: &[u32], vocab: usize) -> Result<()> {
+    if vocab == 0 || targets.is_empty() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "needs at least one row and one class, got {} rows and vocab {vocab}",
+                targets.len()
+            ),
+        ));
+    }
+    if Some(logits_len) != targets.len().checked_mul(vocab) {
+        return Err(Error::shape(
+            op,
+            format!(
+                "logits have {logits_len} elements, {} rows of vocab {vocab} need {}",
+                targets.len(),
+                targets.len().saturating_mul(vocab)
+            ),
+        ));
+    }
+    if let Some((row, &t)) = targets
+        .iter()
+        .enumerate()
+        .find(|(_, &t)| t as usize >= vocab)
+    {
+        return Err(Error::invalid(
+            op,
+            format!("target {t} of row {row} is not below vocab {vocab}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_backward(
+    op: &'static str,
+    dlogits_len: usize,
+    logits_len: usize,
+    logsumexp_len: usize,
+    rows: usize,
+) -> Result<()> {
+    if dlogits_len != logits_len || logsumexp_len != rows {
+        return Err(Error::shape(
+            op,
+            format!(
+                "dlogits needs {logits_len} elements and logsumexp {rows}, got {dlogits_len} and {logsumexp_len}"
+            ),
+        ));
+    }
+    Ok(())
+}

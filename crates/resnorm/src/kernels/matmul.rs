@@ -1,0 +1,427 @@
+//! Matrix products: a checked, safe wrapper over the `gemm` crate.
+//!
+//! Computes `C[m,n] = A[m,k] · B[k,n]` (or `C += A · B` with `accumulate`), where `A` and `B`
+//! may each be stored transposed: a transposed operand is read through swapped strides, never
+//! copied. That is all a linear layer needs:
+//!
+//! | product | call |
+//! |---|---|
+//! | forward `y = x · W` | `a = x`, `b = W` |
+//! | input gradient `dx = dy · Wᵀ` | `a = dy`, `b = W` transposed |
+//! | weight gradient `dW += xᵀ · dy` | `a = x` transposed, `b = dy`, `accumulate` |
+//!
+//! [`matmul`] takes contiguous row-major operands. [`matmul_strided`] takes [`MatRef`] /
+//! [`MatMut`] views whose rows lie `row_stride` elements apart, for blocks inside a larger
+//! buffer (one attention head's columns of the `[T, 3C]` qkv activation).
+//!
+//! Threading: products of at least [`PARALLEL_MIN_WORK`] multiply-adds run with
+//! `gemm::Parallelism::Rayon(0)` inside [`crate::threads::pool`]; gemm then splits the output
+//! into blocks with `rayon::into_par_iter`, which runs on the pool it is called from, and sizes
+//! itself with `rayon::current_num_threads()`, i.e. our pool's size. Smaller products run on the
+//! calling thread: gemm itself would not split them, and entering the pool costs ~10 µs.
+//! gemm splits the output, not the sum over `k`, between threads, and its blocking depends on
+//! the sizes only: repeated runs give the same bits (tested by the layers' determinism tests).
+//!
+//! ```
+//! use resnorm::kernels::{matmul, MatDims, Trans};
+//! // A = [[1, 2], [3, 4]], B stored transposed as Bᵀ = [[1, 0], [1, 1]], so B = [[1, 1], [0, 1]].
+//! let a = [1.0, 2.0, 3.0, 4.0];
+//! let b_t = [1.0, 0.0, 1.0, 1.0];
+//! let mut c = [10.0; 4];
+//! let dims = MatDims { m: 2, k: 2, n: 2 };
+//! matmul(&mut c, &a, &b_t, dims, Trans { a: false, b: true }, false).unwrap();
+//! assert_eq!(c, [1.0, 3.0, 3.0, 7.0]);
+//! matmul(&mut c, &a, &b_t, dims, Trans { a: false, b: true }, true).unwrap();
+//! assert_eq!(c, [2.0, 6.0, 6.0, 14.0]);
+//! assert!(matmul(&mut c, &a[..3], &b_t, dims, Trans::NONE, false).is_err());
+//! ```
+
+use crate::{Error, Result};
+use gemm::Parallelism;
+
+/// Products with at least this many multiply-adds (`m·k·n`) run on the thread pool.
+///
+/// This is gemm's own threshold (`48·48·256` per depth block): below it gemm runs on one
+/// thread whatever it is told, so entering the pool would be pure cost. Measured on the 2-core
+/// development machine: 64×64×128 took 29 µs on the calling thread and 35 µs through the pool.
+pub const PARALLEL_MIN_WORK: usize = 48 * 48 * 256;
+
+/// Sizes of `C[m,n] = A[m,k] · B[k,n]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatDims {
+    /// Rows of `A` and `C`.
+    pub m: usize,
+    /// Columns of `A`, rows of `B`: the summed dimension.
+    pub k: usize,
+    /// Columns of `B` and `C`.
+    pub n: usize,
+}
+
+/// Which operands are stored transposed: `a` true means `A` is stored as `Aᵀ`, `[k, m]`
+/// row-major; `b` true means `B` is stored as `Bᵀ`, `[n, k]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trans {
+    /// `A` stored as `[k, m]`.
+    pub a: bool,
+    /// `B` stored as `[n, k]`.
+    pub b: bool,
+}
+
+impl Trans {
+    /// Both operands stored as used.
+    pub const NONE: Trans = Trans { a: false, b: false };
+}
+
+/// A read-only operand inside a larger buffer: rows of the *stored* matrix start at
+/// `0, row_stride, 2·row_stride, ...` in `data`; `transposed` says the product uses it transposed.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// Storage, starting at the matrix's first element.
+    pub data: &'a [f32],
+    /// Distance between the starts of consecutive stored rows.
+    pub row_stride: usize,
+    /// Use the stored matrix transposed.
+    pub transposed: bool,
+}
+
+/// The output inside a larger buffer: row `i` of `C` starts at `i · row_stride` in `data`.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    /// Storage, starting at the matrix's first element.
+    pub data: &'a mut [f32],
+    /// Distance between the starts of consecutive rows.
+    pub row_stride: usize,
+}
+
+/// `c = a · b` (or `c += a · b` when `accumulate`) for contiguous row-major operands.
+///
+/// `c` holds `m·n` elements; `a` holds `m·k` (`[m,k]`, or `[k,m]` with `trans.a`); `b` holds
+/// `k·n` (`[k,n]`, or `[n,k]` with `trans.b`). Any other length is an [`Error::Shape`].
+pub fn matmul(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    dims: MatDims,
+    trans: Trans,
+    accumulate: bool,
+) -> Result<()> {
+    const OP: &str = "matmul";
+    let MatDims { m, k, n } = dims;
+    for (what, len, want) in [
+        ("a", a.len(), m * k),
+        ("b", b.len(), k * n),
+        ("c", c.len(), m * n),
+    ] {
+        if len != want {
+            return Err(Error::shape(
+                OP,
+                format!("{what} has {len} elements, {dims:?} needs {want}"),
+            ));
+        }
+    }
+    let a = MatRef {
+        data: a,
+        row_stride: if trans.a { m } else { k },
+        transposed: trans.a,
+    };
+    let b = MatRef {
+        data: b,
+        row_stride: if trans.b { k } else { n },
+        transposed: trans.b,
+    };
+    let c = MatMut {
+        data: c,
+        row_stride: n,
+    };
+    matmul_strided(c, a, b, dims, accumulate)
+}
+
+/// `c = a · b` (or `c += a · b` when `accumulate`) for operands inside larger buffers.
+///
+/// Every stored row must fit in its row stride and the last one in `data`; otherwise an
+/// [`Error::Shape`] is returned before anything is read or written. Elements of `c.data`
+/// between rows are left untouched.
+pub fn matmul_strided(
+    c: MatMut<'_>,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    dims: MatDims,
+    accumulate: bool,
+) -> Result<()> {
+    const OP: &str = "matmul_strided";
+    let MatDims { m, k, n } = dims;
+    let (a_rows, a_cols) = if a.transposed { (k, m) } else { (m, k) };
+    let (b_rows, b_cols) = if b.transposed { (n, k) } else { (k, n) };
+    check_fits(OP, "a", a.data.len(), a_rows, a_cols, a.row_stride)?;
+    check_fits(OP, "b", b.data.len(), b_rows, b_cols, b.row_stride)?;
+    check_fits(OP, "c", c.data.len(), m, n, c.row_stride)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    // Element (i, j) of a used operand sits at i·rs + j·cs of its storage.
+    let (a_rs, a_cs) = strides(a.row_stride, a.transposed);
+    let (b_rs, b_cs) = strides(b.row_stride, b.transposed);
+    let parallel = m.saturating_mul(k).saturating_mul(n) >= PARALLEL_MIN_WORK;
+    let mut run = move |parallelism| {
+        // SAFETY: check_fits proved that every element gemm addresses, (i, j) at
+        // i·rs + j·cs for i < rows and j < cols, lies inside its slice; `c` is borrowed
+        // mutably and so aliases neither input. gemm reads `c` only when `read_dst`.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.data.as_mut_ptr(),
+                1,
+                c.row_stride as isize,
+                accumulate,
+                a.data.as_ptr(),
+                a_cs,
+                a_rs,
+                b.data.as_ptr(),
+                b_cs,
+                b_rs,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
+    };
+    if parallel {
+        crate::threads::pool().install(|| run(Parallelism::Rayon(0)));
+    } else {
+        run(Parallelism::None);
+    }
+    Ok(())
+}
+
+/// (row stride, column stride) of the matrix as used, given how it is stored.
+fn strides(row_stride: usize, transposed: bool) -> (isize, isize) {
+    if transposed {
+        (1, row_stride as isize)
+    } else {
+        (row_stride as isize, 1)
+    }
+}
+
+/// Checks that a stored `rows × cols` matrix with `row_stride` fits in `len` elements.
+fn check_fits(
+    op: &'static str,
+    what: &str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+) -> Result<()> {
+    if row_stride > isize::MAX as usize {
+        return Err(Error::shape(
+            op,
+            format!("{what}: row stride {row_stride} is too large"),
+        ));
+    }
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    if rows > 1 && cols > row_stride {
+        return Err(Error::shape(
+            op,
+            format!("{what}: rows of {cols} elements overlap with row stride {row_stride}"),
+        ));
+    }
+    let needed = (rows - 1)
+        .checked_mul(row_stride)
+        .and_then(|v| v.checked_add(cols));
+    match needed {
+        Some(needed) if needed <= len => Ok(()),
+        _ => Err(Error::shape(
+            op,
+            format!(
+                "{what}: {rows}x{cols} with row stride {row_stride} does not fit in {len} elements"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn normal(seed: u64, len: usize) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        (0..len).map(|_| rng.normal()).collect()
+    }
+
+    fn is_shape(r: Result<()>) -> bool {
+        matches!(r, Err(Error::Shape { .. }))
+    }
+
+    fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= atol + rtol * w.abs(),
+                "{what}[{i}]: {g} vs {w}"
+            );
+        }
+    }
+
+    /// `A·B` with `A` read as `[m,k]` (or stored `[k,m]`), `B` as `[k,n]` (or `[n,k]`), in f64.
+    fn naive_matmul(a: &[f32], b: &[f32], d: MatDims, t: Trans) -> Vec<f32> {
+        let at = |i: usize, p: usize| if t.a { a[p * d.m + i] } else { a[i * d.k + p] } as f64;
+        let bt = |p: usize, j: usize| if t.b { b[j * d.k + p] } else { b[p * d.n + j] } as f64;
+        let mut c = vec![0.0; d.m * d.n];
+        for i in 0..d.m {
+            for j in 0..d.n {
+                c[i * d.n + j] = (0..d.k).map(|p| at(i, p) * bt(p, j)).sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matmul_matches_naive_for_every_transpose_and_accumulate() {
+        // The last shape is above PARALLEL_MIN_WORK, so it runs on the pool.
+        let shapes = [
+            (1, 1, 1),
+            (3, 5, 7),
+            (17, 9, 13),
+            (33, 65, 31),
+            (97, 101, 67),
+        ];
+        const { assert!(97 * 101 * 67 >= PARALLEL_MIN_WORK) };
+        for (m, k, n) in shapes {
+            let dims = MatDims { m, k, n };
+            let a = normal(1, m * k);
+            let b = normal(2, k * n);
+            let start = normal(3, m * n);
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let trans = Trans { a: ta, b: tb };
+                let want = naive_matmul(&a, &b, dims, trans);
+                let mut c = start.clone();
+                matmul(&mut c, &a, &b, dims, trans, false).unwrap();
+                assert_close(&format!("{dims:?} {trans:?}"), &c, &want, 1e-5, 1e-5);
+                matmul(&mut c, &a, &b, dims, trans, true).unwrap();
+                let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
+                assert_close(&format!("{dims:?} {trans:?} += "), &c, &twice, 1e-5, 2e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_with_empty_sum_writes_zeros_or_keeps_c() {
+        let dims = MatDims { m: 2, k: 0, n: 3 };
+        let mut c = vec![5.0; 6];
+        matmul(&mut c, &[], &[], dims, Trans::NONE, true).unwrap();
+        assert_eq!(c, vec![5.0; 6]);
+        matmul(&mut c, &[], &[], dims, Trans::NONE, false).unwrap();
+        assert_eq!(c, vec![0.0; 6]);
+    }
+
+    #[test]
+    fn matmul_strided_writes_only_its_block() {
+        // A 3x2 block at column 1 of a [3, 5] buffer times a stored-transposed [2, 2] B.
+        let a_buf = normal(4, 15);
+        let b = normal(5, 4);
+        let mut c_buf = [9.0; 3 * 4];
+        let a = MatRef {
+            data: &a_buf[1..],
+            row_stride: 5,
+            transposed: false,
+        };
+        let b_ref = MatRef {
+            data: &b,
+            row_stride: 2,
+            transposed: true,
+        };
+        let c = MatMut {
+            data: &mut c_buf[2..],
+            row_stride: 4,
+        };
+        let dims = MatDims { m: 3, k: 2, n: 2 };
+        matmul_strided(c, a, b_ref, dims, false).unwrap();
+        let a_dense: Vec<f32> = (0..3)
+            .flat_map(|r| a_buf[r * 5 + 1..r * 5 + 3].to_vec())
+            .collect();
+        let want = naive_matmul(&a_dense, &b, dims, Trans { a: false, b: true });
+        for r in 0..3 {
+            assert_eq!(
+                &c_buf[r * 4..r * 4 + 2],
+                &[9.0, 9.0],
+                "untouched columns of row {r}"
+            );
+            assert_close(
+                "block",
+                &c_buf[r * 4 + 2..r * 4 + 4],
+                &want[r * 2..r * 2 + 2],
+                1e-5,
+                1e-6,
+            );
+        }
+    }
+
+    #[test]
+    fn matmul_rejects_bad_sizes() {
+        let dims = MatDims { m: 2, k: 3, n: 4 };
+        let (a, b, mut c) = (vec![0.0; 6], vec![0.0; 12], vec![0.0; 8]);
+        assert!(is_shape(matmul(
+            &mut c,
+            &a[..5],
+            &b,
+            dims,
+            Trans::NONE,
+            false
+        )));
+        assert!(is_shape(matmul(
+            &mut c,
+            &a,
+            &b[..11],
+            dims,
+            Trans::NONE,
+            false
+        )));
+        assert!(is_shape(matmul(
+            &mut c[..7],
+            &a,
+            &b,
+            dims,
+            Trans::NONE,
+            false
+        )));
+        let overlapping = MatRef {
+            data: &a,
+            row_stride: 2,
+            transposed: false,
+        };
+        let b_ref = MatRef {
+            data: &b,
+            row_stride: 4,
+            transposed: false,
+        };
+        let c_mut = MatMut {
+            data: &mut c,
+            row_stride: 4,
+        };
+        assert!(is_shape(matmul_strided(
+            c_mut,
+            overlapping,
+            b_ref,
+            dims,
+            false
+        )));
+        let a_ref = MatRef {
+            data: &a,
+            row_stride: 3,
+            transposed: false,
+        };
+        let short = MatMut {
+            data: &mut c,
+            row_stride: 5,
+        };
+        assert!(is_shape(matmul_strided(short, a_ref, b_ref, dims, false)));
+        assert_eq!(c, vec![0.0; 8], "nothing written on error");
+    }
+}

@@ -1,0 +1,212 @@
+//! Fully connected layer, stored as Hugging Face GPT-2's `Conv1D`: weight `[in, out]`.
+//!
+//! Over `rows` input rows `x [rows, in]`:
+//!
+//! ```text
+//! forward   y  = x W + b                   [rows, out]
+//! backward  dx = dy Wᵀ                     (overwritten)
+//!           dW += xᵀ dy                    [in, out]
+//!           db += Σ_rows dy                [out]
+//! ```
+//!
+//! The layer owns `weight` and `bias`; the caller owns the activations. Backward needs the
+//! forward's input `x` and the output gradient `dy`. The products run on
+//! [`crate::kernels::matmul`] (transposes by strides, no copies). The bias gradient is summed
+//! per column in row order, each thread owning a block of columns, so it is bit-for-bit the
+//! same for any thread count.
+//!
+//! ```
+//! use resnorm::nn::Linear;
+//! let mut fc = Linear::new("h.0.mlp.c_fc", 2, 3, true).unwrap();
+//! fc.weight.value.copy_from_slice(&[1.0, 0.0, 2.0, 0.0, 1.0, 3.0]); // [in=2, out=3]
+//! fc.bias.as_mut().unwrap().value.copy_from_slice(&[0.5, 0.5, 0.5]);
+//! let x = [1.0, 2.0];
+//! let mut y = [0.0; 3];
+//! fc.forward(&mut y, &x).unwrap();
+//! assert_eq!(y, [1.5, 2.5, 8.5]);
+//! let mut dx = [0.0; 2];
+//! fc.backward(&mut dx, &x, &[1.0, 1.0, 1.0]).unwrap();
+//! assert_eq!(dx, [3.0, 4.0]);
+//! assert_eq!(fc.weight.grad, [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+//! assert!(fc.forward(&mut y, &[1.0, 2.0, 3.0]).is_err());
+//! ```
+
+use crate::kernels::{matmul, MatDims, Trans};
+use crate::nn::{Param, ParamKind};
+use crate::rng::Rng;
+use crate::{Error, Result};
+use rayon::prelude::*;
+
+/// Bias gradients over at least this many `dy` elements are summed on the thread pool.
+const PARALLEL_MIN_LEN: usize = 1 << 15;
+
+/// `y = x W + b` with `W` stored `[in, out]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Linear {
+    /// `{name}.weight`, `[in, out]`.
+    pub weight: Param,
+    /// `{name}.bias`, `[out]`, when the layer has one.
+    pub bias: Option<Param>,
+}
+
+impl Linear {
+    /// A zero-initialized layer whose parameters are called `{name}.weight` and `{name}.bias`.
+    pub fn new(name: &str, in_features: usize, out_features: usize, bias: bool) -> Result<Self> {
+        if in_features == 0 || out_features == 0 {
+            return Err(Error::invalid(
+                "Linear::new",
+                format!("{name}: sizes must be positive, got {in_features} -> {out_features}"),
+            ));
+        }
+        let weight = Param::zeros(
+            format!("{name}.weight"),
+            vec![in_features, out_features],
+            ParamKind::Weight,
+        );
+        let bias =
+            bias.then(|| Param::zeros(format!("{name}.bias"), vec![out_features], ParamKind::Bias));
+        Ok(Linear { weight, bias })
+    }
+
+    /// Draws the weight from `N(0, std²)` and zeroes the bias (GPT-2 uses `std = 0.02`).
+    pub fn init(&mut self, rng: &mut Rng, std: f32) {
+        rng.fill_normal(&mut self.weight.value, 0.0, std);
+        if let Some(bias) = &mut self.bias {
+            bias.value.fill(0.0);
+        }
+    }
+
+    /// Input width.
+    pub fn in_features(&self) -> usize {
+        self.weight.shape[0]
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.weight.shape[1]
+    }
+
+    /// Hands `weight`, then `bias`, to `f`.
+    pub fn visit_params(&self, f: &mut dyn FnMut(&Param)) {
+        f(&self.weight);
+        if let Some(bias) = &self.bias {
+            f(bias);
+        }
+    }
+
+    /// Hands `weight`, then `bias`, to `f` for writing.
+    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.weight);
+        if let Some(bias) = &mut self.bias {
+            f(bias);
+        }
+    }
+
+    /// `out [rows, out] = x [rows, in] · W + b`, `rows = x.len() / in`.
+    pub fn forward(&self, out: &mut [f32], x: &[f32]) -> Result<()> {
+        let dims = self.dims("Linear::forward", x, out)?;
+        let accumulate = match &self.bias {
+            Some(bias) => {
+                out.chunks_exact_mut(dims.n)
+                    .for_each(|row| row.copy_from_slice(&bias.value));
+                true
+            }
+            None => false,
+        };
+        matmul(out, x, &self.weight.value, dims, Trans::NONE, accumulate)
+    }
+
+    /// Writes `dx = dy Wᵀ`; adds `xᵀ dy` into the weight gradient and `Σ_rows dy` into the
+    /// bias gradient. `x` is the forward's input.
+    pub fn backward(&mut self, dx: &mut [f32], x: &[f32], dy: &[f32]) -> Result<()> {
+        const OP: &str = "Linear::backward";
+        let dims = self.dims(OP, x, dy)?;
+        if dx.len() != x.len() {
+            return Err(Error::shape(
+                OP,
+                format!("dx has {} elements, x has {}", dx.len(), x.len()),
+            ));
+        }
+        let MatDims {
+            m: rows,
+            k: n_in,
+            n: n_out,
+        } = dims;
+        let dx_dims = MatDims {
+            m: rows,
+            k: n_out,
+            n: n_in,
+        };
+        matmul(
+            dx,
+            dy,
+            &self.weight.value,
+            dx_dims,
+            Trans { a: false, b: true },
+            false,
+        )?;
+        let dw_dims = MatDims {
+            m: n_in,
+            k: rows,
+            n: n_out,
+        };
+        matmul(
+            &mut self.weight.grad,
+            x,
+            dy,
+            dw_dims,
+            Trans { a: true, b: false },
+            true,
+        )?;
+        if let Some(bias) = &mut self.bias {
+            add_column_sums(&mut bias.grad, dy);
+        }
+        Ok(())
+    }
+
+    /// Checks `x [rows, in]` against `y [rows, out]` and returns the product's sizes.
+    fn dims(&self, op: &'static str, x: &[f32], y: &[f32]) -> Result<MatDims> {
+        let (n_in, n_out) = (self.in_features(), self.out_features());
+        let rows = x.len() / n_in;
+        if x.len() % n_in != 0 || y.len() != rows * n_out {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{}: input has {} elements and output {}, expected [rows, {n_in}] and \
+                     [rows, {n_out}]",
+                    self.weight.name,
+                    x.len(),
+                    y.len()
+                ),
+            ));
+        }
+        Ok(MatDims {
+            m: rows,
+            k: n_in,
+            n: n_out,
+        })
+    }
+}
+
+/// `sums[j] += Σ_r dy[r, j]`, each column summed in row order.
+fn add_column_sums(sums: &mut [f32], dy: &[f32]) {
+    let cols = sums.len();
+    let block = |j0: usize, sums: &mut [f32]| {
+        for row in dy.chunks_exact(cols) {
+            for (s, &g) in sums.iter_mut().zip(&row[j0..]) {
+                *s += g;
+            }
+        }
+    };
+    if dy.len() < PARALLEL_MIN_LEN {
+        block(0, sums);
+        return;
+    }
+    let pool = crate::threads::pool();
+    let cols_per_block = cols.div_ceil(pool.current_num_threads());
+    pool.install(|| {
+        sums.par_chunks_mut(cols_per_block)
+            .enumerate()
+            .for_each(|(i, sums)| block(i * cols_per_block, sums));
+    });
+}

@@ -1,0 +1,542 @@
+//! Decoder layers (Linear, GELU, causal attention, cross-entropy, embeddings):
+//! naive references, PyTorch parity, bad-input errors and determinism.
+//!
+//! Tolerances: against the float64 PyTorch fixtures `|got - want| <= 1e-5·|want| + 1e-6`
+//! (1e-5 absolute where a value sums more than 32 products); against naive f64 loops the same.
+
+mod common;
+
+use common::{assert_close, Fixture};
+use resnorm::kernels::{
+    cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward, gelu_backward,
+    gelu_forward, MatDims, Trans,
+};
+use resnorm::nn::{CausalSelfAttention, Embedding, Linear};
+use resnorm::rng::Rng;
+use resnorm::Error;
+
+const RTOL: f32 = 1e-5;
+const ATOL: f32 = 1e-6;
+
+fn normal(seed: u64, len: usize) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..len).map(|_| rng.normal()).collect()
+}
+
+fn is_shape(r: resnorm::Result<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(Error::Shape { .. }))
+}
+
+fn is_invalid(r: resnorm::Result<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(Error::InvalidArgument { .. }))
+}
+
+fn tokens(f: &common::FixtureTensor) -> Vec<u32> {
+    f.data.iter().map(|&t| t as u32).collect()
+}
+
+/// `A·B` with `A` read as `[m,k]` (or stored `[k,m]`), `B` as `[k,n]` (or `[n,k]`), in f64.
+fn naive_matmul(a: &[f32], b: &[f32], d: MatDims, t: Trans) -> Vec<f32> {
+    let at = |i: usize, p: usize| if t.a { a[p * d.m + i] } else { a[i * d.k + p] } as f64;
+    let bt = |p: usize, j: usize| if t.b { b[j * d.k + p] } else { b[p * d.n + j] } as f64;
+    let mut c = vec![0.0; d.m * d.n];
+    for i in 0..d.m {
+        for j in 0..d.n {
+            c[i * d.n + j] = (0..d.k).map(|p| at(i, p) * bt(p, j)).sum::<f64>() as f32;
+        }
+    }
+    c
+}
+
+#[test]
+fn linear_matches_pytorch() {
+    let f = Fixture::load("layers_linear");
+    let (n_in, n_out) = (f.get("weight").shape[0], f.get("weight").shape[1]);
+    let mut fc = Linear::new("h.0.mlp.c_fc", n_in, n_out, true).unwrap();
+    fc.weight.value.copy_from_slice(&f.get("weight").data);
+    fc.bias
+        .as_mut()
+        .unwrap()
+        .value
+        .copy_from_slice(&f.get("bias").data);
+    let x = &f.get("x").data;
+    let mut y = vec![0.0; f.get("y").data.len()];
+    fc.forward(&mut y, x).unwrap();
+    assert_close("y", &y, &f.get("y").data, RTOL, ATOL);
+    let mut dx = vec![f32::NAN; x.len()];
+    fc.backward(&mut dx, x, &f.get("dy").data).unwrap();
+    assert_close("dx", &dx, &f.get("dx").data, RTOL, ATOL);
+    assert_close(
+        "dweight",
+        &fc.weight.grad,
+        &f.get("dweight").data,
+        RTOL,
+        ATOL,
+    );
+    let dbias = &fc.bias.as_ref().unwrap().grad;
+    assert_close("dbias", dbias, &f.get("dbias").data, RTOL, ATOL);
+    // Backward adds into parameter gradients and overwrites dx.
+    fc.backward(&mut dx, x, &f.get("dy").data).unwrap();
+    let twice: Vec<f32> = f.get("dweight").data.iter().map(|v| 2.0 * v).collect();
+    assert_close("dweight twice", &fc.weight.grad, &twice, RTOL, ATOL);
+    assert_close("dx again", &dx, &f.get("dx").data, RTOL, ATOL);
+    let mut names = Vec::new();
+    fc.visit_params(&mut |p| names.push(p.name.clone()));
+    assert_eq!(names, ["h.0.mlp.c_fc.weight", "h.0.mlp.c_fc.bias"]);
+}
+
+#[test]
+fn linear_without_bias_matches_naive_and_is_deterministic() {
+    // 300 rows x 40 -> 90: the weight gradient product is large enough to use the pool.
+    let (rows, n_in, n_out) = (300, 40, 90);
+    let mut fc = Linear::new("lm_head", n_in, n_out, false).unwrap();
+    fc.init(&mut Rng::new(6), 0.2);
+    let x = normal(7, rows * n_in);
+    let dy = normal(8, rows * n_out);
+    let mut y = vec![0.0; rows * n_out];
+    fc.forward(&mut y, &x).unwrap();
+    let dims = MatDims {
+        m: rows,
+        k: n_in,
+        n: n_out,
+    };
+    assert_close(
+        "y",
+        &y,
+        &naive_matmul(&x, &fc.weight.value, dims, Trans::NONE),
+        RTOL,
+        1e-5,
+    );
+    let mut dx = vec![0.0; x.len()];
+    fc.backward(&mut dx, &x, &dy).unwrap();
+    let first = fc.weight.grad.clone();
+    fc.weight.zero_grad();
+    fc.backward(&mut dx, &x, &dy).unwrap();
+    assert_eq!(
+        fc.weight.grad, first,
+        "weight gradient is bit-for-bit reproducible"
+    );
+    let dw_dims = MatDims {
+        m: n_in,
+        k: rows,
+        n: n_out,
+    };
+    let want = naive_matmul(&x, &dy, dw_dims, Trans { a: true, b: false });
+    assert_close("dweight", &first, &want, RTOL, 1e-4);
+}
+
+#[test]
+fn linear_bias_gradient_is_deterministic_on_the_pool() {
+    let (rows, n_in, n_out) = (700, 3, 64); // 44800 dy elements: column blocks on the pool
+    let mut fc = Linear::new("c_proj", n_in, n_out, true).unwrap();
+    let x = normal(9, rows * n_in);
+    let dy = normal(10, rows * n_out);
+    let mut dx = vec![0.0; x.len()];
+    fc.backward(&mut dx, &x, &dy).unwrap();
+    let want: Vec<f32> = (0..n_out)
+        .map(|j| (0..rows).map(|r| dy[r * n_out + j] as f64).sum::<f64>() as f32)
+        .collect();
+    let first = fc.bias.as_ref().unwrap().grad.clone();
+    assert_close("dbias", &first, &want, RTOL, 1e-4);
+    fc.bias.as_mut().unwrap().zero_grad();
+    fc.backward(&mut dx, &x, &dy).unwrap();
+    assert_eq!(fc.bias.as_ref().unwrap().grad, first);
+}
+
+#[test]
+fn linear_rejects_bad_sizes() {
+    assert!(is_invalid(Linear::new("fc", 0, 3, true)));
+    assert!(is_invalid(Linear::new("fc", 3, 0, true)));
+    let mut fc = Linear::new("fc", 3, 2, true).unwrap();
+    let (x, mut y, mut dx) = (vec![1.0; 6], vec![0.0; 4], vec![0.0; 6]);
+    assert!(is_shape(fc.forward(&mut y, &x[..5])));
+    assert!(is_shape(fc.forward(&mut y[..3], &x)));
+    assert!(is_shape(fc.backward(&mut dx[..5], &x, &y)));
+    assert!(is_shape(fc.backward(&mut dx, &x, &y[..2])));
+    assert!(
+        fc.weight.grad.iter().all(|&g| g == 0.0),
+        "nothing added on error"
+    );
+}
+
+#[test]
+fn gelu_matches_pytorch() {
+    let f = Fixture::load("layers_gelu");
+    let x = &f.get("x").data;
+    let mut y = vec![0.0; x.len()];
+    gelu_forward(&mut y, x).unwrap();
+    assert_close("y", &y, &f.get("y").data, RTOL, ATOL);
+    let mut dx = vec![0.0; x.len()];
+    gelu_backward(&mut dx, x, &f.get("dy").data).unwrap();
+    assert_close("dx", &dx, &f.get("dx").data, RTOL, ATOL);
+}
+
+#[test]
+fn gelu_on_the_pool_equals_element_by_element() {
+    let x: Vec<f32> = normal(11, 40_000).iter().map(|v| 4.0 * v).collect();
+    let dy = normal(12, x.len());
+    let (mut y, mut dx) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    gelu_forward(&mut y, &x).unwrap();
+    gelu_backward(&mut dx, &x, &dy).unwrap();
+    for i in (0..x.len()).step_by(997) {
+        let (mut yi, mut dxi) = ([0.0], [0.0]);
+        gelu_forward(&mut yi, &x[i..=i]).unwrap();
+        gelu_backward(&mut dxi, &x[i..=i], &dy[i..=i]).unwrap();
+        assert_eq!((y[i], dx[i]), (yi[0], dxi[0]), "element {i}");
+    }
+}
+
+#[test]
+fn gelu_rejects_bad_sizes() {
+    let mut out = vec![0.0; 3];
+    assert!(is_shape(gelu_forward(&mut out, &[1.0; 4])));
+    assert!(is_shape(gelu_backward(&mut out, &[1.0; 3], &[1.0; 2])));
+    assert!(is_shape(gelu_backward(&mut out, &[1.0; 2], &[1.0; 3])));
+}
+
+/// nanoGPT's causal attention in f64: output and probabilities.
+fn naive_attention(qkv: &[f32], b_: usize, t_: usize, c: usize, h_: usize) -> (Vec<f32>, Vec<f32>) {
+    let d = c / h_;
+    let at = |b: usize, t: usize, col: usize| qkv[(b * t_ + t) * 3 * c + col] as f64;
+    let (mut out, mut att) = (vec![0.0; b_ * t_ * c], vec![0.0; b_ * h_ * t_ * t_]);
+    for b in 0..b_ {
+        for h in 0..h_ {
+            for t in 0..t_ {
+                let s: Vec<f64> = (0..=t)
+                    .map(|s| {
+                        (0..d)
+                            .map(|i| at(b, t, h * d + i) * at(b, s, c + h * d + i))
+                            .sum::<f64>()
+                    })
+                    .map(|v| v / (d as f64).sqrt())
+                    .collect();
+                let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let total: f64 = s.iter().map(|v| (v - max).exp()).sum();
+                for (j, v) in s.iter().enumerate() {
+                    att[((b * h_ + h) * t_ + t) * t_ + j] = ((v - max).exp() / total) as f32;
+                }
+                for i in 0..d {
+                    let o: f64 = (0..=t)
+                        .map(|j| {
+                            att[((b * h_ + h) * t_ + t) * t_ + j] as f64
+                                * at(b, j, 2 * c + h * d + i)
+                        })
+                        .sum();
+                    out[(b * t_ + t) * c + h * d + i] = o as f32;
+                }
+            }
+        }
+    }
+    (out, att)
+}
+
+#[test]
+fn attention_matches_pytorch() {
+    let f = Fixture::load("layers_attention");
+    let (batch, seq, c3) = (
+        f.get("qkv").shape[0],
+        f.get("qkv").shape[1],
+        f.get("qkv").shape[2],
+    );
+    let attn = CausalSelfAttention::new(c3 / 3, f.meta_f32("heads") as usize).unwrap();
+    let qkv = &f.get("qkv").data;
+    let mut out = vec![0.0; f.get("out").data.len()];
+    let mut att = vec![f32::NAN; f.get("att").data.len()];
+    attn.forward(&mut out, &mut att, qkv, batch, seq).unwrap();
+    assert_close("att", &att, &f.get("att").data, RTOL, ATOL);
+    assert_close("out", &out, &f.get("out").data, RTOL, ATOL);
+    let mut dqkv = vec![f32::NAN; qkv.len()];
+    let mut dscores = vec![f32::NAN; att.len()];
+    attn.backward(
+        &mut dqkv,
+        &mut dscores,
+        &f.get("dout").data,
+        &att,
+        qkv,
+        batch,
+        seq,
+    )
+    .unwrap();
+    assert_close("dqkv", &dqkv, &f.get("dqkv").data, RTOL, 1e-5);
+    let first = dqkv.clone();
+    attn.backward(
+        &mut dqkv,
+        &mut dscores,
+        &f.get("dout").data,
+        &att,
+        qkv,
+        batch,
+        seq,
+    )
+    .unwrap();
+    assert_eq!(dqkv, first, "dqkv is overwritten, bit-for-bit the same");
+}
+
+#[test]
+fn attention_matches_naive_on_odd_shapes() {
+    for (batch, seq, c, heads) in [(1, 1, 3, 1), (3, 7, 6, 3), (1, 70, 8, 2)] {
+        let attn = CausalSelfAttention::new(c, heads).unwrap();
+        let qkv: Vec<f32> = normal(13, batch * seq * 3 * c)
+            .iter()
+            .map(|v| 2.0 * v)
+            .collect();
+        let (want_out, want_att) = naive_attention(&qkv, batch, seq, c, heads);
+        let mut out = vec![0.0; want_out.len()];
+        let mut att = vec![0.0; want_att.len()];
+        attn.forward(&mut out, &mut att, &qkv, batch, seq).unwrap();
+        assert_close(&format!("att {seq}"), &att, &want_att, RTOL, ATOL);
+        assert_close(&format!("out {seq}"), &out, &want_out, RTOL, 1e-5);
+    }
+}
+
+#[test]
+fn attention_rejects_bad_sizes() {
+    assert!(is_invalid(CausalSelfAttention::new(6, 4)));
+    assert!(is_invalid(CausalSelfAttention::new(6, 0)));
+    assert!(is_invalid(CausalSelfAttention::new(0, 1)));
+    let attn = CausalSelfAttention::new(4, 2).unwrap();
+    let (b, t) = (2, 3);
+    let qkv = vec![0.5; b * t * 12];
+    let (mut out, mut att) = (vec![0.0; b * t * 4], vec![0.0; b * 2 * t * t]);
+    let (mut dqkv, mut ds) = (vec![0.0; qkv.len()], vec![0.0; att.len()]);
+    assert!(is_shape(attn.forward(&mut out, &mut att, &qkv[1..], b, t)));
+    assert!(is_shape(attn.forward(&mut out[1..], &mut att, &qkv, b, t)));
+    assert!(is_shape(attn.forward(&mut out, &mut att[1..], &qkv, b, t)));
+    assert!(is_shape(attn.forward(&mut out, &mut att, &qkv, b, t + 1)));
+    assert!(is_shape(attn.forward(
+        &mut out,
+        &mut att,
+        &qkv,
+        usize::MAX,
+        2
+    )));
+    assert!(att.iter().all(|&p| p == 0.0), "nothing written on error");
+    assert!(is_shape(attn.backward(
+        &mut dqkv[1..],
+        &mut ds,
+        &out,
+        &att,
+        &qkv,
+        b,
+        t
+    )));
+    assert!(is_shape(attn.backward(
+        &mut dqkv,
+        &mut ds[1..],
+        &out,
+        &att,
+        &qkv,
+        b,
+        t
+    )));
+    assert!(is_shape(attn.backward(
+        &mut dqkv,
+        &mut ds,
+        &out[1..],
+        &att,
+        &qkv,
+        b,
+        t
+    )));
+    attn.forward(&mut out, &mut att, &[], 0, 3).unwrap_err();
+    attn.forward(&mut [], &mut [], &[], 0, 3).unwrap();
+}
+
+#[test]
+fn cross_entropy_matches_pytorch() {
+    let f = Fixture::load("layers_cross_entropy");
+    let (rows, vocab) = (f.get("logits").shape[0], f.get("logits").shape[1]);
+    let logits = &f.get("logits").data;
+    let targets = tokens(f.get("targets"));
+    let (mut losses, mut lse) = (vec![0.0; rows], vec![0.0; rows]);
+    let loss = cross_entropy_forward(logits, &targets, vocab, &mut losses, &mut lse).unwrap();
+    assert_close("losses", &losses, &f.get("losses").data, RTOL, ATOL);
+    assert_close("loss", &[loss], &f.get("loss").data, RTOL, ATOL);
+    let dloss = f.meta_f32("dloss");
+    let mut dlogits = vec![f32::NAN; logits.len()];
+    cross_entropy_backward(&mut dlogits, logits, &lse, &targets, vocab, dloss).unwrap();
+    assert_close("dlogits", &dlogits, &f.get("dlogits").data, RTOL, ATOL);
+    let mut in_place = logits.clone();
+    cross_entropy_backward_in_place(&mut in_place, &lse, &targets, vocab, dloss).unwrap();
+    assert_eq!(in_place, dlogits, "in place gives the same bits");
+}
+
+#[test]
+fn cross_entropy_on_the_pool_is_stable_for_huge_logits() {
+    let (rows, vocab) = (64, 517); // 33k logits: row blocks on the pool
+    let mut logits: Vec<f32> = normal(14, rows * vocab).iter().map(|v| 3.0 * v).collect();
+    logits[5] = 1e4; // exp(1e4) overflows without max subtraction
+    let targets: Vec<u32> = (0..rows as u32).map(|r| (r * 37) % vocab as u32).collect();
+    let (mut losses, mut lse) = (vec![0.0; rows], vec![0.0; rows]);
+    let loss = cross_entropy_forward(&logits, &targets, vocab, &mut losses, &mut lse).unwrap();
+    let want: Vec<f32> = logits
+        .chunks_exact(vocab)
+        .zip(&targets)
+        .map(|(z, &t)| {
+            let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let lse = max + z.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+            (lse - z[t as usize] as f64) as f32
+        })
+        .collect();
+    assert_close("losses", &losses, &want, RTOL, 1e-5);
+    let mean = want.iter().map(|&v| v as f64).sum::<f64>() / rows as f64;
+    assert_close("loss", &[loss], &[mean as f32], RTOL, ATOL);
+    let mut dlogits = vec![0.0; logits.len()];
+    cross_entropy_backward(&mut dlogits, &logits, &lse, &targets, vocab, 1.0).unwrap();
+    for (r, row) in dlogits.chunks_exact(vocab).enumerate() {
+        let sum: f32 = row.iter().sum();
+        assert!(
+            sum.abs() < 1e-6 && row.iter().all(|v| v.is_finite()),
+            "row {r}: sum {sum}"
+        );
+    }
+}
+
+#[test]
+fn cross_entropy_rejects_bad_input() {
+    let (logits, targets) = (vec![0.0; 6], [1u32, 2]);
+    let (mut losses, mut lse, mut d) = (vec![0.0; 2], vec![0.0; 2], vec![0.0; 6]);
+    assert!(is_invalid(cross_entropy_forward(
+        &logits,
+        &[1, 3],
+        3,
+        &mut losses,
+        &mut lse
+    )));
+    assert!(is_invalid(cross_entropy_forward(
+        &[],
+        &[],
+        3,
+        &mut [],
+        &mut []
+    )));
+    assert!(is_invalid(cross_entropy_forward(
+        &logits,
+        &targets,
+        0,
+        &mut losses,
+        &mut lse
+    )));
+    assert!(is_shape(cross_entropy_forward(
+        &logits[1..],
+        &targets,
+        3,
+        &mut losses,
+        &mut lse
+    )));
+    assert!(is_shape(cross_entropy_forward(
+        &logits,
+        &targets,
+        3,
+        &mut losses[1..],
+        &mut lse
+    )));
+    assert!(is_shape(cross_entropy_forward(
+        &logits,
+        &targets,
+        3,
+        &mut losses,
+        &mut lse[1..]
+    )));
+    assert!(is_invalid(cross_entropy_backward(
+        &mut d,
+        &logits,
+        &lse,
+        &[3, 0],
+        3,
+        1.0
+    )));
+    assert!(is_shape(cross_entropy_backward(
+        &mut d[1..],
+        &logits,
+        &lse,
+        &targets,
+        3,
+        1.0
+    )));
+    assert!(is_shape(cross_entropy_backward(
+        &mut d,
+        &logits,
+        &lse[1..],
+        &targets,
+        3,
+        1.0
+    )));
+    let mut z = logits.clone();
+    assert!(is_invalid(cross_entropy_backward_in_place(
+        &mut z,
+        &lse,
+        &[0, 9],
+        3,
+        1.0
+    )));
+    assert!(is_shape(cross_entropy_backward_in_place(
+        &mut z,
+        &lse[..1],
+        &targets,
+        3,
+        1.0
+    )));
+    assert_eq!((z, d), (logits, vec![0.0; 6]), "nothing written on error");
+}
+
+#[test]
+fn embedding_matches_pytorch_and_accumulates() {
+    let f = Fixture::load("layers_embedding");
+    let (vocab, channels) = (f.get("wte").shape[0], f.get("wte").shape[1]);
+    let (batch, seq) = (f.get("tokens").shape[0], f.get("tokens").shape[1]);
+    let mut emb = Embedding::new(vocab, f.get("wpe").shape[0], channels).unwrap();
+    emb.wte.value.copy_from_slice(&f.get("wte").data);
+    emb.wpe.value.copy_from_slice(&f.get("wpe").data);
+    let toks = tokens(f.get("tokens"));
+    let mut out = vec![0.0; f.get("out").data.len()];
+    emb.forward(&mut out, &toks, batch, seq).unwrap();
+    assert_close("out", &out, &f.get("out").data, RTOL, ATOL);
+    emb.backward(&f.get("dout").data, &toks, batch, seq)
+        .unwrap();
+    assert_close("dwte", &emb.wte.grad, &f.get("dwte").data, RTOL, ATOL);
+    assert_close("dwpe", &emb.wpe.grad, &f.get("dwpe").data, RTOL, ATOL);
+    let first = (emb.wte.grad.clone(), emb.wpe.grad.clone());
+    emb.backward(&f.get("dout").data, &toks, batch, seq)
+        .unwrap();
+    let twice: Vec<f32> = first.0.iter().map(|v| 2.0 * v).collect();
+    assert_close("dwte added twice", &emb.wte.grad, &twice, RTOL, ATOL);
+    emb.visit_params_mut(&mut |p| p.zero_grad());
+    emb.backward(&f.get("dout").data, &toks, batch, seq)
+        .unwrap();
+    assert_eq!(
+        (emb.wte.grad.clone(), emb.wpe.grad.clone()),
+        first,
+        "bit-for-bit reproducible"
+    );
+    let mut names = Vec::new();
+    emb.visit_params(&mut |p| names.push(p.name.clone()));
+    assert_eq!(names, ["wte.weight", "wpe.weight"]);
+}
+
+#[test]
+fn embedding_rejects_bad_input() {
+    assert!(is_invalid(Embedding::new(0, 4, 2)));
+    assert!(is_invalid(Embedding::new(5, 0, 2)));
+    assert!(is_invalid(Embedding::new(5, 4, 0)));
+    let mut emb = Embedding::new(5, 4, 2).unwrap();
+    let mut out = vec![0.0; 2 * 3 * 2];
+    let toks = [0u32, 1, 2, 3, 4, 0];
+    assert!(is_invalid(emb.forward(&mut out, &[0, 1, 5, 3, 4, 0], 2, 3)));
+    assert!(is_invalid(emb.forward(&mut [0.0; 20], &[0; 10], 2, 5)));
+    assert!(is_shape(emb.forward(&mut out[1..], &toks, 2, 3)));
+    assert!(is_shape(emb.forward(&mut out, &toks[1..], 2, 3)));
+    assert!(is_invalid(emb.backward(&out, &[0, 1, 5, 3, 4, 0], 2, 3)));
+    assert!(is_shape(emb.backward(&out[1..], &toks, 2, 3)));
+    assert!(
+        emb.wte.grad.iter().all(|&g| g == 0.0),
+        "nothing added on error"
+    );
+}
+
+#[test]
+fn layer_gradient_checks_pass() {
+    for check in resnorm::gradcheck::layers::checks() {
+        assert!(check.passed, "{check:?}");
+    }
+}
