@@ -11,3 +11,9 @@
 //!   parameter gradients are summed per block, then across blocks in block order, so a
 //!   result depends only on the thread count;
 //! - every size mismatch is a [`crate::Error`], checked before any element is touched.
+
+pub mod add_norm;
+pub mod layer_norm;
+pub mod norm;
+pub mod rms_norm;
+mod rows;
