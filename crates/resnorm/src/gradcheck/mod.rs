@@ -19,6 +19,7 @@
 
 pub mod batch_norm;
 pub mod layers;
+pub mod norms;
 pub mod residual;
 
 /// Outcome of one gradient check.
@@ -87,6 +88,7 @@ pub fn compare(name: &str, analytic: &[f32], numeric: &[f64], tolerance: f64) ->
 /// models built on them.
 pub fn all_checks() -> Vec<CheckResult> {
     let mut results = Vec::new();
+    results.extend(norms::checks());
     results.extend(batch_norm::checks());
     results.extend(residual::checks());
     results.extend(layers::checks());

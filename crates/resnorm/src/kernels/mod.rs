@@ -13,14 +13,20 @@
 //!   result depends only on the thread count;
 //! - every size mismatch is a [`crate::Error`], checked before any element is touched.
 
+pub mod add_norm;
 pub mod batch_norm;
 pub mod cross_entropy;
 pub mod gelu;
+pub mod layer_norm;
 pub mod matmul;
+pub mod norm;
 pub mod residual;
+pub mod rms_norm;
+mod rows;
 
 pub use cross_entropy::{
     cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward,
 };
 pub use gelu::{gelu_backward, gelu_forward};
 pub use matmul::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans, PARALLEL_MIN_WORK};
+pub use norm::{NormKind, DEFAULT_EPS};

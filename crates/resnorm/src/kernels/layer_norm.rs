@@ -1,0 +1,235 @@
+//! LayerNorm over the last dimension, forward and backward.
+//!
+//! For a row `x` of `n = cols` values, with weight `w` and optional bias `b`:
+//!
+//! ```text
+//! mean = Σ x / n                      var  = Σ (x - mean)² / n     (biased, like PyTorch)
+//! rstd = 1 / sqrt(var + eps)          xhat = (x - mean) · rstd
+//! y    = xhat ⊙ w + b
+//! ```
+//!
+//! Backward, given `dy = ∂L/∂y` and the saved `mean`, `rstd` (xhat is recomputed from `x`):
+//!
+//! ```text
+//! dx       = rstd · (dy⊙w - mean(dy⊙w) - xhat · mean(dy⊙w⊙xhat))      (overwritten)
+//! dweight += Σ_rows dy ⊙ xhat                                         (accumulated)
+//! dbias   += Σ_rows dy                                                (accumulated)
+//! ```
+//!
+//! Numerics: the statistics are `f32`, from a row held in L1 cache. Pass one sums `x`; pass
+//! two sums `d = x - mean₀` and `d²` and corrects both for the rounding of `mean₀`
+//! (`mean = mean₀ + Σd/n`, `var = (Σd² - (Σd)²/n)/n`, the corrected two-pass algorithm), so
+//! rows with a large offset (mean 1e4, std 1e-2) keep their digits, where `E[x²] - E[x]²`
+//! would lose all of them. Backward measures the rounding of the saved `f32` mean the same
+//! way (`Σ (x - mean)`) and removes it from `xhat`. Memory is touched once per row: forward
+//! reads `x` and writes `y`; backward reads `dy` and `x` and writes `dx`.
+//!
+//! ```
+//! use resnorm::kernels::layer_norm::{layer_norm_backward, layer_norm_forward};
+//! use resnorm::kernels::norm::{NormGrads, NormWeights, DEFAULT_EPS};
+//! let x = [1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 10.0]; // two rows of four
+//! let (weight, bias) = ([1.0; 4], [0.5; 4]);
+//! let params = NormWeights { weight: &weight, bias: Some(&bias), eps: DEFAULT_EPS };
+//! let (mut y, mut mean, mut rstd) = ([0.0; 8], [0.0; 2], [0.0; 2]);
+//! layer_norm_forward(&x, &params, &mut y, &mut mean, &mut rstd).unwrap();
+//! assert_eq!(mean, [2.5, 10.0]);
+//! assert!((y[0] - (0.5 - 1.5 / 1.25f32.sqrt())).abs() < 1e-5);
+//! assert_eq!(&y[4..], &[0.5; 4]); // a constant row normalizes to the bias
+//!
+//! let dy = [1.0; 8];
+//! let (mut dx, mut dweight, mut dbias) = ([0.0; 8], [0.0; 4], [0.0; 4]);
+//! let grads = NormGrads { dweight: &mut dweight, dbias: Some(&mut dbias) };
+//! layer_norm_backward(&dy, &x, &params, &mean, &rstd, &mut dx, grads).unwrap();
+//! assert!(dx.iter().all(|g| g.abs() < 1e-5)); // a uniform dy is removed by centering
+//! assert_eq!(dbias, [2.0; 4]);
+//! ```
+
+use super::norm::{
+    check_grads, check_len, check_weights, rows_of, NormGrads, NormKind, NormWeights,
+};
+use super::rows::{self, add_partials, partial_len, run_blocks, split_partial, Lanes, LANES};
+use crate::{threads, Result};
+
+/// Normalizes every row of `x` (`[rows, cols]`, `cols = weights.weight.len()`) into `out`,
+/// saving each row's mean and `rstd` for the backward pass.
+pub fn layer_norm_forward(
+    x: &[f32],
+    weights: &NormWeights<'_>,
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "layer_norm_forward";
+    let cols = check_weights(OP, NormKind::Layer, weights)?;
+    let rows = rows_of(OP, "x", x.len(), cols)?;
+    check_len(OP, "out", out.len(), x.len())?;
+    check_len(OP, "mean", mean.len(), rows)?;
+    check_len(OP, "rstd", rstd.len(), rows)?;
+    let block_rows = threads::rows_per_block(rows);
+    let blocks: Vec<_> = x
+        .chunks(block_rows * cols)
+        .zip(out.chunks_mut(block_rows * cols))
+        .zip(mean.chunks_mut(block_rows).zip(rstd.chunks_mut(block_rows)))
+        .collect();
+    run_blocks(blocks, x.len(), |((x, out), (mean, rstd))| {
+        let rows = x.chunks_exact(cols).zip(out.chunks_exact_mut(cols));
+        for ((x, out), (mean, rstd)) in rows.zip(mean.iter_mut().zip(rstd)) {
+            (*mean, *rstd) = forward_row(x, weights, out);
+        }
+    });
+    Ok(())
+}
+
+/// Writes `dx` for upstream gradient `dy` and adds into `grads`; `mean` and `rstd` are what
+/// [`layer_norm_forward`] saved for this `x`.
+pub fn layer_norm_backward(
+    dy: &[f32],
+    x: &[f32],
+    weights: &NormWeights<'_>,
+    mean: &[f32],
+    rstd: &[f32],
+    dx: &mut [f32],
+    grads: NormGrads<'_>,
+) -> Result<()> {
+    const OP: &str = "layer_norm_backward";
+    let cols = check_weights(OP, NormKind::Layer, weights)?;
+    let rows = rows_of(OP, "x", x.len(), cols)?;
+    check_len(OP, "dy", dy.len(), x.len())?;
+    check_len(OP, "dx", dx.len(), x.len())?;
+    check_len(OP, "mean", mean.len(), rows)?;
+    check_len(OP, "rstd", rstd.len(), rows)?;
+    check_grads(OP, weights, &grads)?;
+    let block_rows = threads::rows_per_block(rows);
+    let partial_len = partial_len(cols, weights.bias.is_some());
+    let mut partials = vec![0.0f32; rows.div_ceil(block_rows) * partial_len];
+    let blocks: Vec<_> = dy
+        .chunks(block_rows * cols)
+        .zip(x.chunks(block_rows * cols))
+        .zip(dx.chunks_mut(block_rows * cols))
+        .zip(mean.chunks(block_rows).zip(rstd.chunks(block_rows)))
+        .zip(partials.chunks_mut(partial_len))
+        .collect();
+    run_blocks(
+        blocks,
+        x.len(),
+        |((((dy, x), dx), (mean, rstd)), partial)| {
+            let (dweight, dbias) = split_partial(partial, cols, weights.bias.is_some());
+            let mut block_grads = NormGrads { dweight, dbias };
+            let rows = dy.chunks_exact(cols).zip(x.chunks_exact(cols));
+            let rows = rows.zip(dx.chunks_exact_mut(cols));
+            for (((dy, x), dx), stats) in rows.zip(mean.iter().copied().zip(rstd.iter().copied())) {
+                backward_row(dy, x, weights, stats, dx, None, &mut block_grads);
+            }
+        },
+    );
+    add_partials(&partials, grads.dweight, grads.dbias);
+    Ok(())
+}
+
+/// LayerNorm of one row into `out`; returns `(mean, rstd)`.
+#[inline]
+pub(crate) fn forward_row(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> (f32, f32) {
+    let n = x.len() as f32;
+    let rough_mean = rows::sum(x) / n;
+    let (dev_sum, dev_sq) = rows::centered_sums(x, rough_mean);
+    let correction = dev_sum / n;
+    let var = ((dev_sq - dev_sum * correction) / n).max(0.0);
+    let rstd = 1.0 / (var + weights.eps).sqrt();
+    let xhat = |v: f32| ((v - rough_mean) - correction) * rstd;
+    match weights.bias {
+        Some(bias) => {
+            let params = weights.weight.iter().zip(bias);
+            for ((o, &v), (&w, &b)) in out.iter_mut().zip(x).zip(params) {
+                *o = xhat(v) * w + b;
+            }
+        }
+        None => {
+            for ((o, &v), &w) in out.iter_mut().zip(x).zip(weights.weight) {
+                *o = xhat(v) * w;
+            }
+        }
+    }
+    (rough_mean + correction, rstd)
+}
+
+/// LayerNorm backward of one row: writes `dx` (plus `dsum` when given, for a fused residual
+/// add) and adds into `grads`.
+#[inline]
+pub(crate) fn backward_row(
+    dy: &[f32],
+    x: &[f32],
+    weights: &NormWeights<'_>,
+    (mean, rstd): (f32, f32),
+    dx: &mut [f32],
+    dsum: Option<&[f32]>,
+    grads: &mut NormGrads<'_>,
+) {
+    let n = x.len() as f32;
+    let w = weights.weight;
+    let (sum_dyw, sum_dyw_dev, sum_dev) = backward_sums(dy, x, w, mean);
+    let correction = sum_dev / n;
+    let mean_dyw = sum_dyw / n;
+    let mean_dyw_xhat = rstd * (sum_dyw_dev - correction * sum_dyw) / n;
+    let split = x.len() - x.len() % LANES;
+    let (dx_body, dx_tail) = dx.split_at_mut(split);
+    let (dw_body, dw_tail) = grads.dweight.split_at_mut(split);
+    let [mean_l, correction_l, rstd_l, mean_dyw_l, mean_dyw_xhat_l] =
+        [mean, correction, rstd, mean_dyw, mean_dyw_xhat].map(Lanes::splat);
+    let inputs = dy
+        .chunks_exact(LANES)
+        .zip(x.chunks_exact(LANES))
+        .zip(w.chunks_exact(LANES));
+    let outputs = dx_body
+        .chunks_exact_mut(LANES)
+        .zip(dw_body.chunks_exact_mut(LANES));
+    for (((g, v), w), (d, dw)) in inputs.zip(outputs) {
+        let (g, w) = (Lanes::load(g), Lanes::load(w));
+        let xhat = ((Lanes::load(v) - mean_l) - correction_l) * rstd_l;
+        (rstd_l * (g * w - mean_dyw_l - xhat * mean_dyw_xhat_l)).store(d);
+        (Lanes::load(dw) + g * xhat).store(dw);
+    }
+    let inputs = dy[split..].iter().zip(&x[split..]).zip(&w[split..]);
+    for (((&g, &v), &w), (d, dw)) in inputs.zip(dx_tail.iter_mut().zip(dw_tail)) {
+        let xhat = ((v - mean) - correction) * rstd;
+        *d = rstd * (g * w - mean_dyw - xhat * mean_dyw_xhat);
+        *dw += g * xhat;
+    }
+    if let Some(dbias) = grads.dbias.as_deref_mut() {
+        for (db, &g) in dbias.iter_mut().zip(dy) {
+            *db += g;
+        }
+    }
+    if let Some(dsum) = dsum {
+        for (d, &s) in dx.iter_mut().zip(dsum) {
+            *d += s;
+        }
+    }
+}
+
+/// `(Σ dy⊙w, Σ dy⊙w⊙(x - mean), Σ (x - mean))` over one row.
+#[inline]
+fn backward_sums(dy: &[f32], x: &[f32], w: &[f32], mean: f32) -> (f32, f32, f32) {
+    let (mut dyw, mut dyw_dev, mut dev) = (Lanes::default(), Lanes::default(), Lanes::default());
+    let mean_lanes = Lanes::splat(mean);
+    let chunks = dy.chunks_exact(LANES).zip(x.chunks_exact(LANES));
+    for ((g, v), w) in chunks.zip(w.chunks_exact(LANES)) {
+        let g_w = Lanes::load(g) * Lanes::load(w);
+        let d = Lanes::load(v) - mean_lanes;
+        dyw += g_w;
+        dyw_dev += g_w * d;
+        dev += d;
+    }
+    let (mut dyw_tail, mut dyw_dev_tail, mut dev_tail) = (0.0, 0.0, 0.0);
+    let done = dy.len() - dy.len() % LANES;
+    for ((&g, &v), &w) in dy[done..].iter().zip(&x[done..]).zip(&w[done..]) {
+        let d = v - mean;
+        dyw_tail += g * w;
+        dyw_dev_tail += g * w * d;
+        dev_tail += d;
+    }
+    (
+        dyw.sum() + dyw_tail,
+        dyw_dev.sum() + dyw_dev_tail,
+        dev.sum() + dev_tail,
+    )
+}
