@@ -15,6 +15,7 @@ pub mod data;
 pub mod error;
 pub mod gradcheck;
 pub mod kernels;
+pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod rng;

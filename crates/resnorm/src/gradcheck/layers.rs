@@ -45,7 +45,7 @@ fn dot(g: &[f64], y: &[f64]) -> f64 {
 }
 
 /// `y = x W + b` in f64.
-fn linear_reference(x: &[f64], w: &[f64], b: &[f64], n_in: usize, n_out: usize) -> Vec<f64> {
+pub fn linear_reference(x: &[f64], w: &[f64], b: &[f64], n_in: usize, n_out: usize) -> Vec<f64> {
     let mut y = Vec::with_capacity(x.len() / n_in * n_out);
     for row in x.chunks_exact(n_in) {
         for j in 0..n_out {
@@ -96,7 +96,7 @@ fn linear_checks() -> Vec<CheckResult> {
 }
 
 /// GELU, tanh approximation, in f64.
-fn gelu_reference(x: f64) -> f64 {
+pub fn gelu_reference(x: f64) -> f64 {
     let s = (2.0 / std::f64::consts::PI).sqrt();
     0.5 * x * (1.0 + (s * (x + 0.044715 * x * x * x)).tanh())
 }
@@ -155,7 +155,7 @@ fn embedding_checks() -> Vec<CheckResult> {
 }
 
 /// Causal multi-head attention in f64, written as nanoGPT computes it.
-fn attention_reference(
+pub fn attention_reference(
     qkv: &[f64],
     batch: usize,
     seq: usize,
@@ -217,7 +217,7 @@ fn attention_check() -> CheckResult {
 }
 
 /// Mean softmax cross-entropy in f64.
-fn cross_entropy_reference(logits: &[f64], targets: &[u32], vocab: usize) -> f64 {
+pub fn cross_entropy_reference(logits: &[f64], targets: &[u32], vocab: usize) -> f64 {
     let total: f64 = logits
         .chunks_exact(vocab)
         .zip(targets)

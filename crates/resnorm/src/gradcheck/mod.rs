@@ -18,6 +18,7 @@
 //! ```
 
 pub mod batch_norm;
+pub mod gpt;
 pub mod layers;
 pub mod norms;
 pub mod residual;
@@ -92,5 +93,6 @@ pub fn all_checks() -> Vec<CheckResult> {
     results.extend(batch_norm::checks());
     results.extend(residual::checks());
     results.extend(layers::checks());
+    results.extend(gpt::checks());
     results
 }

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod embedding;
 pub mod linear;
+pub mod norm;
 mod param;
 
 pub use attention::CausalSelfAttention;

@@ -1,0 +1,437 @@
+//! A decoder-only GPT (GPT-2 layout) whose residual/normalization wiring is one switch,
+//! [`Placement`], with explicit forward and backward passes and no autograd tape.
+//!
+//! ```text
+//! x₀ = wte[tokens] + wpe[positions]
+//! x_{k+1} = Unit_k(x_k)            k = 0 .. 2L-1 (attention, MLP, attention, ...), see unit.rs
+//! z = ln_f(x_2L)  (pre-ln, sandwich, no-residual)   |   x_2L + ln_f(dual_2L)  (resi-dual)   |   x_2L
+//! logits = z · wteᵀ                (head tied to the token embedding)
+//! loss = mean cross-entropy(logits, targets)
+//! ```
+//! Activations and gradients live in buffers allocated once for a `(batch, seq)` and reused
+//! until the shape changes.
+//!
+//! ```
+//! use resnorm::models::gpt::{Gpt, GptConfig, Placement};
+//! let config = GptConfig { layers: 2, heads: 2, width: 8, context: 5, vocab: 11, placement: Placement::PostLn, ..GptConfig::default() };
+//! let mut model = Gpt::new(config, 42).unwrap();
+//! let tokens = [1, 2, 3, 4, 5, 6, 7, 8];
+//! let targets = [2, 3, 4, 0, 6, 7, 8, 9];
+//! let loss = model.forward(&tokens, 2, Some(&targets)).unwrap().unwrap();
+//! assert!((loss - 11f32.ln()).abs() < 0.5); // about uniform at initialization
+//! model.backward().unwrap();
+//! let mut grad_norm = 0.0;
+//! model.visit_params(&mut |p| grad_norm += p.grad.iter().map(|g| g * g).sum::<f32>());
+//! assert!(grad_norm > 0.0);
+//! ```
+
+mod config;
+pub mod init;
+mod placement;
+mod sublayer;
+mod unit;
+
+pub use config::{GptConfig, MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB};
+pub use placement::Placement;
+pub use sublayer::Sublayer;
+pub use unit::ResidualUnit;
+
+use crate::kernels::residual::{residual_add, residual_add_assign};
+use crate::kernels::{
+    cross_entropy_backward_in_place, cross_entropy_forward, matmul, MatDims, Trans,
+};
+use crate::nn::embedding::Embedding;
+use crate::nn::norm::{Norm, NormSaved};
+use crate::nn::Param;
+use crate::{Error, Result};
+use unit::{UnitActs, UnitScratch};
+
+/// The model: embeddings, `2L` residual units, an optional final norm, a tied head.
+#[derive(Clone, Debug)]
+pub struct Gpt {
+    config: GptConfig,
+    /// `wte.weight [V, C]` (also the head) and `wpe.weight [T, C]`.
+    pub embedding: Embedding,
+    /// Units `2i` (attention) and `2i + 1` (MLP) form block `i`.
+    pub units: Vec<ResidualUnit>,
+    /// `ln_f`, present when the placement has a final norm.
+    pub ln_f: Option<Norm>,
+    state: Option<State>,
+}
+
+/// Buffers for one `(batch, seq)`.
+#[derive(Clone, Debug)]
+struct State {
+    batch: usize,
+    seq: usize,
+    tokens: Vec<u32>,
+    targets: Option<Vec<u32>>,
+    /// Residual stream before each unit and after the last: `2L + 1` tensors `[rows, C]`.
+    streams: Vec<Vec<f32>>,
+    /// resi-dual's un-normalized stream, likewise (empty otherwise).
+    duals: Vec<Vec<f32>>,
+    units: Vec<UnitActs>,
+    /// `z`, the head's input, when it differs from the last stream.
+    head_in: Vec<f32>,
+    ln_f_out: Vec<f32>,
+    ln_f_saved: NormSaved,
+    /// Logits `[rows, V]`; overwritten by their gradient in backward.
+    logits: Vec<f32>,
+    losses: Vec<f32>,
+    logsumexp: Vec<f32>,
+    scratch: UnitScratch,
+    d_stream: [Vec<f32>; 2],
+    d_dual: Vec<f32>,
+    d_head_in: Vec<f32>,
+}
+
+impl Gpt {
+    /// A model with `config`'s shape, initialized from `seed` (see [`init`] for the rules).
+    pub fn new(config: GptConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let GptConfig {
+            layers,
+            heads,
+            width,
+            context,
+            vocab,
+            placement,
+            norm,
+            eps,
+        } = config.clone();
+        let mut units = Vec::with_capacity(2 * layers);
+        for i in 0..layers {
+            let shape = (norm, width, eps);
+            let attn = Sublayer::attention(i, width, heads)?;
+            let names = (format!("h.{i}.ln_1"), format!("h.{i}.rezero_attn"));
+            units.push(ResidualUnit::new(
+                placement,
+                attn,
+                (&names.0, &names.1),
+                shape,
+                layers,
+            ));
+            let mlp = Sublayer::mlp(i, width)?;
+            let names = (format!("h.{i}.ln_2"), format!("h.{i}.rezero_mlp"));
+            units.push(ResidualUnit::new(
+                placement,
+                mlp,
+                (&names.0, &names.1),
+                shape,
+                layers,
+            ));
+        }
+        let ln_f = placement
+            .has_final_norm()
+            .then(|| Norm::new("ln_f", norm, width, eps));
+        let mut model = Gpt {
+            embedding: Embedding::new(vocab, context, width)?,
+            units,
+            ln_f,
+            config,
+            state: None,
+        };
+        init::initialize(&mut model, seed);
+        Ok(model)
+    }
+
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
+    /// Total number of parameters (the tied head counted once).
+    pub fn num_params(&self) -> usize {
+        let mut n = 0;
+        self.visit_params(&mut |p| n += p.len());
+        n
+    }
+
+    /// Runs the model on `tokens` (`batch` rows of equal length, row-major). With `targets`
+    /// it returns the mean cross-entropy and prepares [`Gpt::backward`]; without, only the
+    /// logits are computed ([`Gpt::logits`]).
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        batch: usize,
+        targets: Option<&[u32]>,
+    ) -> Result<Option<f32>> {
+        const OP: &str = "Gpt::forward";
+        if batch == 0 || tokens.is_empty() {
+            return Err(Error::invalid(OP, "the batch is empty"));
+        }
+        if tokens.len() % batch != 0 {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{} tokens do not split into {batch} equal rows",
+                    tokens.len()
+                ),
+            ));
+        }
+        let seq = tokens.len() / batch;
+        if seq > self.config.context {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "sequence of {seq} tokens is longer than the context {}",
+                    self.config.context
+                ),
+            ));
+        }
+        if let Some(targets) = targets {
+            if targets.len() != tokens.len() {
+                return Err(Error::shape(
+                    OP,
+                    format!("{} targets for {} tokens", targets.len(), tokens.len()),
+                ));
+            }
+        }
+        let mut state = match self.state.take() {
+            Some(s) if s.batch == batch && s.seq == seq => s,
+            _ => self.new_state(batch, seq),
+        };
+        let result = self.forward_with(&mut state, tokens, targets);
+        self.state = Some(state);
+        result
+    }
+
+    fn forward_with(
+        &self,
+        s: &mut State,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+    ) -> Result<Option<f32>> {
+        let (batch, seq) = (s.batch, s.seq);
+        let (width, vocab) = (self.config.width, self.config.vocab);
+        s.tokens.clear();
+        s.tokens.extend_from_slice(tokens);
+        s.targets = targets.map(<[u32]>::to_vec);
+        self.embedding
+            .forward(&mut s.streams[0], tokens, batch, seq)?;
+        let resi_dual = !s.duals.is_empty();
+        if resi_dual {
+            s.duals[0].copy_from_slice(&s.streams[0]);
+        }
+        for (k, unit) in self.units.iter().enumerate() {
+            let (before, after) = s.streams.split_at_mut(k + 1);
+            let dual = if resi_dual {
+                let (d_before, d_after) = s.duals.split_at_mut(k + 1);
+                Some((&d_before[k][..], &mut d_after[0][..]))
+            } else {
+                None
+            };
+            unit.forward(
+                &before[k],
+                &mut after[0],
+                dual,
+                &mut s.units[k],
+                (batch, seq),
+            )?;
+        }
+        let last = s.streams.last().expect("2L + 1 streams");
+        let head_in: &[f32] = match &self.ln_f {
+            Some(ln_f) if resi_dual => {
+                ln_f.forward(
+                    s.duals.last().expect("2L + 1 duals"),
+                    &mut s.ln_f_out,
+                    &mut s.ln_f_saved,
+                )?;
+                residual_add(last, &s.ln_f_out, &mut s.head_in)?;
+                &s.head_in
+            }
+            Some(ln_f) => {
+                ln_f.forward(last, &mut s.head_in, &mut s.ln_f_saved)?;
+                &s.head_in
+            }
+            None => last,
+        };
+        let dims = MatDims {
+            m: batch * seq,
+            k: width,
+            n: vocab,
+        };
+        matmul(
+            &mut s.logits,
+            head_in,
+            &self.embedding.wte.value,
+            dims,
+            Trans { a: false, b: true },
+            false,
+        )?;
+        match targets {
+            Some(t) => Ok(Some(cross_entropy_forward(
+                &s.logits,
+                t,
+                vocab,
+                &mut s.losses,
+                &mut s.logsumexp,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The logits `[batch·seq, V]` of the last forward (invalid after [`Gpt::backward`],
+    /// which overwrites them with their gradient).
+    pub fn logits(&self) -> &[f32] {
+        self.state.as_ref().map_or(&[], |s| &s.logits[..])
+    }
+
+    /// Backpropagates the last forward's loss, adding into every parameter's gradient.
+    pub fn backward(&mut self) -> Result<()> {
+        let mut s = self
+            .state
+            .take()
+            .ok_or_else(|| Error::invalid("Gpt::backward", "no forward pass to backpropagate"))?;
+        let result = self.backward_with(&mut s);
+        s.targets = None; // the logits now hold gradients: a second backward would be wrong
+        self.state = Some(s);
+        result
+    }
+
+    fn backward_with(&mut self, s: &mut State) -> Result<()> {
+        let targets = s
+            .targets
+            .as_deref()
+            .ok_or_else(|| Error::invalid("Gpt::backward", "the last forward had no targets"))?;
+        let (batch, seq) = (s.batch, s.seq);
+        let (rows, width, vocab) = (batch * seq, self.config.width, self.config.vocab);
+        cross_entropy_backward_in_place(&mut s.logits, &s.logsumexp, targets, vocab, 1.0)?;
+        let dlogits = &s.logits;
+        let resi_dual = !s.duals.is_empty();
+        let last = s.streams.last().expect("2L + 1 streams");
+        let head_in: &[f32] = if self.ln_f.is_some() {
+            &s.head_in
+        } else {
+            last
+        };
+        // Head: d(head_in) = dlogits · wte,  d(wte) += dlogitsᵀ · head_in.
+        let wte = &mut self.embedding.wte;
+        matmul(
+            &mut s.d_head_in,
+            dlogits,
+            &wte.value,
+            MatDims {
+                m: rows,
+                k: vocab,
+                n: width,
+            },
+            Trans::NONE,
+            false,
+        )?;
+        let dims = MatDims {
+            m: vocab,
+            k: rows,
+            n: width,
+        };
+        matmul(
+            &mut wte.grad,
+            dlogits,
+            head_in,
+            dims,
+            Trans { a: true, b: false },
+            true,
+        )?;
+        let [d_a, d_b] = &mut s.d_stream;
+        match &mut self.ln_f {
+            Some(ln_f) if resi_dual => {
+                d_a.copy_from_slice(&s.d_head_in);
+                ln_f.backward(
+                    &s.d_head_in,
+                    s.duals.last().expect("duals"),
+                    &s.ln_f_saved,
+                    &mut s.d_dual,
+                )?;
+            }
+            Some(ln_f) => ln_f.backward(&s.d_head_in, last, &s.ln_f_saved, d_a)?,
+            None => d_a.copy_from_slice(&s.d_head_in),
+        }
+        let (mut d_out, mut d_in) = (d_a, d_b);
+        for (k, unit) in self.units.iter_mut().enumerate().rev() {
+            let d_dual = resi_dual.then_some(&s.d_dual[..]);
+            unit.backward(
+                d_out,
+                d_dual,
+                &s.streams[k],
+                d_in,
+                &s.units[k],
+                &mut s.scratch,
+                (batch, seq),
+            )?;
+            std::mem::swap(&mut d_out, &mut d_in);
+        }
+        if resi_dual {
+            residual_add_assign(d_out, &s.d_dual)?; // x₀ feeds both streams
+        }
+        self.embedding.backward(d_out, &s.tokens, batch, seq)
+    }
+
+    fn new_state(&self, batch: usize, seq: usize) -> State {
+        let GptConfig {
+            layers,
+            heads,
+            width,
+            vocab,
+            placement,
+            ..
+        } = self.config;
+        let rows = batch * seq;
+        let n = rows * width;
+        let resi_dual = placement == Placement::ResiDual;
+        let head_in_len = if self.ln_f.is_some() { n } else { 0 };
+        State {
+            batch,
+            seq,
+            tokens: Vec::with_capacity(rows),
+            targets: None,
+            streams: vec![vec![0.0; n]; 2 * layers + 1],
+            duals: if resi_dual {
+                vec![vec![0.0; n]; 2 * layers + 1]
+            } else {
+                Vec::new()
+            },
+            units: self
+                .units
+                .iter()
+                .map(|u| u.new_acts(batch, seq, width))
+                .collect(),
+            head_in: vec![0.0; head_in_len],
+            ln_f_out: vec![0.0; if resi_dual { n } else { 0 }],
+            ln_f_saved: NormSaved::new(self.config.norm, rows),
+            logits: vec![0.0; rows * vocab],
+            losses: vec![0.0; rows],
+            logsumexp: vec![0.0; rows],
+            scratch: UnitScratch::new(batch, seq, width, heads),
+            d_stream: [vec![0.0; n], vec![0.0; n]],
+            d_dual: vec![0.0; if resi_dual { n } else { 0 }],
+            d_head_in: vec![0.0; n],
+        }
+    }
+
+    /// Clears every parameter's gradient.
+    pub fn zero_grad(&mut self) {
+        self.visit_params_mut(&mut |p| p.zero_grad());
+    }
+
+    /// Hands every parameter to `f` in a fixed order: embeddings, then block by block, then `ln_f`.
+    pub fn visit_params(&self, f: &mut dyn FnMut(&Param)) {
+        self.embedding.visit_params(f);
+        for unit in &self.units {
+            unit.visit_params(f);
+        }
+        if let Some(ln_f) = &self.ln_f {
+            ln_f.visit_params(f);
+        }
+    }
+
+    /// Hands every parameter to `f` for updating, in [`Gpt::visit_params`] order.
+    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        self.embedding.visit_params_mut(f);
+        for unit in &mut self.units {
+            unit.visit_params_mut(f);
+        }
+        if let Some(ln_f) = &mut self.ln_f {
+            ln_f.visit_params_mut(f);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The two transforms `F` that a residual unit wraps: causal self-attention and the MLP.
+//!
+//! ```text
+//! attention: qkv = h·W_attn + b_attn;  y = softmax(q·kᵀ/√d + causal mask)·v per head;
+//!            F(h) = y·W_proj + b_proj
+//! MLP:       u = h·W_fc + b_fc;  a = GELU_tanh(u);  F(h) = a·W_proj + b_proj   (4C hidden)
+//! ```
+//! Backward runs the same path reversed, each linear layer adding into its own gradients.
+
+use crate::kernels::{gelu_backward, gelu_forward};
+use crate::nn::attention::CausalSelfAttention;
+use crate::nn::linear::Linear;
+use crate::nn::Param;
+use crate::Result;
+
+/// `F` of one residual unit.
+#[derive(Clone, Debug)]
+pub enum Sublayer {
+    /// Multi-head causal self-attention, `h.{i}.attn.*`.
+    Attention {
+        /// Input projection to queries, keys and values, `[C, 3C]`.
+        c_attn: Linear,
+        /// The attention core (no parameters).
+        core: CausalSelfAttention,
+        /// Output projection, `[C, C]`.
+        c_proj: Linear,
+    },
+    /// Two-layer perceptron with GELU, `h.{i}.mlp.*`.
+    Mlp {
+        /// Expansion, `[C, 4C]`.
+        c_fc: Linear,
+        /// Contraction, `[4C, C]`.
+        c_proj: Linear,
+    },
+}
+
+/// Activations a [`Sublayer`] saves for backward, for `rows = batch · seq` tokens.
+#[derive(Clone, Debug)]
+pub enum SublayerActs {
+    /// `qkv [rows, 3C]`, attention probabilities `[B, H, T, T]`, head outputs `y [rows, C]`.
+    Attention {
+        qkv: Vec<f32>,
+        att: Vec<f32>,
+        y: Vec<f32>,
+    },
+    /// Pre-activation `u [rows, 4C]` and activation `a [rows, 4C]`.
+    Mlp { pre: Vec<f32>, act: Vec<f32> },
+}
+
+/// Gradient buffers shared by every sublayer of a model (used one sublayer at a time).
+#[derive(Clone, Debug)]
+pub struct SublayerScratch {
+    dqkv: Vec<f32>,
+    dscores: Vec<f32>,
+    dy: Vec<f32>,
+    dpre: Vec<f32>,
+    dact: Vec<f32>,
+}
+
+impl SublayerScratch {
+    /// Buffers for `batch · seq` tokens of width `width` with `heads` heads.
+    pub fn new(batch: usize, seq: usize, width: usize, heads: usize) -> Self {
+        let rows = batch * seq;
+        SublayerScratch {
+            dqkv: vec![0.0; rows * 3 * width],
+            dscores: vec![0.0; batch * heads * seq * seq],
+            dy: vec![0.0; rows * width],
+            dpre: vec![0.0; rows * 4 * width],
+            dact: vec![0.0; rows * 4 * width],
+        }
+    }
+}
+
+impl Sublayer {
+    /// The attention sublayer of block `layer`.
+    pub fn attention(layer: usize, width: usize, heads: usize) -> Result<Self> {
+        Ok(Sublayer::Attention {
+            c_attn: Linear::new(&format!("h.{layer}.attn.c_attn"), width, 3 * width, true)?,
+            core: CausalSelfAttention::new(width, heads)?,
+            c_proj: Linear::new(&format!("h.{layer}.attn.c_proj"), width, width, true)?,
+        })
+    }
+
+    /// The MLP sublayer of block `layer`.
+    pub fn mlp(layer: usize, width: usize) -> Result<Self> {
+        Ok(Sublayer::Mlp {
+            c_fc: Linear::new(&format!("h.{layer}.mlp.c_fc"), width, 4 * width, true)?,
+            c_proj: Linear::new(&format!("h.{layer}.mlp.c_proj"), 4 * width, width, true)?,
+        })
+    }
+
+    /// Activation buffers for this sublayer at `batch · seq` tokens.
+    pub fn new_acts(&self, batch: usize, seq: usize) -> SublayerActs {
+        let rows = batch * seq;
+        match self {
+            Sublayer::Attention { core, .. } => SublayerActs::Attention {
+                qkv: vec![0.0; rows * 3 * core.channels()],
+                att: vec![0.0; batch * core.heads() * seq * seq],
+                y: vec![0.0; rows * core.channels()],
+            },
+            Sublayer::Mlp { c_fc, .. } => SublayerActs::Mlp {
+                pre: vec![0.0; rows * c_fc.out_features()],
+                act: vec![0.0; rows * c_fc.out_features()],
+            },
+        }
+    }
+
+    /// `out = F(h)` for `h [batch·seq, C]`.
+    pub fn forward(
+        &self,
+        h: &[f32],
+        acts: &mut SublayerActs,
+        out: &mut [f32],
+        batch: usize,
+        seq: usize,
+    ) -> Result<()> {
+        match (self, acts) {
+            (
+                Sublayer::Attention {
+                    c_attn,
+                    core,
+                    c_proj,
+                },
+                SublayerActs::Attention { qkv, att, y },
+            ) => {
+                c_attn.forward(qkv, h)?;
+                core.forward(y, att, qkv, batch, seq)?;
+                c_proj.forward(out, y)
+            }
+            (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { pre, act }) => {
+                c_fc.forward(pre, h)?;
+                gelu_forward(act, pre)?;
+                c_proj.forward(out, act)
+            }
+            _ => unreachable!("activations are always built by the same sublayer"),
+        }
+    }
+
+    /// `dh = F'(h)ᵀ dout` (overwritten); adds into the sublayer's parameter gradients.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        dout: &[f32],
+        h: &[f32],
+        acts: &SublayerActs,
+        scratch: &mut SublayerScratch,
+        dh: &mut [f32],
+        batch: usize,
+        seq: usize,
+    ) -> Result<()> {
+        match (self, acts) {
+            (
+                Sublayer::Attention {
+                    c_attn,
+                    core,
+                    c_proj,
+                },
+                SublayerActs::Attention { qkv, att, y },
+            ) => {
+                c_proj.backward(&mut scratch.dy, y, dout)?;
+                core.backward(
+                    &mut scratch.dqkv,
+                    &mut scratch.dscores,
+                    &scratch.dy,
+                    att,
+                    qkv,
+                    batch,
+                    seq,
+                )?;
+                c_attn.backward(dh, h, &scratch.dqkv)
+            }
+            (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { pre, act }) => {
+                c_proj.backward(&mut scratch.dact, act, dout)?;
+                gelu_backward(&mut scratch.dpre, pre, &scratch.dact)?;
+                c_fc.backward(dh, h, &scratch.dpre)
+            }
+            _ => unreachable!("activations are always built by the same sublayer"),
+        }
+    }
+
+    /// The linear layers, input side first.
+    pub fn linears_mut(&mut self) -> [&mut Linear; 2] {
+        match self {
+            Sublayer::Attention { c_attn, c_proj, .. } => [c_attn, c_proj],
+            Sublayer::Mlp { c_fc, c_proj } => [c_fc, c_proj],
+        }
+    }
+
+    /// Hands every parameter to `f`, input side first.
+    pub fn visit_params(&self, f: &mut dyn FnMut(&Param)) {
+        match self {
+            Sublayer::Attention { c_attn, c_proj, .. } => {
+                c_attn.visit_params(f);
+                c_proj.visit_params(f);
+            }
+            Sublayer::Mlp { c_fc, c_proj } => {
+                c_fc.visit_params(f);
+                c_proj.visit_params(f);
+            }
+        }
+    }
+
+    /// Hands every parameter to `f` for updating, input side first.
+    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        for linear in self.linears_mut() {
+            linear.visit_params_mut(f);
+        }
+    }
+}

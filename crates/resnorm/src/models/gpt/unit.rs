@@ -1,0 +1,305 @@
+//! One residual unit: a sublayer `F` wired to the residual stream as a [`Placement`] says.
+//! This file is the one place where a placement becomes code, forward and backward side by
+//! side.
+//!
+//! ```text
+//! placement     forward                              backward (dy = ∂L/∂x_out)
+//! pre-ln        x' = x + F(N(x))                     dx = dy + N'ᵀ F'ᵀ dy
+//! post-ln       s = x + F(x);  x' = N(s)             ds = N'ᵀ dy;  dx = ds + F'ᵀ ds
+//! sandwich      x' = x + N₂(F(N₁(x)))                dx = dy + N₁'ᵀ F'ᵀ N₂'ᵀ dy
+//! deep-norm     s = α·x + F(x);  x' = N(s)           ds = N'ᵀ dy;  dx = α·ds + F'ᵀ ds
+//! re-zero       x' = x + a·F(x)                      dx = dy + F'ᵀ (a·dy);  da += Σ dy ⊙ F(x)
+//! resi-dual     s = x + F(x);  x' = N(s);            ds = N'ᵀ dy;  dF = ds + dd;
+//!               d' = d + F(x)                        dx = ds + F'ᵀ dF;  dd passes through
+//! no-norm       x' = x + F(x)                        dx = dy + F'ᵀ dy
+//! no-residual   x' = F(N(x))                         dx = N'ᵀ F'ᵀ dy
+//! ```
+//! Every backward has the shape `dx = (skip path) + (path through F)`: the residual
+//! connection is the identity (or `α`) on the skip path, which is why gradients reach the
+//! first layers undiminished.
+
+use super::sublayer::{Sublayer, SublayerActs, SublayerScratch};
+use super::Placement;
+use crate::kernels::add_norm::UpstreamGrads;
+use crate::kernels::norm::NormKind;
+use crate::kernels::residual::{
+    gated_residual_add, gated_residual_add_backward, residual_add, residual_add_assign,
+    residual_add_backward, scaled_residual_add, scaled_residual_add_backward,
+};
+use crate::nn::norm::{Norm, NormSaved};
+use crate::nn::{Param, ParamKind};
+use crate::Result;
+
+/// A sublayer with its norms (and ReZero gate) as its placement wires them.
+#[derive(Clone, Debug)]
+pub struct ResidualUnit {
+    placement: Placement,
+    /// DeepNorm's `α` (1 for the other placements).
+    alpha: f32,
+    /// The transform `F`.
+    pub sublayer: Sublayer,
+    /// Norm applied to `F`'s input (pre-ln, sandwich, no-residual).
+    pub pre_norm: Option<Norm>,
+    /// Norm applied after the add (post-ln, deep-norm, resi-dual) or to `F`'s output (sandwich).
+    pub post_norm: Option<Norm>,
+    /// ReZero's learned scalar `a`, initialized to 0.
+    pub gate: Option<Param>,
+}
+
+/// What a [`ResidualUnit`] saves for backward, for `rows` tokens.
+#[derive(Clone, Debug)]
+pub struct UnitActs {
+    normed: Vec<f32>,
+    pre_saved: NormSaved,
+    sublayer: SublayerActs,
+    f_out: Vec<f32>,
+    /// The tensor `post_norm` reads: `x + F` (post-ln, resi-dual), `α·x + F` (deep-norm), or
+    /// for sandwich its output `N₂(F)`.
+    post: Vec<f32>,
+    post_saved: NormSaved,
+}
+
+/// Gradient buffers shared by all units (used one unit at a time).
+#[derive(Clone, Debug)]
+pub struct UnitScratch {
+    sublayer: SublayerScratch,
+    d_f: Vec<f32>,
+    d_h: Vec<f32>,
+    d_tmp: Vec<f32>,
+}
+
+impl UnitScratch {
+    /// Buffers for `batch · seq` tokens.
+    pub fn new(batch: usize, seq: usize, width: usize, heads: usize) -> Self {
+        let n = batch * seq * width;
+        UnitScratch {
+            sublayer: SublayerScratch::new(batch, seq, width, heads),
+            d_f: vec![0.0; n],
+            d_h: vec![0.0; n],
+            d_tmp: vec![0.0; n],
+        }
+    }
+}
+
+impl ResidualUnit {
+    /// Wraps `sublayer` as `placement` says. `norm_name` is `h.{i}.ln_1` or `h.{i}.ln_2`;
+    /// `gate_name` is `h.{i}.rezero_attn` or `h.{i}.rezero_mlp`; `layers` is `L`.
+    pub fn new(
+        placement: Placement,
+        sublayer: Sublayer,
+        (norm_name, gate_name): (&str, &str),
+        (kind, width, eps): (NormKind, usize, f32),
+        layers: usize,
+    ) -> Self {
+        use Placement::*;
+        let norm = |name: &str| Some(Norm::new(name, kind, width, eps));
+        let (pre_norm, post_norm) = match placement {
+            PreLn | NoResidual => (norm(norm_name), None),
+            Sandwich => (norm(norm_name), norm(&format!("{norm_name}_post"))),
+            PostLn | DeepNorm | ResiDual => (None, norm(norm_name)),
+            ReZero | NoNorm => (None, None),
+        };
+        let gate =
+            (placement == ReZero).then(|| Param::zeros(gate_name, vec![1], ParamKind::Scalar));
+        ResidualUnit {
+            placement,
+            alpha: placement.residual_scale(layers),
+            sublayer,
+            pre_norm,
+            post_norm,
+            gate,
+        }
+    }
+
+    /// Activation buffers for `batch · seq` tokens of width `width`.
+    pub fn new_acts(&self, batch: usize, seq: usize, width: usize) -> UnitActs {
+        let rows = batch * seq;
+        let saved = |norm: &Option<Norm>| match norm {
+            Some(n) => NormSaved::new(n.kind, rows),
+            None => NormSaved::new(NormKind::Rms, 0),
+        };
+        let sized = |present: bool| {
+            if present {
+                vec![0.0; rows * width]
+            } else {
+                Vec::new()
+            }
+        };
+        UnitActs {
+            normed: sized(self.pre_norm.is_some()),
+            pre_saved: saved(&self.pre_norm),
+            sublayer: self.sublayer.new_acts(batch, seq),
+            f_out: vec![0.0; rows * width],
+            post: sized(self.post_norm.is_some()),
+            post_saved: saved(&self.post_norm),
+        }
+    }
+
+    /// `x_out` from `x_in`; for resi-dual also `dual_out = dual_in + F`.
+    pub fn forward(
+        &self,
+        x_in: &[f32],
+        x_out: &mut [f32],
+        dual: Option<(&[f32], &mut [f32])>,
+        acts: &mut UnitActs,
+        (batch, seq): (usize, usize),
+    ) -> Result<()> {
+        let UnitActs {
+            normed,
+            pre_saved,
+            sublayer,
+            f_out,
+            post,
+            post_saved,
+        } = acts;
+        let h: &[f32] = match &self.pre_norm {
+            Some(norm) => {
+                norm.forward(x_in, normed, pre_saved)?;
+                normed
+            }
+            None => x_in,
+        };
+        self.sublayer.forward(h, sublayer, f_out, batch, seq)?;
+        let post_norm = || self.post_norm.as_ref().expect("placement has a post norm");
+        match self.placement {
+            Placement::PreLn | Placement::NoNorm => residual_add(x_in, f_out, x_out),
+            Placement::NoResidual => {
+                x_out.copy_from_slice(f_out);
+                Ok(())
+            }
+            Placement::Sandwich => {
+                post_norm().forward(f_out, post, post_saved)?;
+                residual_add(x_in, post, x_out)
+            }
+            Placement::ReZero => {
+                let a = self.gate.as_ref().expect("re-zero has a gate").value[0];
+                gated_residual_add(x_in, a, f_out, x_out)
+            }
+            Placement::PostLn => post_norm().add_forward(x_in, f_out, post, x_out, post_saved),
+            Placement::DeepNorm => {
+                scaled_residual_add(self.alpha, x_in, f_out, post)?;
+                post_norm().forward(post, x_out, post_saved)
+            }
+            Placement::ResiDual => {
+                post_norm().add_forward(x_in, f_out, post, x_out, post_saved)?;
+                let (dual_in, dual_out) = dual.expect("resi-dual carries a dual stream");
+                residual_add(dual_in, f_out, dual_out)
+            }
+        }
+    }
+
+    /// Backward of [`ResidualUnit::forward`]: `d_in = ∂L/∂x_in` (overwritten) from
+    /// `d_out = ∂L/∂x_out` and, for resi-dual, `d_dual = ∂L/∂dual_out` (which is also
+    /// `∂L/∂dual_in`: the dual stream's add passes it through). Adds into every parameter
+    /// gradient of the unit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        d_out: &[f32],
+        d_dual: Option<&[f32]>,
+        x_in: &[f32],
+        d_in: &mut [f32],
+        acts: &UnitActs,
+        scratch: &mut UnitScratch,
+        (batch, seq): (usize, usize),
+    ) -> Result<()> {
+        let UnitScratch {
+            sublayer: sub_scratch,
+            d_f,
+            d_h,
+            d_tmp,
+        } = scratch;
+        // 1. Split d_out into the skip path's gradient (d_in) and F's output gradient (d_f).
+        match self.placement {
+            Placement::PreLn | Placement::NoNorm => residual_add_backward(d_out, d_in, d_f)?,
+            Placement::NoResidual => {
+                d_f.copy_from_slice(d_out);
+                d_in.fill(0.0);
+            }
+            Placement::Sandwich => {
+                d_in.copy_from_slice(d_out);
+                self.post_norm_mut()
+                    .backward(d_out, &acts.f_out, &acts.post_saved, d_f)?;
+            }
+            Placement::ReZero => {
+                let gate = self.gate.as_mut().expect("re-zero has a gate");
+                let a = gate.value[0];
+                gated_residual_add_backward(d_out, &acts.f_out, a, d_in, d_f, &mut gate.grad[0])?;
+            }
+            Placement::PostLn => {
+                let upstream = UpstreamGrads {
+                    dout: d_out,
+                    dsum: None,
+                };
+                self.post_norm_mut()
+                    .add_backward(upstream, &acts.post, &acts.post_saved, d_f)?;
+                d_in.copy_from_slice(d_f);
+            }
+            Placement::DeepNorm => {
+                self.post_norm_mut()
+                    .backward(d_out, &acts.post, &acts.post_saved, d_tmp)?;
+                scaled_residual_add_backward(self.alpha, d_tmp, d_in, d_f)?;
+            }
+            Placement::ResiDual => {
+                let upstream = UpstreamGrads {
+                    dout: d_out,
+                    dsum: None,
+                };
+                self.post_norm_mut()
+                    .add_backward(upstream, &acts.post, &acts.post_saved, d_in)?;
+                residual_add(
+                    d_in,
+                    d_dual.expect("resi-dual carries a dual gradient"),
+                    d_f,
+                )?;
+            }
+        }
+        // 2. Through F, then its input norm; add onto the skip path: dx = skip + F'ᵀ d_f.
+        let h: &[f32] = if self.pre_norm.is_some() {
+            &acts.normed
+        } else {
+            x_in
+        };
+        self.sublayer
+            .backward(d_f, h, &acts.sublayer, sub_scratch, d_h, batch, seq)?;
+        match &mut self.pre_norm {
+            Some(norm) => {
+                norm.backward(d_h, x_in, &acts.pre_saved, d_tmp)?;
+                residual_add_assign(d_in, d_tmp)
+            }
+            None => residual_add_assign(d_in, d_h),
+        }
+    }
+
+    fn post_norm_mut(&mut self) -> &mut Norm {
+        self.post_norm.as_mut().expect("placement has a post norm")
+    }
+
+    /// Hands every parameter to `f`: input norm, sublayer, output norm, gate.
+    pub fn visit_params(&self, f: &mut dyn FnMut(&Param)) {
+        if let Some(norm) = &self.pre_norm {
+            norm.visit_params(f);
+        }
+        self.sublayer.visit_params(f);
+        if let Some(norm) = &self.post_norm {
+            norm.visit_params(f);
+        }
+        if let Some(gate) = &self.gate {
+            f(gate);
+        }
+    }
+
+    /// Hands every parameter to `f` for updating, in [`ResidualUnit::visit_params`] order.
+    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        if let Some(norm) = &mut self.pre_norm {
+            norm.visit_params_mut(f);
+        }
+        self.sublayer.visit_params_mut(f);
+        if let Some(norm) = &mut self.post_norm {
+            norm.visit_params_mut(f);
+        }
+        if let Some(gate) = &mut self.gate {
+            f(gate);
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Models built from the layers in [`crate::nn`]: compositions of layers and the one place
+//! where a residual/normalization placement becomes wiring.
+
+pub mod gpt;
