@@ -13,6 +13,7 @@
 //! - every size mismatch is a [`crate::Error`], checked before any element is touched.
 
 pub mod add_norm;
+mod lanes;
 pub mod layer_norm;
 pub mod norm;
 pub mod rms_norm;
