@@ -14,7 +14,7 @@
 //! dweight += Σ_rows dy ⊙ xhat                            (accumulated)
 //! ```
 //!
-//! The mean square is a sum of non-negative terms, so one pass in `f32` (eight independent
+//! The mean square is a sum of non-negative terms, so one pass in `f32` (sixteen independent
 //! partial sums) is accurate. Forward reads `x` once and writes `y`; backward reads `dy` and
 //! `x` once and writes `dx`. Passing a bias is an [`crate::Error::InvalidArgument`].
 //!
