@@ -44,10 +44,11 @@
 //! assert_eq!(dbias, [2.0; 4]);
 //! ```
 
+use super::lanes::{simd_dispatch, Lanes, LANES};
 use super::norm::{
     check_grads, check_len, check_weights, rows_of, NormGrads, NormKind, NormWeights,
 };
-use super::rows::{self, add_partials, partial_len, run_blocks, split_partial, Lanes, LANES};
+use super::rows::{self, add_partials, partial_len, run_blocks, split_partial};
 use crate::{threads, Result};
 
 /// Normalizes every row of `x` (`[rows, cols]`, `cols = weights.weight.len()`) into `out`,
@@ -126,12 +127,17 @@ pub fn layer_norm_backward(
     Ok(())
 }
 
-/// LayerNorm of one row into `out`; returns `(mean, rstd)`.
-#[inline]
-pub(crate) fn forward_row(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> (f32, f32) {
+simd_dispatch! {
+    /// LayerNorm of one row into `out`; returns `(mean, rstd)`.
+    pub(crate) fn forward_row(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> (f32, f32)
+        => forward_row_with
+}
+
+#[inline(always)]
+fn forward_row_with<L: Lanes>(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> (f32, f32) {
     let n = x.len() as f32;
-    let rough_mean = rows::sum(x) / n;
-    let (dev_sum, dev_sq) = rows::centered_sums(x, rough_mean);
+    let rough_mean = rows::sum::<L>(x) / n;
+    let (dev_sum, dev_sq) = rows::centered_sums::<L>(x, rough_mean);
     let correction = dev_sum / n;
     let var = ((dev_sq - dev_sum * correction) / n).max(0.0);
     let rstd = 1.0 / (var + weights.eps).sqrt();
@@ -152,10 +158,22 @@ pub(crate) fn forward_row(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32])
     (rough_mean + correction, rstd)
 }
 
-/// LayerNorm backward of one row: writes `dx` (plus `dsum` when given, for a fused residual
-/// add) and adds into `grads`.
-#[inline]
-pub(crate) fn backward_row(
+simd_dispatch! {
+    /// LayerNorm backward of one row: writes `dx` (plus `dsum` when given, for a fused
+    /// residual add) and adds into `grads`; `stats` is the row's `(mean, rstd)`.
+    pub(crate) fn backward_row(
+        dy: &[f32],
+        x: &[f32],
+        weights: &NormWeights<'_>,
+        stats: (f32, f32),
+        dx: &mut [f32],
+        dsum: Option<&[f32]>,
+        grads: &mut NormGrads<'_>,
+    ) => backward_row_with
+}
+
+#[inline(always)]
+fn backward_row_with<L: Lanes>(
     dy: &[f32],
     x: &[f32],
     weights: &NormWeights<'_>,
@@ -166,7 +184,7 @@ pub(crate) fn backward_row(
 ) {
     let n = x.len() as f32;
     let w = weights.weight;
-    let (sum_dyw, sum_dyw_dev, sum_dev) = backward_sums(dy, x, w, mean);
+    let (sum_dyw, sum_dyw_dev, sum_dev) = backward_sums::<L>(dy, x, w, mean);
     let correction = sum_dev / n;
     let mean_dyw = sum_dyw / n;
     let mean_dyw_xhat = rstd * (sum_dyw_dev - correction * sum_dyw) / n;
@@ -174,7 +192,7 @@ pub(crate) fn backward_row(
     let (dx_body, dx_tail) = dx.split_at_mut(split);
     let (dw_body, dw_tail) = grads.dweight.split_at_mut(split);
     let [mean_l, correction_l, rstd_l, mean_dyw_l, mean_dyw_xhat_l] =
-        [mean, correction, rstd, mean_dyw, mean_dyw_xhat].map(Lanes::splat);
+        [mean, correction, rstd, mean_dyw, mean_dyw_xhat].map(L::splat);
     let inputs = dy
         .chunks_exact(LANES)
         .zip(x.chunks_exact(LANES))
@@ -183,10 +201,10 @@ pub(crate) fn backward_row(
         .chunks_exact_mut(LANES)
         .zip(dw_body.chunks_exact_mut(LANES));
     for (((g, v), w), (d, dw)) in inputs.zip(outputs) {
-        let (g, w) = (Lanes::load(g), Lanes::load(w));
-        let xhat = ((Lanes::load(v) - mean_l) - correction_l) * rstd_l;
+        let (g, w) = (L::load(g), L::load(w));
+        let xhat = ((L::load(v) - mean_l) - correction_l) * rstd_l;
         (rstd_l * (g * w - mean_dyw_l - xhat * mean_dyw_xhat_l)).store(d);
-        (Lanes::load(dw) + g * xhat).store(dw);
+        (L::load(dw) + g * xhat).store(dw);
     }
     let inputs = dy[split..].iter().zip(&x[split..]).zip(&w[split..]);
     for (((&g, &v), &w), (d, dw)) in inputs.zip(dx_tail.iter_mut().zip(dw_tail)) {
@@ -207,14 +225,14 @@ pub(crate) fn backward_row(
 }
 
 /// `(Σ dy⊙w, Σ dy⊙w⊙(x - mean), Σ (x - mean))` over one row.
-#[inline]
-fn backward_sums(dy: &[f32], x: &[f32], w: &[f32], mean: f32) -> (f32, f32, f32) {
-    let (mut dyw, mut dyw_dev, mut dev) = (Lanes::default(), Lanes::default(), Lanes::default());
-    let mean_lanes = Lanes::splat(mean);
+#[inline(always)]
+fn backward_sums<L: Lanes>(dy: &[f32], x: &[f32], w: &[f32], mean: f32) -> (f32, f32, f32) {
+    let (mut dyw, mut dyw_dev, mut dev) = (L::zero(), L::zero(), L::zero());
+    let mean_lanes = L::splat(mean);
     let chunks = dy.chunks_exact(LANES).zip(x.chunks_exact(LANES));
     for ((g, v), w) in chunks.zip(w.chunks_exact(LANES)) {
-        let g_w = Lanes::load(g) * Lanes::load(w);
-        let d = Lanes::load(v) - mean_lanes;
+        let g_w = L::load(g) * L::load(w);
+        let d = L::load(v) - mean_lanes;
         dyw += g_w;
         dyw_dev += g_w * d;
         dev += d;

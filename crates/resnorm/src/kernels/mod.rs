@@ -17,6 +17,7 @@ pub mod add_norm;
 pub mod batch_norm;
 pub mod cross_entropy;
 pub mod gelu;
+mod lanes;
 pub mod layer_norm;
 pub mod matmul;
 pub mod norm;

@@ -14,7 +14,7 @@
 //! dweight += Σ_rows dy ⊙ xhat                            (accumulated)
 //! ```
 //!
-//! The mean square is a sum of non-negative terms, so one pass in `f32` (eight independent
+//! The mean square is a sum of non-negative terms, so one pass in `f32` (sixteen independent
 //! partial sums) is accurate. Forward reads `x` once and writes `y`; backward reads `dy` and
 //! `x` once and writes `dx`. Passing a bias is an [`crate::Error::InvalidArgument`].
 //!
@@ -36,10 +36,11 @@
 //! assert!((dx[0] * x[0] + dx[1] * x[1]).abs() < 1e-5);
 //! ```
 
+use super::lanes::{simd_dispatch, Lanes, LANES};
 use super::norm::{
     check_grads, check_len, check_weights, rows_of, NormGrads, NormKind, NormWeights,
 };
-use super::rows::{self, add_partials, run_blocks, Lanes, LANES};
+use super::rows::{self, add_partials, run_blocks};
 use crate::{threads, Result};
 
 /// Normalizes every row of `x` (`[rows, cols]`, `cols = weights.weight.len()`) into `out`,
@@ -106,20 +107,37 @@ pub fn rms_norm_backward(
     Ok(())
 }
 
-/// RMSNorm of one row into `out`; returns `rstd`.
-#[inline]
-pub(crate) fn forward_row(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> f32 {
-    let rstd = 1.0 / (rows::sum_sq(x) / x.len() as f32 + weights.eps).sqrt();
+simd_dispatch! {
+    /// RMSNorm of one row into `out`; returns `rstd`.
+    pub(crate) fn forward_row(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> f32
+        => forward_row_with
+}
+
+#[inline(always)]
+fn forward_row_with<L: Lanes>(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> f32 {
+    let rstd = 1.0 / (rows::sum_sq::<L>(x) / x.len() as f32 + weights.eps).sqrt();
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weights.weight) {
         *o = v * rstd * w;
     }
     rstd
 }
 
-/// RMSNorm backward of one row: writes `dx` (plus `dsum` when given, for a fused residual
-/// add) and adds `dy ⊙ xhat` into `dweight`.
-#[inline]
-pub(crate) fn backward_row(
+simd_dispatch! {
+    /// RMSNorm backward of one row: writes `dx` (plus `dsum` when given, for a fused residual
+    /// add) and adds `dy ⊙ xhat` into `dweight`.
+    pub(crate) fn backward_row(
+        dy: &[f32],
+        x: &[f32],
+        weight: &[f32],
+        rstd: f32,
+        dx: &mut [f32],
+        dsum: Option<&[f32]>,
+        dweight: &mut [f32],
+    ) => backward_row_with
+}
+
+#[inline(always)]
+fn backward_row_with<L: Lanes>(
     dy: &[f32],
     x: &[f32],
     weight: &[f32],
@@ -128,21 +146,21 @@ pub(crate) fn backward_row(
     dsum: Option<&[f32]>,
     dweight: &mut [f32],
 ) {
-    let mean_dyw_xhat = rstd * dot3(dy, weight, x) / x.len() as f32;
+    let mean_dyw_xhat = rstd * dot3::<L>(dy, weight, x) / x.len() as f32;
     let split = x.len() - x.len() % LANES;
     let (dx_body, dx_tail) = dx.split_at_mut(split);
     let (dw_body, dw_tail) = dweight.split_at_mut(split);
-    let [rstd_l, mean_dyw_xhat_l] = [rstd, mean_dyw_xhat].map(Lanes::splat);
+    let [rstd_l, mean_dyw_xhat_l] = [rstd, mean_dyw_xhat].map(L::splat);
     let inputs = dy.chunks_exact(LANES).zip(x.chunks_exact(LANES));
     let inputs = inputs.zip(weight.chunks_exact(LANES));
     let outputs = dx_body
         .chunks_exact_mut(LANES)
         .zip(dw_body.chunks_exact_mut(LANES));
     for (((g, v), w), (d, dw)) in inputs.zip(outputs) {
-        let (g, w) = (Lanes::load(g), Lanes::load(w));
-        let xhat = Lanes::load(v) * rstd_l;
+        let (g, w) = (L::load(g), L::load(w));
+        let xhat = L::load(v) * rstd_l;
         (rstd_l * (g * w - xhat * mean_dyw_xhat_l)).store(d);
-        (Lanes::load(dw) + g * xhat).store(dw);
+        (L::load(dw) + g * xhat).store(dw);
     }
     let inputs = dy[split..].iter().zip(&x[split..]).zip(&weight[split..]);
     for (((&g, &v), &w), (d, dw)) in inputs.zip(dx_tail.iter_mut().zip(dw_tail)) {
@@ -158,12 +176,12 @@ pub(crate) fn backward_row(
 }
 
 /// `Σ a ⊙ b ⊙ c`.
-#[inline]
-fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
-    let mut acc = Lanes::default();
+#[inline(always)]
+fn dot3<L: Lanes>(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    let mut acc = L::zero();
     let chunks = a.chunks_exact(LANES).zip(b.chunks_exact(LANES));
     for ((a, b), c) in chunks.zip(c.chunks_exact(LANES)) {
-        acc += Lanes::load(a) * Lanes::load(b) * Lanes::load(c);
+        acc += L::load(a) * L::load(b) * L::load(c);
     }
     let done = a.len() - a.len() % LANES;
     let tail: f32 = a[done..]
