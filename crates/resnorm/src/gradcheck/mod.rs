@@ -17,6 +17,8 @@
 //! assert!(check.passed, "{check:?}");
 //! ```
 
+pub mod vision;
+
 /// Outcome of one gradient check.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckResult {
@@ -84,5 +86,6 @@ pub fn compare(name: &str, analytic: &[f32], numeric: &[f64], tolerance: f64) ->
 pub fn all_checks() -> Vec<CheckResult> {
     let mut results = Vec::new();
     results.extend(Vec::<CheckResult>::new());
+    results.extend(vision::checks());
     results
 }

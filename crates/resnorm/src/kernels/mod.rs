@@ -11,3 +11,9 @@
 //!   parameter gradients are summed per block, then across blocks in block order, so a
 //!   result depends only on the thread count;
 //! - every size mismatch is a [`crate::Error`], checked before any element is touched.
+
+mod im2col;
+mod relu;
+
+pub use im2col::{col2im, im2col, PatchGeometry};
+pub use relu::{relu_backward, relu_backward_in_place, relu_forward, relu_forward_in_place};
