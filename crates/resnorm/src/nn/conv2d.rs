@@ -258,17 +258,22 @@ impl Conv2d {
                     Ok::<(), Error>(())
                 })
         })?;
-        for scratch in self.workspace.chunks(block_len) {
-            let dweight = &scratch[geometry.cols_len()..];
-            for (g, &d) in self.weight.grad.iter_mut().zip(dweight) {
-                *g += d;
+        // The batch's gradients are summed completely (blocks in order) before they are
+        // added, so accumulating over micro-batches rounds once per batch.
+        let (first, rest) = self.workspace.split_at_mut(block_len);
+        let dweight = &mut first[geometry.cols_len()..];
+        for scratch in rest.chunks(block_len) {
+            for (total, &d) in dweight.iter_mut().zip(&scratch[geometry.cols_len()..]) {
+                *total += d;
             }
         }
+        for (g, &d) in self.weight.grad.iter_mut().zip(dweight.iter()) {
+            *g += d;
+        }
         if let Some(bias) = &mut self.bias {
-            for dy in doutput.chunks(out_channels * positions) {
-                for (g, plane) in bias.grad.iter_mut().zip(dy.chunks(positions)) {
-                    *g += plane.iter().sum::<f32>();
-                }
+            for (o, g) in bias.grad.iter_mut().enumerate() {
+                let planes = doutput.chunks(positions).skip(o).step_by(out_channels);
+                *g += planes.map(|plane| plane.iter().sum::<f32>()).sum::<f32>();
             }
         }
         Ok(())
