@@ -129,6 +129,11 @@ fn conv2d_matches_direct_loops() {
         (config(4, 5, 1, 2, 0, false), ImageShape::new(5, 4, 5, 6)),
         (config(2, 2, 3, 3, 0, true), ImageShape::new(2, 2, 8, 8)),
         (config(1, 2, 4, 1, 2, false), ImageShape::new(2, 1, 3, 3)),
+        // One large image: the matrix products themselves run on several threads.
+        (
+            config(16, 32, 3, 1, 1, false),
+            ImageShape::new(1, 16, 16, 16),
+        ),
     ];
     for (cfg, shape) in cases {
         let what = format!("{cfg:?} on {shape}");
