@@ -1,4 +1,6 @@
-//! Training data: text and token files, tokenizers, a built-in corpus, batching.
+//! Training data: text and token files, tokenizers, a built-in corpus, batching; and image
+//! data (MNIST-style IDX files, scikit-learn's digits CSV) in [`ImageDataset`]s with seeded
+//! batches and augmentation.
 //!
 //! The path from a user's `--data` to a batch:
 //! 1. [`read_text`] reads a UTF-8 file or a folder of them, or [`read_token_file`] reads
@@ -21,17 +23,28 @@
 //! assert_eq!(tokenizer.decode(&inputs[1..16]).unwrap(), tokenizer.decode(&targets[..15]).unwrap());
 //! ```
 
+mod augment;
 mod corpus;
 mod dataset;
+mod digits;
+mod gzip;
+mod idx;
+mod image_dataset;
+mod labeled_images;
 mod text;
 mod token_file;
 mod tokenizer;
 
+pub use augment::Augmentation;
 pub use corpus::{
     lexicon, Corpus, ADJECTIVE_PROBABILITY, ASIDE_PROBABILITY, DEFAULT_CORPUS_CHARS, MAX_SENTENCES,
     MIN_SENTENCES, RELATIVE_CLAUSE_PROBABILITIES, SENTENCE_WEIGHTS,
 };
 pub use dataset::{TokenDataset, DEFAULT_VALIDATION_FRACTION};
+pub use digits::{read_digits_csv, DIGITS_MAX_PIXEL, DIGITS_SIDE};
+pub use idx::{read_idx, read_mnist, read_mnist_split, IdxArray, MnistSplit, IDX_TYPE_U8};
+pub use image_dataset::ImageDataset;
+pub use labeled_images::{LabeledImages, Normalization};
 pub use text::read_text;
 pub use token_file::{
     read_token_file, read_token_file_as, write_token_file, TokenFile, TokenFileFormat,

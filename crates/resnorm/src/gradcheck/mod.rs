@@ -22,6 +22,7 @@ pub mod gpt;
 pub mod layers;
 pub mod norms;
 pub mod residual;
+pub mod vision;
 
 /// Outcome of one gradient check.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +94,7 @@ pub fn all_checks() -> Vec<CheckResult> {
     results.extend(batch_norm::checks());
     results.extend(residual::checks());
     results.extend(layers::checks());
+    results.extend(vision::checks());
     results.extend(gpt::checks());
     results
 }

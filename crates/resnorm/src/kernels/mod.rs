@@ -17,10 +17,12 @@ pub mod add_norm;
 pub mod batch_norm;
 pub mod cross_entropy;
 pub mod gelu;
+pub mod im2col;
 mod lanes;
 pub mod layer_norm;
 pub mod matmul;
 pub mod norm;
+pub mod relu;
 pub mod residual;
 pub mod rms_norm;
 mod rows;
@@ -29,5 +31,7 @@ pub use cross_entropy::{
     cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward,
 };
 pub use gelu::{gelu_backward, gelu_forward};
+pub use im2col::{col2im, im2col, PatchGeometry};
 pub use matmul::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans, PARALLEL_MIN_WORK};
 pub use norm::{NormKind, DEFAULT_EPS};
+pub use relu::{relu_backward, relu_backward_in_place, relu_forward, relu_forward_in_place};

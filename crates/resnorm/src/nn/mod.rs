@@ -7,12 +7,20 @@
 //! diagnostics in a fixed order.
 
 pub mod attention;
+pub mod conv2d;
 pub mod embedding;
+pub mod global_avg_pool;
+pub mod image_shape;
 pub mod linear;
+pub mod max_pool2d;
 pub mod norm;
 mod param;
 
 pub use attention::CausalSelfAttention;
+pub use conv2d::{Conv2d, Conv2dConfig};
 pub use embedding::Embedding;
+pub use global_avg_pool::GlobalAvgPool;
+pub use image_shape::ImageShape;
 pub use linear::Linear;
+pub use max_pool2d::MaxPool2d;
 pub use param::{Param, ParamKind};

@@ -1,0 +1,309 @@
+//! 2-D convolution over NCHW images, as `torch.nn.Conv2d` with square kernels, zero padding,
+//! no dilation and no groups.
+//!
+//! With input `x` `[N, C, H, W]`, weight `w` `[O, C, k, k]`, optional bias `b` `[O]`, stride
+//! `s` and padding `p`, the output `y` is `[N, O, OH, OW]` with `OH = (H + 2p - k) / s + 1`
+//! (floor, likewise `OW`) and
+//!
+//! ```text
+//! y[n, o, u, v] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, u·s + i - p, v·s + j - p]
+//! ```
+//!
+//! (terms outside the image are 0). Per image this is one matrix product over the patch
+//! matrix `cols = im2col(x[n])` of shape `[C·k·k, OH·OW]` (see [`crate::kernels::im2col`]):
+//! `y[n] = w · cols + b`. Backward, with `dy = ∂L/∂y`:
+//!
+//! ```text
+//! ∂L/∂w += Σ_n dy[n] · cols(x[n])ᵀ        ∂L/∂b[o] += Σ_{n,u,v} dy[n, o, u, v]
+//! ∂L/∂x[n] = col2im(wᵀ · dy[n])
+//! ```
+//!
+//! Images are split into one contiguous block per thread of [`crate::threads::pool`]; each
+//! block owns a `cols` buffer and a partial weight gradient in the layer's workspace (sized
+//! once, reused), and the partials are added in block order, so gradients depend only on the
+//! thread count. The parameters are named as torchvision names them: `{name}.weight`,
+//! `{name}.bias`.
+//!
+//! ```
+//! use resnorm::nn::{Conv2d, Conv2dConfig, ImageShape};
+//! let config = Conv2dConfig { in_channels: 1, out_channels: 1, kernel_size: 3, stride: 1, padding: 1, bias: true };
+//! let mut conv = Conv2d::new("conv1", config).unwrap();
+//! conv.weight.value.fill(1.0); // a 3x3 box filter
+//! conv.bias.as_mut().unwrap().value[0] = 0.5;
+//! let shape = ImageShape::new(1, 1, 2, 2);
+//! let x = [1.0, 2.0, 3.0, 4.0];
+//! let mut y = [0.0; 4];
+//! conv.forward(&x, shape, &mut y).unwrap();
+//! assert_eq!(y, [10.5; 4]); // every output sees the whole 2x2 image
+//!
+//! let mut dx = [0.0; 4];
+//! conv.backward(&x, shape, &[1.0; 4], &mut dx).unwrap();
+//! assert_eq!(dx, [4.0; 4]);
+//! assert_eq!(conv.bias.as_ref().unwrap().grad, vec![4.0]);
+//! assert_eq!(conv.weight.grad[4], 10.0); // the centre tap saw every pixel once
+//! ```
+
+use rayon::prelude::*;
+
+use crate::kernels::{col2im, im2col, matmul, MatDims, PatchGeometry, Trans};
+use crate::nn::{ImageShape, Param, ParamKind};
+use crate::rng::Rng;
+use crate::threads;
+use crate::{Error, Result};
+
+/// The sizes of a [`Conv2d`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Channels of the input.
+    pub in_channels: usize,
+    /// Channels of the output (number of filters).
+    pub out_channels: usize,
+    /// Side of the square kernel.
+    pub kernel_size: usize,
+    /// Step between neighbouring patches, in both directions.
+    pub stride: usize,
+    /// Zero rows and columns added on every side.
+    pub padding: usize,
+    /// Whether the layer has a bias (ResNet convolutions have none).
+    pub bias: bool,
+}
+
+/// A convolution layer: weight `[out, in, k, k]`, optional bias `[out]`.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    /// `{name}.weight`, shape `[out_channels, in_channels, k, k]`.
+    pub weight: Param,
+    /// `{name}.bias`, shape `[out_channels]`, when configured.
+    pub bias: Option<Param>,
+    config: Conv2dConfig,
+    workspace: Vec<f32>,
+}
+
+impl Conv2d {
+    /// A layer with zero weights and bias; see [`Conv2d::init_kaiming_normal`].
+    pub fn new(name: &str, config: Conv2dConfig) -> Result<Self> {
+        let c = config;
+        if c.in_channels == 0 || c.out_channels == 0 || c.kernel_size == 0 || c.stride == 0 {
+            return Err(Error::invalid(
+                "Conv2d::new",
+                format!("{name}: channels, kernel size and stride must be at least 1, got {c:?}"),
+            ));
+        }
+        let k = c.kernel_size;
+        Ok(Conv2d {
+            weight: Param::zeros(
+                format!("{name}.weight"),
+                vec![c.out_channels, c.in_channels, k, k],
+                ParamKind::Weight,
+            ),
+            bias: c.bias.then(|| {
+                Param::zeros(
+                    format!("{name}.bias"),
+                    vec![c.out_channels],
+                    ParamKind::Bias,
+                )
+            }),
+            config,
+            workspace: Vec::new(),
+        })
+    }
+
+    /// The layer's sizes.
+    pub fn config(&self) -> &Conv2dConfig {
+        &self.config
+    }
+
+    /// torchvision ResNet's initialization (`kaiming_normal_(mode="fan_out",
+    /// nonlinearity="relu")`): weights from `N(0, 2 / (out_channels · k · k))`; the bias, if
+    /// any, is set to zero.
+    pub fn init_kaiming_normal(&mut self, rng: &mut Rng) {
+        let k = self.config.kernel_size;
+        let fan_out = (self.config.out_channels * k * k) as f32;
+        rng.fill_normal(&mut self.weight.value, 0.0, (2.0 / fan_out).sqrt());
+        if let Some(bias) = &mut self.bias {
+            bias.value.fill(0.0);
+        }
+    }
+
+    fn geometry(&self, op: &'static str, input: ImageShape) -> Result<PatchGeometry> {
+        let c = &self.config;
+        if input.channels != c.in_channels {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{}: input {input} has {} channels, the layer takes {}",
+                    self.weight.name, input.channels, c.in_channels
+                ),
+            ));
+        }
+        PatchGeometry::new(
+            input.channels,
+            input.height,
+            input.width,
+            c.kernel_size,
+            c.stride,
+            c.padding,
+        )
+    }
+
+    /// The shape of the output for an input of shape `input`.
+    pub fn output_shape(&self, input: ImageShape) -> Result<ImageShape> {
+        let geometry = self.geometry("Conv2d::output_shape", input)?;
+        Ok(ImageShape::new(
+            input.batch,
+            self.config.out_channels,
+            geometry.out_height(),
+            geometry.out_width(),
+        ))
+    }
+
+    /// Images per block and number of blocks: one block of whole images per thread.
+    fn blocking(batch: usize) -> (usize, usize) {
+        let per_block = threads::rows_per_block(batch);
+        (per_block, batch.div_ceil(per_block))
+    }
+
+    /// Computes `output` (`[N, out, OH, OW]`) from `input` (`[N, in, H, W]`, shape `shape`).
+    pub fn forward(&mut self, input: &[f32], shape: ImageShape, output: &mut [f32]) -> Result<()> {
+        const OP: &str = "Conv2d::forward";
+        let geometry = self.geometry(OP, shape)?;
+        shape.check_len(OP, "input", input)?;
+        self.output_shape(shape)?.check_len(OP, "output", output)?;
+        let (per_block, blocks) = Self::blocking(shape.batch);
+        let (out_channels, patch_len, positions) = (
+            self.config.out_channels,
+            geometry.patch_len(),
+            geometry.positions(),
+        );
+        let cols_len = geometry.cols_len();
+        let out_image = out_channels * positions;
+        self.workspace.resize(blocks * cols_len, 0.0);
+        let weight = &self.weight.value;
+        let bias = self.bias.as_ref().map(|b| &b.value[..]);
+        threads::pool().install(|| {
+            input
+                .par_chunks(per_block * geometry.image_len())
+                .zip(output.par_chunks_mut(per_block * out_image))
+                .zip(self.workspace.par_chunks_mut(cols_len))
+                .try_for_each(|((x_block, y_block), cols)| {
+                    let images = x_block.chunks(geometry.image_len());
+                    for (x, y) in images.zip(y_block.chunks_mut(out_image)) {
+                        im2col(&geometry, x, cols)?;
+                        // y[O, P] = W[O, K] · cols[K, P]
+                        let dims = MatDims {
+                            m: out_channels,
+                            k: patch_len,
+                            n: positions,
+                        };
+                        matmul(y, weight, cols, dims, Trans::NONE, false)?;
+                        if let Some(bias) = bias {
+                            for (plane, &b) in y.chunks_mut(geometry.positions()).zip(bias) {
+                                plane.iter_mut().for_each(|v| *v += b);
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+        })
+    }
+
+    /// Overwrites `dinput` with `∂L/∂input` and adds `∂L/∂weight`, `∂L/∂bias` into the
+    /// parameters' gradients, given the forward pass's `input` and `doutput = ∂L/∂output`.
+    pub fn backward(
+        &mut self,
+        input: &[f32],
+        shape: ImageShape,
+        doutput: &[f32],
+        dinput: &mut [f32],
+    ) -> Result<()> {
+        const OP: &str = "Conv2d::backward";
+        let geometry = self.geometry(OP, shape)?;
+        shape.check_len(OP, "input", input)?;
+        shape.check_len(OP, "dinput", dinput)?;
+        self.output_shape(shape)?
+            .check_len(OP, "doutput", doutput)?;
+        let (per_block, blocks) = Self::blocking(shape.batch);
+        let (out_channels, patch_len, positions) = (
+            self.config.out_channels,
+            geometry.patch_len(),
+            geometry.positions(),
+        );
+        let block_len = geometry.cols_len() + self.weight.len();
+        self.workspace.resize(blocks * block_len, 0.0);
+        let weight = &self.weight.value;
+        threads::pool().install(|| {
+            input
+                .par_chunks(per_block * geometry.image_len())
+                .zip(doutput.par_chunks(per_block * out_channels * positions))
+                .zip(dinput.par_chunks_mut(per_block * geometry.image_len()))
+                .zip(self.workspace.par_chunks_mut(block_len))
+                .try_for_each(|(((x_block, dy_block), dx_block), scratch)| {
+                    let (cols, dweight) = scratch.split_at_mut(geometry.cols_len());
+                    dweight.fill(0.0);
+                    let images = x_block
+                        .chunks(geometry.image_len())
+                        .zip(dy_block.chunks(out_channels * positions))
+                        .zip(dx_block.chunks_mut(geometry.image_len()));
+                    for ((x, dy), dx) in images {
+                        im2col(&geometry, x, cols)?;
+                        // dW[O, K] += dy[O, P] · cols[K, P]ᵀ
+                        let dims = MatDims {
+                            m: out_channels,
+                            k: positions,
+                            n: patch_len,
+                        };
+                        matmul(dweight, dy, cols, dims, Trans { a: false, b: true }, true)?;
+                        // dcols[K, P] = W[O, K]ᵀ · dy[O, P]
+                        let dims = MatDims {
+                            m: patch_len,
+                            k: out_channels,
+                            n: positions,
+                        };
+                        matmul(cols, weight, dy, dims, Trans { a: true, b: false }, false)?;
+                        col2im(&geometry, cols, dx)?;
+                    }
+                    Ok::<(), Error>(())
+                })
+        })?;
+        // The batch's gradients are summed completely (blocks in order) before they are
+        // added, so accumulating over micro-batches rounds once per batch.
+        let (first, rest) = self.workspace.split_at_mut(block_len);
+        let dweight = &mut first[geometry.cols_len()..];
+        for scratch in rest.chunks(block_len) {
+            for (total, &d) in dweight.iter_mut().zip(&scratch[geometry.cols_len()..]) {
+                *total += d;
+            }
+        }
+        for (g, &d) in self.weight.grad.iter_mut().zip(dweight.iter()) {
+            *g += d;
+        }
+        if let Some(bias) = &mut self.bias {
+            for (o, g) in bias.grad.iter_mut().enumerate() {
+                let planes = doutput.chunks(positions).skip(o).step_by(out_channels);
+                *g += planes.map(|plane| plane.iter().sum::<f32>()).sum::<f32>();
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears the parameters' gradients.
+    pub fn zero_grad(&mut self) {
+        self.visit_params_mut(&mut |p| p.zero_grad());
+    }
+
+    /// Hands the weight, then the bias, to `f`.
+    pub fn visit_params(&self, f: &mut dyn FnMut(&Param)) {
+        f(&self.weight);
+        if let Some(bias) = &self.bias {
+            f(bias);
+        }
+    }
+
+    /// Hands the weight, then the bias, to `f` for updating.
+    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.weight);
+        if let Some(bias) = &mut self.bias {
+            f(bias);
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! The image layers against naive `f64` references, finite differences and PyTorch fixtures.
+//!
+//! Tolerances: against the `f64` references `rtol 1e-5, atol 1e-5` (f32 sums of at most a
+//! few hundred unit-sized terms); against PyTorch `rtol 1e-5, atol 2e-5` for convolutions
+//! (different summation orders of up to 147 terms) and exact-to-rounding `1e-6` for pooling
+//! and ReLU, which do no arithmetic beyond one sum per plane.
+
+mod common;
+
+use common::{assert_close, Fixture};
+use resnorm::gradcheck::vision;
+use resnorm::kernels::{
+    col2im, im2col, relu_backward, relu_backward_in_place, relu_forward, relu_forward_in_place,
+    PatchGeometry,
+};
+use resnorm::nn::{Conv2d, Conv2dConfig, GlobalAvgPool, ImageShape, MaxPool2d, Param};
+use resnorm::rng::Rng;
+use resnorm::Error;
+
+fn normal(rng: &mut Rng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.normal()).collect()
+}
+
+fn config(
+    in_channels: usize,
+    out_channels: usize,
+    kernel_size: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+) -> Conv2dConfig {
+    Conv2dConfig {
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        bias,
+    }
+}
+
+/// Output, dx, dweight and dbias of a convolution by direct loops in f64.
+struct ConvReference {
+    y: Vec<f32>,
+    dx: Vec<f32>,
+    dweight: Vec<f32>,
+    dbias: Vec<f32>,
+}
+
+fn conv_reference(
+    cfg: &Conv2dConfig,
+    shape: ImageShape,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    dy: &[f32],
+) -> ConvReference {
+    let (k, s, p) = (cfg.kernel_size, cfg.stride, cfg.padding);
+    let oh = (shape.height + 2 * p - k) / s + 1;
+    let ow = (shape.width + 2 * p - k) / s + 1;
+    let (c_in, c_out) = (cfg.in_channels, cfg.out_channels);
+    let mut y = vec![0f64; shape.batch * c_out * oh * ow];
+    let mut dx = vec![0f64; x.len()];
+    let mut dw = vec![0f64; w.len()];
+    for n in 0..shape.batch {
+        for o in 0..c_out {
+            for u in 0..oh {
+                for v in 0..ow {
+                    let yi = ((n * c_out + o) * oh + u) * ow + v;
+                    let g = dy[yi] as f64;
+                    y[yi] = b.get(o).map_or(0.0, |&b| b as f64);
+                    for c in 0..c_in {
+                        for i in 0..k {
+                            for j in 0..k {
+                                let h = (u * s + i) as isize - p as isize;
+                                let wc = (v * s + j) as isize - p as isize;
+                                if h < 0
+                                    || wc < 0
+                                    || h as usize >= shape.height
+                                    || wc as usize >= shape.width
+                                {
+                                    continue;
+                                }
+                                let xi = ((n * c_in + c) * shape.height + h as usize) * shape.width
+                                    + wc as usize;
+                                let wi = ((o * c_in + c) * k + i) * k + j;
+                                y[yi] += w[wi] as f64 * x[xi] as f64;
+                                dx[xi] += g * w[wi] as f64;
+                                dw[wi] += g * x[xi] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let db: Vec<f64> = (0..c_out)
+        .map(|o| {
+            let planes = dy.chunks(oh * ow).skip(o).step_by(c_out);
+            planes.flatten().map(|&g| g as f64).sum()
+        })
+        .collect();
+    let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+    ConvReference {
+        y: f(y),
+        dx: f(dx),
+        dweight: f(dw),
+        dbias: if b.is_empty() { Vec::new() } else { f(db) },
+    }
+}
+
+fn random_conv(name: &str, cfg: Conv2dConfig, rng: &mut Rng) -> Conv2d {
+    let mut conv = Conv2d::new(name, cfg).unwrap();
+    conv.weight.value = normal(rng, conv.weight.len());
+    if let Some(b) = &mut conv.bias {
+        b.value = normal(rng, b.len());
+    }
+    conv
+}
+
+#[test]
+fn conv2d_matches_direct_loops() {
+    let mut rng = Rng::new(11);
+    // Batches of 5 and 7 split into uneven per-thread blocks; non-square images; 5x5 kernel.
+    let cases = [
+        (config(3, 4, 3, 1, 1, true), ImageShape::new(5, 3, 6, 7)),
+        (config(3, 6, 3, 2, 1, false), ImageShape::new(7, 3, 9, 8)),
+        (config(2, 3, 5, 2, 2, true), ImageShape::new(3, 2, 7, 6)),
+        (config(4, 5, 1, 2, 0, false), ImageShape::new(5, 4, 5, 6)),
+        (config(2, 2, 3, 3, 0, true), ImageShape::new(2, 2, 8, 8)),
+        (config(1, 2, 4, 1, 2, false), ImageShape::new(2, 1, 3, 3)),
+        // One large image: the matrix products themselves run on several threads.
+        (
+            config(16, 32, 3, 1, 1, false),
+            ImageShape::new(1, 16, 16, 16),
+        ),
+    ];
+    for (cfg, shape) in cases {
+        let what = format!("{cfg:?} on {shape}");
+        let mut conv = random_conv("c", cfg, &mut rng);
+        let out = conv.output_shape(shape).unwrap();
+        let x = normal(&mut rng, shape.len());
+        let dy = normal(&mut rng, out.len());
+        let bias = conv.bias.as_ref().map_or(Vec::new(), |b| b.value.clone());
+        let want = conv_reference(&cfg, shape, &x, &conv.weight.value, &bias, &dy);
+        let mut y = vec![f32::NAN; out.len()];
+        conv.forward(&x, shape, &mut y).unwrap();
+        assert_close(&format!("{what} y"), &y, &want.y, 1e-5, 1e-5);
+        let mut dx = vec![f32::NAN; shape.len()];
+        conv.backward(&x, shape, &dy, &mut dx).unwrap();
+        assert_close(&format!("{what} dx"), &dx, &want.dx, 1e-5, 1e-5);
+        assert_close(
+            &format!("{what} dw"),
+            &conv.weight.grad,
+            &want.dweight,
+            1e-5,
+            1e-5,
+        );
+        if let Some(b) = &conv.bias {
+            assert_close(&format!("{what} db"), &b.grad, &want.dbias, 1e-5, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn conv2d_backward_accumulates_parameter_grads_deterministically() {
+    let mut rng = Rng::new(12);
+    let cfg = config(3, 4, 3, 2, 1, true);
+    let shape = ImageShape::new(6, 3, 8, 8);
+    let mut conv = random_conv("layer1.0.conv1", cfg, &mut rng);
+    let out = conv.output_shape(shape).unwrap();
+    let x = normal(&mut rng, shape.len());
+    let dy = normal(&mut rng, out.len());
+    let mut dx = vec![0.0; shape.len()];
+    conv.backward(&x, shape, &dy, &mut dx).unwrap();
+    let once: Vec<Vec<f32>> = params(&conv).into_iter().map(|p| p.grad).collect();
+    let dx_once = dx.clone();
+    conv.backward(&x, shape, &dy, &mut dx).unwrap();
+    assert_eq!(dx, dx_once, "dx is overwritten, identically");
+    for (p, first) in params(&conv).iter().zip(&once) {
+        let doubled: Vec<f32> = first.iter().map(|g| 2.0 * g).collect();
+        assert_eq!(p.grad, doubled, "{} accumulates", p.name);
+    }
+    conv.zero_grad();
+    assert!(params(&conv)
+        .iter()
+        .all(|p| p.grad.iter().all(|&g| g == 0.0)));
+}
+
+fn params(conv: &Conv2d) -> Vec<Param> {
+    let mut out = Vec::new();
+    conv.visit_params(&mut |p| out.push(p.clone()));
+    out
+}
+
+#[test]
+fn conv2d_names_shapes_and_kaiming_init_follow_torchvision() {
+    let mut conv = Conv2d::new("conv1", config(3, 64, 7, 2, 3, false)).unwrap();
+    let names: Vec<(String, Vec<usize>)> = params(&conv)
+        .into_iter()
+        .map(|p| (p.name, p.shape))
+        .collect();
+    assert_eq!(names, vec![("conv1.weight".into(), vec![64, 3, 7, 7])]);
+    let with_bias = Conv2d::new("fc", config(2, 5, 1, 1, 0, true)).unwrap();
+    assert_eq!(params(&with_bias)[1].name, "fc.bias");
+    assert_eq!(params(&with_bias)[1].shape, vec![5]);
+
+    conv.init_kaiming_normal(&mut Rng::new(5));
+    let w = &conv.weight.value;
+    let n = w.len() as f64;
+    let mean = w.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let std = (w.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let expected = (2.0 / (64.0 * 49.0f64)).sqrt(); // fan_out = out * k * k
+    assert!(mean.abs() < 0.05 * expected, "mean {mean}");
+    assert!(
+        (std / expected - 1.0).abs() < 0.03,
+        "std {std}, expected {expected}"
+    );
+    let mut visited = 0;
+    conv.visit_params_mut(&mut |p| {
+        p.value[0] = 1.0;
+        visited += 1;
+    });
+    assert_eq!((visited, conv.weight.value[0]), (1, 1.0));
+}
+
+#[test]
+fn im2col_and_col2im_are_adjoint() {
+    // <im2col(x), c> == <x, col2im(c)> for every geometry: col2im is the exact transpose.
+    let mut rng = Rng::new(13);
+    for (k, s, p) in [(3, 1, 1), (3, 2, 1), (1, 2, 0), (5, 3, 2), (2, 2, 1)] {
+        let g = PatchGeometry::new(2, 6, 7, k, s, p).unwrap();
+        let x = normal(&mut rng, g.image_len());
+        let c = normal(&mut rng, g.cols_len());
+        let mut cols = vec![0.0; g.cols_len()];
+        let mut back = vec![0.0; g.image_len()];
+        im2col(&g, &x, &mut cols).unwrap();
+        col2im(&g, &c, &mut back).unwrap();
+        let lhs: f64 = cols
+            .iter()
+            .zip(&c)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let rhs: f64 = x
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0),
+            "{k} {s} {p}: {lhs} {rhs}"
+        );
+    }
+}
+
+fn max_pool_reference(
+    shape: ImageShape,
+    k: usize,
+    s: usize,
+    p: usize,
+    x: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let oh = (shape.height + 2 * p - k) / s + 1;
+    let ow = (shape.width + 2 * p - k) / s + 1;
+    let (mut y, mut dx) = (Vec::new(), vec![0.0f32; x.len()]);
+    for (plane_index, plane) in x.chunks(shape.plane_len()).enumerate() {
+        for u in 0..oh {
+            for v in 0..ow {
+                let mut best: Option<usize> = None;
+                for i in 0..k {
+                    for j in 0..k {
+                        let (h, w) = (
+                            (u * s + i) as isize - p as isize,
+                            (v * s + j) as isize - p as isize,
+                        );
+                        if h < 0 || w < 0 || h as usize >= shape.height || w as usize >= shape.width
+                        {
+                            continue;
+                        }
+                        let at = h as usize * shape.width + w as usize;
+                        if best.map_or(true, |b| plane[at] > plane[b]) {
+                            best = Some(at);
+                        }
+                    }
+                }
+                let best = best.unwrap();
+                y.push(plane[best]);
+                dx[plane_index * shape.plane_len() + best] += dy[y.len() - 1];
+            }
+        }
+    }
+    (y, dx)
+}
+
+#[test]
+fn max_pool2d_matches_direct_loops() {
+    let mut rng = Rng::new(14);
+    for (k, s, p, shape) in [
+        (3, 2, 1, ImageShape::new(3, 5, 9, 8)),
+        (2, 2, 0, ImageShape::new(2, 3, 6, 7)),
+        (3, 1, 1, ImageShape::new(1, 2, 4, 5)),
+        (4, 3, 2, ImageShape::new(2, 2, 7, 7)),
+    ] {
+        let mut pool = MaxPool2d::new(k, s, p).unwrap();
+        let out = pool.output_shape(shape).unwrap();
+        // Rounded values: ties, where the first maximum in scan order must win.
+        let x: Vec<f32> = normal(&mut rng, shape.len())
+            .iter()
+            .map(|v| (v * 2.0).round())
+            .collect();
+        let dy = normal(&mut rng, out.len());
+        let (want_y, want_dx) = max_pool_reference(shape, k, s, p, &x, &dy);
+        let mut y = vec![0.0; out.len()];
+        pool.forward(&x, shape, &mut y).unwrap();
+        assert_eq!(y, want_y, "{k} {s} {p}");
+        let mut dx = vec![f32::NAN; shape.len()];
+        pool.backward(&dy, shape, &mut dx).unwrap();
+        assert_close(
+            &format!("max_pool {k} {s} {p} dx"),
+            &dx,
+            &want_dx,
+            1e-6,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn max_pool2d_propagates_nan() {
+    let mut pool = MaxPool2d::new(2, 2, 0).unwrap();
+    let shape = ImageShape::new(1, 1, 2, 2);
+    let mut y = [0.0];
+    pool.forward(&[1.0, f32::NAN, 3.0, 2.0], shape, &mut y)
+        .unwrap();
+    assert!(y[0].is_nan());
+}
+
+#[test]
+fn relu_in_place_and_out_of_place_agree() {
+    let x = [-2.0, -0.0, 0.0, 0.5, f32::NAN, 3.0];
+    let mut y = [0.0; 6];
+    relu_forward(&x, &mut y).unwrap();
+    let mut z = x;
+    relu_forward_in_place(&mut z);
+    assert_eq!(format!("{y:?}"), format!("{z:?}"));
+    assert_eq!(&y[..4], &[0.0, 0.0, 0.0, 0.5]);
+    assert!(y[4].is_nan());
+    let dy = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let mut dx = [0.0; 6];
+    relu_backward(&y, &dy, &mut dx).unwrap();
+    assert_eq!(dx, [0.0, 0.0, 0.0, 4.0, 5.0, 6.0]);
+    let mut g = dy;
+    relu_backward_in_place(&y, &mut g).unwrap();
+    assert_eq!(g, dx);
+    // Large enough for the parallel path.
+    let mut rng = Rng::new(15);
+    let big = normal(&mut rng, 200_003);
+    let mut out = vec![0.0; big.len()];
+    relu_forward(&big, &mut out).unwrap();
+    assert!(big.iter().zip(&out).all(|(&x, &y)| y == x.max(0.0)));
+}
+
+#[test]
+fn gradient_checks_pass() {
+    let checks = vision::checks();
+    assert_eq!(checks.len(), 17);
+    for check in checks {
+        assert!(check.passed, "{check:?}");
+    }
+}
+
+fn fixture_conv(name: &str, bias: bool) {
+    let f = Fixture::load(name);
+    let (x, w) = (f.get("x"), f.get("weight"));
+    let cfg = config(
+        w.shape[1],
+        w.shape[0],
+        f.meta_f32("kernel_size") as usize,
+        f.meta_f32("stride") as usize,
+        f.meta_f32("padding") as usize,
+        bias,
+    );
+    let shape = ImageShape::new(x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let mut conv = Conv2d::new("conv", cfg).unwrap();
+    conv.weight.value = w.data.clone();
+    if let Some(b) = &mut conv.bias {
+        b.value = f.get("bias").data.clone();
+    }
+    let mut y = vec![0.0; f.get("y").data.len()];
+    conv.forward(&x.data, shape, &mut y).unwrap();
+    assert_close(&format!("{name} y"), &y, &f.get("y").data, 1e-5, 2e-5);
+    let mut dx = vec![0.0; x.data.len()];
+    conv.backward(&x.data, shape, &f.get("dy").data, &mut dx)
+        .unwrap();
+    assert_close(&format!("{name} dx"), &dx, &f.get("dx").data, 1e-5, 2e-5);
+    let dw = &f.get("dweight").data;
+    assert_close(
+        &format!("{name} dweight"),
+        &conv.weight.grad,
+        dw,
+        1e-5,
+        2e-5,
+    );
+    if let Some(b) = &conv.bias {
+        assert_close(
+            &format!("{name} dbias"),
+            &b.grad,
+            &f.get("dbias").data,
+            1e-5,
+            2e-5,
+        );
+    }
+}
+
+#[test]
+fn conv2d_matches_pytorch() {
+    fixture_conv("vision_conv2d_3x3_s1_p1_bias", true);
+    fixture_conv("vision_conv2d_3x3_s2_p1", false);
+    fixture_conv("vision_conv2d_1x1_s2_p0", false);
+    fixture_conv("vision_conv2d_7x7_s2_p3", false);
+}
+
+fn image_shape(shape: &[usize]) -> ImageShape {
+    ImageShape::new(shape[0], shape[1], shape[2], shape[3])
+}
+
+#[test]
+fn max_pool2d_matches_pytorch() {
+    for name in ["vision_max_pool2d_3_2_1", "vision_max_pool2d_3_2_1_ties"] {
+        let f = Fixture::load(name);
+        let x = f.get("x");
+        let shape = image_shape(&x.shape);
+        let mut pool = MaxPool2d::new(3, 2, 1).unwrap();
+        assert_eq!(
+            pool.output_shape(shape).unwrap(),
+            image_shape(&f.get("y").shape)
+        );
+        let mut y = vec![0.0; f.get("y").data.len()];
+        pool.forward(&x.data, shape, &mut y).unwrap();
+        assert_eq!(y, f.get("y").data, "{name} y");
+        let mut dx = vec![0.0; x.data.len()];
+        pool.backward(&f.get("dy").data, shape, &mut dx).unwrap();
+        assert_close(&format!("{name} dx"), &dx, &f.get("dx").data, 1e-6, 1e-6);
+    }
+}
+
+#[test]
+fn global_avg_pool_matches_pytorch() {
+    let f = Fixture::load("vision_global_avg_pool");
+    let x = f.get("x");
+    let shape = image_shape(&x.shape);
+    let mut y = vec![0.0; f.get("y").data.len()];
+    GlobalAvgPool.forward(&x.data, shape, &mut y).unwrap();
+    assert_close("avg y", &y, &f.get("y").data, 1e-6, 1e-6);
+    let mut dx = vec![0.0; x.data.len()];
+    GlobalAvgPool
+        .backward(&f.get("dy").data, shape, &mut dx)
+        .unwrap();
+    assert_close("avg dx", &dx, &f.get("dx").data, 1e-6, 1e-6);
+}
+
+#[test]
+fn relu_matches_pytorch() {
+    let f = Fixture::load("vision_relu");
+    let x = &f.get("x").data;
+    let mut y = vec![0.0; x.len()];
+    relu_forward(x, &mut y).unwrap();
+    assert_eq!(y, f.get("y").data);
+    let mut dx = vec![0.0; x.len()];
+    relu_backward(&y, &f.get("dy").data, &mut dx).unwrap();
+    assert_eq!(dx, f.get("dx").data);
+}
+
+fn assert_shape_error<T: std::fmt::Debug>(result: resnorm::Result<T>, needle: &str) {
+    match result {
+        Err(e @ Error::Shape { .. }) => assert!(e.to_string().contains(needle), "{e}"),
+        other => panic!("expected a shape error containing {needle:?}, got {other:?}"),
+    }
+}
+
+fn assert_invalid<T: std::fmt::Debug>(result: resnorm::Result<T>, needle: &str) {
+    match result {
+        Err(e @ Error::InvalidArgument { .. }) => assert!(e.to_string().contains(needle), "{e}"),
+        other => panic!("expected an invalid-argument error containing {needle:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn conv2d_rejects_bad_input() {
+    assert_invalid(Conv2d::new("c", config(0, 4, 3, 1, 1, false)), "at least 1");
+    assert_invalid(Conv2d::new("c", config(3, 4, 3, 0, 1, false)), "at least 1");
+    assert_invalid(Conv2d::new("c", config(3, 4, 0, 1, 1, false)), "at least 1");
+    let mut conv = Conv2d::new("conv1", config(3, 4, 3, 1, 0, true)).unwrap();
+    let shape = ImageShape::new(2, 3, 4, 4);
+    let (x, mut y, mut dx) = (vec![0.0; 96], vec![0.0; 32], vec![0.0; 96]);
+    assert_shape_error(
+        conv.output_shape(ImageShape::new(2, 2, 4, 4)),
+        "conv1.weight",
+    );
+    assert_shape_error(
+        conv.output_shape(ImageShape::new(2, 3, 2, 4)),
+        "does not fit",
+    );
+    assert_shape_error(conv.forward(&x[1..], shape, &mut y), "input has 95");
+    assert_shape_error(conv.forward(&x, shape, &mut y[1..]), "output has 31");
+    assert_shape_error(
+        conv.forward(&[], ImageShape::new(0, 3, 4, 4), &mut []),
+        "zero dimension",
+    );
+    assert_shape_error(conv.backward(&x, shape, &y[1..], &mut dx), "doutput has 31");
+    assert_shape_error(conv.backward(&x, shape, &y, &mut dx[1..]), "dinput has 95");
+    assert_shape_error(conv.backward(&x[1..], shape, &y, &mut dx), "input has 95");
+    assert!(params(&conv)
+        .iter()
+        .all(|p| p.grad.iter().all(|&g| g == 0.0)));
+}
+
+#[test]
+fn pooling_and_relu_reject_bad_input() {
+    assert_invalid(MaxPool2d::new(3, 2, 2), "half the kernel");
+    assert_invalid(MaxPool2d::new(0, 1, 0), "at least 1");
+    assert_invalid(MaxPool2d::new(2, 0, 0), "at least 1");
+    let mut pool = MaxPool2d::new(3, 2, 1).unwrap();
+    let shape = ImageShape::new(1, 2, 5, 5);
+    let unpadded = MaxPool2d::new(3, 1, 0).unwrap();
+    assert_shape_error(
+        unpadded.output_shape(ImageShape::new(1, 1, 2, 5)),
+        "does not fit",
+    );
+    let mut dx = vec![0.0; 50];
+    assert_invalid(pool.backward(&[0.0; 18], shape, &mut dx), "none yet");
+    assert_shape_error(
+        pool.forward(&[0.0; 49], shape, &mut [0.0; 18]),
+        "input has 49",
+    );
+    assert_shape_error(
+        pool.forward(&[0.0; 50], shape, &mut [0.0; 17]),
+        "output has 17",
+    );
+    pool.forward(&[0.0; 50], shape, &mut [0.0; 18]).unwrap();
+    assert_invalid(
+        pool.backward(&[0.0; 18], ImageShape::new(1, 2, 6, 5), &mut [0.0; 60]),
+        "[1, 2, 5, 5]",
+    );
+    assert_shape_error(pool.backward(&[0.0; 17], shape, &mut dx), "doutput has 17");
+    assert_shape_error(
+        pool.backward(&[0.0; 18], shape, &mut dx[1..]),
+        "dinput has 49",
+    );
+
+    let avg = GlobalAvgPool;
+    assert_shape_error(
+        avg.forward(&[0.0; 49], shape, &mut [0.0; 2]),
+        "input has 49",
+    );
+    assert_shape_error(
+        avg.forward(&[0.0; 50], shape, &mut [0.0; 3]),
+        "output has 3",
+    );
+    assert_shape_error(avg.backward(&[0.0; 1], shape, &mut dx), "doutput has 1");
+    assert_shape_error(
+        avg.backward(&[0.0; 2], shape, &mut dx[1..]),
+        "dinput has 49",
+    );
+
+    assert_shape_error(relu_forward(&[0.0; 3], &mut [0.0; 2]), "output has 2");
+    assert_shape_error(
+        relu_backward(&[0.0; 3], &[0.0; 2], &mut [0.0; 3]),
+        "doutput has 2",
+    );
+    assert_shape_error(
+        relu_backward(&[0.0; 3], &[0.0; 3], &mut [0.0; 4]),
+        "dinput has 4",
+    );
+    assert_shape_error(
+        relu_backward_in_place(&[0.0; 3], &mut [0.0; 4]),
+        "grad has 4",
+    );
+}
+
+#[test]
+fn patch_geometry_rejects_bad_sizes() {
+    assert_shape_error(PatchGeometry::new(0, 4, 4, 3, 1, 1), "zero dimension");
+    assert_invalid(PatchGeometry::new(1, 4, 4, 0, 1, 1), "at least 1");
+    assert_invalid(PatchGeometry::new(1, 4, 4, 3, 0, 1), "at least 1");
+    assert_shape_error(PatchGeometry::new(1, 4, 1, 4, 1, 1), "does not fit");
+    let g = PatchGeometry::new(1, 4, 4, 3, 1, 1).unwrap();
+    assert_shape_error(
+        im2col(&g, &[0.0; 15], &mut vec![0.0; g.cols_len()]),
+        "image has 15",
+    );
+    assert_shape_error(col2im(&g, &[0.0; 3], &mut [0.0; 16]), "cols 3");
+}
