@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Check every backward pass against finite differences and print a table.
     Gradcheck(commands::gradcheck::Args),
+    /// Benchmarks: medians, bandwidth, and this machine's copy bandwidth for comparison.
+    #[command(subcommand)]
+    Bench(commands::bench::Bench),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     }
     let outcome = match cli.command {
         Command::Gradcheck(args) => commands::gradcheck::run(args),
+        Command::Bench(bench) => commands::bench::run(bench),
     };
     match outcome {
         Ok(code) => code,

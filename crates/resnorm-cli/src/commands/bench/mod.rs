@@ -1,0 +1,17 @@
+//! `resnorm bench ...`: benchmarks that print medians, bandwidth and the machine's own copy
+//! bandwidth for comparison (not timed tests: nothing here asserts a speed).
+
+mod norms;
+mod timing;
+
+#[derive(clap::Subcommand)]
+pub enum Bench {
+    /// LayerNorm, RMSNorm and add+LayerNorm forward and forward+backward.
+    Norms(norms::Args),
+}
+
+pub fn run(bench: Bench) -> resnorm::Result<std::process::ExitCode> {
+    match bench {
+        Bench::Norms(args) => norms::run(args),
+    }
+}
