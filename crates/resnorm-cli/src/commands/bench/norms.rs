@@ -50,29 +50,29 @@ fn parse_shape(s: &str) -> Result<(usize, usize), String> {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
-    LayerNorm,
-    RmsNorm,
-    AddLayerNorm,
+    Layer,
+    Rms,
+    AddLayer,
 }
 
 impl Op {
-    const ALL: [Op; 3] = [Op::LayerNorm, Op::RmsNorm, Op::AddLayerNorm];
+    const ALL: [Op; 3] = [Op::Layer, Op::Rms, Op::AddLayer];
 
     fn name(self) -> &'static str {
         match self {
-            Op::LayerNorm => "layer_norm",
-            Op::RmsNorm => "rms_norm",
-            Op::AddLayerNorm => "add_layer_norm",
+            Op::Layer => "layer_norm",
+            Op::Rms => "rms_norm",
+            Op::AddLayer => "add_layer_norm",
         }
     }
 
     /// Bytes that must cross memory: (forward, backward).
     fn bytes(self, rows: usize, cols: usize) -> (usize, usize) {
         let n = rows * cols * 4;
-        let stats = rows * 4 * if self == Op::RmsNorm { 1 } else { 2 };
+        let stats = rows * 4 * if self == Op::Rms { 1 } else { 2 };
         match self {
             // read x, r; write sum, y  |  read dy, dsum, sum; write dx
-            Op::AddLayerNorm => (4 * n + stats, 4 * n + stats),
+            Op::AddLayer => (4 * n + stats, 4 * n + stats),
             // read x; write y  |  read x, dy; write dx
             _ => (2 * n + stats, 3 * n + stats),
         }
@@ -123,18 +123,18 @@ impl Buffers {
     }
 
     fn forward(&mut self, op: Op) -> resnorm::Result<()> {
-        let bias = (op != Op::RmsNorm).then_some(&self.bias[..]);
+        let bias = (op != Op::Rms).then_some(&self.bias[..]);
         let w = NormWeights {
             weight: &self.weight,
             bias,
             eps: 1e-5,
         };
         match op {
-            Op::LayerNorm => {
+            Op::Layer => {
                 layer_norm_forward(&self.x, &w, &mut self.out, &mut self.mean, &mut self.rstd)
             }
-            Op::RmsNorm => rms_norm_forward(&self.x, &w, &mut self.out, &mut self.rstd),
-            Op::AddLayerNorm => {
+            Op::Rms => rms_norm_forward(&self.x, &w, &mut self.out, &mut self.rstd),
+            Op::AddLayer => {
                 let stats = NormStatsMut {
                     mean: &mut self.mean,
                     rstd: &mut self.rstd,
@@ -153,19 +153,19 @@ impl Buffers {
     }
 
     fn backward(&mut self, op: Op) -> resnorm::Result<()> {
-        let bias = (op != Op::RmsNorm).then_some(&self.bias[..]);
+        let bias = (op != Op::Rms).then_some(&self.bias[..]);
         let w = NormWeights {
             weight: &self.weight,
             bias,
             eps: 1e-5,
         };
-        let dbias = (op != Op::RmsNorm).then_some(&mut self.dbias[..]);
+        let dbias = (op != Op::Rms).then_some(&mut self.dbias[..]);
         let grads = NormGrads {
             dweight: &mut self.dweight,
             dbias,
         };
         match op {
-            Op::LayerNorm => layer_norm_backward(
+            Op::Layer => layer_norm_backward(
                 &self.dy,
                 &self.x,
                 &w,
@@ -174,10 +174,8 @@ impl Buffers {
                 &mut self.dx,
                 grads,
             ),
-            Op::RmsNorm => {
-                rms_norm_backward(&self.dy, &self.x, &w, &self.rstd, &mut self.dx, grads)
-            }
-            Op::AddLayerNorm => {
+            Op::Rms => rms_norm_backward(&self.dy, &self.x, &w, &self.rstd, &mut self.dx, grads),
+            Op::AddLayer => {
                 let upstream = UpstreamGrads {
                     dout: &self.dy,
                     dsum: Some(&self.dsum),
