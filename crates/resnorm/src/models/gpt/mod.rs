@@ -28,6 +28,7 @@
 mod config;
 pub mod init;
 mod placement;
+pub mod stream_stats;
 mod sublayer;
 mod unit;
 
@@ -44,6 +45,7 @@ use crate::nn::embedding::Embedding;
 use crate::nn::norm::{Norm, NormSaved};
 use crate::nn::Param;
 use crate::{Error, Result};
+use stream_stats::{l2_norm, mean_row_cosine, rms, StreamStats};
 use unit::{UnitActs, UnitScratch};
 
 /// The model: embeddings, `2L` residual units, an optional final norm, a tied head.
@@ -57,6 +59,8 @@ pub struct Gpt {
     /// `ln_f`, present when the placement has a final norm.
     pub ln_f: Option<Norm>,
     state: Option<State>,
+    /// Residual-stream measurements, when recording is on.
+    stream_stats: Option<StreamStats>,
 }
 
 /// Buffers for one `(batch, seq)`.
@@ -130,6 +134,7 @@ impl Gpt {
             ln_f,
             config,
             state: None,
+            stream_stats: None,
         };
         init::initialize(&mut model, seed);
         Ok(model)
@@ -192,8 +197,30 @@ impl Gpt {
             _ => self.new_state(batch, seq),
         };
         let result = self.forward_with(&mut state, tokens, targets);
+        if let (Some(stats), Ok(_)) = (&mut self.stream_stats, &result) {
+            let width = self.config.width;
+            stats.rms = state.streams.iter().map(|x| rms(x)).collect();
+            stats.cosine = state
+                .streams
+                .windows(2)
+                .map(|w| mean_row_cosine(&w[0], &w[1], width))
+                .collect();
+            stats.grad_norm.clear();
+        }
         self.state = Some(state);
         result
+    }
+
+    /// Turns on (or off) measuring the residual stream in every forward and backward: its
+    /// RMS and turning angle per unit, and the gradient norm flowing through it. Costs one
+    /// extra read of each stream; see [`stream_stats`].
+    pub fn record_stream_stats(&mut self, on: bool) {
+        self.stream_stats = on.then(StreamStats::default);
+    }
+
+    /// The measurements of the last forward (and backward), when recording is on.
+    pub fn stream_stats(&self) -> Option<&StreamStats> {
+        self.stream_stats.as_ref()
     }
 
     fn forward_with(
@@ -347,21 +374,33 @@ impl Gpt {
             None => d_a.copy_from_slice(&s.d_head_in),
         }
         let (mut d_out, mut d_in) = (d_a, d_b);
+        let mut grad_norms = self.stream_stats.as_ref().map(|_| vec![l2_norm(d_out)]);
         for (k, unit) in self.units.iter_mut().enumerate().rev() {
             let d_dual = resi_dual.then_some(&s.d_dual[..]);
+            let acts = &s.units[k];
             unit.backward(
                 d_out,
                 d_dual,
                 &s.streams[k],
                 d_in,
-                &s.units[k],
+                acts,
                 &mut s.scratch,
                 (batch, seq),
             )?;
             std::mem::swap(&mut d_out, &mut d_in);
+            if let Some(norms) = &mut grad_norms {
+                norms.push(l2_norm(d_out));
+            }
         }
         if resi_dual {
             residual_add_assign(d_out, &s.d_dual)?; // x₀ feeds both streams
+            if let Some(norms) = &mut grad_norms {
+                *norms.last_mut().expect("one norm per stream") = l2_norm(d_out);
+            }
+        }
+        if let (Some(stats), Some(mut norms)) = (&mut self.stream_stats, grad_norms) {
+            norms.reverse();
+            stats.grad_norm = norms;
         }
         self.embedding.backward(d_out, &s.tokens, batch, seq)
     }
