@@ -242,6 +242,13 @@ fn parameter_names_follow_hugging_face_gpt2() {
     .map(|(n, s)| (n.to_string(), s))
     .collect();
     assert_eq!(names, expected);
+    let mut model = model;
+    let slice_names: Vec<String> = model.params_mut().iter().map(|p| p.name.clone()).collect();
+    let visited: Vec<String> = names.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        slice_names, visited,
+        "params_mut and visit_params agree on the order"
+    );
 }
 
 #[test]

@@ -38,6 +38,20 @@
 
 use crate::{Error, Result};
 use gemm::Parallelism;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Wall time of [`matmul`] calls made from outside the thread pool, in nanoseconds.
+static WALL_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Total wall time spent in [`matmul`] calls made from outside the thread pool's workers
+/// since the process started: the products of linear layers and heads, which models call
+/// from the main thread. Products issued inside parallel kernels (attention, convolution
+/// blocks) are part of those kernels and not counted. Benchmarks read it before and after a
+/// step to split time into matrix products and everything else.
+pub fn matmul_wall_time() -> Duration {
+    Duration::from_nanos(WALL_NANOS.load(Ordering::Relaxed))
+}
 
 /// Products with at least this many multiply-adds (`m·k·n`) run on the thread pool.
 ///
@@ -133,7 +147,12 @@ pub fn matmul(
         data: c,
         row_stride: n,
     };
-    matmul_strided(c, a, b, dims, accumulate)
+    let start = rayon::current_thread_index().is_none().then(Instant::now);
+    let result = matmul_strided(c, a, b, dims, accumulate);
+    if let Some(start) = start {
+        WALL_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+    result
 }
 
 /// `c = a · b` (or `c += a · b` when `accumulate`) for operands inside larger buffers.

@@ -3,15 +3,19 @@
 
 mod norms;
 mod timing;
+mod train;
 
 #[derive(clap::Subcommand)]
 pub enum Bench {
     /// LayerNorm, RMSNorm and add+LayerNorm forward and forward+backward.
     Norms(norms::Args),
+    /// The full GPT training step (forward, backward, clipping, AdamW) on random tokens.
+    Train(train::Args),
 }
 
 pub fn run(bench: Bench) -> resnorm::Result<std::process::ExitCode> {
     match bench {
         Bench::Norms(args) => norms::run(args),
+        Bench::Train(args) => train::run(args),
     }
 }

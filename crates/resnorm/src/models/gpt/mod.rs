@@ -463,14 +463,24 @@ impl Gpt {
         }
     }
 
-    /// Hands every parameter to `f` for updating, in [`Gpt::visit_params`] order.
-    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
-        self.embedding.visit_params_mut(f);
+    /// Every parameter, in [`Gpt::visit_params`] order, as the `&mut [&mut Param]` slice
+    /// that optimizers, gradient clipping and checkpoint loading take.
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut out: Vec<&mut Param> = vec![&mut self.embedding.wte, &mut self.embedding.wpe];
         for unit in &mut self.units {
-            unit.visit_params_mut(f);
+            unit.params_mut(&mut out);
         }
         if let Some(ln_f) = &mut self.ln_f {
-            ln_f.visit_params_mut(f);
+            out.push(&mut ln_f.weight);
+            out.extend(ln_f.bias.as_mut());
+        }
+        out
+    }
+
+    /// Hands every parameter to `f` for updating, in [`Gpt::visit_params`] order.
+    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        for p in self.params_mut() {
+            f(p);
         }
     }
 }

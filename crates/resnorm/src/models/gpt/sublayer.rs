@@ -199,11 +199,4 @@ impl Sublayer {
             }
         }
     }
-
-    /// Hands every parameter to `f` for updating, input side first.
-    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
-        for linear in self.linears_mut() {
-            linear.visit_params_mut(f);
-        }
-    }
 }

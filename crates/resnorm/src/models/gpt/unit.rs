@@ -289,17 +289,20 @@ impl ResidualUnit {
         }
     }
 
-    /// Hands every parameter to `f` for updating, in [`ResidualUnit::visit_params`] order.
-    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
-        if let Some(norm) = &mut self.pre_norm {
-            norm.visit_params_mut(f);
+    /// Appends every parameter to `out`, in [`ResidualUnit::visit_params`] order.
+    pub fn params_mut<'a>(&'a mut self, out: &mut Vec<&'a mut Param>) {
+        let norm_params = |norm: &'a mut Option<Norm>, out: &mut Vec<&'a mut Param>| {
+            if let Some(norm) = norm {
+                out.push(&mut norm.weight);
+                out.extend(norm.bias.as_mut());
+            }
+        };
+        norm_params(&mut self.pre_norm, out);
+        for linear in self.sublayer.linears_mut() {
+            out.push(&mut linear.weight);
+            out.extend(linear.bias.as_mut());
         }
-        self.sublayer.visit_params_mut(f);
-        if let Some(norm) = &mut self.post_norm {
-            norm.visit_params_mut(f);
-        }
-        if let Some(gate) = &mut self.gate {
-            f(gate);
-        }
+        norm_params(&mut self.post_norm, out);
+        out.extend(self.gate.as_mut());
     }
 }
