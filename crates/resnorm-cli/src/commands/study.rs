@@ -81,8 +81,7 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
         "findings": findings,
         "runs": results.runs,
     });
-    let json =
-        serde_json::to_string_pretty(&json).map_err(|e| Error::invalid("study", e.to_string()))?;
+    let json = serde_json::to_string(&json).map_err(|e| Error::invalid("study", e.to_string()))?;
     write_atomically(&args.out.join("results.json"), &json)?;
     let html = report::render(&plan, &data, &results, &findings);
     write_atomically(&args.out.join("report.html"), &html)?;

@@ -19,7 +19,7 @@ const LOG_FLOOR: f64 = 1e-30;
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1000px;margin:24px auto;color:#222;line-height:1.45}\
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.pass{color:#fff;background:#2e7d32;padding:1px 6px;border-radius:3px}\
+th{background:#f3f3f3}td:first-child,th:first-child,.text{text-align:left}.pass{color:#fff;background:#2e7d32;padding:1px 6px;border-radius:3px}\
 .fail{color:#fff;background:#c62828;padding:1px 6px;border-radius:3px}.not-run{color:#fff;background:#757575;padding:1px 6px;border-radius:3px}\
 section{border-top:2px solid #ddd;margin-top:24px}figure{margin:8px 0}";
 
@@ -57,6 +57,7 @@ pub fn render(plan: &Plan, data: &StudyData, results: &Results, findings: &[Find
             ),
             5 => rms_figure(&mut html, plan, results),
             6 => norm_figure(&mut html, plan, results),
+            7 => html.push_str("<p>Loss curves: the deep-stack plot of finding 4.</p>"),
             _ => {}
         }
         html.push_str("</section>");
@@ -83,11 +84,13 @@ fn badge(label: &str) -> String {
 }
 
 fn summary(html: &mut String, findings: &[Finding]) {
-    html.push_str("<h2>Findings</h2><table><tr><th>#</th><th>claim</th><th>verdict</th></tr>");
+    html.push_str(
+        "<h2>Findings</h2><table><tr><th>#</th><th class=\"text\">claim</th><th>verdict</th></tr>",
+    );
     for f in findings {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"text\">{}</td><td>{}</td></tr>",
             f.id,
             escape(&f.claim),
             badge(f.status.label())
