@@ -2,6 +2,7 @@
 //! this file only parses arguments and turns errors into one line and exit code 2.
 
 mod commands;
+mod report;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ enum Command {
     /// Benchmarks: medians, bandwidth, and this machine's copy bandwidth for comparison.
     #[command(subcommand)]
     Bench(commands::bench::Bench),
+    /// Run the residual/normalization experiments and write an HTML report of the findings.
+    Study(commands::study::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Gradcheck(args) => commands::gradcheck::run(args),
         Command::Bench(bench) => commands::bench::run(bench),
+        Command::Study(args) => commands::study::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod diagnostics;
 pub mod error;
 pub mod gradcheck;
 pub mod kernels;
@@ -19,6 +20,7 @@ pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod rng;
+pub mod study;
 pub mod tensor;
 pub mod threads;
 

@@ -1,0 +1,209 @@
+//! Short training runs: the same step the trainer (`resnorm train`) runs, repeated, with
+//! [`Diagnostics`] collected every few steps and a validation loss at the end.
+//!
+//! One step ([`train_step`]):
+//! ```text
+//! zero_grad; loss = forward(batch); backward
+//! (diagnostics: read gradients and weights)
+//! norm = clip_grad_norm(params, clip); lr = schedule.lr_at(step); adamw.step(params, lr)
+//! (diagnostics: update/weight ratios)
+//! ```
+//! A step whose loss or gradient norm is not finite is not applied: the run stops there and
+//! counts as diverged.
+
+use super::data::StudyData;
+use super::probe::DATA_STREAM;
+use super::spec::TrainSpec;
+use crate::diagnostics::{Diagnostics, PendingDiagnostics};
+use crate::models::gpt::Gpt;
+use crate::nn::{Param, ParamKind};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Optimizer, WarmupCosine};
+use crate::rng::Rng;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// The study's weight decay (GPT-2 / nanoGPT's 0.1 on matrices only).
+pub const WEIGHT_DECAY: f32 = 0.1;
+/// The cosine schedule ends at this fraction of the peak rate.
+pub const MIN_LR_FRACTION: f32 = 0.1;
+
+/// What a training run measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainResult {
+    /// Training loss of every step taken (a diverged run stops early).
+    pub losses: Vec<f32>,
+    /// True when a loss or gradient norm became infinite or NaN.
+    pub diverged: bool,
+    /// Mean training loss over the last tenth of the steps (infinite when diverged).
+    pub final_train_loss: f32,
+    /// Mean validation loss after training (infinite when diverged).
+    pub val_loss: f32,
+    /// Median wall-clock time of one step, in milliseconds.
+    pub ms_per_step: f64,
+    /// Diagnostics every `diagnostics_every` steps and at the last step.
+    pub diagnostics: Vec<Diagnostics>,
+}
+
+/// The loss, global gradient norm (before clipping) and learning rate of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepOutcome {
+    /// Training loss of the batch.
+    pub loss: f32,
+    /// Gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Learning rate used.
+    pub lr: f32,
+}
+
+/// One optimization step on `(inputs, targets)` (`batch` rows), the step `resnorm train` runs;
+/// with `diagnose`, the model must record stream statistics and the step's [`Diagnostics`]
+/// are returned too. A non-finite loss or gradient norm leaves the weights untouched.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    model: &mut Gpt,
+    optimizer: &mut AdamW,
+    schedule: &WarmupCosine,
+    clip: f32,
+    step: u64,
+    (inputs, targets): (&[u32], &[u32]),
+    batch: usize,
+    diagnose: bool,
+) -> Result<(StepOutcome, Option<Diagnostics>)> {
+    model.zero_grad();
+    let loss = model
+        .forward(inputs, batch, Some(targets))?
+        .expect("targets given");
+    model.backward()?;
+    let lr = schedule.lr_at(step);
+    let pending = if diagnose {
+        Some(PendingDiagnostics::after_backward(model, step, loss, lr)?)
+    } else {
+        None
+    };
+    let grad_norm = with_params_mut(model, |params| -> Result<f32> {
+        let norm = clip_grad_norm(params, clip)?;
+        if loss.is_finite() && norm.is_finite() {
+            optimizer.step(params, lr)?;
+        }
+        Ok(norm)
+    })?;
+    let diagnostics = pending.map(|p| p.finish(model)).transpose()?;
+    Ok((
+        StepOutcome {
+            loss,
+            grad_norm,
+            lr,
+        },
+        diagnostics,
+    ))
+}
+
+/// Runs `spec` on `data`; `on_step(step)` is called after every step (progress display).
+pub fn run_train(
+    spec: &TrainSpec,
+    data: &StudyData,
+    on_step: &mut dyn FnMut(u64),
+) -> Result<TrainResult> {
+    if spec.steps == 0 || spec.batch == 0 || spec.diagnostics_every == 0 {
+        return Err(Error::invalid(
+            "run_train",
+            "steps, batch and diagnostics_every must be at least 1",
+        ));
+    }
+    let context = spec.model.context;
+    let mut model = spec.model.build(data.vocab())?;
+    let mut optimizer = AdamW::new(AdamWConfig {
+        weight_decay: WEIGHT_DECAY,
+        ..AdamWConfig::default()
+    })?;
+    let schedule = WarmupCosine::new(spec.lr, spec.lr * MIN_LR_FRACTION, spec.warmup, spec.steps)?;
+    let mut rng = Rng::new(spec.model.seed ^ DATA_STREAM);
+    let (mut inputs, mut targets) = (vec![0; spec.batch * context], vec![0; spec.batch * context]);
+    let mut result = TrainResult {
+        losses: Vec::with_capacity(spec.steps as usize),
+        diverged: false,
+        final_train_loss: f32::INFINITY,
+        val_loss: f32::INFINITY,
+        ms_per_step: 0.0,
+        diagnostics: Vec::new(),
+    };
+    let mut times = Vec::with_capacity(spec.steps as usize);
+    for step in 0..spec.steps {
+        data.dataset
+            .sample_batch_into(&mut rng, context, &mut inputs, &mut targets)?;
+        let diagnose = step % spec.diagnostics_every == 0 || step + 1 == spec.steps;
+        model.record_stream_stats(diagnose);
+        let start = Instant::now();
+        let (outcome, diagnostics) = train_step(
+            &mut model,
+            &mut optimizer,
+            &schedule,
+            spec.clip,
+            step,
+            (&inputs, &targets),
+            spec.batch,
+            diagnose,
+        )?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        result.losses.push(outcome.loss);
+        result.diagnostics.extend(diagnostics);
+        on_step(step);
+        if !(outcome.loss.is_finite() && outcome.grad_norm.is_finite()) {
+            result.diverged = true;
+            break;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    result.ms_per_step = times[times.len() / 2];
+    if !result.diverged {
+        let tail = (result.losses.len() / 10).max(1);
+        let last = &result.losses[result.losses.len() - tail..];
+        result.final_train_loss = last.iter().sum::<f32>() / tail as f32;
+        result.val_loss = validation_loss(&mut model, data, spec)?;
+    }
+    Ok(result)
+}
+
+/// Mean loss over the first `spec.eval_windows` validation windows, `spec.batch` at a time.
+fn validation_loss(model: &mut Gpt, data: &StudyData, spec: &TrainSpec) -> Result<f32> {
+    let context = spec.model.context;
+    let windows: Vec<_> = data
+        .dataset
+        .validation_windows(context)?
+        .take(spec.eval_windows.max(1))
+        .collect();
+    let (mut total, mut count) = (0.0f64, 0usize);
+    for chunk in windows.chunks(spec.batch) {
+        let inputs: Vec<u32> = chunk.iter().flat_map(|(x, _)| x.iter().copied()).collect();
+        let targets: Vec<u32> = chunk.iter().flat_map(|(_, y)| y.iter().copied()).collect();
+        let loss = model
+            .forward(&inputs, chunk.len(), Some(&targets))?
+            .expect("targets given");
+        total += loss as f64 * chunk.len() as f64;
+        count += chunk.len();
+    }
+    Ok((total / count as f64) as f32)
+}
+
+/// Runs `f` on all of `model`'s parameters in [`Gpt::visit_params`] order, as the
+/// `&mut [&mut Param]` optimizers take (the `Vec` headers move out and back; no element is
+/// copied). The trainer has the same helper; the two are to be merged.
+fn with_params_mut<R>(model: &mut Gpt, f: impl FnOnce(&mut [&mut Param]) -> R) -> R {
+    let mut owned = Vec::new();
+    model.visit_params_mut(&mut |p| {
+        owned.push(std::mem::replace(
+            p,
+            Param::zeros(String::new(), vec![0], ParamKind::Weight),
+        ))
+    });
+    let mut refs: Vec<&mut Param> = owned.iter_mut().collect();
+    let result = f(&mut refs);
+    let mut back = owned.into_iter();
+    model.visit_params_mut(&mut |p| {
+        *p = back
+            .next()
+            .expect("the model has the same parameters as a moment ago");
+    });
+    result
+}
