@@ -16,7 +16,6 @@ use super::probe::DATA_STREAM;
 use super::spec::TrainSpec;
 use crate::diagnostics::{Diagnostics, PendingDiagnostics};
 use crate::models::gpt::Gpt;
-use crate::nn::{Param, ParamKind};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Optimizer, WarmupCosine};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -81,13 +80,11 @@ pub fn train_step(
     } else {
         None
     };
-    let grad_norm = with_params_mut(model, |params| -> Result<f32> {
-        let norm = clip_grad_norm(params, clip)?;
-        if loss.is_finite() && norm.is_finite() {
-            optimizer.step(params, lr)?;
-        }
-        Ok(norm)
-    })?;
+    let mut params = model.params_mut();
+    let grad_norm = clip_grad_norm(&mut params, clip)?;
+    if loss.is_finite() && grad_norm.is_finite() {
+        optimizer.step(&mut params, lr)?;
+    }
     let diagnostics = pending.map(|p| p.finish(model)).transpose()?;
     Ok((
         StepOutcome {
@@ -184,26 +181,4 @@ fn validation_loss(model: &mut Gpt, data: &StudyData, spec: &TrainSpec) -> Resul
         count += chunk.len();
     }
     Ok((total / count as f64) as f32)
-}
-
-/// Runs `f` on all of `model`'s parameters in [`Gpt::visit_params`] order, as the
-/// `&mut [&mut Param]` optimizers take (the `Vec` headers move out and back; no element is
-/// copied). The trainer has the same helper; the two are to be merged.
-fn with_params_mut<R>(model: &mut Gpt, f: impl FnOnce(&mut [&mut Param]) -> R) -> R {
-    let mut owned = Vec::new();
-    model.visit_params_mut(&mut |p| {
-        owned.push(std::mem::replace(
-            p,
-            Param::zeros(String::new(), vec![0], ParamKind::Weight),
-        ))
-    });
-    let mut refs: Vec<&mut Param> = owned.iter_mut().collect();
-    let result = f(&mut refs);
-    let mut back = owned.into_iter();
-    model.visit_params_mut(&mut |p| {
-        *p = back
-            .next()
-            .expect("the model has the same parameters as a moment ago");
-    });
-    result
 }
