@@ -7,7 +7,7 @@
 //! The crate is layered, each level depending only on the ones before it:
 //! [`kernels`] (pure functions on slices), [`nn`] (layers owning their parameters), then
 //! models, optimizers ([`optim`]) and [`data`] (text, tokenizers, the built-in corpus,
-//! batches); [`checkpoint`] saves and restores them. [`threads`] holds the one thread pool
+//! batches); [`checkpoint`] saves and restores them, and [`train`] runs the training loop. [`threads`] holds the one thread pool
 //! every kernel runs on; [`rng`] the seeded generator that makes runs reproducible.
 
 pub mod checkpoint;
@@ -21,6 +21,7 @@ pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod threads;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;

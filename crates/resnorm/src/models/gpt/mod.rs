@@ -26,12 +26,14 @@
 //! ```
 
 mod config;
+mod decode;
 pub mod init;
 mod placement;
 mod sublayer;
 mod unit;
 
 pub use config::{GptConfig, MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB};
+pub use decode::{generate, Decoder, Sampling};
 pub use placement::Placement;
 pub use sublayer::Sublayer;
 pub use unit::ResidualUnit;
