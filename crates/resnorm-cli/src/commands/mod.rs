@@ -1,3 +1,6 @@
 //! One file per subcommand.
 
+pub mod eval;
 pub mod gradcheck;
+pub mod sample;
+pub mod train;

@@ -13,6 +13,8 @@
 //! assert_eq!((config.placement, config.steps, config.lr), (Placement::PostLn, 50, 1e-3));
 //! assert_eq!(config.tokenizer, TokenizerKind::Char);
 //! assert!(TrainConfig::from_toml_str("stepz = 5").unwrap_err().to_string().contains("stepz"));
+//! let resumed = config.with_toml_str("lr = 2e-3").unwrap();
+//! assert_eq!((resumed.steps, resumed.lr), (50, 2e-3));
 //! let gpt = config.gpt_config(65);
 //! assert_eq!((gpt.vocab, gpt.context), (65, config.context));
 //! ```
@@ -170,15 +172,25 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Reads the fields a TOML document sets over the defaults.
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Config(one_line(&e.to_string())))
+        TrainConfig::default().with_toml_str(text)
     }
 
-    /// Reads a TOML file (see [`TrainConfig::from_toml_str`]).
-    pub fn from_toml_file(path: &std::path::Path) -> Result<Self> {
+    /// These settings with the fields a TOML document sets replaced (a resumed run starts
+    /// from its checkpoint's settings, not the defaults).
+    pub fn with_toml_str(&self, text: &str) -> Result<Self> {
+        let bad = |e: &dyn fmt::Display| Error::Config(one_line(&e.to_string()));
+        let overrides: toml::Table = toml::from_str(text).map_err(|e| bad(&e))?;
+        let mut merged = toml::Table::try_from(self).map_err(|e| bad(&e))?;
+        merged.extend(overrides);
+        merged.try_into().map_err(|e: toml::de::Error| bad(&e))
+    }
+
+    /// [`TrainConfig::with_toml_str`] with the contents of a file; errors name the file.
+    pub fn with_toml_file(&self, path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&text).map_err(|e| Error::Format {
+        self.with_toml_str(&text).map_err(|e| Error::Format {
             path: path.to_path_buf(),
-            detail: one_line(&e.to_string()),
+            detail: e.to_string(),
         })
     }
 

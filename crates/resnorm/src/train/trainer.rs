@@ -76,6 +76,7 @@ pub struct Trainer {
     schedule: WarmupCosine,
     tokenizer: Tokenizer,
     data: TokenDataset,
+    corpus_nats_per_char: Option<f64>,
     rng: Rng,
     step: u64,
     last_loss: Option<f32>,
@@ -135,6 +136,7 @@ impl Trainer {
             optimizer,
             tokenizer: data.tokenizer,
             data: data.dataset,
+            corpus_nats_per_char: data.corpus_nats_per_char,
             rng,
             step: state.as_ref().map_or(0, |s| s.step),
             last_loss: state.as_ref().and_then(|s| s.last_loss),
@@ -275,6 +277,11 @@ impl Trainer {
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// For the built-in corpus, its exact entropy in nats per character.
+    pub fn corpus_nats_per_char(&self) -> Option<f64> {
+        self.corpus_nats_per_char
     }
 
     /// The token stream and its split.
