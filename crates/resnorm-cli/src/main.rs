@@ -1,5 +1,9 @@
 //! `resnorm`: the command-line tool. Each subcommand lives in its own file under `commands/`;
 //! this file only parses arguments and turns errors into one line and exit code 2.
+//!
+//! Exit codes: 0 success; 1 a check failed (`gradcheck`) or training diverged (`train`: the
+//! loss became NaN/inf); 2 bad input (arguments, data, configuration, checkpoints), always
+//! as one `error: ...` line on stderr; 130 `train` interrupted by Ctrl-C after saving.
 
 mod commands;
 mod report;
@@ -11,7 +15,8 @@ use std::process::ExitCode;
 #[command(
     name = "resnorm",
     version,
-    about = "Residual connections and normalization: kernels, models, diagnostics"
+    about = "Residual connections and normalization: kernels, models, diagnostics",
+    args_override_self = true
 )]
 struct Cli {
     /// Threads for every kernel (default: all cores).
@@ -30,10 +35,27 @@ enum Command {
     Bench(commands::bench::Bench),
     /// Run the residual/normalization experiments and write an HTML report of the findings.
     Study(commands::study::Args),
+    /// Train a GPT (default: the built-in corpus, a few minutes on two cores) and print a sample.
+    Train(Box<commands::train::Args>),
+    /// Generate text from a checkpoint.
+    Sample(commands::sample::Args),
+    /// Validation loss and perplexity of a checkpoint.
+    Eval(commands::eval::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let message = e.to_string();
+            eprintln!(
+                "{}",
+                message.lines().next().unwrap_or("error: bad arguments")
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(), // --help and --version print to stdout and exit 0
+    };
     if let Some(threads) = cli.threads {
         if let Err(e) = resnorm::threads::set_threads(threads) {
             eprintln!("error: {e}");
@@ -44,6 +66,9 @@ fn main() -> ExitCode {
         Command::Gradcheck(args) => commands::gradcheck::run(args),
         Command::Bench(bench) => commands::bench::run(bench),
         Command::Study(args) => commands::study::run(args),
+        Command::Train(args) => commands::train::run(*args),
+        Command::Sample(args) => commands::sample::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     };
     match outcome {
         Ok(code) => code,

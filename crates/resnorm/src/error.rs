@@ -43,6 +43,19 @@ pub enum Error {
         /// What is wrong with it.
         detail: String,
     },
+    /// Training produced a loss or gradient that is not finite; the model was not updated.
+    #[error("training diverged at step {step}: the loss is {loss}{}", match last_finite_loss {
+        Some(last) => format!(" (last finite loss {last})"),
+        None => String::new(),
+    })]
+    Diverged {
+        /// The step (from 0) whose loss or gradient norm was NaN or infinite.
+        step: u64,
+        /// That step's loss (NaN, inf, or finite when only the gradient norm was not).
+        loss: f32,
+        /// The loss of the last step that was finite, if any.
+        last_finite_loss: Option<f32>,
+    },
     /// The thread pool could not be built or was already built with another size.
     #[error("thread pool: {0}")]
     Threads(String),

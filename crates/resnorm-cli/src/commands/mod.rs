@@ -1,5 +1,8 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod eval;
 pub mod gradcheck;
+pub mod sample;
 pub mod study;
+pub mod train;

@@ -26,6 +26,7 @@
 //! ```
 
 mod config;
+mod decode;
 pub mod init;
 mod placement;
 pub mod stream_stats;
@@ -33,6 +34,7 @@ mod sublayer;
 mod unit;
 
 pub use config::{GptConfig, MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB};
+pub use decode::{generate, Decoder, Sampling};
 pub use placement::Placement;
 pub use sublayer::Sublayer;
 pub use unit::ResidualUnit;

@@ -144,6 +144,22 @@ impl ResidualUnit {
         acts: &mut UnitActs,
         (batch, seq): (usize, usize),
     ) -> Result<()> {
+        self.forward_with(x_in, x_out, dual, acts, |h, sublayer_acts, f_out| {
+            self.sublayer.forward(h, sublayer_acts, f_out, batch, seq)
+        })
+    }
+
+    /// [`ResidualUnit::forward`] with `F` computed by `sublayer(h, acts, f_out)` instead of
+    /// [`Sublayer::forward`]: the wiring is the same, only how `F(h)` is obtained differs
+    /// (incremental decoding computes attention against cached keys and values).
+    pub fn forward_with(
+        &self,
+        x_in: &[f32],
+        x_out: &mut [f32],
+        dual: Option<(&[f32], &mut [f32])>,
+        acts: &mut UnitActs,
+        sublayer_fn: impl FnOnce(&[f32], &mut SublayerActs, &mut [f32]) -> Result<()>,
+    ) -> Result<()> {
         let UnitActs {
             normed,
             pre_saved,
@@ -159,7 +175,7 @@ impl ResidualUnit {
             }
             None => x_in,
         };
-        self.sublayer.forward(h, sublayer, f_out, batch, seq)?;
+        sublayer_fn(h, sublayer, f_out)?;
         let post_norm = || self.post_norm.as_ref().expect("placement has a post norm");
         match self.placement {
             Placement::PreLn | Placement::NoNorm => residual_add(x_in, f_out, x_out),

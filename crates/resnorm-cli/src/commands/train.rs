@@ -1,0 +1,352 @@
+//! `resnorm train`: trains a GPT and ends by printing a generated sample.
+//!
+//! Settings come from the defaults (the README's main run), then the checkpoint's own
+//! settings when resuming, then a TOML `--config` file, then the flags, each overriding the
+//! one before. The run writes into `--out`: checkpoint files (see `resnorm::train`) every
+//! `--save-every` steps and at the end, and `metrics.jsonl`, one JSON line per step.
+//!
+//! Progress: an indicatif bar (step, loss, validation loss, tokens/s, ETA) when stderr is a
+//! terminal, and one line per evaluation in every case. Exit codes: 0 done; 1 the loss or
+//! gradient became NaN/inf (the message gives the step and the last finite loss; the last
+//! checkpoint on disk is left as it was); 2 bad input; 130 interrupted by Ctrl-C after
+//! saving a checkpoint.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use resnorm::kernels::NormKind;
+use resnorm::models::gpt::{generate, Placement, Sampling};
+use resnorm::rng::Rng;
+use resnorm::train::{
+    load_checkpoint, load_data, Evaluation, MetricsLog, MetricsRecord, TokenizerKind, TrainConfig,
+    Trainer,
+};
+use resnorm::{Error, Result};
+
+/// Exit code of a run stopped by a NaN or infinite loss.
+const EXIT_DIVERGED: u8 = 1;
+/// Exit code after Ctrl-C (128 + SIGINT), once the checkpoint is saved.
+const EXIT_INTERRUPTED: u8 = 130;
+/// The prompt of the closing sample for the built-in corpus: how every story begins.
+pub const CORPUS_PROMPT: &str = "Once there was a";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML file with any of the settings below (snake_case names); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Text file, folder of text files, or token .bin file/folder (default: built-in corpus).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output directory for checkpoints and metrics.jsonl (default: the --resume directory,
+    /// else runs/train).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run saved in this checkpoint directory.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Blocks.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Attention heads per block.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Width of the residual stream.
+    #[arg(long)]
+    width: Option<usize>,
+    /// Context window in tokens.
+    #[arg(long)]
+    context: Option<usize>,
+    /// Residual/normalization wiring: pre-ln, post-ln, sandwich, deep-norm, re-zero,
+    /// resi-dual, no-norm, no-residual.
+    #[arg(long)]
+    placement: Option<Placement>,
+    /// Normalization: layer or rms.
+    #[arg(long)]
+    norm: Option<NormKind>,
+    /// Tokenizer: char, byte or gpt2.
+    #[arg(long)]
+    tokenizer: Option<TokenizerKind>,
+    /// Characters of the built-in corpus.
+    #[arg(long)]
+    corpus_chars: Option<usize>,
+    /// Windows per micro-batch.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    #[arg(long)]
+    accum: Option<usize>,
+    /// Optimizer steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Final learning rate of the cosine decay.
+    #[arg(long)]
+    min_lr: Option<f32>,
+    /// Linear warm-up steps.
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// AdamW weight decay (matrices only unless decay_all = true in the config file).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Global gradient-norm clipping threshold (0 = off).
+    #[arg(long)]
+    grad_clip: Option<f32>,
+    /// Seed of the weights and of the training windows.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Steps between validation evaluations (0 = only at the end).
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Validation windows per evaluation during training (0 = all).
+    #[arg(long)]
+    eval_windows: Option<usize>,
+    /// Steps between checkpoints (0 = only at the end).
+    #[arg(long)]
+    save_every: Option<u64>,
+    /// Tokens of the closing sample (0 = none).
+    #[arg(long, default_value_t = 300)]
+    sample_tokens: usize,
+}
+
+impl Args {
+    /// Defaults, then the checkpoint's settings, then the TOML file, then the flags.
+    fn settings(&self) -> Result<TrainConfig> {
+        let mut c = match &self.resume {
+            Some(dir) => load_checkpoint(dir)?.train,
+            None => TrainConfig::default(),
+        };
+        if let Some(path) = &self.config {
+            c = c.with_toml_file(path)?;
+        }
+        fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
+            if let Some(v) = flag {
+                *field = v.clone();
+            }
+        }
+        if self.data.is_some() {
+            c.data = self.data.clone();
+        }
+        set(&mut c.layers, &self.layers);
+        set(&mut c.heads, &self.heads);
+        set(&mut c.width, &self.width);
+        set(&mut c.context, &self.context);
+        set(&mut c.placement, &self.placement);
+        set(&mut c.norm, &self.norm);
+        set(&mut c.tokenizer, &self.tokenizer);
+        set(&mut c.corpus_chars, &self.corpus_chars);
+        set(&mut c.batch, &self.batch);
+        set(&mut c.accum, &self.accum);
+        set(&mut c.steps, &self.steps);
+        set(&mut c.lr, &self.lr);
+        set(&mut c.min_lr, &self.min_lr);
+        set(&mut c.warmup, &self.warmup);
+        set(&mut c.weight_decay, &self.weight_decay);
+        set(&mut c.grad_clip, &self.grad_clip);
+        set(&mut c.seed, &self.seed);
+        set(&mut c.eval_every, &self.eval_every);
+        set(&mut c.eval_windows, &self.eval_windows);
+        set(&mut c.save_every, &self.save_every);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let config = args.settings()?;
+    let out = args
+        .out
+        .clone()
+        .or_else(|| args.resume.clone())
+        .unwrap_or_else(|| PathBuf::from("runs/train"));
+    let mut trainer = match &args.resume {
+        Some(dir) => Trainer::resume(dir, config)?,
+        None => Trainer::new(config.clone(), load_data(&config, None)?)?,
+    };
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), trainer.steps_taken())?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| Error::invalid("train", format!("cannot catch Ctrl-C: {e}")))?;
+
+    let progress = Progress::new(&trainer);
+    progress.line(&format!(
+        "training a {}-parameter {} GPT for {} steps into {}",
+        trainer.model().num_params(),
+        trainer.config().placement,
+        trainer.config().steps,
+        out.display()
+    ));
+    let mut last_saved = args.resume.is_some().then_some(trainer.steps_taken());
+    while !trainer.is_done() {
+        let started = Instant::now();
+        let report = match trainer.step() {
+            Ok(report) => report,
+            Err(diverged @ Error::Diverged { .. }) => {
+                progress.finish();
+                let kept = match last_saved {
+                    Some(step) => format!(
+                        "the checkpoint in {} (step {step}) is left as it was",
+                        out.display()
+                    ),
+                    None => "no checkpoint was saved".to_string(),
+                };
+                eprintln!("error: {diverged}; stopped, {kept}");
+                return Ok(ExitCode::from(EXIT_DIVERGED));
+            }
+            Err(other) => return Err(other),
+        };
+        let step_seconds = started.elapsed().as_secs_f64();
+        let config = trainer.config();
+        let evaluate_now =
+            trainer.is_done() || (config.eval_every > 0 && report.step % config.eval_every == 0);
+        let val = if evaluate_now {
+            Some(trainer.evaluate()?)
+        } else {
+            None
+        };
+        let record = MetricsRecord {
+            step: report.step,
+            loss: report.loss,
+            val_loss: val.map(|v| v.loss),
+            lr: report.lr,
+            grad_norm: report.grad_norm,
+            tokens_per_s: report.tokens as f64 / step_seconds,
+            elapsed: trainer.elapsed(),
+        };
+        log.append(&record)?;
+        progress.update(&trainer, &record, val.is_some());
+        let save_every = trainer.config().save_every;
+        if trainer.is_done() || (save_every > 0 && report.step % save_every == 0) {
+            trainer.save(&out)?;
+            last_saved = Some(report.step);
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            if last_saved != Some(report.step) {
+                trainer.save(&out)?;
+            }
+            progress.finish();
+            eprintln!(
+                "interrupted: checkpoint of step {} saved in {}; continue with --resume {}",
+                report.step,
+                out.display(),
+                out.display()
+            );
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+    }
+    progress.finish();
+    let final_eval = trainer.evaluate()?;
+    println!("{}", summary(&trainer, &final_eval, &out));
+    if args.sample_tokens > 0 {
+        println!("sample:\n{}", closing_sample(&trainer, args.sample_tokens)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The last lines of a run: losses against what the data allows.
+fn summary(trainer: &Trainer, eval: &Evaluation, out: &Path) -> String {
+    let mut text = format!(
+        "step {}: validation loss {:.4} nats/token, perplexity {:.3}",
+        trainer.steps_taken(),
+        eval.loss,
+        eval.perplexity()
+    );
+    if let Some(entropy) = trainer.corpus_nats_per_char() {
+        text.push_str(&format!(" (the corpus's entropy: {entropy:.4} nats/char)"));
+    }
+    text.push_str(&format!("\ncheckpoint: {}", out.display()));
+    text
+}
+
+/// A sample after the corpus's opening words, or after the first tokens of the validation
+/// split for other data; temperature 0.8, seeded by the run's seed.
+fn closing_sample(trainer: &Trainer, tokens: usize) -> Result<String> {
+    let tokenizer = trainer.tokenizer();
+    let prompt = match trainer.config().data {
+        None => tokenizer.encode(CORPUS_PROMPT)?,
+        Some(_) => trainer.data().validation()[..8.min(trainer.data().validation().len())].to_vec(),
+    };
+    let sampling = Sampling {
+        temperature: 0.8,
+        top_k: 0,
+    };
+    let mut rng = Rng::new(trainer.config().seed);
+    let sampled = generate(trainer.model(), &prompt, tokens, sampling, &mut rng)?;
+    Ok(tokenizer.decode(&prompt)? + &tokenizer.decode(&sampled)?)
+}
+
+/// The progress bar (terminal only) and the evaluation lines (always).
+struct Progress {
+    bar: Option<ProgressBar>,
+    val_loss: std::cell::Cell<Option<f64>>,
+}
+
+impl Progress {
+    fn new(trainer: &Trainer) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(trainer.config().steps);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} step {pos}/{len} {msg} [{elapsed_precise}, ETA {eta}]",
+                )
+                .expect("the template is valid"),
+            );
+            bar.set_position(trainer.steps_taken());
+            bar
+        });
+        Progress {
+            bar,
+            val_loss: std::cell::Cell::new(None),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn update(&self, trainer: &Trainer, record: &MetricsRecord, evaluated: bool) {
+        if evaluated {
+            self.val_loss.set(record.val_loss);
+            self.line(&format!(
+                "step {:>6}/{}  loss {:.4}  val_loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s  {:.1}s",
+                record.step,
+                trainer.config().steps,
+                record.loss,
+                record.val_loss.unwrap_or(f64::NAN),
+                record.lr,
+                record.grad_norm,
+                record.tokens_per_s,
+                record.elapsed
+            ));
+        }
+        if let Some(bar) = &self.bar {
+            let val = self
+                .val_loss
+                .get()
+                .map_or(String::new(), |v| format!(" val {v:.4}"));
+            bar.set_message(format!(
+                "loss {:.4}{val} {:.0} tok/s",
+                record.loss, record.tokens_per_s
+            ));
+            bar.set_position(record.step);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Validation loss of a model: the mean next-token cross-entropy over the validation windows.
+//!
+//! The windows are [`TokenDataset::validation_windows`]: of the validation split (the last
+//! 10 % of the tokens) the consecutive, non-overlapping windows of `context` tokens,
+//! `floor((n_val - 1) / context)` of them, each predicting the tokens shifted by one; the
+//! tail after the last full window is not used. The loss is the mean over every position of
+//! every window (in nats per token), accumulated in `f64`; perplexity is `exp(loss)`.
+//! Windows are run `batch` at a time; since they are consecutive, `batch` windows are one
+//! contiguous slice of the split and its targets the same slice shifted by one.
+//!
+//! ```
+//! use resnorm::data::TokenDataset;
+//! use resnorm::models::gpt::{Gpt, GptConfig};
+//! use resnorm::train::evaluate;
+//! let tokens: Vec<u32> = (0..400).map(|i| i % 5).collect();
+//! let data = TokenDataset::new(tokens, 5, 0.1).unwrap(); // 40 validation tokens
+//! let config = GptConfig { layers: 1, heads: 1, width: 8, context: 8, vocab: 5, ..GptConfig::default() };
+//! let mut model = Gpt::new(config, 0).unwrap();
+//! let eval = evaluate(&mut model, &data, 3, None).unwrap();
+//! assert_eq!(eval.tokens, 4 * 8); // floor(39 / 8) windows
+//! assert!((eval.loss - 5f64.ln()).abs() < 0.1); // an untrained model is about uniform
+//! assert!((eval.perplexity() - eval.loss.exp()).abs() < 1e-12);
+//! ```
+
+use crate::data::TokenDataset;
+use crate::models::gpt::Gpt;
+use crate::{Error, Result};
+
+/// The result of [`evaluate`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy per token, in nats.
+    pub loss: f64,
+    /// Tokens scored (windows × context).
+    pub tokens: usize,
+}
+
+impl Evaluation {
+    /// `exp(loss)`.
+    pub fn perplexity(&self) -> f64 {
+        self.loss.exp()
+    }
+
+    /// The loss in bits per token (bits per character for character and byte tokens of
+    /// ASCII text).
+    pub fn bits_per_token(&self) -> f64 {
+        self.loss / std::f64::consts::LN_2
+    }
+}
+
+/// The validation loss of `model` on the first `max_windows` validation windows of `data`
+/// (all of them when `None`), `batch` windows per forward pass.
+pub fn evaluate(
+    model: &mut Gpt,
+    data: &TokenDataset,
+    batch: usize,
+    max_windows: Option<usize>,
+) -> Result<Evaluation> {
+    const OP: &str = "evaluate";
+    if batch == 0 {
+        return Err(Error::invalid(OP, "batch must be at least 1"));
+    }
+    if data.vocab_size() > model.config().vocab {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the data's vocabulary of {} ids is larger than the model's {}",
+                data.vocab_size(),
+                model.config().vocab
+            ),
+        ));
+    }
+    let context = model.config().context;
+    let available = data.validation_window_count(context)?;
+    let windows = max_windows.map_or(available, |m| m.min(available));
+    if windows == 0 {
+        return Err(Error::invalid(OP, "no validation windows to evaluate"));
+    }
+    let val = data.validation();
+    let mut loss_sum = 0.0f64;
+    let mut first = 0;
+    while first < windows {
+        let rows = batch.min(windows - first);
+        let span = first * context..(first + rows) * context;
+        let targets = &val[span.start + 1..span.end + 1];
+        let loss = model
+            .forward(&val[span], rows, Some(targets))?
+            .ok_or_else(|| Error::invalid(OP, "the model returned no loss"))?;
+        loss_sum += loss as f64 * rows as f64;
+        first += rows;
+    }
+    Ok(Evaluation {
+        loss: loss_sum / windows as f64,
+        tokens: windows * context,
+    })
+}

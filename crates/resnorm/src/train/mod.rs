@@ -1,0 +1,29 @@
+//! Training a GPT: settings, data loading, the step loop, evaluation, checkpoints and the
+//! metrics log. The `resnorm train`, `eval` and `sample` commands are thin wrappers around
+//! this module.
+//!
+//! ```text
+//! TrainConfig (defaults <- TOML <- flags)
+//!   --load_data--> LoadedData { tokenizer, dataset (last 10 % validation) }
+//!   --Trainer::new / Trainer::resume(dir)--> Trainer
+//!   loop { Trainer::step -> StepReport -> MetricsLog;  every eval_every: Trainer::evaluate;
+//!          every save_every: Trainer::save(dir) }
+//! load_checkpoint(dir) -> SavedModel { model, tokenizer, train, state }  (eval, sample)
+//! ```
+
+mod config;
+mod data;
+mod evaluate;
+mod metrics;
+mod run_checkpoint;
+mod trainer;
+
+pub use config::{TokenizerKind, TrainConfig};
+pub use data::{check_fits_context, load_data, LoadedData, CORPUS_SEED};
+pub use evaluate::{evaluate, Evaluation};
+pub use metrics::{MetricsLog, MetricsRecord};
+pub use run_checkpoint::{
+    load_checkpoint, load_optimizer, save_checkpoint, SavedModel, TrainState, CONFIG_FILE,
+    MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE,
+};
+pub use trainer::{StepReport, Trainer, DATA_SEED_MIX};

@@ -1,0 +1,314 @@
+//! The training loop's state and one step of it.
+//!
+//! One [`Trainer::step`] at step `s` (from 0):
+//! ```text
+//! zero every gradient
+//! repeat accum times:  draw batch windows (data RNG) -> forward -> backward (grads add up)
+//! loss = mean of the micro-batch losses;  grads /= accum
+//! stop with Error::Diverged if loss or ‖grad‖ is NaN/inf (parameters untouched)
+//! clip the global gradient norm to grad_clip (when > 0)
+//! AdamW step with lr = WarmupCosine(s)
+//! ```
+//! Weights come from `Gpt::new(config, seed)`, training windows from a separate
+//! [`Rng`] seeded with `seed ^ DATA_SEED_MIX`. Every kernel is deterministic for a given
+//! thread count, so the same settings and thread count give a bit-identical loss curve, and
+//! a run resumed from a checkpoint (parameters, AdamW moments, step, data RNG state) continues
+//! exactly as if it had never stopped.
+//!
+//! ```
+//! use resnorm::train::{load_data, Trainer, TrainConfig};
+//! let config = TrainConfig {
+//!     layers: 1, heads: 2, width: 16, context: 16, batch: 4, steps: 3, warmup: 1,
+//!     corpus_chars: 5_000, ..TrainConfig::default()
+//! };
+//! let data = load_data(&config, None).unwrap();
+//! let mut trainer = Trainer::new(config, data).unwrap();
+//! let first = trainer.step().unwrap();
+//! assert_eq!(first.step, 1);
+//! assert!(first.loss.is_finite() && first.grad_norm > 0.0);
+//! while !trainer.is_done() {
+//!     trainer.step().unwrap();
+//! }
+//! assert!(trainer.evaluate().unwrap().loss.is_finite());
+//! ```
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::data::{TokenDataset, Tokenizer};
+use crate::models::gpt::{Gpt, GptConfig};
+use crate::optim::{clip_grad_norm, grad_norm, AdamW, Optimizer, WarmupCosine};
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+use super::data::{check_fits_context, load_data, LoadedData};
+use super::evaluate::{evaluate, Evaluation};
+use super::run_checkpoint::{
+    load_checkpoint, load_optimizer, save_checkpoint, SavedModel, TrainState,
+};
+use super::TrainConfig;
+
+/// Mixed into the seed for the data sampler, so that it does not replay the weights' stream.
+pub const DATA_SEED_MIX: u64 = 0xDA7A_5EED_0000_0001;
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// Optimizer steps taken, counting this one.
+    pub step: u64,
+    /// Mean training loss of the step's micro-batches.
+    pub loss: f32,
+    /// Learning rate used.
+    pub lr: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Training tokens processed (`batch · accum · context`).
+    pub tokens: usize,
+}
+
+/// A model, its optimizer, data and sampler, and where the run stands.
+#[derive(Debug)]
+pub struct Trainer {
+    config: TrainConfig,
+    model: Gpt,
+    optimizer: AdamW,
+    schedule: WarmupCosine,
+    tokenizer: Tokenizer,
+    data: TokenDataset,
+    corpus_nats_per_char: Option<f64>,
+    rng: Rng,
+    step: u64,
+    last_loss: Option<f32>,
+    elapsed_before: f64,
+    started: Instant,
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+}
+
+impl Trainer {
+    /// A fresh run of `config` on `data`.
+    pub fn new(config: TrainConfig, data: LoadedData) -> Result<Self> {
+        config.validate()?;
+        let model = Gpt::new(config.gpt_config(data.tokenizer.vocab_size()), config.seed)?;
+        let optimizer = AdamW::new(config.adamw_config())?;
+        let rng = Rng::new(config.seed ^ DATA_SEED_MIX);
+        Self::assemble(config, data, model, optimizer, rng, None)
+    }
+
+    /// Continues the run saved in `dir` with `config`, which must describe the same model;
+    /// the data is read again with the checkpoint's tokenizer. Training settings may differ
+    /// from the checkpoint's (e.g. more `steps`), but only equal settings continue the
+    /// original run bit for bit.
+    pub fn resume(dir: &Path, config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        let SavedModel {
+            model,
+            tokenizer,
+            state,
+            ..
+        } = load_checkpoint(dir)?;
+        check_same_model(
+            dir,
+            model.config(),
+            &config.gpt_config(tokenizer.vocab_size()),
+        )?;
+        let optimizer = load_optimizer(dir, &config, state.step)?;
+        let data = load_data(&config, Some(&tokenizer))?;
+        let rng = Rng::from_state(state.rng_state);
+        Self::assemble(config, data, model, optimizer, rng, Some(state))
+    }
+
+    fn assemble(
+        config: TrainConfig,
+        data: LoadedData,
+        model: Gpt,
+        optimizer: AdamW,
+        rng: Rng,
+        state: Option<TrainState>,
+    ) -> Result<Self> {
+        check_fits_context(&data.dataset, config.context)?;
+        let schedule = config.schedule()?;
+        let rows = config.batch * config.context;
+        Ok(Trainer {
+            schedule,
+            model,
+            optimizer,
+            tokenizer: data.tokenizer,
+            data: data.dataset,
+            corpus_nats_per_char: data.corpus_nats_per_char,
+            rng,
+            step: state.as_ref().map_or(0, |s| s.step),
+            last_loss: state.as_ref().and_then(|s| s.last_loss),
+            elapsed_before: state.as_ref().map_or(0.0, |s| s.elapsed),
+            started: Instant::now(),
+            inputs: vec![0; rows],
+            targets: vec![0; rows],
+            config,
+        })
+    }
+
+    /// One optimizer step (see the module documentation).
+    ///
+    /// A loss or gradient norm that is not finite is [`Error::Diverged`]; the parameters and
+    /// optimizer are then as before the step.
+    pub fn step(&mut self) -> Result<StepReport> {
+        const OP: &str = "Trainer::step";
+        let TrainConfig {
+            batch,
+            accum,
+            context,
+            grad_clip,
+            ..
+        } = self.config;
+        let lr = self.schedule.lr_at(self.step);
+        self.model.zero_grad();
+        let mut loss_sum = 0.0f32;
+        for _ in 0..accum {
+            self.data.sample_batch_into(
+                &mut self.rng,
+                context,
+                &mut self.inputs,
+                &mut self.targets,
+            )?;
+            let loss = self
+                .model
+                .forward(&self.inputs, batch, Some(&self.targets))?
+                .ok_or_else(|| Error::invalid(OP, "the model returned no loss"))?;
+            self.model.backward()?;
+            loss_sum += loss;
+        }
+        let loss = loss_sum / accum as f32;
+        let diverged = |loss: f32| Error::Diverged {
+            step: self.step,
+            loss,
+            last_finite_loss: self.last_loss,
+        };
+        if !loss.is_finite() {
+            return Err(diverged(loss));
+        }
+        let mut params = self.model.params_mut();
+        if accum > 1 {
+            let scale = 1.0 / accum as f32;
+            for p in params.iter_mut() {
+                p.grad.iter_mut().for_each(|g| *g *= scale);
+            }
+        }
+        let norm = if grad_clip > 0.0 {
+            clip_grad_norm(&mut params, grad_clip)?
+        } else {
+            grad_norm(&params)
+        };
+        if norm.is_finite() {
+            self.optimizer.step(&mut params, lr)?;
+        }
+        if !norm.is_finite() {
+            return Err(diverged(loss));
+        }
+        self.step += 1;
+        self.last_loss = Some(loss);
+        Ok(StepReport {
+            step: self.step,
+            loss,
+            lr,
+            grad_norm: norm,
+            tokens: batch * accum * context,
+        })
+    }
+
+    /// The validation loss on the first `eval_windows` windows (all when 0), `batch` at a time.
+    pub fn evaluate(&mut self) -> Result<Evaluation> {
+        let windows = (self.config.eval_windows > 0).then_some(self.config.eval_windows);
+        evaluate(&mut self.model, &self.data, self.config.batch, windows)
+    }
+
+    /// Writes a checkpoint of the run into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let state = TrainState {
+            step: self.step,
+            rng_state: self.rng.state(),
+            elapsed: self.elapsed(),
+            threads: crate::threads::num_threads(),
+            last_loss: self.last_loss,
+        };
+        save_checkpoint(
+            dir,
+            &self.model,
+            &self.optimizer,
+            &self.tokenizer,
+            &self.config,
+            &state,
+        )
+    }
+
+    /// Optimizer steps taken so far (including those before a resume).
+    pub fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
+    /// True once `steps` steps have been taken.
+    pub fn is_done(&self) -> bool {
+        self.step >= self.config.steps
+    }
+
+    /// Seconds of training, including those before a resume.
+    pub fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// The settings of the run.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Gpt {
+        &self.model
+    }
+
+    /// The model, for changes between steps.
+    pub fn model_mut(&mut self) -> &mut Gpt {
+        &mut self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// For the built-in corpus, its exact entropy in nats per character.
+    pub fn corpus_nats_per_char(&self) -> Option<f64> {
+        self.corpus_nats_per_char
+    }
+
+    /// The token stream and its split.
+    pub fn data(&self) -> &TokenDataset {
+        &self.data
+    }
+}
+
+/// Refuses to resume a checkpoint of one model with the settings of another, naming every
+/// field that differs.
+fn check_same_model(dir: &Path, saved: &GptConfig, asked: &GptConfig) -> Result<()> {
+    let saved_json = serde_json::to_value(saved).unwrap_or_default();
+    let asked_json = serde_json::to_value(asked).unwrap_or_default();
+    let (Some(saved_fields), Some(asked_fields)) = (saved_json.as_object(), asked_json.as_object())
+    else {
+        return Ok(());
+    };
+    let differences: Vec<String> = saved_fields
+        .iter()
+        .filter(|(key, value)| asked_fields.get(*key) != Some(value))
+        .map(|(key, value)| {
+            let asked = asked_fields.get(key).cloned().unwrap_or_default();
+            format!("{key} {value} (run asks for {asked})")
+        })
+        .collect();
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "the checkpoint in {} is of another model: {}",
+        dir.display(),
+        differences.join(", ")
+    )))
+}
