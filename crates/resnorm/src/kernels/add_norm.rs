@@ -114,9 +114,12 @@ pub fn add_norm_forward(
                 rows::prefetch_row(x_block, cols, r + ahead);
                 rows::prefetch_row(residual_block, cols, r + ahead);
                 add_row(x, residual, sum, stores);
-                // The norm recomputes `x + residual` (the same bits) rather than read back
-                // `sum`, which streaming stores have sent past the cache.
-                let residual = Some(residual);
+                // Through the cache the norm reads `sum` back from L1; streamed, `sum` is
+                // past the cache, so the norm recomputes `x + residual` (the same bits).
+                let (x, residual) = match stores {
+                    Stores::Cached => (&*sum, None),
+                    Stores::Streaming => (x, Some(residual)),
+                };
                 // A LayerNorm block always has its means (checked above); RMSNorm has none.
                 match (kind, means.as_mut().and_then(Iterator::next)) {
                     (NormKind::Layer, Some(mean)) => {
