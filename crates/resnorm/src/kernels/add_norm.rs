@@ -87,7 +87,7 @@ pub fn add_norm_forward(
             &mut []
         }
     };
-    let stores = Stores::for_bytes(4 * std::mem::size_of_val(x));
+    let stores = Stores::for_call(4 * std::mem::size_of_val(x), cols);
     let block_rows = threads::rows_per_block(rows);
     let block_len = block_rows * cols;
     let mut mean_blocks = mean.chunks_mut(block_rows);
@@ -186,7 +186,7 @@ pub fn add_norm_backward(
     };
     check_grads(OP, weights, &grads)?;
     let tensors = if upstream.dsum.is_some() { 4 } else { 3 };
-    let stores = Stores::for_bytes(tensors * std::mem::size_of_val(sum));
+    let stores = Stores::for_call(tensors * std::mem::size_of_val(sum), cols);
     let block_rows = threads::rows_per_block(rows);
     let block_len = block_rows * cols;
     let has_bias = weights.bias.is_some();

@@ -71,7 +71,7 @@ pub fn layer_norm_forward(
     check_len(OP, "out", out.len(), x.len())?;
     check_len(OP, "mean", mean.len(), rows)?;
     check_len(OP, "rstd", rstd.len(), rows)?;
-    let stores = Stores::for_bytes(2 * std::mem::size_of_val(x));
+    let stores = Stores::for_call(2 * std::mem::size_of_val(x), cols);
     let block_rows = threads::rows_per_block(rows);
     let blocks: Vec<_> = x
         .chunks(block_rows * cols)
@@ -110,7 +110,7 @@ pub fn layer_norm_backward(
     check_len(OP, "mean", mean.len(), rows)?;
     check_len(OP, "rstd", rstd.len(), rows)?;
     check_grads(OP, weights, &grads)?;
-    let stores = Stores::for_bytes(3 * std::mem::size_of_val(x));
+    let stores = Stores::for_call(3 * std::mem::size_of_val(x), cols);
     let block_rows = threads::rows_per_block(rows);
     let partial_len = partial_len(cols, weights.bias.is_some());
     let mut partials = vec![0.0f32; rows.div_ceil(block_rows) * partial_len];

@@ -57,7 +57,7 @@ pub fn rms_norm_forward(
     let rows = rows_of(OP, "x", x.len(), cols)?;
     check_len(OP, "out", out.len(), x.len())?;
     check_len(OP, "rstd", rstd.len(), rows)?;
-    let stores = Stores::for_bytes(2 * std::mem::size_of_val(x));
+    let stores = Stores::for_call(2 * std::mem::size_of_val(x), cols);
     let block_rows = threads::rows_per_block(rows);
     let blocks: Vec<_> = x
         .chunks(block_rows * cols)
@@ -93,7 +93,7 @@ pub fn rms_norm_backward(
     check_len(OP, "dx", dx.len(), x.len())?;
     check_len(OP, "rstd", rstd.len(), rows)?;
     check_grads(OP, weights, &grads)?;
-    let stores = Stores::for_bytes(3 * std::mem::size_of_val(x));
+    let stores = Stores::for_call(3 * std::mem::size_of_val(x), cols);
     let block_rows = threads::rows_per_block(rows);
     let mut partials = vec![0.0f32; rows.div_ceil(block_rows) * cols];
     let blocks: Vec<_> = dy
