@@ -39,11 +39,13 @@
 //! assert_eq!(dx, [1.0, -1.0, 2.0, 0.0]);
 //! ```
 
+use super::lanes::{simd_dispatch, Lanes};
 use super::norm::{
-    check_grads, check_len, check_optional_mean, check_weights, rows_of, NormGrads, NormKind,
-    NormStats, NormStatsMut, NormWeights,
+    check_grads, check_len, check_optional_mean, check_weights, rows_of, BackwardRow, NormGrads,
+    NormKind, NormStats, NormStatsMut, NormWeights,
 };
-use super::rows::{add_partials, partial_len, run_blocks, split_partial};
+use super::rows::{self, add_partials, partial_len, run_blocks, split_partial, RowSource, SumOf};
+use super::stores::{write_row, Stores};
 use super::{layer_norm, rms_norm};
 use crate::{threads, Result};
 
@@ -85,6 +87,7 @@ pub fn add_norm_forward(
             &mut []
         }
     };
+    let stores = Stores::for_call(4 * std::mem::size_of_val(x), cols);
     let block_rows = threads::rows_per_block(rows);
     let block_len = block_rows * cols;
     let mut mean_blocks = mean.chunks_mut(block_rows);
@@ -95,28 +98,60 @@ pub fn add_norm_forward(
         .zip(stats.rstd.chunks_mut(block_rows))
         .map(|block| (block, mean_blocks.next()))
         .collect();
+    let ahead = rows::rows_ahead(cols);
     run_blocks(
         blocks,
         x.len(),
-        |((((x, residual), (sum, out)), rstd), mean)| {
-            let inputs = x.chunks_exact(cols).zip(residual.chunks_exact(cols));
+        |((((x_block, residual_block), (sum, out)), rstd), mean)| {
+            let inputs = x_block
+                .chunks_exact(cols)
+                .zip(residual_block.chunks_exact(cols));
             let outputs = sum.chunks_exact_mut(cols).zip(out.chunks_exact_mut(cols));
             let mut means = mean.map(|m| m.iter_mut());
-            for (((x, residual), (sum, out)), rstd) in inputs.zip(outputs).zip(rstd) {
-                for ((s, &a), &b) in sum.iter_mut().zip(x).zip(residual) {
-                    *s = a + b;
-                }
+            for (r, (((x, residual), (sum, out)), rstd)) in
+                inputs.zip(outputs).zip(rstd).enumerate()
+            {
+                rows::prefetch_row(x_block, cols, r + ahead);
+                rows::prefetch_row(residual_block, cols, r + ahead);
+                add_row(x, residual, sum, stores);
+                // Through the cache the norm reads `sum` back from L1; streamed, `sum` is
+                // past the cache, so the norm recomputes `x + residual` (the same bits).
+                let (x, residual) = match stores {
+                    Stores::Cached => (&*sum, None),
+                    Stores::Streaming => (x, Some(residual)),
+                };
                 // A LayerNorm block always has its means (checked above); RMSNorm has none.
                 match (kind, means.as_mut().and_then(Iterator::next)) {
                     (NormKind::Layer, Some(mean)) => {
-                        (*mean, *rstd) = layer_norm::forward_row(sum, weights, out);
+                        (*mean, *rstd) = layer_norm::forward_row(x, residual, weights, out, stores);
                     }
-                    _ => *rstd = rms_norm::forward_row(sum, weights, out),
+                    _ => {
+                        let (weight, eps) = (weights.weight, weights.eps);
+                        *rstd = rms_norm::forward_row(x, residual, weight, eps, out, stores);
+                    }
                 }
             }
+            stores.finish_block();
         },
     );
     Ok(())
+}
+
+simd_dispatch! {
+    /// Writes `sum = x + residual` for one row.
+    fn add_row(x: &[f32], residual: &[f32], sum: &mut [f32], stores: Stores) => add_row_with
+}
+
+#[inline(always)]
+fn add_row_with<L: Lanes>(x: &[f32], residual: &[f32], sum: &mut [f32], stores: Stores) {
+    let row = SumOf(x, residual);
+    write_row(
+        sum,
+        stores,
+        &mut (),
+        |_, i| row.lanes::<L>(i),
+        |_, i| row.at(i),
+    );
 }
 
 /// Writes `dx = dsum + Norm_backward(dout)` and adds into `grads`; `sum` and `stats` are what
@@ -150,6 +185,8 @@ pub fn add_norm_backward(
         }
     };
     check_grads(OP, weights, &grads)?;
+    let tensors = if upstream.dsum.is_some() { 4 } else { 3 };
+    let stores = Stores::for_call(tensors * std::mem::size_of_val(sum), cols);
     let block_rows = threads::rows_per_block(rows);
     let block_len = block_rows * cols;
     let has_bias = weights.bias.is_some();
@@ -166,27 +203,43 @@ pub fn add_norm_backward(
         .zip(partials.chunks_mut(partial_len))
         .map(|block| (block, (dsum_blocks.next(), mean_blocks.next())))
         .collect();
-    run_blocks(blocks, sum.len(), |(block, (dsum, mean))| {
-        let ((((dout, sum), dx), rstd), partial) = block;
+    let ahead = rows::rows_ahead(cols);
+    run_blocks(blocks, sum.len(), |(block, (dsum_block, mean))| {
+        let ((((dout_block, sum_block), dx), rstd), partial) = block;
         let (dweight, dbias) = split_partial(partial, cols, has_bias);
         let mut block_grads = NormGrads { dweight, dbias };
-        let mut dsum_rows = dsum.map(|d| d.chunks_exact(cols));
+        let mut dsum_rows = dsum_block.map(|d| d.chunks_exact(cols));
         let mut means = mean.map(|m| m.iter());
-        let rows = dout.chunks_exact(cols).zip(sum.chunks_exact(cols));
-        for (((dout, sum), dx), &rstd) in rows.zip(dx.chunks_exact_mut(cols)).zip(rstd) {
+        let rows = dout_block
+            .chunks_exact(cols)
+            .zip(sum_block.chunks_exact(cols));
+        let rows = rows.zip(dx.chunks_exact_mut(cols)).zip(rstd);
+        for (r, (((dout, sum), dx), &rstd)) in rows.enumerate() {
+            for block in [Some(dout_block), Some(sum_block), dsum_block]
+                .into_iter()
+                .flatten()
+            {
+                rows::prefetch_row(block, cols, r + ahead);
+            }
             let dsum = dsum_rows.as_mut().and_then(Iterator::next);
+            let row = BackwardRow {
+                dy: dout,
+                x: sum,
+                dsum,
+            };
             // A LayerNorm block always has its means (checked above); RMSNorm has none.
             match (kind, means.as_mut().and_then(Iterator::next)) {
                 (NormKind::Layer, Some(&mean)) => {
                     let stats = (mean, rstd);
-                    layer_norm::backward_row(dout, sum, weights, stats, dx, dsum, &mut block_grads);
+                    layer_norm::backward_row(row, weights, stats, dx, &mut block_grads, stores);
                 }
                 _ => {
                     let dweight = &mut *block_grads.dweight;
-                    rms_norm::backward_row(dout, sum, weights.weight, rstd, dx, dsum, dweight);
+                    rms_norm::backward_row(row, weights.weight, rstd, dx, dweight, stores);
                 }
             }
         }
+        stores.finish_block();
     });
     add_partials(&partials, grads.dweight, grads.dbias);
     Ok(())

@@ -29,6 +29,13 @@ pub(crate) trait Lanes:
     fn load(chunk: &[f32]) -> Self;
     /// Writes the lanes to the first [`LANES`] places of `chunk`; panics if it is shorter.
     fn store(self, chunk: &mut [f32]);
+    /// The byte alignment `chunk` needs for [`Lanes::store_streaming`] to bypass the cache.
+    const STREAM_ALIGN: usize;
+    /// Like [`Lanes::store`], but with non-temporal (streaming) stores, which write to memory
+    /// without first reading the line into the cache, when `chunk` starts at a multiple of
+    /// [`Lanes::STREAM_ALIGN`] bytes (plain stores otherwise). Same bits either way; a block
+    /// of such stores ends with [`streaming_fence`].
+    fn store_streaming(self, chunk: &mut [f32]);
 
     /// All lanes zero.
     #[inline(always)]
@@ -101,6 +108,13 @@ impl Lanes for Portable {
     fn store(self, chunk: &mut [f32]) {
         chunk[..LANES].copy_from_slice(&self.0);
     }
+
+    const STREAM_ALIGN: usize = std::mem::align_of::<f32>();
+
+    #[inline(always)]
+    fn store_streaming(self, chunk: &mut [f32]) {
+        self.store(chunk);
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -121,6 +135,36 @@ mod portable {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{Avx, Sse};
+
+/// Orders every streaming store issued so far by this thread before its later stores, so
+/// that a block's outputs are in memory before the block reports itself done.
+#[inline]
+pub(crate) fn streaming_fence() {
+    // SAFETY: SSE is baseline on x86-64; a fence touches no memory.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
+/// Bytes per cache line, the unit [`prefetch`] requests.
+const LINE_BYTES: usize = 64;
+
+/// Asks the CPU to bring `data` into the cache; a hint, with no effect on any result.
+#[inline(always)]
+pub(crate) fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(LINE_BYTES / std::mem::size_of::<f32>()) {
+        // SAFETY: SSE is baseline on x86-64; a prefetch reads nothing and never faults, and
+        // the address is inside `data` anyway.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -157,6 +201,21 @@ mod x86 {
                 unsafe { _mm_storeu_ps(chunk[4 * i..].as_mut_ptr(), register) };
             }
         }
+
+        const STREAM_ALIGN: usize = 16;
+
+        #[inline(always)]
+        fn store_streaming(self, chunk: &mut [f32]) {
+            let chunk = &mut chunk[..LANES];
+            if chunk.as_ptr() as usize % Self::STREAM_ALIGN != 0 {
+                return self.store(chunk);
+            }
+            for (i, register) in self.0.into_iter().enumerate() {
+                // SAFETY: SSE2 is baseline; each store writes 4 elements in `chunk`, at a
+                // 16-byte boundary since `chunk` starts at one (checked above).
+                unsafe { _mm_stream_ps(chunk[4 * i..].as_mut_ptr(), register) };
+            }
+        }
     }
 
     lanes_ops!(Sse, _mm_add_ps, _mm_sub_ps, _mm_mul_ps);
@@ -189,6 +248,21 @@ mod x86 {
             for (i, register) in self.0.into_iter().enumerate() {
                 // SAFETY: see the type's documentation; each store writes 8 elements.
                 unsafe { _mm256_storeu_ps(chunk[8 * i..].as_mut_ptr(), register) };
+            }
+        }
+
+        const STREAM_ALIGN: usize = 32;
+
+        #[inline(always)]
+        fn store_streaming(self, chunk: &mut [f32]) {
+            let chunk = &mut chunk[..LANES];
+            if chunk.as_ptr() as usize % Self::STREAM_ALIGN != 0 {
+                return self.store(chunk);
+            }
+            for (i, register) in self.0.into_iter().enumerate() {
+                // SAFETY: see the type's documentation; each store writes 8 elements, at a
+                // 32-byte boundary since `chunk` starts at one (checked above).
+                unsafe { _mm256_stream_ps(chunk[8 * i..].as_mut_ptr(), register) };
             }
         }
     }

@@ -16,13 +16,17 @@
 //! dbias   += Σ_rows dy                                                (accumulated)
 //! ```
 //!
-//! Numerics: the statistics are `f32`, from a row held in L1 cache. Pass one sums `x`; pass
-//! two sums `d = x - mean₀` and `d²` and corrects both for the rounding of `mean₀`
-//! (`mean = mean₀ + Σd/n`, `var = (Σd² - (Σd)²/n)/n`, the corrected two-pass algorithm), so
-//! rows with a large offset (mean 1e4, std 1e-2) keep their digits, where `E[x²] - E[x]²`
-//! would lose all of them. Backward measures the rounding of the saved `f32` mean the same
+//! Numerics: the statistics are `f32`. One pass sums `d = x - c` and `d²` around a centre `c`
+//! close to the mean (the mean of the row's first sixteen values), and `mean = c + Σd/n`,
+//! `var = (Σd² - (Σd)²/n)/n`: with `c` within a few standard deviations of the mean the
+//! difference keeps its digits, so rows with a large offset (mean 1e4, std 1e-2) stay
+//! exact where `E[x²] - E[x]²` would lose every digit; when `c` was far off, the row (in L1
+//! cache) is summed again around the mean found, the corrected two-pass algorithm (see
+//! `rows::deviation_sums`). Backward measures the rounding of the saved `f32` mean the same
 //! way (`Σ (x - mean)`) and removes it from `xhat`. Memory is touched once per row: forward
-//! reads `x` and writes `y`; backward reads `dy` and `x` and writes `dx`.
+//! reads `x` and writes `y`; backward reads `dy` and `x` and writes `dx`, streaming the
+//! outputs past the cache when the call is larger than it (see `stores.rs`), and both ask
+//! for the next rows' inputs while they work on this one.
 //!
 //! ```
 //! use resnorm::kernels::layer_norm::{layer_norm_backward, layer_norm_forward};
@@ -46,9 +50,10 @@
 
 use super::lanes::{simd_dispatch, Lanes, LANES};
 use super::norm::{
-    check_grads, check_len, check_weights, rows_of, NormGrads, NormKind, NormWeights,
+    check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
-use super::rows::{self, add_partials, partial_len, run_blocks, split_partial};
+use super::rows::{self, add_partials, partial_len, run_blocks, split_partial, RowSource, SumOf};
+use super::stores::{write_row, Stores};
 use crate::{threads, Result};
 
 /// Normalizes every row of `x` (`[rows, cols]`, `cols = weights.weight.len()`) into `out`,
@@ -66,17 +71,22 @@ pub fn layer_norm_forward(
     check_len(OP, "out", out.len(), x.len())?;
     check_len(OP, "mean", mean.len(), rows)?;
     check_len(OP, "rstd", rstd.len(), rows)?;
+    let stores = Stores::for_call(2 * std::mem::size_of_val(x), cols);
     let block_rows = threads::rows_per_block(rows);
     let blocks: Vec<_> = x
         .chunks(block_rows * cols)
         .zip(out.chunks_mut(block_rows * cols))
         .zip(mean.chunks_mut(block_rows).zip(rstd.chunks_mut(block_rows)))
         .collect();
-    run_blocks(blocks, x.len(), |((x, out), (mean, rstd))| {
-        let rows = x.chunks_exact(cols).zip(out.chunks_exact_mut(cols));
-        for ((x, out), (mean, rstd)) in rows.zip(mean.iter_mut().zip(rstd)) {
-            (*mean, *rstd) = forward_row(x, weights, out);
+    let ahead = rows::rows_ahead(cols);
+    run_blocks(blocks, x.len(), |((x_block, out), (mean, rstd))| {
+        let rows = x_block.chunks_exact(cols).zip(out.chunks_exact_mut(cols));
+        let rows = rows.zip(mean.iter_mut().zip(rstd));
+        for (r, ((x, out), (mean, rstd))) in rows.enumerate() {
+            rows::prefetch_row(x_block, cols, r + ahead);
+            (*mean, *rstd) = forward_row(x, None, weights, out, stores);
         }
+        stores.finish_block();
     });
     Ok(())
 }
@@ -100,6 +110,7 @@ pub fn layer_norm_backward(
     check_len(OP, "mean", mean.len(), rows)?;
     check_len(OP, "rstd", rstd.len(), rows)?;
     check_grads(OP, weights, &grads)?;
+    let stores = Stores::for_call(3 * std::mem::size_of_val(x), cols);
     let block_rows = threads::rows_per_block(rows);
     let partial_len = partial_len(cols, weights.bias.is_some());
     let mut partials = vec![0.0f32; rows.div_ceil(block_rows) * partial_len];
@@ -110,17 +121,23 @@ pub fn layer_norm_backward(
         .zip(mean.chunks(block_rows).zip(rstd.chunks(block_rows)))
         .zip(partials.chunks_mut(partial_len))
         .collect();
+    let ahead = rows::rows_ahead(cols);
     run_blocks(
         blocks,
         x.len(),
-        |((((dy, x), dx), (mean, rstd)), partial)| {
+        |((((dy_block, x_block), dx), (mean, rstd)), partial)| {
             let (dweight, dbias) = split_partial(partial, cols, weights.bias.is_some());
             let mut block_grads = NormGrads { dweight, dbias };
-            let rows = dy.chunks_exact(cols).zip(x.chunks_exact(cols));
+            let rows = dy_block.chunks_exact(cols).zip(x_block.chunks_exact(cols));
             let rows = rows.zip(dx.chunks_exact_mut(cols));
-            for (((dy, x), dx), stats) in rows.zip(mean.iter().copied().zip(rstd.iter().copied())) {
-                backward_row(dy, x, weights, stats, dx, None, &mut block_grads);
+            let stats = mean.iter().copied().zip(rstd.iter().copied());
+            for (r, (((dy, x), dx), stats)) in rows.zip(stats).enumerate() {
+                rows::prefetch_row(dy_block, cols, r + ahead);
+                rows::prefetch_row(x_block, cols, r + ahead);
+                let row = BackwardRow { dy, x, dsum: None };
+                backward_row(row, weights, stats, dx, &mut block_grads, stores);
             }
+            stores.finish_block();
         },
     );
     add_partials(&partials, grads.dweight, grads.dbias);
@@ -128,59 +145,87 @@ pub fn layer_norm_backward(
 }
 
 simd_dispatch! {
-    /// LayerNorm of one row into `out`; returns `(mean, rstd)`.
-    pub(crate) fn forward_row(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> (f32, f32)
-        => forward_row_with
+    /// LayerNorm of one row, `x` or `x + residual` when a residual is given, into `out`;
+    /// returns `(mean, rstd)`.
+    pub(crate) fn forward_row(
+        x: &[f32],
+        residual: Option<&[f32]>,
+        weights: &NormWeights<'_>,
+        out: &mut [f32],
+        stores: Stores,
+    ) -> (f32, f32) => forward_row_of
 }
 
 #[inline(always)]
-fn forward_row_with<L: Lanes>(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> (f32, f32) {
+fn forward_row_of<L: Lanes>(
+    x: &[f32],
+    residual: Option<&[f32]>,
+    weights: &NormWeights<'_>,
+    out: &mut [f32],
+    stores: Stores,
+) -> (f32, f32) {
+    match residual {
+        None => forward_row_with::<L>(x, weights, out, stores),
+        Some(residual) => forward_row_with::<L>(SumOf(x, residual), weights, out, stores),
+    }
+}
+
+#[inline(always)]
+fn forward_row_with<L: Lanes>(
+    x: impl RowSource,
+    weights: &NormWeights<'_>,
+    out: &mut [f32],
+    stores: Stores,
+) -> (f32, f32) {
     let n = x.len() as f32;
-    let rough_mean = rows::sum::<L>(x) / n;
-    let (dev_sum, dev_sq) = rows::centered_sums::<L>(x, rough_mean);
+    let (center, dev_sum, dev_sq) = rows::deviation_sums::<L>(x);
     let correction = dev_sum / n;
     let var = ((dev_sq - dev_sum * correction) / n).max(0.0);
     let rstd = 1.0 / (var + weights.eps).sqrt();
-    let xhat = |v: f32| ((v - rough_mean) - correction) * rstd;
+    let xhat = |v: f32| ((v - center) - correction) * rstd;
+    let [center_l, correction_l, rstd_l] = [center, correction, rstd].map(L::splat);
+    let xhat_l = |v: L| ((v - center_l) - correction_l) * rstd_l;
+    let w = weights.weight;
     match weights.bias {
-        Some(bias) => {
-            let params = weights.weight.iter().zip(bias);
-            for ((o, &v), (&w, &b)) in out.iter_mut().zip(x).zip(params) {
-                *o = xhat(v) * w + b;
-            }
-        }
-        None => {
-            for ((o, &v), &w) in out.iter_mut().zip(x).zip(weights.weight) {
-                *o = xhat(v) * w;
-            }
-        }
+        Some(b) => write_row(
+            out,
+            stores,
+            &mut (),
+            |_, i| xhat_l(x.lanes(i)) * L::load(&w[i..]) + L::load(&b[i..]),
+            |_, i| xhat(x.at(i)) * w[i] + b[i],
+        ),
+        None => write_row(
+            out,
+            stores,
+            &mut (),
+            |_, i| xhat_l(x.lanes(i)) * L::load(&w[i..]),
+            |_, i| xhat(x.at(i)) * w[i],
+        ),
     }
-    (rough_mean + correction, rstd)
+    (center + correction, rstd)
 }
 
 simd_dispatch! {
-    /// LayerNorm backward of one row: writes `dx` (plus `dsum` when given, for a fused
-    /// residual add) and adds into `grads`; `stats` is the row's `(mean, rstd)`.
+    /// LayerNorm backward of one row: writes `dx` (plus `row.dsum` when given) and adds into
+    /// `grads`; `stats` is the row's `(mean, rstd)`.
     pub(crate) fn backward_row(
-        dy: &[f32],
-        x: &[f32],
+        row: BackwardRow<'_>,
         weights: &NormWeights<'_>,
         stats: (f32, f32),
         dx: &mut [f32],
-        dsum: Option<&[f32]>,
         grads: &mut NormGrads<'_>,
+        stores: Stores,
     ) => backward_row_with
 }
 
 #[inline(always)]
 fn backward_row_with<L: Lanes>(
-    dy: &[f32],
-    x: &[f32],
+    BackwardRow { dy, x, dsum }: BackwardRow<'_>,
     weights: &NormWeights<'_>,
     (mean, rstd): (f32, f32),
     dx: &mut [f32],
-    dsum: Option<&[f32]>,
     grads: &mut NormGrads<'_>,
+    stores: Stores,
 ) {
     let n = x.len() as f32;
     let w = weights.weight;
@@ -188,40 +233,31 @@ fn backward_row_with<L: Lanes>(
     let correction = sum_dev / n;
     let mean_dyw = sum_dyw / n;
     let mean_dyw_xhat = rstd * (sum_dyw_dev - correction * sum_dyw) / n;
-    let split = x.len() - x.len() % LANES;
-    let (dx_body, dx_tail) = dx.split_at_mut(split);
-    let (dw_body, dw_tail) = grads.dweight.split_at_mut(split);
     let [mean_l, correction_l, rstd_l, mean_dyw_l, mean_dyw_xhat_l] =
         [mean, correction, rstd, mean_dyw, mean_dyw_xhat].map(L::splat);
-    let inputs = dy
-        .chunks_exact(LANES)
-        .zip(x.chunks_exact(LANES))
-        .zip(w.chunks_exact(LANES));
-    let outputs = dx_body
-        .chunks_exact_mut(LANES)
-        .zip(dw_body.chunks_exact_mut(LANES));
-    for (((g, v), w), (d, dw)) in inputs.zip(outputs) {
-        let (g, w) = (L::load(g), L::load(w));
-        let xhat = ((L::load(v) - mean_l) - correction_l) * rstd_l;
-        (rstd_l * (g * w - mean_dyw_l - xhat * mean_dyw_xhat_l)).store(d);
+    let vector = |grads: &mut NormGrads<'_>, i: usize| {
+        let (g, w) = (L::load(&dy[i..]), L::load(&w[i..]));
+        let xhat = ((L::load(&x[i..]) - mean_l) - correction_l) * rstd_l;
+        let dw = &mut grads.dweight[i..];
         (L::load(dw) + g * xhat).store(dw);
-    }
-    let inputs = dy[split..].iter().zip(&x[split..]).zip(&w[split..]);
-    for (((&g, &v), &w), (d, dw)) in inputs.zip(dx_tail.iter_mut().zip(dw_tail)) {
-        let xhat = ((v - mean) - correction) * rstd;
-        *d = rstd * (g * w - mean_dyw - xhat * mean_dyw_xhat);
-        *dw += g * xhat;
-    }
-    if let Some(dbias) = grads.dbias.as_deref_mut() {
-        for (db, &g) in dbias.iter_mut().zip(dy) {
-            *db += g;
+        if let Some(dbias) = grads.dbias.as_deref_mut() {
+            let db = &mut dbias[i..];
+            (L::load(db) + g).store(db);
         }
-    }
-    if let Some(dsum) = dsum {
-        for (d, &s) in dx.iter_mut().zip(dsum) {
-            *d += s;
+        let d = rstd_l * (g * w - mean_dyw_l - xhat * mean_dyw_xhat_l);
+        dsum.map_or(d, |s| d + L::load(&s[i..]))
+    };
+    let scalar = |grads: &mut NormGrads<'_>, i: usize| {
+        let (g, w) = (dy[i], w[i]);
+        let xhat = ((x[i] - mean) - correction) * rstd;
+        grads.dweight[i] += g * xhat;
+        if let Some(dbias) = grads.dbias.as_deref_mut() {
+            dbias[i] += g;
         }
-    }
+        let d = rstd * (g * w - mean_dyw - xhat * mean_dyw_xhat);
+        dsum.map_or(d, |s| d + s[i])
+    };
+    write_row(dx, stores, grads, vector, scalar);
 }
 
 /// `(Σ dy⊙w, Σ dy⊙w⊙(x - mean), Σ (x - mean))` over one row.

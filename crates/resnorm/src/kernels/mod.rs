@@ -4,8 +4,10 @@
 //!
 //! Conventions shared by every kernel:
 //! - activations are row-major `[rows, cols]` slices; `cols` is the normalized width;
-//! - statistics are accumulated in `f32` with two passes over a row held in cache (mean,
-//!   then centered variance), never as `E[x^2] - E[x]^2`;
+//! - statistics are accumulated in `f32` around a centre near the row mean (corrected
+//!   two-pass when that centre was far off), never as `E[x^2] - E[x]^2`;
+//! - outputs of calls larger than the cache are written with streaming stores, which give
+//!   the same bits as plain ones;
 //! - a backward pass *overwrites* the input gradient (`dx`) and *adds into* parameter
 //!   gradients (`dweight`, `dbias`), so that gradients accumulate over micro-batches;
 //! - rows are split into one contiguous block per thread of [`crate::threads::pool`];
@@ -26,6 +28,7 @@ pub mod relu;
 pub mod residual;
 pub mod rms_norm;
 mod rows;
+mod stores;
 
 pub use cross_entropy::{
     cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward,

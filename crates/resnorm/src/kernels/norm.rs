@@ -117,6 +117,18 @@ pub struct NormStats<'a> {
     pub rstd: &'a [f32],
 }
 
+/// The inputs of one row's backward: upstream gradient, normalized input, and the gradient
+/// reaching `x` directly (the skip path of a fused residual add), if any.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BackwardRow<'a> {
+    /// `∂L/∂y` of the row.
+    pub dy: &'a [f32],
+    /// The row's input (LayerNorm's `x`, the fused kernels' sum).
+    pub x: &'a [f32],
+    /// Added to `dx` as it is written.
+    pub dsum: Option<&'a [f32]>,
+}
+
 /// Checks `weights` for a `kind` normalization and returns `cols`.
 pub(crate) fn check_weights(
     op: &'static str,

@@ -38,9 +38,10 @@
 
 use super::lanes::{simd_dispatch, Lanes, LANES};
 use super::norm::{
-    check_grads, check_len, check_weights, rows_of, NormGrads, NormKind, NormWeights,
+    check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
-use super::rows::{self, add_partials, run_blocks};
+use super::rows::{self, add_partials, run_blocks, RowSource, SumOf};
+use super::stores::{write_row, Stores};
 use crate::{threads, Result};
 
 /// Normalizes every row of `x` (`[rows, cols]`, `cols = weights.weight.len()`) into `out`,
@@ -56,17 +57,21 @@ pub fn rms_norm_forward(
     let rows = rows_of(OP, "x", x.len(), cols)?;
     check_len(OP, "out", out.len(), x.len())?;
     check_len(OP, "rstd", rstd.len(), rows)?;
+    let stores = Stores::for_call(2 * std::mem::size_of_val(x), cols);
     let block_rows = threads::rows_per_block(rows);
     let blocks: Vec<_> = x
         .chunks(block_rows * cols)
         .zip(out.chunks_mut(block_rows * cols))
         .zip(rstd.chunks_mut(block_rows))
         .collect();
-    run_blocks(blocks, x.len(), |((x, out), rstd)| {
-        let rows = x.chunks_exact(cols).zip(out.chunks_exact_mut(cols));
-        for ((x, out), rstd) in rows.zip(rstd) {
-            *rstd = forward_row(x, weights, out);
+    let ahead = rows::rows_ahead(cols);
+    run_blocks(blocks, x.len(), |((x_block, out), rstd)| {
+        let rows = x_block.chunks_exact(cols).zip(out.chunks_exact_mut(cols));
+        for (r, ((x, out), rstd)) in rows.zip(rstd).enumerate() {
+            rows::prefetch_row(x_block, cols, r + ahead);
+            *rstd = forward_row(x, None, weights.weight, weights.eps, out, stores);
         }
+        stores.finish_block();
     });
     Ok(())
 }
@@ -88,6 +93,7 @@ pub fn rms_norm_backward(
     check_len(OP, "dx", dx.len(), x.len())?;
     check_len(OP, "rstd", rstd.len(), rows)?;
     check_grads(OP, weights, &grads)?;
+    let stores = Stores::for_call(3 * std::mem::size_of_val(x), cols);
     let block_rows = threads::rows_per_block(rows);
     let mut partials = vec![0.0f32; rows.div_ceil(block_rows) * cols];
     let blocks: Vec<_> = dy
@@ -97,82 +103,114 @@ pub fn rms_norm_backward(
         .zip(rstd.chunks(block_rows))
         .zip(partials.chunks_mut(cols))
         .collect();
-    run_blocks(blocks, x.len(), |((((dy, x), dx), rstd), dweight)| {
-        let rows = dy.chunks_exact(cols).zip(x.chunks_exact(cols));
-        for (((dy, x), dx), &rstd) in rows.zip(dx.chunks_exact_mut(cols)).zip(rstd) {
-            backward_row(dy, x, weights.weight, rstd, dx, None, dweight);
-        }
-    });
+    let ahead = rows::rows_ahead(cols);
+    run_blocks(
+        blocks,
+        x.len(),
+        |((((dy_block, x_block), dx), rstd), dweight)| {
+            let rows = dy_block.chunks_exact(cols).zip(x_block.chunks_exact(cols));
+            let rows = rows.zip(dx.chunks_exact_mut(cols)).zip(rstd);
+            for (r, (((dy, x), dx), &rstd)) in rows.enumerate() {
+                rows::prefetch_row(dy_block, cols, r + ahead);
+                rows::prefetch_row(x_block, cols, r + ahead);
+                let row = BackwardRow { dy, x, dsum: None };
+                backward_row(row, weights.weight, rstd, dx, dweight, stores);
+            }
+            stores.finish_block();
+        },
+    );
     add_partials(&partials, grads.dweight, None);
     Ok(())
 }
 
 simd_dispatch! {
-    /// RMSNorm of one row into `out`; returns `rstd`.
-    pub(crate) fn forward_row(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> f32
-        => forward_row_with
+    /// RMSNorm of one row, `x` or `x + residual` when a residual is given, into `out`;
+    /// returns `rstd`.
+    pub(crate) fn forward_row(
+        x: &[f32],
+        residual: Option<&[f32]>,
+        weight: &[f32],
+        eps: f32,
+        out: &mut [f32],
+        stores: Stores,
+    ) -> f32 => forward_row_of
 }
 
 #[inline(always)]
-fn forward_row_with<L: Lanes>(x: &[f32], weights: &NormWeights<'_>, out: &mut [f32]) -> f32 {
-    let rstd = 1.0 / (rows::sum_sq::<L>(x) / x.len() as f32 + weights.eps).sqrt();
-    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weights.weight) {
-        *o = v * rstd * w;
+fn forward_row_of<L: Lanes>(
+    x: &[f32],
+    residual: Option<&[f32]>,
+    weight: &[f32],
+    eps: f32,
+    out: &mut [f32],
+    stores: Stores,
+) -> f32 {
+    match residual {
+        None => forward_row_with::<L>(x, weight, eps, out, stores),
+        Some(residual) => forward_row_with::<L>(SumOf(x, residual), weight, eps, out, stores),
     }
+}
+
+#[inline(always)]
+fn forward_row_with<L: Lanes>(
+    x: impl RowSource,
+    w: &[f32],
+    eps: f32,
+    out: &mut [f32],
+    stores: Stores,
+) -> f32 {
+    let rstd = 1.0 / (rows::sum_sq::<L>(x) / x.len() as f32 + eps).sqrt();
+    let rstd_l = L::splat(rstd);
+    write_row(
+        out,
+        stores,
+        &mut (),
+        |_, i| x.lanes::<L>(i) * rstd_l * L::load(&w[i..]),
+        |_, i| x.at(i) * rstd * w[i],
+    );
     rstd
 }
 
 simd_dispatch! {
-    /// RMSNorm backward of one row: writes `dx` (plus `dsum` when given, for a fused residual
-    /// add) and adds `dy ⊙ xhat` into `dweight`.
+    /// RMSNorm backward of one row: writes `dx` (plus `row.dsum` when given) and adds
+    /// `dy ⊙ xhat` into `dweight`.
     pub(crate) fn backward_row(
-        dy: &[f32],
-        x: &[f32],
+        row: BackwardRow<'_>,
         weight: &[f32],
         rstd: f32,
         dx: &mut [f32],
-        dsum: Option<&[f32]>,
         dweight: &mut [f32],
+        stores: Stores,
     ) => backward_row_with
 }
 
 #[inline(always)]
 fn backward_row_with<L: Lanes>(
-    dy: &[f32],
-    x: &[f32],
-    weight: &[f32],
+    BackwardRow { dy, x, dsum }: BackwardRow<'_>,
+    w: &[f32],
     rstd: f32,
     dx: &mut [f32],
-    dsum: Option<&[f32]>,
     dweight: &mut [f32],
+    stores: Stores,
 ) {
-    let mean_dyw_xhat = rstd * dot3::<L>(dy, weight, x) / x.len() as f32;
-    let split = x.len() - x.len() % LANES;
-    let (dx_body, dx_tail) = dx.split_at_mut(split);
-    let (dw_body, dw_tail) = dweight.split_at_mut(split);
+    let mean_dyw_xhat = rstd * dot3::<L>(dy, w, x) / x.len() as f32;
     let [rstd_l, mean_dyw_xhat_l] = [rstd, mean_dyw_xhat].map(L::splat);
-    let inputs = dy.chunks_exact(LANES).zip(x.chunks_exact(LANES));
-    let inputs = inputs.zip(weight.chunks_exact(LANES));
-    let outputs = dx_body
-        .chunks_exact_mut(LANES)
-        .zip(dw_body.chunks_exact_mut(LANES));
-    for (((g, v), w), (d, dw)) in inputs.zip(outputs) {
-        let (g, w) = (L::load(g), L::load(w));
-        let xhat = L::load(v) * rstd_l;
-        (rstd_l * (g * w - xhat * mean_dyw_xhat_l)).store(d);
+    let vector = |dweight: &mut &mut [f32], i: usize| {
+        let (g, w) = (L::load(&dy[i..]), L::load(&w[i..]));
+        let xhat = L::load(&x[i..]) * rstd_l;
+        let dw = &mut dweight[i..];
         (L::load(dw) + g * xhat).store(dw);
-    }
-    let inputs = dy[split..].iter().zip(&x[split..]).zip(&weight[split..]);
-    for (((&g, &v), &w), (d, dw)) in inputs.zip(dx_tail.iter_mut().zip(dw_tail)) {
-        let xhat = v * rstd;
-        *d = rstd * (g * w - xhat * mean_dyw_xhat);
-        *dw += g * xhat;
-    }
-    if let Some(dsum) = dsum {
-        for (d, &s) in dx.iter_mut().zip(dsum) {
-            *d += s;
-        }
-    }
+        let d = rstd_l * (g * w - xhat * mean_dyw_xhat_l);
+        dsum.map_or(d, |s| d + L::load(&s[i..]))
+    };
+    let scalar = |dweight: &mut &mut [f32], i: usize| {
+        let (g, w) = (dy[i], w[i]);
+        let xhat = x[i] * rstd;
+        dweight[i] += g * xhat;
+        let d = rstd * (g * w - xhat * mean_dyw_xhat);
+        dsum.map_or(d, |s| d + s[i])
+    };
+    write_row(dx, stores, &mut &mut *dweight, vector, scalar);
 }
 
 /// `Σ a ⊙ b ⊙ c`.
