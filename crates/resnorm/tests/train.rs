@@ -336,3 +336,33 @@ fn sampling_is_seeded_and_respects_top_k() {
     assert!(generate(&model, &[1], 1, bad, &mut Rng::new(3)).is_err());
     assert!(generate(&model, &[11], 1, free, &mut Rng::new(3)).is_err());
 }
+
+#[test]
+fn diagnostics_come_on_the_steps_asked_for_and_change_nothing_else() {
+    let config = TrainConfig {
+        diagnostics_every: 2,
+        ..tiny(4)
+    };
+    let mut trainer = Trainer::new(config.clone(), load_data(&config, None).unwrap()).unwrap();
+    let reports: Vec<_> = (0..4).map(|_| trainer.step().unwrap()).collect();
+    let measured: Vec<u64> = reports
+        .iter()
+        .filter(|r| r.diagnostics.is_some())
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(measured, vec![2, 4]);
+    let d = reports[3].diagnostics.as_ref().unwrap();
+    assert_eq!(d.units.len(), 2 * config.layers);
+    assert_eq!(d.stream_rms.len(), 2 * config.layers + 1);
+    assert!(d
+        .units
+        .iter()
+        .all(|u| u.update_ratio.is_some_and(|r| r > 0.0 && r.is_finite())));
+    assert!((d.grad_norm - reports[3].grad_norm).abs() <= 1e-4 * reports[3].grad_norm);
+    let (plain, _) = run(&tiny(4));
+    assert_eq!(
+        weights(trainer.model()),
+        weights(plain.model()),
+        "measuring does not change training"
+    );
+}

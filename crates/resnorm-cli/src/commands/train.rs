@@ -111,6 +111,9 @@ pub struct Args {
     /// Steps between checkpoints (0 = only at the end).
     #[arg(long)]
     save_every: Option<u64>,
+    /// Steps between per-layer diagnostics in metrics.jsonl (0 = none).
+    #[arg(long)]
+    diagnostics_every: Option<u64>,
     /// Tokens of the closing sample (0 = none).
     #[arg(long, default_value_t = 300)]
     sample_tokens: usize,
@@ -154,6 +157,7 @@ impl Args {
         set(&mut c.eval_every, &self.eval_every);
         set(&mut c.eval_windows, &self.eval_windows);
         set(&mut c.save_every, &self.save_every);
+        set(&mut c.diagnostics_every, &self.diagnostics_every);
         c.validate()?;
         Ok(c)
     }
@@ -221,6 +225,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             grad_norm: report.grad_norm,
             tokens_per_s: report.tokens as f64 / step_seconds,
             elapsed: trainer.elapsed(),
+            diagnostics: report.diagnostics,
         };
         log.append(&record)?;
         progress.update(&trainer, &record, val.is_some());

@@ -135,6 +135,9 @@ pub struct TrainConfig {
     pub eval_windows: usize,
     /// Steps between checkpoints; 0 = only at the end.
     pub save_every: u64,
+    /// Steps between per-layer diagnostics in `metrics.jsonl` (see [`crate::diagnostics`]);
+    /// 0 = none.
+    pub diagnostics_every: u64,
 }
 
 impl Default for TrainConfig {
@@ -165,6 +168,7 @@ impl Default for TrainConfig {
             eval_every: 100,
             eval_windows: 64,
             save_every: 500,
+            diagnostics_every: 0,
         }
     }
 }

@@ -32,10 +32,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
+use crate::diagnostics::Diagnostics;
 use crate::{Error, Result};
 
 /// One line of `metrics.jsonl`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricsRecord {
     /// Optimizer steps taken, counting this one.
     pub step: u64,
@@ -52,6 +53,9 @@ pub struct MetricsRecord {
     pub tokens_per_s: f64,
     /// Seconds since the run began.
     pub elapsed: f64,
+    /// Per-layer diagnostics, on the steps `diagnostics_every` asks for.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub diagnostics: Option<Diagnostics>,
 }
 
 /// An open `metrics.jsonl`, appended to line by line.

@@ -47,12 +47,13 @@ use super::run_checkpoint::{
     load_checkpoint, load_optimizer, save_checkpoint, SavedModel, TrainState,
 };
 use super::TrainConfig;
+use crate::diagnostics::{Diagnostics, PendingDiagnostics};
 
 /// Mixed into the seed for the data sampler, so that it does not replay the weights' stream.
 pub const DATA_SEED_MIX: u64 = 0xDA7A_5EED_0000_0001;
 
 /// What one step did.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StepReport {
     /// Optimizer steps taken, counting this one.
     pub step: u64,
@@ -64,6 +65,9 @@ pub struct StepReport {
     pub grad_norm: f32,
     /// Training tokens processed (`batch · accum · context`).
     pub tokens: usize,
+    /// Per-layer diagnostics, on the steps `diagnostics_every` asks for (gradients of the
+    /// whole step; residual-stream measurements of its last micro-batch).
+    pub diagnostics: Option<Diagnostics>,
 }
 
 /// A model, its optimizer, data and sampler, and where the run stands.
@@ -161,6 +165,9 @@ impl Trainer {
             ..
         } = self.config;
         let lr = self.schedule.lr_at(self.step);
+        let every = self.config.diagnostics_every;
+        let diagnose = every > 0 && (self.step + 1) % every == 0;
+        self.model.record_stream_stats(diagnose);
         self.model.zero_grad();
         let mut loss_sum = 0.0f32;
         for _ in 0..accum {
@@ -186,13 +193,15 @@ impl Trainer {
         if !loss.is_finite() {
             return Err(diverged(loss));
         }
-        let mut params = self.model.params_mut();
         if accum > 1 {
             let scale = 1.0 / accum as f32;
-            for p in params.iter_mut() {
-                p.grad.iter_mut().for_each(|g| *g *= scale);
-            }
+            self.model
+                .visit_params_mut(&mut |p| p.grad.iter_mut().for_each(|g| *g *= scale));
         }
+        let pending = diagnose
+            .then(|| PendingDiagnostics::after_backward(&self.model, self.step + 1, loss, lr))
+            .transpose()?;
+        let mut params = self.model.params_mut();
         let norm = if grad_clip > 0.0 {
             clip_grad_norm(&mut params, grad_clip)?
         } else {
@@ -204,6 +213,7 @@ impl Trainer {
         if !norm.is_finite() {
             return Err(diverged(loss));
         }
+        let diagnostics = pending.map(|p| p.finish(&self.model)).transpose()?;
         self.step += 1;
         self.last_loss = Some(loss);
         Ok(StepReport {
@@ -212,6 +222,7 @@ impl Trainer {
             lr,
             grad_norm: norm,
             tokens: batch * accum * context,
+            diagnostics,
         })
     }
 
