@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, default_value = "quick")]
     preset: Preset,
     /// Output folder.
-    #[arg(long, default_value = "study")]
+    #[arg(long, default_value = "runs/study")]
     out: PathBuf,
     /// Text file or folder to train on (default: the built-in corpus).
     #[arg(long)]
