@@ -13,7 +13,10 @@
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let path = dir.join("metrics.jsonl");
 //! let mut log = MetricsLog::open(&path, 0).unwrap();
-//! let record = MetricsRecord { step: 1, loss: 4.2, val_loss: None, lr: 1e-3, grad_norm: 0.5, tokens_per_s: 1e4, elapsed: 0.1 };
+//! let record = MetricsRecord {
+//!     step: 1, loss: 4.2, val_loss: None, lr: 1e-3, grad_norm: 0.5, tokens_per_s: 1e4,
+//!     elapsed: 0.1, diagnostics: None,
+//! };
 //! log.append(&record).unwrap();
 //! log.append(&MetricsRecord { step: 2, ..record }).unwrap();
 //! drop(log);
@@ -21,7 +24,7 @@
 //! let text = std::fs::read_to_string(&path).unwrap();
 //! assert_eq!(text.lines().count(), 1);
 //! assert!(text.starts_with("{\"step\":1,\"loss\":4.2,"));
-//! assert!(!text.contains("val_loss"));
+//! assert!(!text.contains("val_loss") && !text.contains("diagnostics"));
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
