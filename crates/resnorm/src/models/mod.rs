@@ -2,3 +2,4 @@
 //! where a residual/normalization placement becomes wiring.
 
 pub mod gpt;
+pub mod resnet;
