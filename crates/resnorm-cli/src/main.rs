@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Check every backward pass against finite differences and print a table.
     Gradcheck(commands::gradcheck::Args),
+    /// Image classifiers: train, evaluate, and the degradation study.
+    #[command(subcommand)]
+    Vision(commands::vision::VisionCommand),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     }
     let outcome = match cli.command {
         Command::Gradcheck(args) => commands::gradcheck::run(args),
+        Command::Vision(command) => commands::vision::run(command),
     };
     match outcome {
         Ok(code) => code,

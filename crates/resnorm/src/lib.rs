@@ -21,6 +21,7 @@ pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod threads;
+pub mod vision;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;

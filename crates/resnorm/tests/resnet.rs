@@ -39,12 +39,12 @@ fn close(what: &str, actual: &[f32], expected: &[f32]) {
 fn check_parity(fixture: &Fixture, config: &ResNetConfig) {
     let mut net = ResNet::new(config, &mut Rng::new(0)).unwrap();
     let mut names = Vec::new();
-    net.visit_params_mut(&mut |p: &mut Param| {
+    for p in net.params_mut() {
         let t = fixture.get(&format!("param.{}", p.name));
         assert_eq!(t.shape, p.shape, "{}: shape differs from torch", p.name);
         p.value.copy_from_slice(&t.data);
         names.push(p.name.clone());
-    });
+    }
     net.visit_buffers_mut(&mut |p: &mut Param| {
         let t = fixture.get(&format!("buffer.{}", p.name));
         assert_eq!(t.shape, p.shape, "{}", p.name);

@@ -13,7 +13,7 @@ use super::vision::conv2d_reference;
 use super::{compare, numeric_gradient, CheckResult};
 use crate::kernels::batch_norm::BatchNormShape;
 use crate::models::resnet::{BasicBlock, Shortcut};
-use crate::nn::{BatchNorm2d, Conv2dConfig, ImageShape, Param};
+use crate::nn::{BatchNorm2d, Conv2dConfig, ImageShape};
 use crate::rng::Rng;
 
 /// Relative error bound (see [`compare`]); measured errors are below 2e-5.
@@ -199,12 +199,12 @@ fn basic_block_checks(
     let mut block = BasicBlock::new("layer1.0", in_channels, out_channels, stride, shortcuts)
         .expect("valid block");
     block.init(&mut rng, false);
-    block.visit_params_mut(&mut |p: &mut Param| {
+    for p in block.params_mut() {
         if p.kind == crate::nn::ParamKind::Norm {
             let base = if p.name.ends_with("weight") { 1.0 } else { 0.0 };
             rng.fill_normal(&mut p.value, base, 0.3);
         }
-    });
+    }
     let mut x = vec![0.0; shape.len()];
     rng.fill_normal(&mut x, 0.0, 1.0);
     let out_shape = block.forward(&x, shape).expect("sizes match");

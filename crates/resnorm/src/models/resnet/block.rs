@@ -234,12 +234,13 @@ impl BasicBlock {
         }
     }
 
-    /// As [`BasicBlock::visit_params`], for updating.
-    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
-        self.branch1.visit_params_mut(f);
-        self.branch2.visit_params_mut(f);
+    /// The parameters of [`BasicBlock::visit_params`], in the same order, for updating.
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut params = self.branch1.params_mut();
+        params.extend(self.branch2.params_mut());
         if let Shortcut::Projection(projection) = &mut self.shortcut {
-            projection.visit_params_mut(f);
+            params.extend(projection.params_mut());
         }
+        params
     }
 }

@@ -148,9 +148,4 @@ impl Classifier {
         f(&self.bias);
     }
 
-    /// As [`Classifier::visit_params`], for updating.
-    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
-        f(&mut self.weight);
-        f(&mut self.bias);
-    }
 }

@@ -116,9 +116,11 @@ impl ConvBn {
         self.bn.visit_params(f);
     }
 
-    /// As [`ConvBn::visit_params`], for updating.
-    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
-        self.conv.visit_params_mut(f);
-        self.bn.visit_params_mut(f);
+    /// The parameters of [`ConvBn::visit_params`], in the same order, for updating.
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut params = vec![&mut self.conv.weight];
+        params.extend(self.conv.bias.as_mut());
+        params.extend([&mut self.bn.weight, &mut self.bn.bias]);
+        params
     }
 }

@@ -286,13 +286,14 @@ impl ResNet {
         self.fc.visit_params(f);
     }
 
-    /// As [`ResNet::visit_params`], for updating.
-    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
-        self.stem.visit_params_mut(f);
+    /// The parameters of [`ResNet::visit_params`], in the same order, for updating.
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut params = self.stem.params_mut();
         for block in &mut self.blocks {
-            block.visit_params_mut(f);
+            params.extend(block.params_mut());
         }
-        self.fc.visit_params_mut(f);
+        params.extend([&mut self.fc.weight, &mut self.fc.bias]);
+        params
     }
 
     /// Hands every BatchNorm running statistic (a buffer) to `f`.

@@ -1,0 +1,24 @@
+//! `resnorm vision`: train, evaluate and study image classifiers.
+
+mod eval;
+mod train;
+
+use clap::Subcommand;
+use std::process::ExitCode;
+
+/// The `vision` subcommands.
+#[derive(Subcommand)]
+pub enum VisionCommand {
+    /// Train a ResNet, plain net or MLP on MNIST-style images, with checkpoints.
+    Train(train::Args),
+    /// Evaluate a checkpoint on a data set's test split.
+    Eval(eval::Args),
+}
+
+/// Runs one `vision` subcommand.
+pub fn run(command: VisionCommand) -> resnorm::Result<ExitCode> {
+    match command {
+        VisionCommand::Train(args) => train::run(args),
+        VisionCommand::Eval(args) => eval::run(args),
+    }
+}
