@@ -26,7 +26,7 @@ enum Command {
     Gradcheck(commands::gradcheck::Args),
     /// Image classifiers: train, evaluate, and the degradation study.
     #[command(subcommand)]
-    Vision(commands::vision::VisionCommand),
+    Vision(Box<commands::vision::VisionCommand>),
 }
 
 fn main() -> ExitCode {
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     }
     let outcome = match cli.command {
         Command::Gradcheck(args) => commands::gradcheck::run(args),
-        Command::Vision(command) => commands::vision::run(command),
+        Command::Vision(command) => commands::vision::run(*command),
     };
     match outcome {
         Ok(code) => code,

@@ -33,6 +33,13 @@ pub trait ImageClassifier {
     /// As `visit_buffers`, for loading.
     fn visit_buffers_mut(&mut self, f: &mut dyn FnMut(&mut Param));
 
+    /// The outputs of the layers whose spread He et al. plot in Figure 7 (each residual
+    /// branch's BatchNorm, before the add and ReLU) from the last forward pass, by name;
+    /// empty for networks without such layers.
+    fn responses(&self) -> Vec<(&str, &[f32])> {
+        Vec::new()
+    }
+
     /// Clears every parameter's gradient.
     fn zero_grad(&mut self) {
         self.params_mut().into_iter().for_each(|p| p.zero_grad());
@@ -70,6 +77,10 @@ impl ImageClassifier for super::resnet::ResNet {
 
     fn visit_buffers_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
         super::resnet::ResNet::visit_buffers_mut(self, f);
+    }
+
+    fn responses(&self) -> Vec<(&str, &[f32])> {
+        super::resnet::ResNet::responses(self)
     }
 }
 

@@ -100,8 +100,8 @@ pub struct MlpConfig {
 /// One block's normalization with its saved statistics.
 #[derive(Clone, Debug)]
 enum BlockNorm {
-    Row(Norm, NormSaved),
-    Batch(BatchNorm2d),
+    Row(Box<Norm>, NormSaved),
+    Batch(Box<BatchNorm2d>),
     Identity,
 }
 
@@ -145,14 +145,14 @@ impl MlpBlock {
         let width = config.width;
         let norm = match config.norm {
             MlpNorm::Layer => BlockNorm::Row(
-                Norm::new(&norm_name, NormKind::Layer, width, DEFAULT_EPS),
+                Box::new(Norm::new(&norm_name, NormKind::Layer, width, DEFAULT_EPS)),
                 NormSaved::new(NormKind::Layer, 0),
             ),
             MlpNorm::Rms => BlockNorm::Row(
-                Norm::new(&norm_name, NormKind::Rms, width, DEFAULT_EPS),
+                Box::new(Norm::new(&norm_name, NormKind::Rms, width, DEFAULT_EPS)),
                 NormSaved::new(NormKind::Rms, 0),
             ),
-            MlpNorm::Batch => BlockNorm::Batch(BatchNorm2d::new(&norm_name, width)?),
+            MlpNorm::Batch => BlockNorm::Batch(Box::new(BatchNorm2d::new(&norm_name, width)?)),
             MlpNorm::None => BlockNorm::Identity,
         };
         Ok(MlpBlock {
@@ -201,19 +201,33 @@ impl MlpBlock {
         Ok(())
     }
 
-    fn backward(&mut self, input: &[f32], doutput: &[f32], rows: usize, residual: bool) -> Result<()> {
+    fn backward(
+        &mut self,
+        input: &[f32],
+        doutput: &[f32],
+        rows: usize,
+        residual: bool,
+    ) -> Result<()> {
         let width = self.linear.out_features();
         self.dactivation.clear();
         self.dactivation.extend_from_slice(doutput);
         relu_backward_in_place(&self.activation, &mut self.dactivation)?;
         self.dlinear_out.resize(doutput.len(), 0.0);
         match &mut self.norm {
-            BlockNorm::Row(norm, saved) => {
-                norm.backward(&self.dactivation, &self.linear_out, saved, &mut self.dlinear_out)?
-            }
+            BlockNorm::Row(norm, saved) => norm.backward(
+                &self.dactivation,
+                &self.linear_out,
+                saved,
+                &mut self.dlinear_out,
+            )?,
             BlockNorm::Batch(bn) => {
                 let shape = ImageShape::new(rows, width, 1, 1);
-                bn.backward(&self.linear_out, shape, &self.dactivation, &mut self.dlinear_out)?
+                bn.backward(
+                    &self.linear_out,
+                    shape,
+                    &self.dactivation,
+                    &mut self.dlinear_out,
+                )?
             }
             BlockNorm::Identity => self.dlinear_out.copy_from_slice(&self.dactivation),
         }
@@ -352,10 +366,15 @@ impl Mlp {
             let (done, rest) = self.blocks.split_at_mut(i);
             let (block, later) = rest.split_first_mut().expect("block i exists");
             let input = done.last().map_or(&self.stem[..], |b| b.output());
-            let doutput = later.first().map_or(&self.dlast[..], |next| &next.dinput[..]);
+            let doutput = later
+                .first()
+                .map_or(&self.dlast[..], |next| &next.dinput[..]);
             block.backward(input, doutput, rows, residual)?;
         }
-        let dstem = self.blocks.first().map_or(&self.dlast[..], |b| &b.dinput[..]);
+        let dstem = self
+            .blocks
+            .first()
+            .map_or(&self.dlast[..], |b| &b.dinput[..]);
         self.dstem.clear();
         self.dstem.extend_from_slice(dstem);
         relu_backward_in_place(&self.stem, &mut self.dstem)?;

@@ -90,8 +90,8 @@ pub fn save_model(path: &Path, model: &dyn ImageClassifier, card: &ModelCard) ->
         .iter()
         .map(|(name, shape, data)| TensorRef { name, shape, data })
         .collect();
-    let card_json = serde_json::to_string(card)
-        .map_err(|e| Error::invalid("save_model", e.to_string()))?;
+    let card_json =
+        serde_json::to_string(card).map_err(|e| Error::invalid("save_model", e.to_string()))?;
     let metadata = BTreeMap::from([("card".to_string(), card_json)]);
     write_tensors(path, &refs, &metadata)
 }
@@ -211,7 +211,8 @@ impl Trainer {
             .optimizer
             .load_state(OptimizerState::load(dir.join(OPTIMIZER_FILE))?)?;
         let trainer_path = dir.join(TRAINER_FILE);
-        let text = std::fs::read_to_string(&trainer_path).map_err(|e| Error::io(&trainer_path, e))?;
+        let text =
+            std::fs::read_to_string(&trainer_path).map_err(|e| Error::io(&trainer_path, e))?;
         let state: TrainerState = serde_json::from_str(&text)
             .map_err(|e| format_error(&trainer_path, format!("unreadable trainer state: {e}")))?;
         if state.step != trainer.optimizer.steps() {

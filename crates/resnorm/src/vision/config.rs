@@ -197,7 +197,11 @@ impl TrainConfig {
                 self.warmup_epochs, self.epochs
             ));
         }
-        if let LrSchedule::Step { every_epochs, gamma } = self.schedule {
+        if let LrSchedule::Step {
+            every_epochs,
+            gamma,
+        } = self.schedule
+        {
             StepDecay::new(self.lr, gamma, every_epochs as u64)?;
         }
         if self.train_limit == Some(0) {
@@ -209,7 +213,8 @@ impl TrainConfig {
     /// The learning rate at `step` of a run of `steps_per_epoch` steps per epoch.
     pub fn lr_at(&self, step: u64, steps_per_epoch: u64) -> Result<f32> {
         let total = steps_per_epoch * self.epochs as u64;
-        let warmup = ((self.warmup_epochs as f64 * steps_per_epoch as f64).round() as u64).min(total);
+        let warmup =
+            ((self.warmup_epochs as f64 * steps_per_epoch as f64).round() as u64).min(total);
         if step < warmup {
             return Ok(self.lr * (step + 1) as f32 / warmup as f32);
         }

@@ -39,7 +39,10 @@ pub fn load_image_splits(path: &Path) -> Result<ImageSplits> {
     if train_count == 0 || train_count == all.len() {
         return Err(Error::Format {
             path: path.to_path_buf(),
-            detail: format!("{} images are too few to split into training and test", all.len()),
+            detail: format!(
+                "{} images are too few to split into training and test",
+                all.len()
+            ),
         });
     }
     Ok(ImageSplits {

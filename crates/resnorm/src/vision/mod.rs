@@ -6,9 +6,12 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod report;
+pub mod study;
 pub mod trainer;
 
 pub use checkpoint::{load_model, ModelCard};
 pub use config::{LrSchedule, ModelSpec, TrainConfig};
 pub use data::{load_image_splits, ImageSplits};
+pub use study::{run_study, StudyConfig, StudyEvent, StudyResults};
 pub use trainer::{evaluate, BatchReport, EpochReport, Evaluation, Trainer};

@@ -307,26 +307,24 @@ pub fn evaluate(
         .images()
         .chunks(batch_size * image_len)
         .zip(dataset.labels().chunks(batch_size));
-    let outcome = batches
-        .map(|(images, labels)| {
-            let shape = ImageShape {
-                batch: labels.len(),
-                ..dataset.shape()
-            };
-            let n = labels.len();
-            let logits = model.forward(images, shape)?;
-            let mean = cross_entropy_forward(
-                logits,
-                labels,
-                classes,
-                &mut losses[..n],
-                &mut logsumexp[..n],
-            )?;
-            loss_sum += mean as f64 * n as f64;
-            correct += count_correct(logits, labels, classes);
-            Ok(())
-        })
-        .collect::<Result<()>>();
+    let outcome = batches.into_iter().try_for_each(|(images, labels)| {
+        let shape = ImageShape {
+            batch: labels.len(),
+            ..dataset.shape()
+        };
+        let n = labels.len();
+        let logits = model.forward(images, shape)?;
+        let mean = cross_entropy_forward(
+            logits,
+            labels,
+            classes,
+            &mut losses[..n],
+            &mut logsumexp[..n],
+        )?;
+        loss_sum += mean as f64 * n as f64;
+        correct += count_correct(logits, labels, classes);
+        Ok(())
+    });
     model.set_training(true);
     outcome?;
     Ok(Evaluation {

@@ -1,6 +1,7 @@
 //! `resnorm vision`: train, evaluate and study image classifiers.
 
 mod eval;
+mod study;
 mod train;
 
 use clap::Subcommand;
@@ -13,6 +14,8 @@ pub enum VisionCommand {
     Train(train::Args),
     /// Evaluate a checkpoint on a data set's test split.
     Eval(eval::Args),
+    /// The degradation study: plain vs residual nets and deep MLPs, with an HTML report.
+    Study(study::Args),
 }
 
 /// Runs one `vision` subcommand.
@@ -20,5 +23,6 @@ pub fn run(command: VisionCommand) -> resnorm::Result<ExitCode> {
     match command {
         VisionCommand::Train(args) => train::run(args),
         VisionCommand::Eval(args) => eval::run(args),
+        VisionCommand::Study(args) => study::run(args),
     }
 }

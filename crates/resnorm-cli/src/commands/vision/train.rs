@@ -155,11 +155,11 @@ pub fn epoch_bar(batches: usize) -> ProgressBar {
     bar
 }
 
-/// Updates `bar` after a batch.
-pub fn show_batch(bar: &ProgressBar, report: &BatchReport, batch_size: usize) {
-    let per_second = report.batch as f64 * batch_size as f64 / bar.elapsed().as_secs_f64();
-    bar.set_prefix(format!("epoch {}", report.epoch));
-    bar.set_position(report.batch as u64);
+/// Moves `bar` to `position` (batches since the bar started) after a batch and shows the
+/// batch's loss, accuracy, learning rate and the images per second since the bar started.
+pub fn show_batch(bar: &ProgressBar, report: &BatchReport, batch_size: usize, position: u64) {
+    let per_second = position as f64 * batch_size as f64 / bar.elapsed().as_secs_f64();
+    bar.set_position(position);
     bar.set_message(format!(
         "loss {:.4} acc {:.3} lr {:.4} {per_second:.0} img/s",
         report.loss, report.accuracy, report.lr
@@ -205,7 +205,9 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
     );
     while trainer.epoch() < trainer.config().epochs {
         let bar = epoch_bar(trainer.batches_per_epoch());
-        let report = trainer.train_epoch(&mut |b| show_batch(&bar, b, batch_size))?;
+        bar.set_prefix(format!("epoch {}", trainer.epoch() + 1));
+        let report =
+            trainer.train_epoch(&mut |b| show_batch(&bar, b, batch_size, b.batch as u64))?;
         bar.finish_and_clear();
         println!(
             "epoch {} step {}: train loss {:.4} error {:.4} | test loss {:.4} error {:.4} \

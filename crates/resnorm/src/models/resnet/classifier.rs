@@ -147,5 +147,4 @@ impl Classifier {
         f(&self.weight);
         f(&self.bias);
     }
-
 }
