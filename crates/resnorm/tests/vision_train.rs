@@ -190,6 +190,7 @@ fn the_study_runs_every_panel_and_writes_a_report() {
         resnet_models: vec!["plain20".into(), "resnet20".into()],
         resnet_epochs: 1,
         resnet_train_limit: Some(32),
+        test_limit: Some(12),
         mlp_depths: vec![2],
         mlp_width: 16,
         mlp_epochs: 1,

@@ -23,9 +23,10 @@
 //!                          norm: MlpNorm::Layer, residual: true };
 //! let mut mlp = Mlp::new(&config, &mut Rng::new(0)).unwrap();
 //! let shape = ImageShape::new(2, 1, 2, 2);
-//! let logits = mlp.forward(&[0.1; 8], shape).unwrap();
+//! let images = [0.1, 0.5, -0.3, 0.2, 0.9, -0.4, 0.0, 0.7];
+//! let logits = mlp.forward(&images, shape).unwrap();
 //! assert_eq!(logits.len(), 4);
-//! mlp.backward(&[0.1; 8], &[0.5, -0.5, -0.5, 0.5]).unwrap();
+//! mlp.backward(&images, &[0.5, -0.5, -0.5, 0.5]).unwrap();
 //! assert!(mlp.blocks[0].linear.weight.grad.iter().any(|&g| g != 0.0));
 //! ```
 

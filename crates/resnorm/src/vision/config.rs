@@ -139,6 +139,9 @@ pub struct TrainConfig {
     pub normalize: bool,
     /// Train on only the first this many training images (a smaller budget).
     pub train_limit: Option<usize>,
+    /// Evaluate on only the first this many test images.
+    #[serde(default)]
+    pub test_limit: Option<usize>,
     /// Seed of the initialization, the data order and the augmentation.
     pub seed: u64,
 }
@@ -162,6 +165,7 @@ impl TrainConfig {
             flip: false,
             normalize: true,
             train_limit: None,
+            test_limit: None,
             seed: 0,
         }
     }
@@ -204,8 +208,8 @@ impl TrainConfig {
         {
             StepDecay::new(self.lr, gamma, every_epochs as u64)?;
         }
-        if self.train_limit == Some(0) {
-            return bad("train limit must be at least 1 image".to_string());
+        if self.train_limit == Some(0) || self.test_limit == Some(0) {
+            return bad("train and test limits must be at least 1 image".to_string());
         }
         Ok(())
     }

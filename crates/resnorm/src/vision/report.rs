@@ -174,7 +174,7 @@ pub fn study_html(results: &StudyResults, command: &str) -> String {
         html,
         "<h1>Degradation study</h1><p>Command: <code>{}</code></p><p>Residual panel: {} epoch(s) on \
          {} training images, batch {}, SGD lr {} (momentum 0.9, weight decay 5e-4, cosine), seed {}. \
-         Feed-forward panel: width {}, {} epoch(s) on {} images, lr {}.</p>",
+         Feed-forward panel: width {}, {} epoch(s) on {} images, lr {}. Test images: {}.</p>",
         escape(command),
         c.resnet_epochs,
         c.resnet_train_limit.map_or("all".to_string(), |n| n.to_string()),
@@ -184,7 +184,8 @@ pub fn study_html(results: &StudyResults, command: &str) -> String {
         c.mlp_width,
         c.mlp_epochs,
         c.mlp_train_limit.map_or("all".to_string(), |n| n.to_string()),
-        c.mlp_lr
+        c.mlp_lr,
+        c.test_limit.map_or("all".to_string(), |n| n.to_string())
     );
     html.push_str(
         "<h2>Plain vs residual networks</h2><table><tr><th>model</th><th>parameters</th>\

@@ -31,6 +31,8 @@ pub struct StudyConfig {
     pub resnet_epochs: usize,
     /// Training images of every residual-panel run (`None`: all).
     pub resnet_train_limit: Option<usize>,
+    /// Test images every run is evaluated on (`None`: all).
+    pub test_limit: Option<usize>,
     /// Feed-forward depths.
     pub mlp_depths: Vec<usize>,
     /// Feed-forward hidden width.
@@ -161,6 +163,7 @@ fn run_config(study: &StudyConfig, model: ModelSpec, epochs: usize) -> TrainConf
         epochs,
         batch_size: study.batch_size,
         lr: study.lr,
+        test_limit: study.test_limit,
         seed: study.seed,
         ..TrainConfig::new(model)
     }

@@ -98,9 +98,15 @@ impl Trainer {
     /// A fresh run of `config` on `splits` (the model initialized from `config.seed`).
     pub fn new(config: TrainConfig, splits: ImageSplits) -> Result<Self> {
         config.validate()?;
-        let ImageSplits { mut train, test } = splits;
+        let ImageSplits {
+            mut train,
+            mut test,
+        } = splits;
         if let Some(limit) = config.train_limit {
             train = take(&train, 0..limit.min(train.len()))?;
+        }
+        if let Some(limit) = config.test_limit {
+            test = take(&test, 0..limit.min(test.len()))?;
         }
         if train.len() < config.batch_size {
             return Err(Error::Config(format!(

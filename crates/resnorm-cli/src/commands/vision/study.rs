@@ -32,6 +32,9 @@ pub struct Args {
     /// Training images of every residual-panel run (default: all).
     #[arg(long)]
     train_limit: Option<usize>,
+    /// Test images every run is evaluated on (default: all).
+    #[arg(long)]
+    test_limit: Option<usize>,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
     /// Peak learning rate of the residual panel.
@@ -62,6 +65,7 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
         resnet_models: args.models,
         resnet_epochs: args.epochs,
         resnet_train_limit: args.train_limit,
+        test_limit: args.test_limit,
         mlp_depths: args.mlp_depths,
         mlp_width: args.mlp_width,
         mlp_epochs: args.mlp_epochs,

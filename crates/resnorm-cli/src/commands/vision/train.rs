@@ -63,6 +63,9 @@ pub struct Args {
     /// Train on the first N training images only.
     #[arg(long)]
     train_limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    test_limit: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Input channels the model expects; must match the data.
@@ -137,6 +140,7 @@ fn config(args: &Args) -> resnorm::Result<TrainConfig> {
         flip: args.flip,
         normalize: !args.no_normalize,
         train_limit: args.train_limit,
+        test_limit: args.test_limit,
         seed: args.seed,
         ..TrainConfig::new(model)
     };

@@ -3,7 +3,7 @@
 //!
 //! The library's [`crate::nn::Linear`] keeps GPT-2's `[in, out]`; rather than transposing at
 //! every save and load, the ResNet owns this layer, whose products read the weight
-//! transposed through [`crate::kernels::matmul`]'s flags (no copies), so a torchvision
+//! transposed through [`crate::kernels::matmul()`]'s flags (no copies), so a torchvision
 //! `state_dict` maps 1:1 onto a checkpoint.
 //!
 //! ```text
