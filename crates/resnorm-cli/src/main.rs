@@ -41,6 +41,9 @@ enum Command {
     Sample(commands::sample::Args),
     /// Validation loss and perplexity of a checkpoint.
     Eval(commands::eval::Args),
+    /// Image classifiers: train, evaluate, and the degradation study.
+    #[command(subcommand)]
+    Vision(Box<commands::vision::VisionCommand>),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(*args),
         Command::Sample(args) => commands::sample::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Vision(command) => commands::vision::run(*command),
     };
     match outcome {
         Ok(code) => code,

@@ -7,9 +7,10 @@
 //! The crate is layered, each level depending only on the ones before it:
 //! [`kernels`] (pure functions on slices), [`nn`] (layers owning their parameters), then
 //! models, optimizers ([`optim`]) and [`data`] (text, tokenizers, the built-in corpus,
-//! batches); [`checkpoint`] saves and restores them, and [`train`] runs the training loop.
-//! [`threads`] holds the one thread pool every kernel runs on; [`rng`] the seeded generator
-//! that makes runs reproducible.
+//! batches); [`checkpoint`] saves and restores them, and [`train`] runs the training loop;
+//! [`vision`] trains image classifiers (ResNets, plain nets, deep MLPs) and runs the
+//! degradation study. [`threads`] holds the one thread pool every kernel runs on; [`rng`] the
+//! seeded generator that makes runs reproducible.
 
 pub mod checkpoint;
 pub mod data;
@@ -25,6 +26,7 @@ pub mod study;
 pub mod tensor;
 pub mod threads;
 pub mod train;
+pub mod vision;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;

@@ -6,3 +6,4 @@ pub mod gradcheck;
 pub mod sample;
 pub mod study;
 pub mod train;
+pub mod vision;

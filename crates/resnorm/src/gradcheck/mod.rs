@@ -22,6 +22,7 @@ pub mod gpt;
 pub mod layers;
 pub mod norms;
 pub mod residual;
+pub mod resnet;
 pub mod vision;
 
 /// Outcome of one gradient check.
@@ -95,6 +96,7 @@ pub fn all_checks() -> Vec<CheckResult> {
     results.extend(residual::checks());
     results.extend(layers::checks());
     results.extend(vision::checks());
+    results.extend(resnet::checks());
     results.extend(gpt::checks());
     results
 }

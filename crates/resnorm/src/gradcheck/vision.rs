@@ -57,7 +57,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Direct convolution in `f64`, NCHW, the definition in [`crate::nn::Conv2d`]'s docs.
-fn conv2d_reference(
+pub(super) fn conv2d_reference(
     config: &Conv2dConfig,
     shape: ImageShape,
     x: &[f64],

@@ -2,3 +2,8 @@
 //! where a residual/normalization placement becomes wiring.
 
 pub mod gpt;
+pub mod image_classifier;
+pub mod mlp;
+pub mod resnet;
+
+pub use image_classifier::ImageClassifier;

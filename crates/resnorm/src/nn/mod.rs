@@ -7,6 +7,7 @@
 //! diagnostics in a fixed order.
 
 pub mod attention;
+pub mod batch_norm2d;
 pub mod conv2d;
 pub mod embedding;
 pub mod global_avg_pool;
@@ -17,6 +18,7 @@ pub mod norm;
 mod param;
 
 pub use attention::CausalSelfAttention;
+pub use batch_norm2d::BatchNorm2d;
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use embedding::Embedding;
 pub use global_avg_pool::GlobalAvgPool;

@@ -1,0 +1,246 @@
+//! torchvision's `BasicBlock`: two 3x3 convolutions with BatchNorm, and a shortcut.
+//!
+//! ```text
+//! h   = relu(bn1(conv1(x)))                 conv1: 3x3, stride s
+//! f   = bn2(conv2(h))                       conv2: 3x3, stride 1
+//! out = relu(f + shortcut(x))
+//! shortcut(x) = x                            when s = 1 and the channels are kept
+//!             = bn(conv1x1_s(x))             otherwise ("downsample.0", "downsample.1")
+//!             = 0                            in a plain network (no shortcut at all)
+//! ```
+//!
+//! Backward, with `g = ∂L/∂out` and `d = g ⊙ [out > 0]` (the gradient at the sum):
+//!
+//! ```text
+//! dh = conv2'(bn2'(d)) ⊙ [h > 0]     dx = conv1'(bn1'(dh)) + shortcut'(d)
+//! ```
+//!
+//! where `shortcut'(d) = d` for the identity: the residual add passes the gradient through
+//! unchanged, which is why deep residual networks keep training. `zero_init_residual` sets
+//! `bn2`'s weight to 0 so that every block starts as the identity (or its projection).
+
+use super::conv_bn::ConvBn;
+use crate::kernels::residual::residual_add_assign;
+use crate::kernels::{relu_backward_in_place, relu_forward, relu_forward_in_place};
+use crate::nn::{ImageShape, Param};
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+/// What a block adds to its residual branch.
+#[derive(Clone, Debug)]
+pub enum Shortcut {
+    /// `x` itself.
+    Identity,
+    /// `bn(conv1x1(x))`, when the stride or the channel count changes.
+    Projection(Box<ConvBn>),
+    /// Nothing: the block of a plain network.
+    Absent,
+}
+
+/// One residual (or, without shortcut, plain) block with its activations.
+#[derive(Clone, Debug)]
+pub struct BasicBlock {
+    /// `conv1` and `bn1`.
+    pub branch1: ConvBn,
+    /// `conv2` and `bn2`.
+    pub branch2: ConvBn,
+    /// The shortcut.
+    pub shortcut: Shortcut,
+    hidden: Vec<f32>,
+    output: Vec<f32>,
+    dsum: Vec<f32>,
+    dhidden: Vec<f32>,
+    dinput: Vec<f32>,
+    dprojection: Vec<f32>,
+}
+
+impl BasicBlock {
+    /// The block named `name` (e.g. `layer2.0`) from `in_channels` to `out_channels` with
+    /// the first convolution's `stride`; `shortcuts: false` builds a plain block.
+    pub fn new(
+        name: &str,
+        in_channels: usize,
+        out_channels: usize,
+        stride: usize,
+        shortcuts: bool,
+    ) -> Result<Self> {
+        let shortcut = if !shortcuts {
+            Shortcut::Absent
+        } else if stride == 1 && in_channels == out_channels {
+            Shortcut::Identity
+        } else {
+            Shortcut::Projection(Box::new(ConvBn::new(
+                &format!("{name}.downsample.0"),
+                &format!("{name}.downsample.1"),
+                (in_channels, out_channels),
+                1,
+                stride,
+            )?))
+        };
+        Ok(BasicBlock {
+            branch1: ConvBn::new(
+                &format!("{name}.conv1"),
+                &format!("{name}.bn1"),
+                (in_channels, out_channels),
+                3,
+                stride,
+            )?,
+            branch2: ConvBn::new(
+                &format!("{name}.conv2"),
+                &format!("{name}.bn2"),
+                (out_channels, out_channels),
+                3,
+                1,
+            )?,
+            shortcut,
+            hidden: Vec::new(),
+            output: Vec::new(),
+            dsum: Vec::new(),
+            dhidden: Vec::new(),
+            dinput: Vec::new(),
+            dprojection: Vec::new(),
+        })
+    }
+
+    /// torchvision's initialization; with `zero_init_residual`, `bn2.weight = 0`.
+    pub fn init(&mut self, rng: &mut Rng, zero_init_residual: bool) {
+        self.branch1.init(rng);
+        self.branch2.init(rng);
+        if let Shortcut::Projection(projection) = &mut self.shortcut {
+            projection.init(rng);
+        }
+        if zero_init_residual {
+            self.branch2.bn.weight.value.fill(0.0);
+        }
+    }
+
+    /// The output shape for an input of shape `input`.
+    pub fn output_shape(&self, input: ImageShape) -> Result<ImageShape> {
+        self.branch1.output_shape(input)
+    }
+
+    /// Computes the block's output (read it with [`BasicBlock::output`]) and returns its
+    /// shape.
+    pub fn forward(&mut self, input: &[f32], shape: ImageShape) -> Result<ImageShape> {
+        let hidden_shape = self.branch1.forward(input, shape)?;
+        self.hidden.resize(hidden_shape.len(), 0.0);
+        relu_forward(self.branch1.output(), &mut self.hidden)?;
+        let out_shape = self.branch2.forward(&self.hidden, hidden_shape)?;
+        self.output.clear();
+        self.output.extend_from_slice(self.branch2.output());
+        match &mut self.shortcut {
+            Shortcut::Identity => residual_add_assign(&mut self.output, input)?,
+            Shortcut::Projection(projection) => {
+                projection.forward(input, shape)?;
+                residual_add_assign(&mut self.output, projection.output())?;
+            }
+            Shortcut::Absent => {}
+        }
+        relu_forward_in_place(&mut self.output);
+        Ok(out_shape)
+    }
+
+    /// The last forward pass's output.
+    pub fn output(&self) -> &[f32] {
+        &self.output
+    }
+
+    /// The outputs of `bn1` and `bn2` in the last forward pass (before ReLU and the add):
+    /// the "responses" of He et al.'s Figure 7.
+    pub fn responses(&self) -> [(&str, &[f32]); 2] {
+        [
+            (&self.branch1.bn.weight.name, self.branch1.output()),
+            (&self.branch2.bn.weight.name, self.branch2.output()),
+        ]
+    }
+
+    /// Computes `∂L/∂input` (read it with [`BasicBlock::dinput`]) from the forward's
+    /// `input` and `doutput`, adding every parameter's gradient.
+    pub fn backward(&mut self, input: &[f32], shape: ImageShape, doutput: &[f32]) -> Result<()> {
+        const OP: &str = "BasicBlock::backward";
+        if doutput.len() != self.output.len() || input.len() != shape.len() {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "doutput has {} elements and input {}, the last forward had {} and {}",
+                    doutput.len(),
+                    input.len(),
+                    self.output.len(),
+                    shape.len()
+                ),
+            ));
+        }
+        let hidden_shape = self.branch1.output_shape(shape)?;
+        self.dsum.clear();
+        self.dsum.extend_from_slice(doutput);
+        relu_backward_in_place(&self.output, &mut self.dsum)?;
+        self.dhidden.resize(self.hidden.len(), 0.0);
+        self.branch2
+            .backward(&self.hidden, hidden_shape, &self.dsum, &mut self.dhidden)?;
+        relu_backward_in_place(&self.hidden, &mut self.dhidden)?;
+        self.dinput.resize(input.len(), 0.0);
+        self.branch1
+            .backward(input, shape, &self.dhidden, &mut self.dinput)?;
+        match &mut self.shortcut {
+            Shortcut::Identity => residual_add_assign(&mut self.dinput, &self.dsum)?,
+            Shortcut::Projection(projection) => {
+                self.dprojection.resize(input.len(), 0.0);
+                projection.backward(input, shape, &self.dsum, &mut self.dprojection)?;
+                residual_add_assign(&mut self.dinput, &self.dprojection)?;
+            }
+            Shortcut::Absent => {}
+        }
+        Ok(())
+    }
+
+    /// The gradient with respect to the input, from the last backward pass.
+    pub fn dinput(&self) -> &[f32] {
+        &self.dinput
+    }
+
+    /// Switches every BatchNorm between batch and running statistics.
+    pub fn set_training(&mut self, training: bool) {
+        self.branch1.set_training(training);
+        self.branch2.set_training(training);
+        if let Shortcut::Projection(projection) = &mut self.shortcut {
+            projection.set_training(training);
+        }
+    }
+
+    /// Every BatchNorm of the block, in torchvision's order.
+    pub fn batch_norms(&self) -> Vec<&crate::nn::BatchNorm2d> {
+        let mut norms = vec![&self.branch1.bn, &self.branch2.bn];
+        if let Shortcut::Projection(projection) = &self.shortcut {
+            norms.push(&projection.bn);
+        }
+        norms
+    }
+
+    /// Every BatchNorm of the block, for loading running statistics.
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut crate::nn::BatchNorm2d> {
+        let mut norms = vec![&mut self.branch1.bn, &mut self.branch2.bn];
+        if let Shortcut::Projection(projection) = &mut self.shortcut {
+            norms.push(&mut projection.bn);
+        }
+        norms
+    }
+
+    /// Hands every parameter to `f`, in torchvision's `state_dict` order.
+    pub fn visit_params(&self, f: &mut dyn FnMut(&Param)) {
+        self.branch1.visit_params(f);
+        self.branch2.visit_params(f);
+        if let Shortcut::Projection(projection) = &self.shortcut {
+            projection.visit_params(f);
+        }
+    }
+
+    /// The parameters of [`BasicBlock::visit_params`], in the same order, for updating.
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut params = self.branch1.params_mut();
+        params.extend(self.branch2.params_mut());
+        if let Shortcut::Projection(projection) = &mut self.shortcut {
+            params.extend(projection.params_mut());
+        }
+        params
+    }
+}
