@@ -2,39 +2,17 @@
 //! Every error path is exercised; files live in a fresh folder under the system temp dir.
 
 mod common;
+
+use common::TempDir;
 #[path = "data/corpus_reader.rs"]
 mod corpus_reader;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use resnorm::data::lexicon::*;
 use resnorm::data::*;
 use resnorm::rng::Rng;
 use resnorm::Error;
-
-/// A fresh, empty folder for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("resnorm-data-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The message of a `Format` error about `path`; panics on success or another error.
 fn format_error<T: std::fmt::Debug>(result: resnorm::Result<T>, path: &Path) -> String {

@@ -101,3 +101,34 @@ pub fn shared_data() -> Option<PathBuf> {
         None
     }
 }
+
+/// A fresh, empty folder for one test (named after the test binary and the test), removed
+/// when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(test: &str) -> TempDir {
+        let name = format!(
+            "resnorm-{}-{test}-{}",
+            env!("CARGO_CRATE_NAME"),
+            std::process::id()
+        );
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Writes `bytes` to a file called `name` in the folder and returns its path.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
