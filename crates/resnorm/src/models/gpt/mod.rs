@@ -71,7 +71,10 @@ struct State {
     batch: usize,
     seq: usize,
     tokens: Vec<u32>,
-    targets: Option<Vec<u32>>,
+    targets: Vec<u32>,
+    /// The logits are ready for backward: the last forward had targets and no backward
+    /// has overwritten the logits with their gradient yet.
+    backward_ready: bool,
     /// Residual stream before each unit and after the last: `2L + 1` tensors `[rows, C]`.
     streams: Vec<Vec<f32>>,
     /// resi-dual's un-normalized stream, likewise (empty otherwise).
@@ -235,7 +238,9 @@ impl Gpt {
         let (width, vocab) = (self.config.width, self.config.vocab);
         s.tokens.clear();
         s.tokens.extend_from_slice(tokens);
-        s.targets = targets.map(<[u32]>::to_vec);
+        s.targets.clear();
+        s.targets.extend_from_slice(targets.unwrap_or_default());
+        s.backward_ready = targets.is_some();
         self.embedding
             .forward(&mut s.streams[0], tokens, batch, seq)?;
         let resi_dual = !s.duals.is_empty();
@@ -313,16 +318,19 @@ impl Gpt {
             .take()
             .ok_or_else(|| Error::invalid("Gpt::backward", "no forward pass to backpropagate"))?;
         let result = self.backward_with(&mut s);
-        s.targets = None; // the logits now hold gradients: a second backward would be wrong
+        s.backward_ready = false; // the logits now hold gradients: a second backward would be wrong
         self.state = Some(s);
         result
     }
 
     fn backward_with(&mut self, s: &mut State) -> Result<()> {
-        let targets = s
-            .targets
-            .as_deref()
-            .ok_or_else(|| Error::invalid("Gpt::backward", "the last forward had no targets"))?;
+        if !s.backward_ready {
+            return Err(Error::invalid(
+                "Gpt::backward",
+                "each backward needs a forward with targets before it",
+            ));
+        }
+        let targets = &s.targets;
         let (batch, seq) = (s.batch, s.seq);
         let (rows, width, vocab) = (batch * seq, self.config.width, self.config.vocab);
         cross_entropy_backward_in_place(&mut s.logits, &s.logsumexp, targets, vocab, 1.0)?;
@@ -424,7 +432,8 @@ impl Gpt {
             batch,
             seq,
             tokens: Vec::with_capacity(rows),
-            targets: None,
+            targets: Vec::with_capacity(rows),
+            backward_ready: false,
             streams: vec![vec![0.0; n]; 2 * layers + 1],
             duals: if resi_dual {
                 vec![vec![0.0; n]; 2 * layers + 1]
