@@ -1,23 +1,19 @@
 //! Short training runs: the same step the trainer (`resnorm train`) runs, repeated, with
 //! [`Diagnostics`] collected every few steps and a validation loss at the end.
 //!
-//! One step ([`train_step`]):
-//! ```text
-//! zero_grad; loss = forward(batch); backward
-//! (diagnostics: read gradients and weights)
-//! norm = clip_grad_norm(params, clip); lr = schedule.lr_at(step); adamw.step(params, lr)
-//! (diagnostics: update/weight ratios)
-//! ```
+//! One step ([`train_step`]) is `zero_grad; loss = forward(batch); backward`, then the
+//! trainer's own update, [`crate::train::apply_gradients`] (clipping, AdamW, diagnostics).
 //! A step whose loss or gradient norm is not finite is not applied: the run stops there and
 //! counts as diverged.
 
 use super::data::StudyData;
 use super::probe::DATA_STREAM;
 use super::spec::TrainSpec;
-use crate::diagnostics::{Diagnostics, PendingDiagnostics};
+use crate::diagnostics::Diagnostics;
 use crate::models::gpt::Gpt;
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Optimizer, WarmupCosine};
+use crate::optim::{AdamW, AdamWConfig, WarmupCosine};
 use crate::rng::Rng;
+use crate::train::{apply_gradients, Update};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -75,17 +71,22 @@ pub fn train_step(
         .expect("targets given");
     model.backward()?;
     let lr = schedule.lr_at(step);
-    let pending = if diagnose {
-        Some(PendingDiagnostics::after_backward(model, step, loss, lr)?)
-    } else {
-        None
-    };
-    let mut params = model.params_mut();
-    let grad_norm = clip_grad_norm(&mut params, clip)?;
-    if loss.is_finite() && grad_norm.is_finite() {
-        optimizer.step(&mut params, lr)?;
+    if !loss.is_finite() {
+        // Not applied: the run stops here and counts as diverged.
+        let outcome = StepOutcome {
+            loss,
+            grad_norm: f32::NAN,
+            lr,
+        };
+        return Ok((outcome, None));
     }
-    let diagnostics = pending.map(|p| p.finish(model)).transpose()?;
+    let update = Update {
+        lr,
+        grad_clip: clip,
+        accum: 1,
+    };
+    let diagnose = diagnose.then_some((step, loss));
+    let (grad_norm, diagnostics) = apply_gradients(model, optimizer, update, diagnose)?;
     Ok((
         StepOutcome {
             loss,

@@ -17,6 +17,7 @@ mod evaluate;
 mod metrics;
 mod run_checkpoint;
 mod trainer;
+mod update;
 
 pub use config::{TokenizerKind, TrainConfig};
 pub use data::{check_fits_context, load_data, LoadedData, CORPUS_SEED};
@@ -27,3 +28,4 @@ pub use run_checkpoint::{
     MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE,
 };
 pub use trainer::{StepReport, Trainer, DATA_SEED_MIX};
+pub use update::{apply_gradients, Update};

@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use crate::data::{TokenDataset, Tokenizer};
 use crate::models::gpt::{Gpt, GptConfig};
-use crate::optim::{clip_grad_norm, grad_norm, AdamW, Optimizer, WarmupCosine};
+use crate::optim::{AdamW, WarmupCosine};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -46,8 +46,9 @@ use super::evaluate::{evaluate, Evaluation};
 use super::run_checkpoint::{
     load_checkpoint, load_optimizer, save_checkpoint, SavedModel, TrainState,
 };
+use super::update::{apply_gradients, Update};
 use super::TrainConfig;
-use crate::diagnostics::{Diagnostics, PendingDiagnostics};
+use crate::diagnostics::Diagnostics;
 
 /// Mixed into the seed for the data sampler, so that it does not replay the weights' stream.
 pub const DATA_SEED_MIX: u64 = 0xDA7A_5EED_0000_0001;
@@ -193,27 +194,17 @@ impl Trainer {
         if !loss.is_finite() {
             return Err(diverged(loss));
         }
-        if accum > 1 {
-            let scale = 1.0 / accum as f32;
-            self.model
-                .visit_params_mut(&mut |p| p.grad.iter_mut().for_each(|g| *g *= scale));
-        }
-        let pending = diagnose
-            .then(|| PendingDiagnostics::after_backward(&self.model, self.step + 1, loss, lr))
-            .transpose()?;
-        let mut params = self.model.params_mut();
-        let norm = if grad_clip > 0.0 {
-            clip_grad_norm(&mut params, grad_clip)?
-        } else {
-            grad_norm(&params)
+        let update = Update {
+            lr,
+            grad_clip,
+            accum,
         };
-        if norm.is_finite() {
-            self.optimizer.step(&mut params, lr)?;
-        }
+        let diagnose = diagnose.then_some((self.step + 1, loss));
+        let (norm, diagnostics) =
+            apply_gradients(&mut self.model, &mut self.optimizer, update, diagnose)?;
         if !norm.is_finite() {
             return Err(diverged(loss));
         }
-        let diagnostics = pending.map(|p| p.finish(&self.model)).transpose()?;
         self.step += 1;
         self.last_loss = Some(loss);
         Ok(StepReport {

@@ -1,0 +1,55 @@
+//! The optimizer half of a training step, shared by [`super::Trainer`] and the study's short
+//! runs so that both train exactly alike:
+//!
+//! ```text
+//! g = g / accum                          (gradients were summed over accum micro-batches)
+//! (diagnostics: read gradients and weights)
+//! norm = ‖g‖₂; clip to grad_clip when grad_clip > 0
+//! if norm is finite: optimizer.step(lr)  (a non-finite norm leaves the weights untouched)
+//! (diagnostics: update/weight ratios)
+//! ```
+
+use crate::diagnostics::{Diagnostics, PendingDiagnostics};
+use crate::models::gpt::Gpt;
+use crate::optim::{clip_grad_norm, grad_norm, Optimizer};
+use crate::Result;
+
+/// How to turn a model's accumulated gradients into an update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Update {
+    /// Learning rate of this step.
+    pub lr: f32,
+    /// Largest global gradient norm; 0 turns clipping off.
+    pub grad_clip: f32,
+    /// Micro-batches whose gradients were summed (at least 1).
+    pub accum: usize,
+}
+
+/// Applies `update` to `model` with `optimizer`; returns the global gradient norm before
+/// clipping and, when `diagnose` gives the step number and loss, the step's [`Diagnostics`]
+/// (the model must then have recorded stream statistics through its last backward).
+pub fn apply_gradients(
+    model: &mut Gpt,
+    optimizer: &mut dyn Optimizer,
+    update: Update,
+    diagnose: Option<(u64, f32)>,
+) -> Result<(f32, Option<Diagnostics>)> {
+    if update.accum > 1 {
+        let scale = 1.0 / update.accum as f32;
+        model.visit_params_mut(&mut |p| p.grad.iter_mut().for_each(|g| *g *= scale));
+    }
+    let pending = diagnose
+        .map(|(step, loss)| PendingDiagnostics::after_backward(model, step, loss, update.lr))
+        .transpose()?;
+    let mut params = model.params_mut();
+    let norm = if update.grad_clip > 0.0 {
+        clip_grad_norm(&mut params, update.grad_clip)?
+    } else {
+        grad_norm(&params)
+    };
+    if norm.is_finite() {
+        optimizer.step(&mut params, update.lr)?;
+    }
+    let diagnostics = pending.map(|p| p.finish(model)).transpose()?;
+    Ok((norm, diagnostics))
+}
