@@ -282,3 +282,16 @@ fn divergence_stops_with_exit_1_and_keeps_the_last_checkpoint() {
     assert!(out.status.success(), "{}", stderr(&out));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bad_bench_and_thread_flags_are_one_line_and_exit_2() {
+    let dir = temp_dir("bench-flags");
+    let zero_rows = resnorm(&["bench", "norms", "--shape", "0x768"], &dir);
+    assert_one_line_error(&zero_rows, "ROWSxCOLS");
+    let no_x = resnorm(&["bench", "norms", "--shape", "8192"], &dir);
+    assert_one_line_error(&no_x, "ROWSxCOLS");
+    let no_threads = resnorm(&["--threads", "0", "gradcheck"], &dir);
+    assert_one_line_error(&no_threads, "at least 1");
+    let bad_model = resnorm(&["bench", "train", "--width", "10", "--heads", "3"], &dir);
+    assert_one_line_error(&bad_model, "divisible");
+}
