@@ -84,11 +84,6 @@ impl Tensor {
         &mut self.data
     }
 
-    /// Gives up the storage.
-    pub fn into_vec(self) -> Vec<f32> {
-        self.data
-    }
-
     /// Same data, another shape of the same size.
     pub fn reshape(self, shape: Vec<usize>) -> Result<Self> {
         Tensor::from_vec(shape, self.data)

@@ -60,11 +60,6 @@ impl Default for GptConfig {
 }
 
 impl GptConfig {
-    /// Width of one attention head.
-    pub fn head_dim(&self) -> usize {
-        self.width / self.heads
-    }
-
     /// Checks that the model can be built; the error says which value is wrong and why.
     pub fn validate(&self) -> Result<()> {
         let fail = |msg: String| Err(Error::Config(msg));
