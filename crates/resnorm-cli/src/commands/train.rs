@@ -249,7 +249,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     progress.finish();
-    let final_eval = trainer.evaluate()?;
+    let final_eval = trainer.evaluate_all()?;
     println!("{}", summary(&trainer, &final_eval, &out));
     if args.sample_tokens > 0 {
         println!("sample:\n{}", closing_sample(&trainer, args.sample_tokens)?);

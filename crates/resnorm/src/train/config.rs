@@ -130,8 +130,8 @@ pub struct TrainConfig {
     /// Steps between validation evaluations (and metric lines carrying `val_loss`); 0 = only
     /// at the end.
     pub eval_every: u64,
-    /// Most validation windows per evaluation during training (the first ones of the split);
-    /// 0 = all of them. `resnorm eval` always uses all.
+    /// Most validation windows per evaluation during training (spread evenly over the
+    /// split); 0 = all of them. The end of a run and `resnorm eval` always use all.
     pub eval_windows: usize,
     /// Steps between checkpoints; 0 = only at the end.
     pub save_every: u64,

@@ -5,8 +5,11 @@
 //! `floor((n_val - 1) / context)` of them, each predicting the tokens shifted by one; the
 //! tail after the last full window is not used. The loss is the mean over every position of
 //! every window (in nats per token), accumulated in `f64`; perplexity is `exp(loss)`.
-//! Windows are run `batch` at a time; since they are consecutive, `batch` windows are one
-//! contiguous slice of the split and its targets the same slice shifted by one.
+//! Windows are run `batch` at a time.
+//!
+//! A quick estimate during training may score only `max` of the `n` windows: window
+//! `⌊i·n / max⌋` for `i < max`, spread evenly over the split (the first `max` windows would
+//! be one stretch of the text, a biased estimate of the whole).
 //!
 //! ```
 //! use resnorm::data::TokenDataset;
@@ -48,8 +51,8 @@ impl Evaluation {
     }
 }
 
-/// The validation loss of `model` on the first `max_windows` validation windows of `data`
-/// (all of them when `None`), `batch` windows per forward pass.
+/// The validation loss of `model` on `max_windows` validation windows of `data` spread evenly
+/// over the split (all of them when `None`), `batch` windows per forward pass.
 pub fn evaluate(
     model: &mut Gpt,
     data: &TokenDataset,
@@ -77,14 +80,21 @@ pub fn evaluate(
         return Err(Error::invalid(OP, "no validation windows to evaluate"));
     }
     let val = data.validation();
+    let mut inputs = Vec::with_capacity(batch * context);
+    let mut targets = Vec::with_capacity(batch * context);
     let mut loss_sum = 0.0f64;
     let mut first = 0;
     while first < windows {
         let rows = batch.min(windows - first);
-        let span = first * context..(first + rows) * context;
-        let targets = &val[span.start + 1..span.end + 1];
+        inputs.clear();
+        targets.clear();
+        for i in first..first + rows {
+            let start = i * available / windows * context;
+            inputs.extend_from_slice(&val[start..start + context]);
+            targets.extend_from_slice(&val[start + 1..start + context + 1]);
+        }
         let loss = model
-            .forward(&val[span], rows, Some(targets))?
+            .forward(&inputs, rows, Some(&targets))?
             .ok_or_else(|| Error::invalid(OP, "the model returned no loss"))?;
         loss_sum += loss as f64 * rows as f64;
         first += rows;

@@ -167,7 +167,7 @@ impl Trainer {
         } = self.config;
         let lr = self.schedule.lr_at(self.step);
         let every = self.config.diagnostics_every;
-        let diagnose = every > 0 && (self.step + 1) % every == 0;
+        let diagnose = every > 0 && (self.step + 1).is_multiple_of(every);
         self.model.record_stream_stats(diagnose);
         self.model.zero_grad();
         let mut loss_sum = 0.0f32;
@@ -217,10 +217,16 @@ impl Trainer {
         })
     }
 
-    /// The validation loss on the first `eval_windows` windows (all when 0), `batch` at a time.
+    /// The validation loss on `eval_windows` windows spread over the split (all when 0),
+    /// `batch` at a time: the quick estimate taken every `eval_every` steps.
     pub fn evaluate(&mut self) -> Result<Evaluation> {
         let windows = (self.config.eval_windows > 0).then_some(self.config.eval_windows);
         evaluate(&mut self.model, &self.data, self.config.batch, windows)
+    }
+
+    /// The validation loss on every window of the split: the number `resnorm eval` reports.
+    pub fn evaluate_all(&mut self) -> Result<Evaluation> {
+        evaluate(&mut self.model, &self.data, self.config.batch, None)
     }
 
     /// Writes a checkpoint of the run into `dir`.
