@@ -279,7 +279,7 @@ fn max_pool_reference(
                             continue;
                         }
                         let at = h as usize * shape.width + w as usize;
-                        if best.map_or(true, |b| plane[at] > plane[b]) {
+                        if best.is_none_or(|b| plane[at] > plane[b]) {
                             best = Some(at);
                         }
                     }

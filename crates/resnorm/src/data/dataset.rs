@@ -119,7 +119,10 @@ impl TokenDataset {
         if context == 0 {
             return Err(Error::invalid(OP, "context must be at least 1"));
         }
-        if inputs.len() != targets.len() || inputs.len() % context != 0 || inputs.is_empty() {
+        if inputs.len() != targets.len()
+            || !inputs.len().is_multiple_of(context)
+            || inputs.is_empty()
+        {
             return Err(Error::shape(
                 OP,
                 format!(

@@ -118,7 +118,7 @@ fn decode(path: &Path, bytes: &[u8], format: TokenFileFormat) -> Result<TokenFil
     };
     let body = match format {
         TokenFileFormat::RawU16 => {
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return Err(bad(format!(
                     "raw uint16 token file has an odd length of {} bytes",
                     bytes.len()

@@ -35,6 +35,7 @@
 //! assert!(cross_entropy_forward(&logits, &[2, 0], 2, &mut losses, &mut lse).is_err());
 //! ```
 
+use super::exp::{exp, wide};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -145,9 +146,7 @@ fn backward_rows(z: &mut [f32], logsumexp: &[f32], targets: &[u32], vocab: usize
     let scale = dloss / targets.len() as f32;
     let block = |z: &mut [f32], lse: &[f32], targets: &[u32]| {
         for ((z, &lse), &target) in z.chunks_exact_mut(vocab).zip(lse).zip(targets) {
-            for v in z.iter_mut() {
-                *v = (*v - lse).exp() * scale;
-            }
+            wide(|| z.iter_mut().for_each(|v| *v = exp(*v - lse) * scale));
             z[target as usize] -= scale;
         }
     };
@@ -168,15 +167,17 @@ fn backward_rows(z: &mut [f32], logsumexp: &[f32], targets: &[u32], vocab: usize
 /// `max + ln Σ exp(z - max)`, the sum kept in eight partial sums.
 fn row_logsumexp(z: &[f32]) -> f32 {
     let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut partial = [0.0f32; 8];
-    let mut chunks = z.chunks_exact(8);
-    for chunk in &mut chunks {
-        for (p, &v) in partial.iter_mut().zip(chunk) {
-            *p += (v - max).exp();
+    wide(|| {
+        let mut partial = [0.0f32; 8];
+        let mut chunks = z.chunks_exact(8);
+        for chunk in &mut chunks {
+            for (p, &v) in partial.iter_mut().zip(chunk) {
+                *p += exp(v - max);
+            }
         }
-    }
-    let tail: f32 = chunks.remainder().iter().map(|&v| (v - max).exp()).sum();
-    max + (partial.iter().sum::<f32>() + tail).ln()
+        let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
+        max + (partial.iter().sum::<f32>() + tail).ln()
+    })
 }
 
 /// Sizes and target range shared by forward and backward.

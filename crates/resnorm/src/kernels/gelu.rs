@@ -14,9 +14,10 @@
 //! ```
 //!
 //! Computed through the identity `½·(1 + tanh u) = σ(2u) = 1 / (1 + e^{-2u})`, so with
-//! `s = σ(2u)`: `y = x·s` and `dy/dx = s + 2·x·s·(1 - s)·du/dx`. One `exp`
-//! replaces `tanh` (~4-6 instead of ~21-24 ns per element here), and `1 + tanh u` is never formed
-//! by cancellation, so it keeps full precision where `u` is very negative.
+//! `s = σ(2u)`: `y = x·s` and `dy/dx = s + 2·x·s·(1 - s)·du/dx`. One `exp` replaces `tanh`,
+//! and `1 + tanh u` is never formed by cancellation, so it keeps full precision where `u` is
+//! very negative. The `exp` is [`super::exp::exp`], inlined, so the loops run in vector
+//! registers (~0.3 ns per element forward here, against ~4 with libm's `expf`).
 //!
 //! Slices longer than [`PARALLEL_MIN_LEN`] are split into one block per thread of
 //! [`crate::threads::pool`]; each element is computed alone, so the result never depends on
@@ -35,13 +36,13 @@
 //! assert!(gelu_forward(&mut y[..2], &x).is_err());
 //! ```
 
+use super::exp::{exp, wide};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
 /// Slices at least this long are processed on the thread pool: entering it costs ~10-15 µs,
-/// about what 4096 elements take on one thread (measured ~4 ns per element forward, ~6
-/// backward).
-pub const PARALLEL_MIN_LEN: usize = 1 << 12;
+/// about what 2¹⁵ elements take on one thread.
+pub const PARALLEL_MIN_LEN: usize = 1 << 15;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const CUBIC: f32 = 0.044_715;
@@ -54,12 +55,11 @@ pub fn gelu_forward(out: &mut [f32], x: &[f32]) -> Result<()> {
             format!("out has {} elements, x has {}", out.len(), x.len()),
         ));
     }
-    let block = |out: &mut [f32], x: &[f32]| {
-        for (o, &x) in out.iter_mut().zip(x) {
+    run_blocks(out, |first, out| {
+        for (o, &x) in out.iter_mut().zip(&x[first..]) {
             *o = x * half_one_plus_tanh(SQRT_2_OVER_PI * (x + CUBIC * x * x * x));
         }
-    };
-    run_blocks(out, x, block);
+    });
     Ok(())
 }
 
@@ -76,36 +76,35 @@ pub fn gelu_backward(dx: &mut [f32], x: &[f32], dy: &[f32]) -> Result<()> {
             ),
         ));
     }
-    // dx first holds dy, then is scaled in place by the local derivative.
-    dx.copy_from_slice(dy);
-    let block = |dx: &mut [f32], x: &[f32]| {
-        for (d, &x) in dx.iter_mut().zip(x) {
+    run_blocks(dx, |first, dx| {
+        for ((d, &x), &dy) in dx.iter_mut().zip(&x[first..]).zip(&dy[first..]) {
             let x2 = x * x;
             let s = half_one_plus_tanh(SQRT_2_OVER_PI * (x + CUBIC * x2 * x));
             let du_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * x2);
-            *d *= s + 2.0 * x * s * (1.0 - s) * du_dx;
+            *d = dy * (s + 2.0 * x * s * (1.0 - s) * du_dx);
         }
-    };
-    run_blocks(dx, x, block);
+    });
     Ok(())
 }
 
-/// `½·(1 + tanh u) = σ(2u)`; exact at both tails (`e^{-2u}` = ∞ gives 0).
+/// `½·(1 + tanh u) = σ(2u)`; `0` or `1` to within `10⁻³⁸` at the tails.
+#[inline(always)]
 fn half_one_plus_tanh(u: f32) -> f32 {
-    1.0 / (1.0 + (-2.0 * u).exp())
+    1.0 / (1.0 + exp(-2.0 * u))
 }
 
-/// Applies `f` to matching blocks of `out` and `x`, on the pool when the slices are long.
-fn run_blocks(out: &mut [f32], x: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+/// Calls `f(first, block)` for blocks of `out` starting at element `first`, on the pool when
+/// `out` is long.
+fn run_blocks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() < PARALLEL_MIN_LEN {
-        f(out, x);
+        wide(|| f(0, out));
         return;
     }
     let pool = crate::threads::pool();
     let block = out.len().div_ceil(pool.current_num_threads());
     pool.install(|| {
         out.par_chunks_mut(block)
-            .zip(x.par_chunks(block))
-            .for_each(|(out, x)| f(out, x));
+            .enumerate()
+            .for_each(|(i, out)| wide(|| f(i * block, out)));
     });
 }

@@ -207,7 +207,7 @@ mod x86 {
         #[inline(always)]
         fn store_streaming(self, chunk: &mut [f32]) {
             let chunk = &mut chunk[..LANES];
-            if chunk.as_ptr() as usize % Self::STREAM_ALIGN != 0 {
+            if !(chunk.as_ptr() as usize).is_multiple_of(Self::STREAM_ALIGN) {
                 return self.store(chunk);
             }
             for (i, register) in self.0.into_iter().enumerate() {
@@ -256,7 +256,7 @@ mod x86 {
         #[inline(always)]
         fn store_streaming(self, chunk: &mut [f32]) {
             let chunk = &mut chunk[..LANES];
-            if chunk.as_ptr() as usize % Self::STREAM_ALIGN != 0 {
+            if !(chunk.as_ptr() as usize).is_multiple_of(Self::STREAM_ALIGN) {
                 return self.store(chunk);
             }
             for (i, register) in self.0.into_iter().enumerate() {

@@ -18,6 +18,7 @@
 pub mod add_norm;
 pub mod batch_norm;
 pub mod cross_entropy;
+pub mod exp;
 pub mod gelu;
 pub mod im2col;
 mod lanes;

@@ -182,7 +182,7 @@ pub(crate) fn check_grads(
 
 /// Checks that a `[rows, cols]` buffer called `name` has a whole number of rows; returns rows.
 pub(crate) fn rows_of(op: &'static str, name: &str, len: usize, cols: usize) -> Result<usize> {
-    if len % cols != 0 {
+    if !len.is_multiple_of(cols) {
         return Err(Error::shape(
             op,
             format!("{name} has {len} elements, not a multiple of cols = {cols}"),

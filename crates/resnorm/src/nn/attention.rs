@@ -44,6 +44,7 @@
 //! assert!(attn.forward(&mut out, &mut att, &qkv[1..], batch, seq).is_err());
 //! ```
 
+use crate::kernels::exp::{exp, wide};
 use crate::kernels::{matmul_strided, MatDims, MatMut, MatRef};
 use crate::nn::Param;
 use crate::{Error, Result};
@@ -62,7 +63,7 @@ pub struct CausalSelfAttention {
 impl CausalSelfAttention {
     /// Attention over `channels` split into `heads` heads; `heads` must divide `channels`.
     pub fn new(channels: usize, heads: usize) -> Result<Self> {
-        if heads == 0 || channels == 0 || channels % heads != 0 {
+        if heads == 0 || channels == 0 || !channels.is_multiple_of(heads) {
             return Err(Error::invalid(
                 "CausalSelfAttention::new",
                 format!("{heads} heads must be at least 1 and divide {channels} channels (> 0)"),
@@ -352,12 +353,8 @@ fn causal_softmax(row: &mut [f32], t: usize, scale: f32) {
     let (seen, future) = row.split_at_mut(t + 1);
     // scale > 0, so the largest scaled score is scale times the largest score.
     let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f32;
-    for v in seen.iter_mut() {
-        *v = ((*v - max) * scale).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
+    wide(|| seen.iter_mut().for_each(|v| *v = exp((*v - max) * scale)));
+    let inv = 1.0 / seen.iter().sum::<f32>();
     seen.iter_mut().for_each(|v| *v *= inv);
     future.fill(0.0);
 }

@@ -168,7 +168,7 @@ impl Linear {
     fn dims(&self, op: &'static str, x: &[f32], y: &[f32]) -> Result<MatDims> {
         let (n_in, n_out) = (self.in_features(), self.out_features());
         let rows = x.len() / n_in;
-        if x.len() % n_in != 0 || y.len() != rows * n_out {
+        if !x.len().is_multiple_of(n_in) || y.len() != rows * n_out {
             return Err(Error::shape(
                 op,
                 format!(

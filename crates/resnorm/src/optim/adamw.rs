@@ -32,10 +32,11 @@
 //! assert!((b.value[0] - (1.0 - 0.01)).abs() < 1e-6);
 //! ```
 
-use super::state::{OptimizerState, Slots};
+use super::state::{OptimizerState, Slot, Slots};
 use super::{check_lr, DecayScope, Optimizer};
 use crate::nn::Param;
 use crate::{Error, Result};
+use rayon::prelude::*;
 
 /// Hyperparameters of [`AdamW`]; the defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -142,7 +143,8 @@ impl Optimizer for AdamW {
         let v_weight = (1.0 - beta2) as f32;
         let neg_step_size = (-lr / (1.0 - beta1.powf(t))) as f32;
         let bias_correction2_sqrt = (1.0 - beta2.powf(t)).sqrt() as f32;
-        for (param, slot) in params.iter_mut().zip(slots) {
+        // Element-wise, so parameters update in parallel with the same bits as in sequence.
+        let update = |(param, slot): (&mut &mut Param, &mut Slot<2>)| {
             if decay.applies_to(param.kind) {
                 param.value.iter_mut().for_each(|p| *p *= decay_factor);
             }
@@ -158,7 +160,13 @@ impl Optimizer for AdamW {
                 let denom = v.sqrt() / bias_correction2_sqrt + eps;
                 *p += neg_step_size * *m / denom;
             }
-        }
+        };
+        crate::threads::pool().install(|| {
+            params
+                .par_iter_mut()
+                .zip(slots.par_iter_mut())
+                .for_each(update);
+        });
         Ok(())
     }
 

@@ -5,7 +5,9 @@
 //! scale = max_norm / (‖g‖ + 1e-6)
 //! g     ← g · scale                       only when scale < 1
 //! ```
-//! The result depends only on the parameter order, never on threads. A non-finite norm
+//! Each parameter's sum is taken in eight interleaved `f64` partial sums (so it vectorizes),
+//! parameters in parallel on [`crate::threads::pool`], then added in parameter order: the
+//! result depends only on the parameters, never on threads. A non-finite norm
 //! (a gradient holding inf or NaN) is returned with the gradients left untouched, so that
 //! the caller can skip the step or stop; PyTorch would instead scale every gradient by
 //! `0` or `NaN`.
@@ -30,6 +32,8 @@
 
 use std::borrow::{Borrow, BorrowMut};
 
+use rayon::prelude::*;
+
 use crate::nn::Param;
 use crate::{Error, Result};
 
@@ -37,21 +41,43 @@ use crate::{Error, Result};
 const NORM_EPS: f64 = 1e-6;
 
 /// The L2 norm of all gradients together, accumulated in `f64` in parameter order.
-pub fn grad_norm<P: Borrow<Param>>(params: &[P]) -> f32 {
+pub fn grad_norm<P: Borrow<Param> + Sync>(params: &[P]) -> f32 {
     sum_of_squares(params).sqrt() as f32
 }
 
-fn sum_of_squares<P: Borrow<Param>>(params: &[P]) -> f64 {
-    params
+fn sum_of_squares<P: Borrow<Param> + Sync>(params: &[P]) -> f64 {
+    let per_param: Vec<f64> = crate::threads::pool().install(|| {
+        params
+            .par_iter()
+            .map(|p| slice_sum_of_squares(&p.borrow().grad))
+            .collect()
+    });
+    per_param.iter().sum()
+}
+
+/// `Σ g²` in `f64`, element `i` going to partial sum `i mod 8`, partials added in order.
+fn slice_sum_of_squares(values: &[f32]) -> f64 {
+    let mut partial = [0.0f64; 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (p, &g) in partial.iter_mut().zip(chunk) {
+            *p += g as f64 * g as f64;
+        }
+    }
+    let tail: f64 = chunks
+        .remainder()
         .iter()
-        .flat_map(|p| p.borrow().grad.iter())
         .map(|&g| g as f64 * g as f64)
-        .sum()
+        .sum();
+    partial.iter().sum::<f64>() + tail
 }
 
 /// Scales all gradients so that their global L2 norm is at most `max_norm` (positive,
 /// finite) and returns the norm from before clipping (see the [module docs](self)).
-pub fn clip_grad_norm<P: BorrowMut<Param>>(params: &mut [P], max_norm: f32) -> Result<f32> {
+pub fn clip_grad_norm<P: BorrowMut<Param> + Send + Sync>(
+    params: &mut [P],
+    max_norm: f32,
+) -> Result<f32> {
     if !(max_norm.is_finite() && max_norm > 0.0) {
         return Err(Error::invalid(
             "clip_grad_norm",
@@ -62,9 +88,11 @@ pub fn clip_grad_norm<P: BorrowMut<Param>>(params: &mut [P], max_norm: f32) -> R
     let scale = max_norm as f64 / (norm + NORM_EPS);
     if (norm as f32).is_finite() && scale < 1.0 {
         let scale = scale as f32;
-        for param in params.iter_mut() {
-            param.borrow_mut().grad.iter_mut().for_each(|g| *g *= scale);
-        }
+        crate::threads::pool().install(|| {
+            params
+                .par_iter_mut()
+                .for_each(|p| p.borrow_mut().grad.iter_mut().for_each(|g| *g *= scale));
+        });
     }
     Ok(norm as f32)
 }

@@ -75,7 +75,7 @@ impl GptConfig {
                 self.heads, self.width
             ));
         }
-        if self.width % self.heads != 0 {
+        if !self.width.is_multiple_of(self.heads) {
             return fail(format!(
                 "width {} must be divisible by heads {}",
                 self.width, self.heads

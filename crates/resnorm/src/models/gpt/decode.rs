@@ -47,6 +47,7 @@
 
 use super::unit::UnitActs;
 use super::{Gpt, Placement, Sublayer};
+use crate::kernels::exp::{exp, wide};
 use crate::kernels::residual::residual_add;
 use crate::kernels::{matmul, MatDims, Trans};
 use crate::nn::norm::NormSaved;
@@ -274,12 +275,8 @@ fn cached_attention(
             *score = q.iter().zip(k).map(|(a, b)| a * b).sum();
         }
         let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0f32;
-        for v in seen.iter_mut() {
-            *v = ((*v - max) * scale).exp();
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
+        wide(|| seen.iter_mut().for_each(|v| *v = exp((*v - max) * scale)));
+        let inv = 1.0 / seen.iter().sum::<f32>();
         let y = &mut out[h * d..][..d];
         y.fill(0.0);
         for (s, &p) in seen.iter().enumerate() {

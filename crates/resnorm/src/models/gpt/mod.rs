@@ -170,7 +170,7 @@ impl Gpt {
         if batch == 0 || tokens.is_empty() {
             return Err(Error::invalid(OP, "the batch is empty"));
         }
-        if tokens.len() % batch != 0 {
+        if !tokens.len().is_multiple_of(batch) {
             return Err(Error::shape(
                 OP,
                 format!(

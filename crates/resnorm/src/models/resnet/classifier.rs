@@ -63,7 +63,7 @@ impl Classifier {
     fn dims(&self, op: &'static str, x: &[f32], y: &[f32]) -> Result<MatDims> {
         let (k, n) = (self.in_features(), self.out_features());
         let rows = x.len() / k;
-        if x.len() % k != 0 || y.len() != rows * n || rows == 0 {
+        if !x.len().is_multiple_of(k) || y.len() != rows * n || rows == 0 {
             return Err(Error::shape(
                 op,
                 format!(
