@@ -3,7 +3,7 @@
 LayerNorm, tanh GELU, tied head, no dropout, no biases omitted), the same AdamW, the same
 learning-rate schedule, in plain eager PyTorch on the CPU.
 
-Two modes, both printing JSON lines:
+Three modes, each printing JSON lines:
 
   speed   random tokens, median time of the full training step (forward, backward, AdamW):
           python3 tools/bench_torch_gpt.py speed --threads 2 --layers 4 --heads 4 --width 128 \\
@@ -16,6 +16,13 @@ Two modes, both printing JSON lines:
               --threads 2 --layers 4 --heads 4 --width 128 --context 64 --batch 12 --steps 2000 \\
               --lr 1e-3 --min-lr 1e-4 --warmup 100 --weight-decay 0.1 --grad-clip 1.0
           -> one line per --eval-every steps {"step":..,"loss":..,"val_loss":..}, then a summary
+
+  sample  incremental decoding of one sequence with a key/value cache (as `resnorm bench
+          sample`): a randomly initialized model continues a one-token prompt by --tokens
+          tokens (default: the context), sampling at temperature 1; median of --runs runs:
+          python3 tools/bench_torch_gpt.py sample --threads 2 --layers 6 --heads 6 --width 384 \\
+              --context 256 --vocab 65
+          -> {"tok_s":..,"tokens":..}
 
 The learning-rate schedule is llm.c's: lr·(step+1)/warmup during warm-up, then cosine decay to
 min_lr at the last step. AdamW uses betas (0.9, 0.95), eps 1e-8, and decays only the matrix
@@ -58,6 +65,23 @@ class Block(nn.Module):
         x = x + self.attention(self.ln_1(x))
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
+    def cached_attention(self, x, cache, t):
+        """Attention of the token at position t ([1, C]) over positions 0..t; appends its key
+        and value to the cache ([H, context, d] each)."""
+        c = x.shape[-1]
+        d = c // self.heads
+        q, k, v = self.c_attn(x).split(c, dim=-1)
+        keys, values = cache
+        keys[:, t] = k.view(self.heads, d)
+        values[:, t] = v.view(self.heads, d)
+        att = (q.view(self.heads, 1, d) @ keys[:, :t + 1].transpose(-2, -1)) * (1.0 / math.sqrt(d))
+        y = att.softmax(dim=-1) @ values[:, :t + 1]
+        return self.attn_proj(y.reshape(1, c))
+
+    def decode(self, x, cache, t):
+        x = x + self.cached_attention(self.ln_1(x), cache, t)
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
 
 class GPT(nn.Module):
     def __init__(self, vocab, context, layers, heads, width):
@@ -82,6 +106,14 @@ class GPT(nn.Module):
             x = block(x)
         logits = self.ln_f(x) @ self.wte.weight.T
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+    def decode(self, token, t, caches):
+        """Logits [1, vocab] after the token at position t, the earlier ones being cached."""
+        x = self.wte.weight[token].view(1, -1) + self.wpe.weight[t].view(1, -1)
+        for block, cache in zip(self.h, caches):
+            x = block.decode(x, cache, t)
+        return self.ln_f(x) @ self.wte.weight.T
 
 
 def make_optimizer(model, lr, weight_decay):
@@ -137,6 +169,32 @@ def speed(args):
                       "tok_s": round(tokens / (ms * 1e-3), 1), "rss_mib": round(rss, 1), "gflops": round(gflops, 2)}))
 
 
+def sample(args):
+    model = GPT(args.vocab, args.context, args.layers, args.heads, args.width).eval()
+    tokens = args.tokens or args.context
+    if tokens > args.context:
+        raise SystemExit("--tokens must be at most --context (no sliding window here)")
+    d = args.width // args.heads
+    g = torch.Generator().manual_seed(args.seed)
+    times = []
+    with torch.no_grad():
+        for run in range(args.runs + 1):
+            caches = [(torch.zeros(args.heads, args.context, d), torch.zeros(args.heads, args.context, d))
+                      for _ in range(args.layers)]
+            start = time.perf_counter()
+            token = 0
+            logits = model.decode(token, 0, caches)
+            for i in range(tokens):
+                token = torch.multinomial(logits.softmax(dim=-1)[0], 1, generator=g).item()
+                if i + 1 < tokens:
+                    logits = model.decode(token, i + 1, caches)
+            if run > 0:  # one warm-up run
+                times.append(time.perf_counter() - start)
+    tok_s = tokens / statistics.median(times)
+    print(json.dumps({"impl": f"torch {torch.__version__}", "threads": args.threads, "tokens": tokens,
+                      "tok_s": round(tok_s, 1)}))
+
+
 def train(args):
     text = open(args.data, encoding="utf-8").read()
     chars = sorted(set(text))
@@ -176,7 +234,7 @@ def train(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["speed", "train"])
+    parser.add_argument("mode", choices=["speed", "train", "sample"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
@@ -193,12 +251,14 @@ def main():
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--data")
+    parser.add_argument("--tokens", type=int, help="sample mode: tokens to generate (default: the context)")
+    parser.add_argument("--runs", type=int, default=5, help="sample mode: timed runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.mode == "train" and not args.data:
         parser.error("train needs --data")
-    speed(args) if args.mode == "speed" else train(args)
+    {"speed": speed, "train": train, "sample": sample}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -166,8 +166,8 @@ fn backward_rows(z: &mut [f32], logsumexp: &[f32], targets: &[u32], vocab: usize
 
 /// `max + ln Σ exp(z - max)`, the sum kept in eight partial sums.
 fn row_logsumexp(z: &[f32]) -> f32 {
-    let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     wide(|| {
+        let max = row_max(z);
         let mut partial = [0.0f32; 8];
         let mut chunks = z.chunks_exact(8);
         for chunk in &mut chunks {
@@ -178,6 +178,24 @@ fn row_logsumexp(z: &[f32]) -> f32 {
         let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
         max + (partial.iter().sum::<f32>() + tail).ln()
     })
+}
+
+/// The largest element (`-∞` for an empty row; NaNs are skipped), in sixteen running
+/// maxima so that the loop vectorizes.
+#[inline(always)]
+fn row_max(z: &[f32]) -> f32 {
+    let mut partial = [f32::NEG_INFINITY; 16];
+    let mut chunks = z.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (m, &v) in partial.iter_mut().zip(chunk) {
+            *m = m.max(v);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    partial.iter().fold(tail, |m, &v| m.max(v))
 }
 
 /// Sizes and target range shared by forward and backward.

@@ -15,7 +15,8 @@
 //! buffer (one attention head's columns of the `[T, 3C]` qkv activation).
 //!
 //! Threading: a product of at least [`PARALLEL_MIN_WORK`] multiply-adds is split into one block
-//! of whole rows of `C` per thread of [`crate::threads::pool`], each block one single-threaded
+//! of whole rows of `C` per thread of [`crate::threads::pool`] (or into blocks of at most
+//! `MAX_BLOCK_ROWS` rows, shared out by work stealing), each block one single-threaded
 //! gemm call. That beat gemm's own `Parallelism::Rayon` by 1.2-1.5x on the GPT's products
 //! (`768×128×384` etc., 2 threads: 170-250 against 127-210 GFLOP/s), whose blocks are too
 //! small for gemm's finer split to pay for its synchronization. Smaller products run on the
@@ -187,17 +188,25 @@ pub fn matmul_strided(
         data: b.data,
         strides: strides(b.row_stride, b.transposed),
     };
-    let threads = crate::threads::num_threads();
+    // Blocks of whole rows of C (and of A), one per thread, or of at most MAX_BLOCK_ROWS
+    // rows; each is one single-threaded gemm call: block `r` reads A's rows from
+    // `r·rows_per_block`, and all of B.
     let parallel = m.saturating_mul(k).saturating_mul(n) >= PARALLEL_MIN_WORK;
-    if !parallel || threads == 1 || m < 2 * ROW_TILE {
+    let threads = if parallel {
+        crate::threads::num_threads()
+    } else {
+        1
+    };
+    let rows_per_block = m
+        .div_ceil(threads)
+        .next_multiple_of(ROW_TILE)
+        .min(MAX_BLOCK_ROWS);
+    if rows_per_block >= m {
         // SAFETY: check_fits proved that every element of `a`, `b` and `c` addressed for
         // these sizes lies inside its slice.
         unsafe { gemm_on_this_thread(c.data, c.row_stride, a, b, dims, accumulate) };
         return Ok(());
     }
-    // One block of whole rows of C (and of A) per thread, each block one single-threaded
-    // gemm call: row block `r` reads A's rows from `r·rows_per_block`, all of B.
-    let rows_per_block = m.div_ceil(threads).next_multiple_of(ROW_TILE);
     let c_stride = c.row_stride;
     crate::threads::pool().install(|| {
         c.data
@@ -226,6 +235,11 @@ pub fn matmul_strided(
 /// Rows of C per block are a multiple of this: the height of gemm's AVX-512 micro-kernel
 /// tile (4 registers of 16 lanes), so that no block ends in a partial tile it could avoid.
 const ROW_TILE: usize = 64;
+
+/// The most rows of C one gemm call computes. Measured on one thread for the GPT-2 head's
+/// weight gradient (`50257×512×256`, `A` stored transposed): one call 65 GFLOP/s, blocks of
+/// 512-2048 rows 94-98 GFLOP/s; past a few thousand rows gemm's own blocking loses the cache.
+const MAX_BLOCK_ROWS: usize = 1024;
 
 /// A used operand: its storage and the (row, column) strides of its elements in it.
 #[derive(Clone, Copy)]

@@ -32,7 +32,7 @@
 //! assert!((b.value[0] - (1.0 - 0.01)).abs() < 1e-6);
 //! ```
 
-use super::state::{OptimizerState, Slot, Slots};
+use super::state::{OptimizerState, Slots};
 use super::{check_lr, DecayScope, Optimizer};
 use crate::nn::Param;
 use crate::{Error, Result};
@@ -122,6 +122,10 @@ impl AdamW {
     }
 }
 
+/// Parameters are updated in chunks of this many elements, so that one large parameter (a
+/// 50257-token embedding) is shared between threads too.
+const CHUNK: usize = 1 << 16;
+
 impl Optimizer for AdamW {
     fn step(&mut self, params: &mut [&mut Param], lr: f32) -> Result<()> {
         const OP: &str = "AdamW::step";
@@ -143,29 +147,40 @@ impl Optimizer for AdamW {
         let v_weight = (1.0 - beta2) as f32;
         let neg_step_size = (-lr / (1.0 - beta1.powf(t))) as f32;
         let bias_correction2_sqrt = (1.0 - beta2.powf(t)).sqrt() as f32;
-        // Element-wise, so parameters update in parallel with the same bits as in sequence.
-        let update = |(param, slot): (&mut &mut Param, &mut Slot<2>)| {
-            if decay.applies_to(param.kind) {
-                param.value.iter_mut().for_each(|p| *p *= decay_factor);
-            }
-            let [m, v] = &mut slot.buffers;
-            let elements = param
-                .value
-                .iter_mut()
-                .zip(&param.grad)
-                .zip(m.data_mut().iter_mut().zip(v.data_mut()));
-            for ((p, &g), (m, v)) in elements {
-                *m += m_weight * (g - *m);
-                *v = *v * v_beta + v_weight * g * g;
-                let denom = v.sqrt() / bias_correction2_sqrt + eps;
-                *p += neg_step_size * *m / denom;
-            }
+        // Element-wise, so chunks of every parameter update in parallel with the same bits
+        // as in sequence.
+        let update = |(((p, &g), m), v): (((&mut f32, &f32), &mut f32), &mut f32)| {
+            *m += m_weight * (g - *m);
+            *v = *v * v_beta + v_weight * g * g;
+            let denom = v.sqrt() / bias_correction2_sqrt + eps;
+            *p += neg_step_size * *m / denom;
         };
         crate::threads::pool().install(|| {
             params
                 .par_iter_mut()
                 .zip(slots.par_iter_mut())
-                .for_each(update);
+                .flat_map(|(param, slot)| {
+                    let decay_factor = if decay.applies_to(param.kind) {
+                        decay_factor
+                    } else {
+                        1.0
+                    };
+                    let [m, v] = &mut slot.buffers;
+                    param
+                        .value
+                        .par_chunks_mut(CHUNK)
+                        .zip(param.grad.par_chunks(CHUNK))
+                        .zip(m.data_mut().par_chunks_mut(CHUNK))
+                        .zip(v.data_mut().par_chunks_mut(CHUNK))
+                        .map(move |chunk| (chunk, decay_factor))
+                })
+                .for_each(|((((value, grad), m), v), decay_factor)| {
+                    if decay_factor != 1.0 {
+                        value.iter_mut().for_each(|p| *p *= decay_factor);
+                    }
+                    let elements = value.iter_mut().zip(grad).zip(m.iter_mut()).zip(v);
+                    elements.for_each(update);
+                });
         });
         Ok(())
     }

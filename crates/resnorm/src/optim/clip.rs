@@ -5,9 +5,10 @@
 //! scale = max_norm / (‖g‖ + 1e-6)
 //! g     ← g · scale                       only when scale < 1
 //! ```
-//! Each parameter's sum is taken in eight interleaved `f64` partial sums (so it vectorizes),
-//! parameters in parallel on [`crate::threads::pool`], then added in parameter order: the
-//! result depends only on the parameters, never on threads. A non-finite norm
+//! The sum is taken over chunks of 64 Ki elements of each parameter, in parallel on
+//! [`crate::threads::pool`], each chunk in eight interleaved `f64` partial sums (so it
+//! vectorizes); the chunk sums are then added in order. The result depends only on the
+//! parameters, never on threads. A non-finite norm
 //! (a gradient holding inf or NaN) is returned with the gradients left untouched, so that
 //! the caller can skip the step or stop; PyTorch would instead scale every gradient by
 //! `0` or `NaN`.
@@ -40,19 +41,23 @@ use crate::{Error, Result};
 /// Added to the norm before dividing, as PyTorch does.
 const NORM_EPS: f64 = 1e-6;
 
+/// Gradients are summed and scaled in chunks of this many elements, so that one large
+/// parameter (a 50257-token embedding) is shared between threads too.
+const CHUNK: usize = 1 << 16;
+
 /// The L2 norm of all gradients together, accumulated in `f64` in parameter order.
 pub fn grad_norm<P: Borrow<Param> + Sync>(params: &[P]) -> f32 {
     sum_of_squares(params).sqrt() as f32
 }
 
 fn sum_of_squares<P: Borrow<Param> + Sync>(params: &[P]) -> f64 {
-    let per_param: Vec<f64> = crate::threads::pool().install(|| {
+    let partials: Vec<f64> = crate::threads::pool().install(|| {
         params
             .par_iter()
-            .map(|p| slice_sum_of_squares(&p.borrow().grad))
+            .flat_map(|p| p.borrow().grad.par_chunks(CHUNK).map(slice_sum_of_squares))
             .collect()
     });
-    per_param.iter().sum()
+    partials.iter().sum()
 }
 
 /// `Σ g²` in `f64`, element `i` going to partial sum `i mod 8`, partials added in order.
@@ -91,7 +96,8 @@ pub fn clip_grad_norm<P: BorrowMut<Param> + Send + Sync>(
         crate::threads::pool().install(|| {
             params
                 .par_iter_mut()
-                .for_each(|p| p.borrow_mut().grad.iter_mut().for_each(|g| *g *= scale));
+                .flat_map(|p| p.borrow_mut().grad.par_chunks_mut(CHUNK))
+                .for_each(|chunk| chunk.iter_mut().for_each(|g| *g *= scale));
         });
     }
     Ok(norm as f32)

@@ -2,6 +2,7 @@
 //! bandwidth for comparison (not timed tests: nothing here asserts a speed).
 
 mod norms;
+mod sample;
 mod timing;
 mod train;
 
@@ -11,11 +12,14 @@ pub enum Bench {
     Norms(norms::Args),
     /// The full GPT training step (forward, backward, clipping, AdamW) on random tokens.
     Train(train::Args),
+    /// Incremental decoding (key/value cache) of one sequence.
+    Sample(sample::Args),
 }
 
 pub fn run(bench: Bench) -> resnorm::Result<std::process::ExitCode> {
     match bench {
         Bench::Norms(args) => norms::run(args),
         Bench::Train(args) => train::run(args),
+        Bench::Sample(args) => sample::run(args),
     }
 }
