@@ -41,20 +41,6 @@
 use crate::{Error, Result};
 use gemm::Parallelism;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-/// Wall time of [`matmul`] calls made from outside the thread pool, in nanoseconds.
-static WALL_NANOS: AtomicU64 = AtomicU64::new(0);
-
-/// Total wall time spent in [`matmul`] calls made from outside the thread pool's workers
-/// since the process started: the products of linear layers and heads, which models call
-/// from the main thread. Products issued inside parallel kernels (attention, convolution
-/// blocks) are part of those kernels and not counted. Benchmarks read it before and after a
-/// step to split time into matrix products and everything else.
-pub fn matmul_wall_time() -> Duration {
-    Duration::from_nanos(WALL_NANOS.load(Ordering::Relaxed))
-}
 
 /// Products with at least this many multiply-adds (`m·k·n`) run on the thread pool.
 ///
@@ -149,12 +135,7 @@ pub fn matmul(
         data: c,
         row_stride: n,
     };
-    let start = rayon::current_thread_index().is_none().then(Instant::now);
-    let result = matmul_strided(c, a, b, dims, accumulate);
-    if let Some(start) = start {
-        WALL_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    }
-    result
+    matmul_strided(c, a, b, dims, accumulate)
 }
 
 /// `c = a · b` (or `c += a · b` when `accumulate`) for operands inside larger buffers.
@@ -232,8 +213,8 @@ pub fn matmul_strided(
     Ok(())
 }
 
-/// Rows of C per block are a multiple of this: the height of gemm's AVX-512 micro-kernel
-/// tile (4 registers of 16 lanes), so that no block ends in a partial tile it could avoid.
+/// Rows of C per block are rounded up to a multiple of this, so that no block is a sliver;
+/// 64 is the long side of gemm's AVX-512 micro-kernel tile (4 registers of 16 lanes).
 const ROW_TILE: usize = 64;
 
 /// The most rows of C one gemm call computes. Measured on one thread for the GPT-2 head's

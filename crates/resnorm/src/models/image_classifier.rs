@@ -7,7 +7,7 @@ use crate::nn::{ImageShape, Param};
 use crate::Result;
 
 /// A network from NCHW images to `[N, classes]` logits with explicit backward.
-pub trait ImageClassifier {
+pub trait ImageClassifier: Send {
     /// Computes the logits of `images` (shape `shape`) and keeps what backward needs.
     fn forward(&mut self, images: &[f32], shape: ImageShape) -> Result<&[f32]>;
 

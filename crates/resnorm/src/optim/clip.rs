@@ -8,10 +8,11 @@
 //! The sum is taken over chunks of 64 Ki elements of each parameter, in parallel on
 //! [`crate::threads::pool`], each chunk in eight interleaved `f64` partial sums (so it
 //! vectorizes); the chunk sums are then added in order. The result depends only on the
-//! parameters, never on threads. A non-finite norm
-//! (a gradient holding inf or NaN) is returned with the gradients left untouched, so that
-//! the caller can skip the step or stop; PyTorch would instead scale every gradient by
-//! `0` or `NaN`.
+//! parameters, never on threads.
+//!
+//! A non-finite norm (a gradient holding inf or NaN) is returned with the gradients left
+//! untouched, so that the caller can skip the step or stop; PyTorch would instead scale every
+//! gradient by `0` or `NaN`.
 //!
 //! ```
 //! use resnorm::nn::{Param, ParamKind};

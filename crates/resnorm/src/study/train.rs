@@ -65,6 +65,32 @@ pub fn train_step(
     batch: usize,
     diagnose: bool,
 ) -> Result<(StepOutcome, Option<Diagnostics>)> {
+    crate::threads::busy(|| {
+        held_step(
+            model,
+            optimizer,
+            schedule,
+            clip,
+            step,
+            (inputs, targets),
+            batch,
+            diagnose,
+        )
+    })
+}
+
+/// [`train_step`], run inside [`crate::threads::busy`].
+#[allow(clippy::too_many_arguments)]
+fn held_step(
+    model: &mut Gpt,
+    optimizer: &mut AdamW,
+    schedule: &WarmupCosine,
+    clip: f32,
+    step: u64,
+    (inputs, targets): (&[u32], &[u32]),
+    batch: usize,
+    diagnose: bool,
+) -> Result<(StepOutcome, Option<Diagnostics>)> {
     model.zero_grad();
     let loss = model
         .forward(inputs, batch, Some(targets))?

@@ -80,25 +80,28 @@ pub fn evaluate(
         return Err(Error::invalid(OP, "no validation windows to evaluate"));
     }
     let val = data.validation();
-    let mut inputs = Vec::with_capacity(batch * context);
-    let mut targets = Vec::with_capacity(batch * context);
-    let mut loss_sum = 0.0f64;
-    let mut first = 0;
-    while first < windows {
-        let rows = batch.min(windows - first);
-        inputs.clear();
-        targets.clear();
-        for i in first..first + rows {
-            let start = i * available / windows * context;
-            inputs.extend_from_slice(&val[start..start + context]);
-            targets.extend_from_slice(&val[start + 1..start + context + 1]);
+    let loss_sum = crate::threads::busy(|| -> Result<f64> {
+        let mut inputs = Vec::with_capacity(batch * context);
+        let mut targets = Vec::with_capacity(batch * context);
+        let mut loss_sum = 0.0f64;
+        let mut first = 0;
+        while first < windows {
+            let rows = batch.min(windows - first);
+            inputs.clear();
+            targets.clear();
+            for i in first..first + rows {
+                let start = i * available / windows * context;
+                inputs.extend_from_slice(&val[start..start + context]);
+                targets.extend_from_slice(&val[start + 1..start + context + 1]);
+            }
+            let loss = model
+                .forward(&inputs, rows, Some(&targets))?
+                .ok_or_else(|| Error::invalid(OP, "the model returned no loss"))?;
+            loss_sum += loss as f64 * rows as f64;
+            first += rows;
         }
-        let loss = model
-            .forward(&inputs, rows, Some(&targets))?
-            .ok_or_else(|| Error::invalid(OP, "the model returned no loss"))?;
-        loss_sum += loss as f64 * rows as f64;
-        first += rows;
-    }
+        Ok(loss_sum)
+    })?;
     Ok(Evaluation {
         loss: loss_sum / windows as f64,
         tokens: windows * context,

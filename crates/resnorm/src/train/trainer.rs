@@ -157,6 +157,11 @@ impl Trainer {
     /// A loss or gradient norm that is not finite is [`Error::Diverged`]; the parameters and
     /// optimizer are then as before the step.
     pub fn step(&mut self) -> Result<StepReport> {
+        crate::threads::busy(|| self.step_held())
+    }
+
+    /// [`Trainer::step`], run inside [`crate::threads::busy`].
+    fn step_held(&mut self) -> Result<StepReport> {
         const OP: &str = "Trainer::step";
         let TrainConfig {
             batch,

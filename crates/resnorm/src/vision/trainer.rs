@@ -221,26 +221,7 @@ impl Trainer {
                 &mut self.labels,
             )?;
             lr = self.config.lr_at(self.step, batches as u64)?;
-            self.model.zero_grad();
-            let logits = self.model.forward(&self.images, shape)?;
-            let loss = cross_entropy_forward(
-                logits,
-                &self.labels,
-                classes,
-                &mut self.losses,
-                &mut self.logsumexp,
-            )?;
-            let correct = count_correct(logits, &self.labels, classes);
-            cross_entropy_backward(
-                &mut self.dlogits,
-                logits,
-                &self.logsumexp,
-                &self.labels,
-                classes,
-                1.0,
-            )?;
-            self.model.backward(&self.images, &self.dlogits)?;
-            self.optimizer.step(&mut self.model.params_mut(), lr)?;
+            let (loss, correct) = crate::threads::busy(|| self.train_batch(shape, lr))?;
             if !loss.is_finite() {
                 return Err(Error::invalid(
                     "Trainer::train_epoch",
@@ -279,6 +260,33 @@ impl Trainer {
         Ok(report)
     }
 
+    /// One SGD step on the batch in `images`/`labels`; returns its mean loss and how many
+    /// images it classified correctly (before the update).
+    fn train_batch(&mut self, shape: ImageShape, lr: f32) -> Result<(f32, usize)> {
+        let classes = self.model.num_classes();
+        self.model.zero_grad();
+        let logits = self.model.forward(&self.images, shape)?;
+        let loss = cross_entropy_forward(
+            logits,
+            &self.labels,
+            classes,
+            &mut self.losses,
+            &mut self.logsumexp,
+        )?;
+        let correct = count_correct(logits, &self.labels, classes);
+        cross_entropy_backward(
+            &mut self.dlogits,
+            logits,
+            &self.logsumexp,
+            &self.labels,
+            classes,
+            1.0,
+        )?;
+        self.model.backward(&self.images, &self.dlogits)?;
+        self.optimizer.step(&mut self.model.params_mut(), lr)?;
+        Ok((loss, correct))
+    }
+
     /// Loss and accuracy on the test set, in evaluation mode.
     pub fn evaluate_test(&mut self) -> Result<Evaluation> {
         evaluate(self.model.as_mut(), &self.test, self.config.batch_size)
@@ -313,23 +321,25 @@ pub fn evaluate(
         .images()
         .chunks(batch_size * image_len)
         .zip(dataset.labels().chunks(batch_size));
-    let outcome = batches.into_iter().try_for_each(|(images, labels)| {
-        let shape = ImageShape {
-            batch: labels.len(),
-            ..dataset.shape()
-        };
-        let n = labels.len();
-        let logits = model.forward(images, shape)?;
-        let mean = cross_entropy_forward(
-            logits,
-            labels,
-            classes,
-            &mut losses[..n],
-            &mut logsumexp[..n],
-        )?;
-        loss_sum += mean as f64 * n as f64;
-        correct += count_correct(logits, labels, classes);
-        Ok(())
+    let outcome = crate::threads::busy(|| {
+        batches.into_iter().try_for_each(|(images, labels)| {
+            let shape = ImageShape {
+                batch: labels.len(),
+                ..dataset.shape()
+            };
+            let n = labels.len();
+            let logits = model.forward(images, shape)?;
+            let mean = cross_entropy_forward(
+                logits,
+                labels,
+                classes,
+                &mut losses[..n],
+                &mut logsumexp[..n],
+            )?;
+            loss_sum += mean as f64 * n as f64;
+            correct += count_correct(logits, labels, classes);
+            Ok::<(), Error>(())
+        })
     });
     model.set_training(true);
     outcome?;

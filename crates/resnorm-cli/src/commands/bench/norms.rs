@@ -5,6 +5,9 @@
 //! written once, plus per-row statistics), and the copy bandwidth this machine reaches on
 //! the same thread pool for the same number of bytes. `tools/bench_torch_norms.py` counts
 //! bytes identically for PyTorch; `tools/compare_bench.py` puts both side by side.
+//!
+//! Each measurement runs inside [`threads::busy`], the pool's workers spinning between calls
+//! as a training loop keeps them (and as PyTorch's OpenMP threads spin between operations).
 
 use super::timing::{copy_gbps, gbps, median_ms, Repetitions};
 use resnorm::kernels::add_norm::{add_norm_backward, add_norm_forward, UpstreamGrads};
@@ -222,19 +225,21 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
             let (fwd_bytes, bwd_bytes) = op.bytes(rows, cols);
             for (pass, bytes) in [("fwd", fwd_bytes), ("fwd_bwd", fwd_bytes + bwd_bytes)] {
                 let mut failure = None;
-                let ms = median_ms(&reps, || {
-                    let result = buffers.forward(op).and_then(|()| match pass {
-                        "fwd" => Ok(()),
-                        _ => buffers.backward(op),
-                    });
-                    if let Err(e) = result {
-                        failure = Some(e);
-                    }
+                let ms = threads::busy(|| {
+                    median_ms(&reps, || {
+                        let result = buffers.forward(op).and_then(|()| match pass {
+                            "fwd" => Ok(()),
+                            _ => buffers.backward(op),
+                        });
+                        if let Err(e) = result {
+                            failure = Some(e);
+                        }
+                    })
                 });
                 if let Some(e) = failure {
                     return Err(e);
                 }
-                let copy = copy_gbps(&reps, bytes);
+                let copy = threads::busy(|| copy_gbps(&reps, bytes));
                 let achieved = gbps(bytes, ms);
                 if args.json {
                     let line = serde_json::json!({

@@ -2,13 +2,17 @@
 //! AdamW) of a GPT on random tokens; median time per step, tokens/s, achieved FLOP/s, the
 //! share of time in the linear layers' and the head's matrix products, and peak memory.
 //!
+//! Each step runs inside [`threads::busy`], as the trainer's do. The matrix-product share is
+//! the median time of the step's linear-layer and head products (forward, input gradient,
+//! weight gradient of each, at the step's sizes) run on their own, divided by the median
+//! step time.
+//!
 //! FLOPs per token are counted as `6·N + 12·L·C·T` (N parameters without the position
 //! table; the second term is attention), the estimate nanoGPT and llm.c use, so the figure
 //! compares directly with `tools/bench_torch_gpt.py speed`.
 
 use super::timing::median;
-use resnorm::kernels::matmul_wall_time;
-use resnorm::kernels::NormKind;
+use resnorm::kernels::{matmul, MatDims, NormKind, Trans};
 use resnorm::models::gpt::{Gpt, GptConfig, Placement};
 use resnorm::optim::{clip_grad_norm, AdamW, AdamWConfig, Optimizer};
 use resnorm::rng::Rng;
@@ -77,19 +81,22 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
     let (tokens, targets) = (random_tokens(), random_tokens());
     let mut step_ms = Vec::with_capacity(args.steps);
     let mut matmul_ms = Vec::with_capacity(args.steps);
+    let mut products = StepProducts::of(&model, tokens_per_step);
     for step in 0..args.steps + 2 {
-        let (start, matmul_before) = (Instant::now(), matmul_wall_time());
-        // Not wrapped in the pool: every kernel enters it itself, as in the trainer, and the
-        // linear layers' products stay countable by `matmul_wall_time`.
-        model.zero_grad();
-        model.forward(&tokens, args.batch, Some(&targets))?;
-        model.backward()?;
-        let mut params = model.params_mut();
-        clip_grad_norm(&mut params, 1.0)?;
-        optimizer.step(&mut params, 1e-3)?;
+        let start = Instant::now();
+        threads::busy(|| -> resnorm::Result<()> {
+            model.zero_grad();
+            model.forward(&tokens, args.batch, Some(&targets))?;
+            model.backward()?;
+            let mut params = model.params_mut();
+            clip_grad_norm(&mut params, 1.0)?;
+            optimizer.step(&mut params, 1e-3)
+        })?;
+        let elapsed = start.elapsed();
+        let products_elapsed = threads::busy(|| products.run())?;
         if step >= 2 {
-            step_ms.push(start.elapsed().as_secs_f64() * 1e3);
-            matmul_ms.push((matmul_wall_time() - matmul_before).as_secs_f64() * 1e3);
+            step_ms.push(elapsed.as_secs_f64() * 1e3);
+            matmul_ms.push(products_elapsed.as_secs_f64() * 1e3);
         }
     }
     let ms = median(&mut step_ms);
@@ -128,6 +135,75 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The matrix products of one training step, on scratch buffers: for every linear layer
+/// `[in, out]` (and the tied head, `[vocab, width]` used transposed) the forward product, the
+/// input gradient and the weight gradient at `rows` tokens.
+struct StepProducts {
+    /// `(dims, trans, accumulate)` of each product.
+    calls: Vec<(MatDims, Trans, bool)>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl StepProducts {
+    fn of(model: &Gpt, rows: usize) -> Self {
+        let mut calls = Vec::new();
+        let mut add = |n_in: usize, n_out: usize, weight_transposed: bool| {
+            let w = Trans {
+                a: false,
+                b: weight_transposed,
+            };
+            let (m, k, n) = (rows, n_in, n_out);
+            calls.push((MatDims { m, k, n }, w, false));
+            let dx = Trans {
+                a: false,
+                b: !weight_transposed,
+            };
+            calls.push((MatDims { m, k: n, n: k }, dx, false));
+            let dw = Trans { a: true, b: false };
+            let dw_dims = if weight_transposed {
+                MatDims { m: n, k: m, n: k }
+            } else {
+                MatDims { m: k, k: m, n }
+            };
+            calls.push((dw_dims, dw, true));
+        };
+        model.visit_params(&mut |p| match (p.name.as_str(), p.shape.as_slice()) {
+            ("wte.weight", &[vocab, width]) => add(width, vocab, true),
+            (name, &[n_in, n_out]) if name.ends_with(".weight") && name != "wpe.weight" => {
+                add(n_in, n_out, false)
+            }
+            _ => {}
+        });
+        let len = |size: fn(&MatDims) -> usize| calls.iter().map(|(d, ..)| size(d)).max();
+        let len = |size| len(size).unwrap_or(0);
+        StepProducts {
+            a: vec![0.01; len(|d| d.m * d.k)],
+            b: vec![0.01; len(|d| d.k * d.n)],
+            c: vec![0.0; len(|d| d.m * d.n)],
+            calls,
+        }
+    }
+
+    /// Runs every product once; returns the time taken.
+    fn run(&mut self) -> resnorm::Result<std::time::Duration> {
+        let start = Instant::now();
+        for &(dims, trans, accumulate) in &self.calls {
+            let (a, b) = (&self.a[..dims.m * dims.k], &self.b[..dims.k * dims.n]);
+            matmul(
+                &mut self.c[..dims.m * dims.n],
+                a,
+                b,
+                dims,
+                trans,
+                accumulate,
+            )?;
+        }
+        Ok(start.elapsed())
+    }
 }
 
 /// Peak resident set size of this process (VmHWM), where /proc reports it.

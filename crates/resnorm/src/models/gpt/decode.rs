@@ -310,6 +310,17 @@ pub fn generate(
             ),
         ));
     }
+    crate::threads::busy(|| sample_tokens(model, prompt, count, sampling, rng))
+}
+
+/// [`generate`] after its checks, inside [`crate::threads::busy`].
+fn sample_tokens(
+    model: &Gpt,
+    prompt: &[u32],
+    count: usize,
+    sampling: Sampling,
+    rng: &mut Rng,
+) -> Result<Vec<u32>> {
     let context = model.config().context;
     let mut tokens = prompt[prompt.len().saturating_sub(context)..].to_vec();
     let mut decoder = Decoder::new(model);
