@@ -1,13 +1,12 @@
 //! The MLP's wiring (finite differences through the whole network for every norm, with and
 //! without skips), the learning-rate schedule, a tiny training run that learns, checkpoint
-//! round trips, the study and its report.
+//! round trips and the study (its report is tested in the CLI crate).
 
 use resnorm::data::LabeledImages;
 use resnorm::kernels::{cross_entropy_backward, cross_entropy_forward};
 use resnorm::models::mlp::{Mlp, MlpConfig, MlpNorm};
 use resnorm::nn::ImageShape;
 use resnorm::rng::Rng;
-use resnorm::vision::report::study_html;
 use resnorm::vision::{
     load_model, run_study, ImageSplits, LrSchedule, ModelSpec, StudyConfig, TrainConfig, Trainer,
 };
@@ -181,7 +180,7 @@ fn a_small_resnet_learns_and_its_checkpoint_round_trips() {
 }
 
 #[test]
-fn the_study_runs_every_panel_and_writes_a_report() {
+fn the_study_runs_every_panel() {
     let splits = ImageSplits {
         train: bands(64, 3),
         test: bands(16, 4),
@@ -219,8 +218,5 @@ fn the_study_runs_every_panel_and_writes_a_report() {
         2 + 2,
         "input, 2 blocks, head"
     );
-    let html = study_html(&results, "resnorm vision study");
-    assert!(
-        html.contains("<svg") && html.contains("plain20") && html.contains("mlp-d2-layer-skip")
-    );
+    assert_eq!(results.mlps[0].model, "mlp-d2-layer-skip");
 }

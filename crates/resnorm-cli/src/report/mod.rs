@@ -1,7 +1,9 @@
 //! The study's HTML report: one self-contained page (inline CSS and SVG, no scripts, no
-//! network) with every finding's verdict, its plots and tables of the numbers.
+//! network) with every finding's verdict, its plots and tables of the numbers. The vision
+//! degradation study's page ([`vision`]) shares its style and its charts ([`svg`]).
 
 mod svg;
+pub mod vision;
 
 use resnorm::kernels::NormKind;
 use resnorm::models::gpt::Placement;
@@ -25,11 +27,10 @@ section{border-top:2px solid #ddd;margin-top:24px}figure{margin:8px 0}";
 
 /// The report for `plan`'s `results` on `data` with its `findings`.
 pub fn render(plan: &Plan, data: &StudyData, results: &Results, findings: &[Finding]) -> String {
-    let mut html = String::new();
+    let mut html = page_start("resnorm study");
     let _ = write!(
         html,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>resnorm study</title><style>{STYLE}</style></head><body>\
-         <h1>resnorm study: why residual connections and normalization work</h1>\
+        "<h1>resnorm study: why residual connections and normalization work</h1>\
          <p>Preset <b>{}</b>; data: {} (vocabulary {}{}). Models: width {}, {} heads, context {}, batch {}, seed {}; AdamW (weight decay 0.1), warm-up + cosine schedule, gradient clipping at {}. Runs made: {}.</p>",
         plan.preset,
         escape(&data.source),
@@ -76,6 +77,14 @@ pub fn render(plan: &Plan, data: &StudyData, results: &Results, findings: &[Find
     run_table(&mut html, &all);
     html.push_str("</section></body></html>\n");
     html
+}
+
+/// The page up to and including `<body>`: its `title` and the shared [`STYLE`].
+fn page_start(title: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>",
+        escape(title)
+    )
 }
 
 fn badge(label: &str) -> String {

@@ -1,12 +1,10 @@
 //! Training image classifiers (ResNets, plain nets, deep MLPs) on MNIST-style data: the run
 //! settings ([`config`]), the data splits ([`data`]), the training loop ([`trainer`]), its
-//! checkpoints ([`checkpoint`]) and the degradation study with its report ([`study`],
-//! [`report`]).
+//! checkpoints ([`checkpoint`]) and the degradation study ([`study`]).
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
-pub mod report;
 pub mod study;
 pub mod trainer;
 

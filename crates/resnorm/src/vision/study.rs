@@ -13,7 +13,7 @@
 //! every weight matrix at initialization (one batch) and the training-loss curve. A run whose
 //! loss diverges is recorded as such, with its curve up to that point.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::{ModelSpec, TrainConfig};
 use super::data::ImageSplits;
@@ -23,7 +23,7 @@ use crate::nn::ParamKind;
 use crate::Result;
 
 /// The budget and models of a study.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StudyConfig {
     /// Residual-panel models (names in [`crate::models::resnet::ARCHITECTURES`]).
     pub resnet_models: Vec<String>,
@@ -56,7 +56,7 @@ pub struct StudyConfig {
 }
 
 /// One point of a curve.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
     /// Optimizer steps taken.
     pub step: u64,
@@ -65,7 +65,7 @@ pub struct CurvePoint {
 }
 
 /// One residual-panel model's results.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResNetResult {
     /// `plain56`, ...
     pub model: String,
@@ -86,7 +86,7 @@ pub struct ResNetResult {
 }
 
 /// One feed-forward model's results.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MlpResult {
     /// `mlp-d32-layer-skip`, ...
     pub model: String,
@@ -107,7 +107,7 @@ pub struct MlpResult {
 }
 
 /// Everything a study measured.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StudyResults {
     /// The budget.
     pub config: StudyConfig,

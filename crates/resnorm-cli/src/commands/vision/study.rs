@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use indicatif::ProgressBar;
 use resnorm::checkpoint::{write_atomic, write_json_atomic};
-use resnorm::vision::report::study_html;
 use resnorm::vision::{load_image_splits, run_study, StudyConfig, StudyEvent};
 
 use super::train::{epoch_bar, show_batch};
+use crate::report::vision;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -101,7 +101,7 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
     write_json_atomic(args.out.join("results.json"), &results)?;
     write_atomic(
         args.out.join("report.html"),
-        study_html(&results, &command).as_bytes(),
+        vision::render(&results, &command).as_bytes(),
     )?;
     for r in &results.resnets {
         println!(
