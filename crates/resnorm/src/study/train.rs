@@ -66,61 +66,37 @@ pub fn train_step(
     diagnose: bool,
 ) -> Result<(StepOutcome, Option<Diagnostics>)> {
     crate::threads::busy(|| {
-        held_step(
-            model,
-            optimizer,
-            schedule,
-            clip,
-            step,
-            (inputs, targets),
-            batch,
-            diagnose,
-        )
-    })
-}
-
-/// [`train_step`], run inside [`crate::threads::busy`].
-#[allow(clippy::too_many_arguments)]
-fn held_step(
-    model: &mut Gpt,
-    optimizer: &mut AdamW,
-    schedule: &WarmupCosine,
-    clip: f32,
-    step: u64,
-    (inputs, targets): (&[u32], &[u32]),
-    batch: usize,
-    diagnose: bool,
-) -> Result<(StepOutcome, Option<Diagnostics>)> {
-    model.zero_grad();
-    let loss = model
-        .forward(inputs, batch, Some(targets))?
-        .expect("targets given");
-    model.backward()?;
-    let lr = schedule.lr_at(step);
-    if !loss.is_finite() {
-        // Not applied: the run stops here and counts as diverged.
-        let outcome = StepOutcome {
-            loss,
-            grad_norm: f32::NAN,
+        model.zero_grad();
+        let loss = model
+            .forward(inputs, batch, Some(targets))?
+            .expect("targets given");
+        model.backward()?;
+        let lr = schedule.lr_at(step);
+        if !loss.is_finite() {
+            // Not applied: the run stops here and counts as diverged.
+            let outcome = StepOutcome {
+                loss,
+                grad_norm: f32::NAN,
+                lr,
+            };
+            return Ok((outcome, None));
+        }
+        let update = Update {
             lr,
+            grad_clip: clip,
+            accum: 1,
         };
-        return Ok((outcome, None));
-    }
-    let update = Update {
-        lr,
-        grad_clip: clip,
-        accum: 1,
-    };
-    let diagnose = diagnose.then_some((step, loss));
-    let (grad_norm, diagnostics) = apply_gradients(model, optimizer, update, diagnose)?;
-    Ok((
-        StepOutcome {
-            loss,
-            grad_norm,
-            lr,
-        },
-        diagnostics,
-    ))
+        let diagnose = diagnose.then_some((step, loss));
+        let (grad_norm, diagnostics) = apply_gradients(model, optimizer, update, diagnose)?;
+        Ok((
+            StepOutcome {
+                loss,
+                grad_norm,
+                lr,
+            },
+            diagnostics,
+        ))
+    })
 }
 
 /// Runs `spec` on `data`; `on_step(step)` is called after every step (progress display).

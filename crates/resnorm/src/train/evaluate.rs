@@ -79,31 +79,52 @@ pub fn evaluate(
     if windows == 0 {
         return Err(Error::invalid(OP, "no validation windows to evaluate"));
     }
-    let val = data.validation();
-    let loss_sum = crate::threads::busy(|| -> Result<f64> {
-        let mut inputs = Vec::with_capacity(batch * context);
-        let mut targets = Vec::with_capacity(batch * context);
+    let scored = Scored {
+        windows,
+        available,
+        batch,
+    };
+    let loss_sum = crate::threads::busy(|| scored.loss_sum(model, data.validation()))?;
+    Ok(Evaluation {
+        loss: loss_sum / windows as f64,
+        tokens: windows * context,
+    })
+}
+
+/// Which validation windows [`evaluate`] scores, and how many at a time.
+#[derive(Clone, Copy)]
+struct Scored {
+    /// Windows scored: window `⌊i·available / windows⌋` for `i < windows`.
+    windows: usize,
+    /// Windows in the split.
+    available: usize,
+    /// Windows per forward pass.
+    batch: usize,
+}
+
+impl Scored {
+    /// `Σ` over the scored windows of their mean loss, in `f64`.
+    fn loss_sum(self, model: &mut Gpt, val: &[u32]) -> Result<f64> {
+        let context = model.config().context;
+        let mut inputs = Vec::with_capacity(self.batch * context);
+        let mut targets = Vec::with_capacity(self.batch * context);
         let mut loss_sum = 0.0f64;
         let mut first = 0;
-        while first < windows {
-            let rows = batch.min(windows - first);
+        while first < self.windows {
+            let rows = self.batch.min(self.windows - first);
             inputs.clear();
             targets.clear();
             for i in first..first + rows {
-                let start = i * available / windows * context;
+                let start = i * self.available / self.windows * context;
                 inputs.extend_from_slice(&val[start..start + context]);
                 targets.extend_from_slice(&val[start + 1..start + context + 1]);
             }
             let loss = model
                 .forward(&inputs, rows, Some(&targets))?
-                .ok_or_else(|| Error::invalid(OP, "the model returned no loss"))?;
+                .ok_or_else(|| Error::invalid("evaluate", "the model returned no loss"))?;
             loss_sum += loss as f64 * rows as f64;
             first += rows;
         }
         Ok(loss_sum)
-    })?;
-    Ok(Evaluation {
-        loss: loss_sum / windows as f64,
-        tokens: windows * context,
-    })
+    }
 }

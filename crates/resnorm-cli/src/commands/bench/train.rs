@@ -80,8 +80,6 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
     };
     let (tokens, targets) = (random_tokens(), random_tokens());
     let mut step_ms = Vec::with_capacity(args.steps);
-    let mut matmul_ms = Vec::with_capacity(args.steps);
-    let mut products = StepProducts::of(&model, tokens_per_step);
     for step in 0..args.steps + 2 {
         let start = Instant::now();
         threads::busy(|| -> resnorm::Result<()> {
@@ -92,14 +90,19 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
             clip_grad_norm(&mut params, 1.0)?;
             optimizer.step(&mut params, 1e-3)
         })?;
-        let elapsed = start.elapsed();
-        let products_elapsed = threads::busy(|| products.run())?;
         if step >= 2 {
-            step_ms.push(elapsed.as_secs_f64() * 1e3);
-            matmul_ms.push(products_elapsed.as_secs_f64() * 1e3);
+            step_ms.push(start.elapsed().as_secs_f64() * 1e3);
         }
     }
+    // Before the products' scratch buffers exist, so that it is the training's peak.
+    let rss_mib = peak_rss_mib();
     let ms = median(&mut step_ms);
+    let mut products = StepProducts::of(&model, tokens_per_step);
+    let mut matmul_ms = Vec::with_capacity(args.steps);
+    for _ in 0..args.steps {
+        let elapsed = threads::busy(|| products.run())?;
+        matmul_ms.push(elapsed.as_secs_f64() * 1e3);
+    }
     let matmul_share = median(&mut matmul_ms) / ms;
     let mut flop_params = 0;
     model.visit_params(&mut |p| {
@@ -110,7 +113,6 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
     let flops_per_token = 6 * flop_params + 12 * args.layers * args.width * args.context;
     let tok_s = tokens_per_step as f64 / (ms * 1e-3);
     let gflops = flops_per_token as f64 * tok_s / 1e9;
-    let rss_mib = peak_rss_mib();
     if args.json {
         let line = serde_json::json!({
             "impl": concat!("resnorm ", env!("CARGO_PKG_VERSION")), "threads": threads::num_threads(),
