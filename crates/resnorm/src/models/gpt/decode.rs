@@ -310,41 +310,32 @@ pub fn generate(
             ),
         ));
     }
-    crate::threads::busy(|| sample_tokens(model, prompt, count, sampling, rng))
-}
-
-/// [`generate`] after its checks, inside [`crate::threads::busy`].
-fn sample_tokens(
-    model: &Gpt,
-    prompt: &[u32],
-    count: usize,
-    sampling: Sampling,
-    rng: &mut Rng,
-) -> Result<Vec<u32>> {
-    let context = model.config().context;
-    let mut tokens = prompt[prompt.len().saturating_sub(context)..].to_vec();
-    let mut decoder = Decoder::new(model);
-    for &token in &tokens {
-        decoder.push(token)?;
-    }
-    let mut weights = Vec::with_capacity(model.config().vocab);
-    let mut sampled = Vec::with_capacity(count);
-    for i in 0..count {
-        let next = sample(decoder.logits(), sampling, rng, &mut weights);
-        sampled.push(next);
-        tokens.push(next);
-        if i + 1 == count {
-            break;
+    crate::threads::busy(|| {
+        let context = model.config().context;
+        let mut tokens = prompt[prompt.len().saturating_sub(context)..].to_vec();
+        let mut decoder = Decoder::new(model);
+        for &token in &tokens {
+            decoder.push(token)?;
         }
-        if decoder.len() == context {
-            decoder.reset();
-            for &token in &tokens[tokens.len() - context..tokens.len() - 1] {
-                decoder.push(token)?;
+        let mut weights = Vec::with_capacity(model.config().vocab);
+        let mut sampled = Vec::with_capacity(count);
+        for i in 0..count {
+            let next = sample(decoder.logits(), sampling, rng, &mut weights);
+            sampled.push(next);
+            tokens.push(next);
+            if i + 1 == count {
+                break;
             }
+            if decoder.len() == context {
+                decoder.reset();
+                for &token in &tokens[tokens.len() - context..tokens.len() - 1] {
+                    decoder.push(token)?;
+                }
+            }
+            decoder.push(next)?;
         }
-        decoder.push(next)?;
-    }
-    Ok(sampled)
+        Ok(sampled)
+    })
 }
 
 /// One token from `logits` (see the module documentation); `weights` is scratch.
