@@ -35,7 +35,7 @@ enum Command {
     Bench(commands::bench::Bench),
     /// Run the residual/normalization experiments and write an HTML report of the findings.
     Study(commands::study::Args),
-    /// Train a GPT (default: the built-in corpus, a few minutes on two cores) and print a sample.
+    /// Train a GPT (default: the built-in corpus, about a minute on two cores) and print a sample.
     Train(Box<commands::train::Args>),
     /// Generate text from a checkpoint.
     Sample(commands::sample::Args),
