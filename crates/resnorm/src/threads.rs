@@ -16,8 +16,10 @@
 
 use crate::{Error, Result};
 use rayon::{ThreadPool, ThreadPoolBuilder};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 static POOL: OnceLock<ThreadPool> = OnceLock::new();
 
@@ -105,17 +107,45 @@ pub fn busy<R: Send>(body: impl FnOnce() -> R + Send) -> R {
         let release = Release(Arc::new(AtomicBool::new(false)));
         let done = Arc::clone(&release.0);
         pool.spawn_broadcast(move |context| {
-            if Some(context.index()) == driver {
-                return;
-            }
-            while !done.load(Ordering::Acquire) {
-                if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                    std::hint::spin_loop();
-                }
+            if Some(context.index()) != driver {
+                spin_for_work(&done);
             }
         });
         body()
     })
+}
+
+/// How long a spinning worker of [`busy`] looks for work in vain before it stops spinning.
+///
+/// The limit also guarantees progress: rayon may start a worker's spinning job while that
+/// worker waits inside a job of the very `body` the spinning serves (a worker waiting for a
+/// `join` runs whatever is queued for it). `body` then cannot finish before that job does, so
+/// the spinning must end by itself: after this long without work, or at once when the worker
+/// is already spinning further up its stack.
+const SPIN_IDLE_LIMIT: Duration = Duration::from_micros(500);
+
+thread_local! {
+    /// Whether this worker is inside [`spin_for_work`].
+    static SPINNING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs the pool's pending jobs until `done`, or until none has come for
+/// [`SPIN_IDLE_LIMIT`].
+fn spin_for_work(done: &AtomicBool) {
+    if SPINNING.with(|spinning| spinning.replace(true)) {
+        return; // nested inside an outer spin of this worker
+    }
+    let mut last_work = Instant::now();
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            last_work = Instant::now();
+        } else if last_work.elapsed() > SPIN_IDLE_LIMIT {
+            break;
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    SPINNING.with(|spinning| spinning.set(false));
 }
 
 /// Lets the spinning workers of [`busy`] go when dropped, also when `body` panics.
