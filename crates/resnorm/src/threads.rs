@@ -85,7 +85,7 @@ pub fn rows_per_block(rows: usize) -> usize {
 
 /// Runs `body` on the pool while every other worker stays awake, spinning for work instead
 /// of sleeping, until `body` returns (or until it has found no work for
-/// [`SPIN_IDLE_LIMIT`], when it sleeps as usual).
+/// 500 µs, when it sleeps as usual).
 ///
 /// Every kernel enters the pool, and a worker that found nothing to do for a few microseconds
 /// goes to sleep; waking it costs tens of microseconds on a virtual machine, more than a
