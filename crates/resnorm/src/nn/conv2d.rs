@@ -10,7 +10,7 @@
 //! ```
 //!
 //! (terms outside the image are 0). Per image this is one matrix product over the patch
-//! matrix `cols = im2col(x[n])` of shape `[C·k·k, OH·OW]` (see [`crate::kernels::im2col`]):
+//! matrix `cols = im2col(x[n])` of shape `[C·k·k, OH·OW]` (see [`crate::kernels::im2col()`]):
 //! `y[n] = w · cols + b`. Backward, with `dy = ∂L/∂y`:
 //!
 //! ```text

@@ -11,7 +11,7 @@
 //!
 //! The layer owns `weight` and `bias`; the caller owns the activations. Backward needs the
 //! forward's input `x` and the output gradient `dy`. The products run on
-//! [`crate::kernels::matmul`] (transposes by strides, no copies). The bias gradient is summed
+//! [`crate::kernels::matmul()`] (transposes by strides, no copies). The bias gradient is summed
 //! per column in row order, each thread owning a block of columns, so it is bit-for-bit the
 //! same for any thread count.
 //!
