@@ -294,4 +294,8 @@ fn bad_bench_and_thread_flags_are_one_line_and_exit_2() {
     assert_one_line_error(&no_threads, "at least 1");
     let bad_model = resnorm(&["bench", "train", "--width", "10", "--heads", "3"], &dir);
     assert_one_line_error(&bad_model, "divisible");
+    let bad_sample_model = resnorm(&["bench", "sample", "--width", "10", "--heads", "3"], &dir);
+    assert_one_line_error(&bad_sample_model, "divisible");
+    let no_tokens = resnorm(&["bench", "sample", "--tokens", "abc"], &dir);
+    assert_one_line_error(&no_tokens, "--tokens");
 }
