@@ -173,15 +173,42 @@ impl PatchGeometry {
 }
 
 /// Writes the patches of `image` (`[C, H, W]`) into `cols` (`[C·k·k, OH·OW]`, overwritten).
+///
+/// Every element of `cols` is written once: a copy of an image row (a plain copy at stride
+/// 1), with zeros where the patch hangs over the padding.
 pub fn im2col(geometry: &PatchGeometry, image: &[f32], cols: &mut [f32]) -> Result<()> {
     geometry.check("im2col", image.len(), cols.len())?;
-    cols.fill(0.0);
-    let s = geometry.stride;
-    geometry.for_each_run(|input, col, run| {
-        for (t, dst) in cols[col..col + run].iter_mut().enumerate() {
-            *dst = image[input + t * s];
+    let g = geometry;
+    let (k, s, p) = (g.kernel, g.stride, g.padding);
+    let (out_h, out_w) = (g.out_height(), g.out_width());
+    let plane_len = g.height * g.width;
+    let mut rows = cols.chunks_exact_mut(out_h * out_w);
+    for plane in image.chunks_exact(plane_len) {
+        for i in 0..k {
+            let (oh_lo, oh_hi) = g.valid_outputs(i, g.height, out_h);
+            for j in 0..k {
+                let (ow_lo, ow_hi) = g.valid_outputs(j, g.width, out_w);
+                let row = rows.next().expect("check() sized cols to C·k·k rows");
+                for (oh, out) in row.chunks_exact_mut(out_w).enumerate() {
+                    if oh < oh_lo || oh >= oh_hi || ow_lo == ow_hi {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let start = (oh * s + i - p) * g.width + ow_lo * s + j - p;
+                    let (before, rest) = out.split_at_mut(ow_lo);
+                    let (run, after) = rest.split_at_mut(ow_hi - ow_lo);
+                    before.fill(0.0);
+                    after.fill(0.0);
+                    if s == 1 {
+                        run.copy_from_slice(&plane[start..start + run.len()]);
+                    } else {
+                        let source = plane[start..].iter().step_by(s);
+                        run.iter_mut().zip(source).for_each(|(d, &v)| *d = v);
+                    }
+                }
+            }
         }
-    });
+    }
     Ok(())
 }
 
@@ -192,8 +219,13 @@ pub fn col2im(geometry: &PatchGeometry, cols: &[f32], image: &mut [f32]) -> Resu
     image.fill(0.0);
     let s = geometry.stride;
     geometry.for_each_run(|input, col, run| {
-        for (t, &src) in cols[col..col + run].iter().enumerate() {
-            image[input + t * s] += src;
+        let source = &cols[col..col + run];
+        if s == 1 {
+            let target = &mut image[input..input + run];
+            target.iter_mut().zip(source).for_each(|(d, &v)| *d += v);
+        } else {
+            let target = image[input..].iter_mut().step_by(s);
+            target.zip(source).for_each(|(d, &v)| *d += v);
         }
     });
     Ok(())
