@@ -69,10 +69,9 @@ pub fn relu_forward(input: &[f32], output: &mut [f32]) -> Result<()> {
 /// `values = max(values, 0)` elementwise, in place.
 pub fn relu_forward_in_place(values: &mut [f32]) {
     blockwise(values, |_, y| {
+        // A select, not a conditional store: it vectorizes without masked stores.
         for y in y.iter_mut() {
-            if *y <= 0.0 {
-                *y = 0.0;
-            }
+            *y = if *y <= 0.0 { 0.0 } else { *y };
         }
     });
 }
@@ -99,9 +98,7 @@ pub fn relu_backward_in_place(output: &[f32], grad: &mut [f32]) -> Result<()> {
     )?;
     blockwise(grad, |start, g| {
         for (g, &y) in g.iter_mut().zip(&output[start..]) {
-            if y <= 0.0 {
-                *g = 0.0;
-            }
+            *g = if y <= 0.0 { 0.0 } else { *g };
         }
     });
     Ok(())
