@@ -17,6 +17,7 @@
 
 pub mod add_norm;
 pub mod batch_norm;
+pub mod conv3x3;
 pub mod cross_entropy;
 pub mod exp;
 pub mod gelu;
@@ -31,6 +32,7 @@ pub mod rms_norm;
 mod rows;
 mod stores;
 
+pub use conv3x3::{conv3x3_forward, conv3x3_weight_grad, Conv3x3Layout, Conv3x3Weights};
 pub use cross_entropy::{
     cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward,
 };

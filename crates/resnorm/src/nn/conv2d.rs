@@ -45,7 +45,10 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{col2im, im2col, matmul, MatDims, PatchGeometry, Trans};
+use crate::kernels::{
+    col2im, conv3x3_forward, conv3x3_weight_grad, im2col, matmul, Conv3x3Layout, Conv3x3Weights,
+    MatDims, PatchGeometry, Trans,
+};
 use crate::nn::{ImageShape, Param, ParamKind};
 use crate::rng::Rng;
 use crate::threads;
@@ -76,6 +79,8 @@ pub struct Conv2d {
     /// `{name}.bias`, shape `[out_channels]`, when configured.
     pub bias: Option<Param>,
     config: Conv2dConfig,
+    /// The weight rearranged for the direct 3x3 kernels, refreshed every pass.
+    packed: Conv3x3Weights,
     workspace: Vec<f32>,
 }
 
@@ -104,6 +109,7 @@ impl Conv2d {
                 )
             }),
             config,
+            packed: Conv3x3Weights::default(),
             workspace: Vec::new(),
         })
     }
@@ -163,13 +169,79 @@ impl Conv2d {
         (per_block, batch.div_ceil(per_block))
     }
 
+    /// Whether the direct 3x3 kernels ([`crate::kernels::conv3x3`]) apply: kernel 3, stride 1,
+    /// padding 1. Every other shape goes through im2col and a matrix product.
+    fn is_direct(&self) -> bool {
+        let c = &self.config;
+        (c.kernel_size, c.stride, c.padding) == (3, 1, 1)
+    }
+
     /// Computes `output` (`[N, out, OH, OW]`) from `input` (`[N, in, H, W]`, shape `shape`).
     pub fn forward(&mut self, input: &[f32], shape: ImageShape, output: &mut [f32]) -> Result<()> {
         const OP: &str = "Conv2d::forward";
         let geometry = self.geometry(OP, shape)?;
         shape.check_len(OP, "input", input)?;
         self.output_shape(shape)?.check_len(OP, "output", output)?;
+        if self.is_direct() {
+            self.forward_direct(input, shape, output)?;
+        } else {
+            self.forward_im2col(input, &geometry, shape.batch, output)?;
+        }
+        if let Some(bias) = &self.bias {
+            let planes = output.chunks_mut(geometry.positions());
+            for (plane, &b) in planes.zip(bias.value.iter().cycle()) {
+                plane.iter_mut().for_each(|v| *v += b);
+            }
+        }
+        Ok(())
+    }
+
+    fn forward_direct(
+        &mut self,
+        input: &[f32],
+        shape: ImageShape,
+        output: &mut [f32],
+    ) -> Result<()> {
+        let (c_in, c_out) = (self.config.in_channels, self.config.out_channels);
         let (per_block, blocks) = Self::blocking(shape.batch);
+        let (height, width) = (shape.height, shape.width);
+        let group = Conv3x3Layout::group_size(height, width, per_block);
+        let largest = Conv3x3Layout::new(height, width, group)?;
+        let padded_len = largest.padded_len(c_in);
+        let scratch_len = padded_len + largest.span_len(c_out);
+        self.packed.repack(&self.weight.value, c_out, c_in, false)?;
+        self.workspace.resize(blocks * scratch_len, 0.0);
+        let packed = &self.packed;
+        let (in_image, out_image) = (c_in * height * width, c_out * height * width);
+        threads::pool().install(|| {
+            input
+                .par_chunks(per_block * in_image)
+                .zip(output.par_chunks_mut(per_block * out_image))
+                .zip(self.workspace.par_chunks_mut(scratch_len))
+                .try_for_each(|((x_block, y_block), scratch)| {
+                    let (padded, span) = scratch.split_at_mut(padded_len);
+                    let groups = x_block.chunks(group * in_image);
+                    for (x, y) in groups.zip(y_block.chunks_mut(group * out_image)) {
+                        let layout = Conv3x3Layout::new(height, width, x.len() / in_image)?;
+                        let padded = &mut padded[..layout.padded_len(c_in)];
+                        let span = &mut span[..layout.span_len(c_out)];
+                        layout.pad(x, c_in, padded)?;
+                        conv3x3_forward(&layout, packed, padded, span)?;
+                        layout.extract(span, c_out, y)?;
+                    }
+                    Ok(())
+                })
+        })
+    }
+
+    fn forward_im2col(
+        &mut self,
+        input: &[f32],
+        geometry: &PatchGeometry,
+        batch: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        let (per_block, blocks) = Self::blocking(batch);
         let (out_channels, patch_len, positions) = (
             self.config.out_channels,
             geometry.patch_len(),
@@ -179,7 +251,6 @@ impl Conv2d {
         let out_image = out_channels * positions;
         self.workspace.resize(blocks * cols_len, 0.0);
         let weight = &self.weight.value;
-        let bias = self.bias.as_ref().map(|b| &b.value[..]);
         threads::pool().install(|| {
             input
                 .par_chunks(per_block * geometry.image_len())
@@ -188,7 +259,7 @@ impl Conv2d {
                 .try_for_each(|((x_block, y_block), cols)| {
                     let images = x_block.chunks(geometry.image_len());
                     for (x, y) in images.zip(y_block.chunks_mut(out_image)) {
-                        im2col(&geometry, x, cols)?;
+                        im2col(geometry, x, cols)?;
                         // y[O, P] = W[O, K] · cols[K, P]
                         let dims = MatDims {
                             m: out_channels,
@@ -196,11 +267,6 @@ impl Conv2d {
                             n: positions,
                         };
                         matmul(y, weight, cols, dims, Trans::NONE, false)?;
-                        if let Some(bias) = bias {
-                            for (plane, &b) in y.chunks_mut(geometry.positions()).zip(bias) {
-                                plane.iter_mut().for_each(|v| *v += b);
-                            }
-                        }
                     }
                     Ok(())
                 })
@@ -222,13 +288,104 @@ impl Conv2d {
         shape.check_len(OP, "dinput", dinput)?;
         self.output_shape(shape)?
             .check_len(OP, "doutput", doutput)?;
+        // Each block's scratch starts with its partial weight gradient.
+        let block_len = if self.is_direct() {
+            self.backward_direct(input, shape, doutput, dinput)?
+        } else {
+            self.backward_im2col(input, &geometry, shape.batch, doutput, dinput)?
+        };
+        // The batch's gradients are summed completely (blocks in order) before they are
+        // added, so accumulating over micro-batches rounds once per batch.
+        let weight_len = self.weight.len();
+        let (first, rest) = self.workspace.split_at_mut(block_len);
+        let dweight = &mut first[..weight_len];
+        for scratch in rest.chunks(block_len) {
+            for (total, &d) in dweight.iter_mut().zip(&scratch[..weight_len]) {
+                *total += d;
+            }
+        }
+        for (g, &d) in self.weight.grad.iter_mut().zip(dweight.iter()) {
+            *g += d;
+        }
+        if let Some(bias) = &mut self.bias {
+            let (out_channels, positions) = (self.config.out_channels, geometry.positions());
+            for (o, g) in bias.grad.iter_mut().enumerate() {
+                let planes = doutput.chunks(positions).skip(o).step_by(out_channels);
+                *g += planes.map(|plane| plane.iter().sum::<f32>()).sum::<f32>();
+            }
+        }
+        Ok(())
+    }
+
+    /// The backward pass on padded planes; returns the length of each block's scratch.
+    fn backward_direct(
+        &mut self,
+        input: &[f32],
+        shape: ImageShape,
+        doutput: &[f32],
+        dinput: &mut [f32],
+    ) -> Result<usize> {
+        let (c_in, c_out) = (self.config.in_channels, self.config.out_channels);
         let (per_block, blocks) = Self::blocking(shape.batch);
+        let (height, width) = (shape.height, shape.width);
+        let group = Conv3x3Layout::group_size(height, width, per_block);
+        let largest = Conv3x3Layout::new(height, width, group)?;
+        let weight_len = self.weight.len();
+        let (x_len, dy_len) = (largest.padded_len(c_in), largest.padded_len(c_out));
+        let block_len = weight_len + x_len + dy_len + largest.span_len(c_in);
+        self.packed.repack(&self.weight.value, c_out, c_in, true)?;
+        self.workspace.resize(blocks * block_len, 0.0);
+        let packed = &self.packed;
+        let (in_image, out_image) = (c_in * height * width, c_out * height * width);
+        threads::pool().install(|| {
+            input
+                .par_chunks(per_block * in_image)
+                .zip(doutput.par_chunks(per_block * out_image))
+                .zip(dinput.par_chunks_mut(per_block * in_image))
+                .zip(self.workspace.par_chunks_mut(block_len))
+                .try_for_each(|(((x_block, dy_block), dx_block), scratch)| {
+                    let (dweight, rest) = scratch.split_at_mut(weight_len);
+                    let (padded_x, rest) = rest.split_at_mut(x_len);
+                    let (padded_dy, span) = rest.split_at_mut(dy_len);
+                    dweight.fill(0.0);
+                    let groups = x_block
+                        .chunks(group * in_image)
+                        .zip(dy_block.chunks(group * out_image))
+                        .zip(dx_block.chunks_mut(group * in_image));
+                    for ((x, dy), dx) in groups {
+                        let layout = Conv3x3Layout::new(height, width, x.len() / in_image)?;
+                        let padded_x = &mut padded_x[..layout.padded_len(c_in)];
+                        let padded_dy = &mut padded_dy[..layout.padded_len(c_out)];
+                        let span = &mut span[..layout.span_len(c_in)];
+                        layout.pad(x, c_in, padded_x)?;
+                        layout.pad(dy, c_out, padded_dy)?;
+                        conv3x3_weight_grad(&layout, padded_x, padded_dy, dweight)?;
+                        conv3x3_forward(&layout, packed, padded_dy, span)?;
+                        layout.extract(span, c_in, dx)?;
+                    }
+                    Ok::<(), Error>(())
+                })
+        })?;
+        Ok(block_len)
+    }
+
+    /// The backward pass through im2col; returns the length of each block's scratch.
+    fn backward_im2col(
+        &mut self,
+        input: &[f32],
+        geometry: &PatchGeometry,
+        batch: usize,
+        doutput: &[f32],
+        dinput: &mut [f32],
+    ) -> Result<usize> {
+        let (per_block, blocks) = Self::blocking(batch);
         let (out_channels, patch_len, positions) = (
             self.config.out_channels,
             geometry.patch_len(),
             geometry.positions(),
         );
-        let block_len = geometry.cols_len() + self.weight.len();
+        let weight_len = self.weight.len();
+        let block_len = weight_len + geometry.cols_len();
         self.workspace.resize(blocks * block_len, 0.0);
         let weight = &self.weight.value;
         threads::pool().install(|| {
@@ -238,14 +395,14 @@ impl Conv2d {
                 .zip(dinput.par_chunks_mut(per_block * geometry.image_len()))
                 .zip(self.workspace.par_chunks_mut(block_len))
                 .try_for_each(|(((x_block, dy_block), dx_block), scratch)| {
-                    let (cols, dweight) = scratch.split_at_mut(geometry.cols_len());
+                    let (dweight, cols) = scratch.split_at_mut(weight_len);
                     dweight.fill(0.0);
                     let images = x_block
                         .chunks(geometry.image_len())
                         .zip(dy_block.chunks(out_channels * positions))
                         .zip(dx_block.chunks_mut(geometry.image_len()));
                     for ((x, dy), dx) in images {
-                        im2col(&geometry, x, cols)?;
+                        im2col(geometry, x, cols)?;
                         // dW[O, K] += dy[O, P] · cols[K, P]ᵀ
                         let dims = MatDims {
                             m: out_channels,
@@ -260,30 +417,12 @@ impl Conv2d {
                             n: positions,
                         };
                         matmul(cols, weight, dy, dims, Trans { a: true, b: false }, false)?;
-                        col2im(&geometry, cols, dx)?;
+                        col2im(geometry, cols, dx)?;
                     }
                     Ok::<(), Error>(())
                 })
         })?;
-        // The batch's gradients are summed completely (blocks in order) before they are
-        // added, so accumulating over micro-batches rounds once per batch.
-        let (first, rest) = self.workspace.split_at_mut(block_len);
-        let dweight = &mut first[geometry.cols_len()..];
-        for scratch in rest.chunks(block_len) {
-            for (total, &d) in dweight.iter_mut().zip(&scratch[geometry.cols_len()..]) {
-                *total += d;
-            }
-        }
-        for (g, &d) in self.weight.grad.iter_mut().zip(dweight.iter()) {
-            *g += d;
-        }
-        if let Some(bias) = &mut self.bias {
-            for (o, g) in bias.grad.iter_mut().enumerate() {
-                let planes = doutput.chunks(positions).skip(o).step_by(out_channels);
-                *g += planes.map(|plane| plane.iter().sum::<f32>()).sum::<f32>();
-            }
-        }
-        Ok(())
+        Ok(block_len)
     }
 
     /// Clears the parameters' gradients.

@@ -1,0 +1,276 @@
+//! Direct 3x3 convolution with stride 1 and padding 1 (the convolution of every ResNet block),
+//! forward and backward, on zero-padded planes: no patch matrix.
+//!
+//! A group of `G` images of `H x W` pixels is laid out per channel as `G` zero-padded planes of
+//! `(H + 2) x (W + 2)` one after the other, followed by zeros ([`Conv3x3Layout::pad`]). Pixel
+//! `(h, w)` of image `g` sits at `g·(H+2)(W+2) + (h+1)(W+2) + (w+1)`, so every tap of the kernel
+//! is one fixed shift of that flat index: with `q` the flat position of an output pixel minus
+//! `(W+2) + 1`,
+//!
+//! ```text
+//! y[o, q] = Σ_{c, i, j} w[o, c, i, j] · xp[c, q + i·(W+2) + j]
+//! ```
+//!
+//! The kernel computes this for every `q` of the group's span, sixteen positions per vector
+//! and several output channels at once, with one unaligned load per input channel and tap;
+//! positions on the padding are computed too (about `(H+2)(W+2) / HW` times the useful work)
+//! and dropped by [`Conv3x3Layout::extract`]. Backward, with `dy` laid out the same way
+//! (its padding is zero):
+//!
+//! ```text
+//! ∂L/∂w[o, c, i, j] = Σ_q dyp[o, q + (W+2) + 1] · xp[c, q + i·(W+2) + j]
+//! ∂L/∂x = the same convolution of dyp with w transposed (c ↔ o) and flipped (i, j → 2-i, 2-j)
+//! ```
+//!
+//! (the zero padding of `dyp` makes the sum over the span exactly the sum over the pixels).
+//! Sums run in a fixed order, so results depend only on the CPU's instruction set: AVX-512
+//! (fused multiply-add) when the CPU has it, else plain 16-lane arrays (AVX2 when present).
+//!
+//! ```
+//! use resnorm::kernels::{conv3x3_forward, Conv3x3Layout, Conv3x3Weights};
+//! // One 2x2 image, one channel in and out, a 3x3 box filter: each output sums the image.
+//! let layout = Conv3x3Layout::new(2, 2, 1).unwrap();
+//! let mut padded = vec![f32::NAN; layout.padded_len(1)];
+//! layout.pad(&[1.0, 2.0, 3.0, 4.0], 1, &mut padded).unwrap();
+//! let weights = Conv3x3Weights::forward(&[1.0; 9], 1, 1).unwrap();
+//! let mut span = vec![0.0; layout.span_len(1)];
+//! conv3x3_forward(&layout, &weights, &padded, &mut span).unwrap();
+//! let mut y = [0.0; 4];
+//! layout.extract(&span, 1, &mut y).unwrap();
+//! assert_eq!(y, [10.0; 4]);
+//! ```
+
+use crate::{Error, Result};
+
+mod kernels;
+mod layout;
+
+pub use layout::Conv3x3Layout;
+
+#[cfg(target_arch = "x86_64")]
+use kernels::avx512;
+use kernels::{forward, weight_grad, Portable};
+
+/// Lanes of one vector: positions computed together.
+const LANES: usize = 16;
+/// Output channels per block of the forward kernel (fewer for the last ones).
+const OUT_BLOCK: usize = 4;
+
+/// A 3x3 weight rearranged for [`conv3x3_forward`]: blocks of output channels, each as
+/// `[in_channels, 9 taps, block]`, so the kernel reads its multipliers in order.
+#[derive(Clone, Debug, Default)]
+pub struct Conv3x3Weights {
+    packed: Vec<f32>,
+    in_channels: usize,
+    out_channels: usize,
+}
+
+impl Conv3x3Weights {
+    /// From a layer's weight `[out, in, 3, 3]`, to compute its output.
+    pub fn forward(weight: &[f32], out_channels: usize, in_channels: usize) -> Result<Self> {
+        let mut packed = Self::default();
+        packed.repack(weight, out_channels, in_channels, false)?;
+        Ok(packed)
+    }
+
+    /// Rearranges `weight` (`[out, in, 3, 3]`) in place of the current contents, reusing the
+    /// allocation. With `transposed`, the result computes `∂L/∂input` from `∂L/∂output`: the
+    /// kernel's inputs are the layer's outputs and its taps are flipped.
+    pub fn repack(
+        &mut self,
+        weight: &[f32],
+        out_channels: usize,
+        in_channels: usize,
+        transposed: bool,
+    ) -> Result<()> {
+        let len = out_channels * in_channels * 9;
+        check_len("Conv3x3Weights::repack", "weight", weight, len)?;
+        let (kernel_out, kernel_in) = match transposed {
+            false => (out_channels, in_channels),
+            true => (in_channels, out_channels),
+        };
+        let tap = |o: usize, c: usize, t: usize| match transposed {
+            false => weight[(o * in_channels + c) * 9 + t],
+            true => weight[(c * in_channels + o) * 9 + 8 - t],
+        };
+        self.packed.clear();
+        for (first, block) in out_blocks(kernel_out) {
+            for c in 0..kernel_in {
+                for t in 0..9 {
+                    self.packed
+                        .extend((first..first + block).map(|o| tap(o, c, t)));
+                }
+            }
+        }
+        (self.out_channels, self.in_channels) = (kernel_out, kernel_in);
+        Ok(())
+    }
+}
+
+/// The forward kernel's output-channel blocks, `(first channel, size)`: [`OUT_BLOCK`] wide,
+/// then one at a time.
+fn out_blocks(channels: usize) -> impl Iterator<Item = (usize, usize)> {
+    let full = channels / OUT_BLOCK * OUT_BLOCK;
+    let wide = (0..full).step_by(OUT_BLOCK).map(|o| (o, OUT_BLOCK));
+    wide.chain((full..channels).map(|o| (o, 1)))
+}
+
+fn check_len(op: &'static str, what: &str, data: &[f32], expected: usize) -> Result<()> {
+    if data.len() != expected {
+        return Err(Error::shape(
+            op,
+            format!("{what} has {} elements, expected {expected}", data.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `span` (`[out, span]`, see [`Conv3x3Layout::span_len`]) with the convolution of the
+/// padded group `padded` (`[in, ...]`, from [`Conv3x3Layout::pad`]) by `weights`.
+pub fn conv3x3_forward(
+    layout: &Conv3x3Layout,
+    weights: &Conv3x3Weights,
+    padded: &[f32],
+    span: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "conv3x3_forward";
+    check_len(OP, "padded", padded, layout.padded_len(weights.in_channels))?;
+    check_len(OP, "span", span, layout.span_len(weights.out_channels))?;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        unsafe { avx512::forward(layout, weights, padded, span) };
+        return Ok(());
+    }
+    crate::kernels::exp::wide(|| forward::<Portable>(layout, weights, padded, span));
+    Ok(())
+}
+
+/// Adds `∂L/∂w` (`[out, in, 3, 3]`) into `dweight`, from the padded group of the layer's
+/// input `padded_input` (`[in, ...]`) and of `∂L/∂output` `padded_doutput` (`[out, ...]`).
+pub fn conv3x3_weight_grad(
+    layout: &Conv3x3Layout,
+    padded_input: &[f32],
+    padded_doutput: &[f32],
+    dweight: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "conv3x3_weight_grad";
+    let in_channels = padded_input.len() / layout.channel_len();
+    let out_channels = padded_doutput.len() / layout.channel_len();
+    check_len(
+        OP,
+        "padded input",
+        padded_input,
+        layout.padded_len(in_channels),
+    )?;
+    check_len(
+        OP,
+        "padded doutput",
+        padded_doutput,
+        layout.padded_len(out_channels),
+    )?;
+    check_len(OP, "dweight", dweight, out_channels * in_channels * 9)?;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        unsafe { avx512::weight_grad(layout, padded_input, padded_doutput, dweight) };
+        return Ok(());
+    }
+    crate::kernels::exp::wide(|| {
+        weight_grad::<Portable>(layout, padded_input, padded_doutput, dweight)
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Both implementations of both kernels, on a group of three 9x11 images with channel
+    /// counts that leave partial blocks: the same sums, rounded differently (fused
+    /// multiply-adds), so equal to 1e-5 of the terms' scale. (The layer tests compare the
+    /// dispatched kernels with direct f64 loops.)
+    #[test]
+    fn portable_kernels_agree_with_the_dispatched_ones() {
+        let mut rng = Rng::new(3);
+        let (c_in, c_out) = (5, 6);
+        let layout = Conv3x3Layout::new(9, 11, 3).unwrap();
+        let mut normal = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+        let (x, dy, w) = (
+            normal(3 * c_in * 99),
+            normal(3 * c_out * 99),
+            normal(c_out * c_in * 9),
+        );
+        let (mut px, mut pdy) = (
+            vec![0.0; layout.padded_len(c_in)],
+            vec![0.0; layout.padded_len(c_out)],
+        );
+        layout.pad(&x, c_in, &mut px).unwrap();
+        layout.pad(&dy, c_out, &mut pdy).unwrap();
+        let close = |what: &str, a: &[f32], b: &[f32]| {
+            for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{what}[{i}]: {a} vs {b}"
+                );
+            }
+        };
+        for transposed in [false, true] {
+            let mut weights = Conv3x3Weights::default();
+            weights.repack(&w, c_out, c_in, transposed).unwrap();
+            let (input, channels) = if transposed {
+                (&pdy, c_in)
+            } else {
+                (&px, c_out)
+            };
+            let mut dispatched = vec![0.0; layout.span_len(channels)];
+            conv3x3_forward(&layout, &weights, input, &mut dispatched).unwrap();
+            let mut portable = vec![0.0; layout.span_len(channels)];
+            forward::<Portable>(&layout, &weights, input, &mut portable);
+            close("forward", &portable, &dispatched);
+        }
+        let mut dispatched = vec![0.0; w.len()];
+        conv3x3_weight_grad(&layout, &px, &pdy, &mut dispatched).unwrap();
+        let mut portable = vec![0.0; w.len()];
+        weight_grad::<Portable>(&layout, &px, &pdy, &mut portable);
+        close("weight_grad", &portable, &dispatched);
+    }
+
+    #[test]
+    fn pad_and_extract_are_inverse_on_the_pixels() {
+        let layout = Conv3x3Layout::new(2, 3, 2).unwrap();
+        let images: Vec<f32> = (1..=12).map(|v| v as f32).collect();
+        let mut padded = vec![f32::NAN; layout.padded_len(1)];
+        layout.pad(&images, 1, &mut padded).unwrap();
+        // Row length 5: a zero row, [0 1 2 3 0], [0 4 5 6 0], a zero row, then image 2.
+        assert_eq!(
+            &padded[..20],
+            &[0., 0., 0., 0., 0., 0., 1., 2., 3., 0., 0., 4., 5., 6., 0., 0., 0., 0., 0., 0.]
+        );
+        assert!(padded[20..].iter().all(|v| !v.is_nan()));
+        let span: Vec<f32> = padded[layout.origin()..][..layout.span()].to_vec();
+        let mut back = vec![0.0; 12];
+        layout.extract(&span, 1, &mut back).unwrap();
+        assert_eq!(back, images);
+    }
+
+    #[test]
+    fn bad_sizes_are_shape_errors() {
+        assert!(Conv3x3Layout::new(0, 3, 1).is_err());
+        let layout = Conv3x3Layout::new(2, 2, 1).unwrap();
+        let mut padded = vec![0.0; layout.padded_len(1)];
+        let err = layout.pad(&[0.0; 3], 1, &mut padded).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("images has 3 elements, expected 4"),
+            "{err}"
+        );
+        let weights = Conv3x3Weights::forward(&[0.0; 9], 1, 1).unwrap();
+        let err = conv3x3_forward(&layout, &weights, &padded, &mut [0.0; 3]).unwrap_err();
+        assert!(err.to_string().contains("span has 3 elements"), "{err}");
+        assert!(Conv3x3Weights::forward(&[0.0; 8], 1, 1).is_err());
+        let err = conv3x3_weight_grad(&layout, &padded, &padded, &mut [0.0; 8]).unwrap_err();
+        assert!(err.to_string().contains("dweight has 8 elements"), "{err}");
+    }
+}
