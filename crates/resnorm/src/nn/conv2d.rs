@@ -9,9 +9,12 @@
 //! y[n, o, u, v] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, u·s + i - p, v·s + j - p]
 //! ```
 //!
-//! (terms outside the image are 0). Per image this is one matrix product over the patch
-//! matrix `cols = im2col(x[n])` of shape `[C·k·k, OH·OW]` (see [`crate::kernels::im2col()`]):
-//! `y[n] = w · cols + b`. Backward, with `dy = ∂L/∂y`:
+//! (terms outside the image are 0). Two ways compute it:
+//! - kernel 3, stride 1, padding 1 (every ResNet block): the direct kernels of
+//!   [`crate::kernels::conv3x3`] on groups of zero-padded images, no patch matrix;
+//! - every other shape: per image one matrix product over the patch matrix
+//!   `cols = im2col(x[n])` of shape `[C·k·k, OH·OW]` (see [`crate::kernels::im2col()`]):
+//!   `y[n] = w · cols + b`. Backward, with `dy = ∂L/∂y`:
 //!
 //! ```text
 //! ∂L/∂w += Σ_n dy[n] · cols(x[n])ᵀ        ∂L/∂b[o] += Σ_{n,u,v} dy[n, o, u, v]
@@ -19,9 +22,9 @@
 //! ```
 //!
 //! Images are split into one contiguous block per thread of [`crate::threads::pool`]; each
-//! block owns a `cols` buffer and a partial weight gradient in the layer's workspace (sized
-//! once, reused), and the partials are added in block order, so gradients depend only on the
-//! thread count. The parameters are named as torchvision names them: `{name}.weight`,
+//! block owns its scratch (`cols`, or padded images) and a partial weight gradient in the
+//! layer's workspace (sized once, reused), and the partials are added in block order, so
+//! gradients depend only on the thread count. The parameters are named as torchvision names them: `{name}.weight`,
 //! `{name}.bias`.
 //!
 //! ```
