@@ -10,8 +10,8 @@ mod common;
 use common::{assert_close, Fixture};
 use resnorm::gradcheck::vision;
 use resnorm::kernels::{
-    col2im, im2col, relu_backward, relu_backward_in_place, relu_forward, relu_forward_in_place,
-    PatchGeometry,
+    add_relu_forward, col2im, im2col, relu_backward, relu_backward_in_place, relu_forward,
+    relu_forward_in_place, PatchGeometry,
 };
 use resnorm::nn::{Conv2d, Conv2dConfig, GlobalAvgPool, ImageShape, MaxPool2d, Param};
 use resnorm::rng::Rng;
@@ -364,6 +364,40 @@ fn relu_in_place_and_out_of_place_agree() {
     let mut out = vec![0.0; big.len()];
     relu_forward(&big, &mut out).unwrap();
     assert!(big.iter().zip(&out).all(|(&x, &y)| y == x.max(0.0)));
+    let mut big_dx = vec![f32::NAN; big.len()];
+    relu_backward(&out, &big, &mut big_dx).unwrap();
+    let gated = big
+        .iter()
+        .zip(&out)
+        .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 });
+    assert!(gated.eq(big_dx.iter().copied()));
+}
+
+#[test]
+fn add_relu_is_an_add_then_relu() {
+    // The same floats as the add followed by ReLU, NaN and signed zeros included, on a small
+    // and a parallel-sized buffer.
+    let a = [-2.0, 1.0, -0.0, 0.5, f32::NAN, 3.0];
+    let b = [1.0, -1.0, 0.0, 0.25, 1.0, -4.0];
+    let mut y = [9.0; 6];
+    add_relu_forward(&a, &b, &mut y).unwrap();
+    let mut want: Vec<f32> = a.iter().zip(&b).map(|(a, b)| a + b).collect();
+    relu_forward_in_place(&mut want);
+    assert_eq!(format!("{y:?}"), format!("{want:?}"));
+    assert_eq!(&y[..4], &[0.0, 0.0, 0.0, 0.75]);
+    let mut rng = Rng::new(16);
+    let (a, b) = (normal(&mut rng, 200_003), normal(&mut rng, 200_003));
+    let mut y = vec![f32::NAN; a.len()];
+    add_relu_forward(&a, &b, &mut y).unwrap();
+    assert!(a
+        .iter()
+        .zip(&b)
+        .zip(&y)
+        .all(|((&a, &b), &y)| y == (a + b).max(0.0)));
+    assert_shape_error(
+        add_relu_forward(&[0.0; 3], &[0.0; 2], &mut y[..3]),
+        "b has 2",
+    );
 }
 
 #[test]

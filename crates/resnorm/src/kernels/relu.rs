@@ -76,6 +76,24 @@ pub fn relu_forward_in_place(values: &mut [f32]) {
     });
 }
 
+/// `output = max(a + b, 0)` elementwise, in one pass: the end of a ResNet block, its
+/// branch plus its shortcut, then ReLU (the same floats as an add followed by
+/// [`relu_forward_in_place`]). Its backward is [`relu_backward`] followed by the add's
+/// (the gradient reaches `a` and `b` unchanged).
+pub fn add_relu_forward(a: &[f32], b: &[f32], output: &mut [f32]) -> Result<()> {
+    check_lens(
+        "add_relu_forward",
+        &[("a", a.len()), ("b", b.len()), ("output", output.len())],
+    )?;
+    blockwise(output, |start, y| {
+        for (y, (&a, &b)) in y.iter_mut().zip(a[start..].iter().zip(&b[start..])) {
+            let sum = a + b;
+            *y = if sum <= 0.0 { 0.0 } else { sum };
+        }
+    });
+    Ok(())
+}
+
 /// `dinput = doutput · [output > 0]` (overwrites `dinput`).
 pub fn relu_backward(output: &[f32], doutput: &[f32], dinput: &mut [f32]) -> Result<()> {
     check_lens(
@@ -86,8 +104,13 @@ pub fn relu_backward(output: &[f32], doutput: &[f32], dinput: &mut [f32]) -> Res
             ("dinput", dinput.len()),
         ],
     )?;
-    dinput.copy_from_slice(doutput);
-    relu_backward_in_place(output, dinput)
+    blockwise(dinput, |start, d| {
+        let pairs = output[start..].iter().zip(&doutput[start..]);
+        for (d, (&y, &g)) in d.iter_mut().zip(pairs) {
+            *d = if y <= 0.0 { 0.0 } else { g };
+        }
+    });
+    Ok(())
 }
 
 /// `grad = grad · [output > 0]`, in place: turns the output gradient into the input gradient.

@@ -21,7 +21,7 @@
 
 use super::conv_bn::ConvBn;
 use crate::kernels::residual::residual_add_assign;
-use crate::kernels::{relu_backward_in_place, relu_forward, relu_forward_in_place};
+use crate::kernels::{add_relu_forward, relu_backward, relu_backward_in_place, relu_forward};
 use crate::nn::{ImageShape, Param};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -126,17 +126,16 @@ impl BasicBlock {
         self.hidden.resize(hidden_shape.len(), 0.0);
         relu_forward(self.branch1.output(), &mut self.hidden)?;
         let out_shape = self.branch2.forward(&self.hidden, hidden_shape)?;
-        self.output.clear();
-        self.output.extend_from_slice(self.branch2.output());
+        self.output.resize(out_shape.len(), 0.0);
+        let branch = self.branch2.output();
         match &mut self.shortcut {
-            Shortcut::Identity => residual_add_assign(&mut self.output, input)?,
+            Shortcut::Identity => add_relu_forward(branch, input, &mut self.output)?,
             Shortcut::Projection(projection) => {
                 projection.forward(input, shape)?;
-                residual_add_assign(&mut self.output, projection.output())?;
+                add_relu_forward(branch, projection.output(), &mut self.output)?;
             }
-            Shortcut::Absent => {}
+            Shortcut::Absent => relu_forward(branch, &mut self.output)?,
         }
-        relu_forward_in_place(&mut self.output);
         Ok(out_shape)
     }
 
@@ -171,9 +170,8 @@ impl BasicBlock {
             ));
         }
         let hidden_shape = self.branch1.output_shape(shape)?;
-        self.dsum.clear();
-        self.dsum.extend_from_slice(doutput);
-        relu_backward_in_place(&self.output, &mut self.dsum)?;
+        self.dsum.resize(doutput.len(), 0.0);
+        relu_backward(&self.output, doutput, &mut self.dsum)?;
         self.dhidden.resize(self.hidden.len(), 0.0);
         self.branch2
             .backward(&self.hidden, hidden_shape, &self.dsum, &mut self.dhidden)?;
