@@ -130,10 +130,13 @@ fn conv2d_matches_direct_loops() {
         (config(2, 2, 3, 3, 0, true), ImageShape::new(2, 2, 8, 8)),
         (config(1, 2, 4, 1, 2, false), ImageShape::new(2, 1, 3, 3)),
         // The direct 3x3 kernels: output channels in blocks of 4 plus single ones, groups of
-        // 20 images and a remainder group, 1x1 images, rows longer than a strip of 64.
-        (config(5, 7, 3, 1, 1, true), ImageShape::new(45, 5, 5, 5)),
+        // 34 images and a remainder group, 1x1 images, rows longer than a strip of 64.
+        (config(5, 7, 3, 1, 1, true), ImageShape::new(80, 5, 5, 5)),
         (config(3, 9, 3, 1, 1, false), ImageShape::new(3, 3, 1, 1)),
         (config(2, 6, 3, 1, 1, false), ImageShape::new(2, 2, 3, 70)),
+        // Rows exactly one vector wide; a span of 307 vectors (two weight-gradient segments).
+        (config(2, 3, 3, 1, 1, false), ImageShape::new(3, 2, 4, 16)),
+        (config(1, 2, 3, 1, 1, true), ImageShape::new(1, 1, 70, 70)),
         // One large image: the matrix products themselves run on several threads.
         (
             config(16, 32, 3, 1, 1, false),

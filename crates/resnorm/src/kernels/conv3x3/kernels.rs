@@ -1,6 +1,7 @@
 //! The inner loops: a 16-lane vector with a multiply-add, implemented on AVX-512 and on
 //! plain arrays, and the forward and weight-gradient kernels written once over it.
 
+use super::layout::Columns;
 use super::{Conv3x3Layout, Conv3x3Weights, LANES, OUT_BLOCK};
 
 /// Vectors of positions per step of the forward kernel.
@@ -9,6 +10,9 @@ const STRIP: usize = 4;
 const CHANNEL_GROUP: usize = 8;
 /// Output channels per block of the weight-gradient kernel.
 const GRAD_BLOCK: usize = 4;
+/// Vectors per segment of the weight gradient's span: the edge masks of one segment live on
+/// the stack (1 KiB); a group's span is rarely longer.
+const SEGMENT: usize = 256;
 
 /// Sixteen `f32` lanes with a multiply-add: what the two kernels need of a vector.
 ///
@@ -20,6 +24,11 @@ pub(super) trait Vector: Copy + std::ops::Add<Output = Self> {
     /// # Safety
     /// `data` points at [`LANES`] readable `f32`.
     unsafe fn load(data: *const f32) -> Self;
+    /// Like [`Vector::load`], with zero in every lane whose bit of `keep` is clear.
+    ///
+    /// # Safety
+    /// As for [`Vector::load`].
+    unsafe fn load_kept(data: *const f32, keep: u16) -> Self;
     /// # Safety
     /// `data` points at [`LANES`] writable `f32`.
     unsafe fn store(self, data: *mut f32);
@@ -53,6 +62,7 @@ pub(super) fn forward<V: Vector>(
     span: &mut [f32],
 ) {
     let (taps, len, span_len) = (layout.taps(), layout.channel_len(), layout.span());
+    let columns = Columns::new(layout.width());
     check_reach(layout, padded, span_len);
     let in_channels = weights.in_channels;
     assert_eq!(padded.len(), in_channels * len);
@@ -66,51 +76,83 @@ pub(super) fn forward<V: Vector>(
         // of the `in_channels` channels holds `2·origin + span_len` floats (check_reach);
         // `out` holds `block` rows of `span_len`.
         unsafe {
+            let strip = |start| Strip {
+                taps: &taps,
+                columns,
+                x,
+                channel_len: len,
+                start,
+            };
             for start in (0..wide).step_by(STRIP * LANES) {
                 match block {
-                    OUT_BLOCK => block_strip::<V, OUT_BLOCK, STRIP>(&taps, w, x, len, start, out),
-                    _ => block_strip::<V, 1, STRIP>(&taps, w, x, len, start, out),
+                    OUT_BLOCK => block_strip::<V, OUT_BLOCK, STRIP>(strip(start), w, out),
+                    _ => block_strip::<V, 1, STRIP>(strip(start), w, out),
                 }
             }
             for start in (wide..span_len).step_by(LANES) {
                 match block {
-                    OUT_BLOCK => block_strip::<V, OUT_BLOCK, 1>(&taps, w, x, len, start, out),
-                    _ => block_strip::<V, 1, 1>(&taps, w, x, len, start, out),
+                    OUT_BLOCK => block_strip::<V, OUT_BLOCK, 1>(strip(start), w, out),
+                    _ => block_strip::<V, 1, 1>(strip(start), w, out),
                 }
             }
         }
     }
 }
 
-/// `B` output channels times `S` vectors of positions from `start`.
+/// Where one step of the forward kernel reads: vectors of span positions from `start`, in
+/// every channel of the laid-out group at `x`.
+#[derive(Clone, Copy)]
+struct Strip<'a> {
+    taps: &'a [usize; 9],
+    columns: Columns,
+    x: *const f32,
+    channel_len: usize,
+    start: usize,
+}
+
+/// `B` output channels times `S` vectors of positions from `strip.start`.
 ///
 /// The sum runs over groups of [`CHANNEL_GROUP`] input channels, each group's partial sum
 /// added to the output separately: a two-level sum, whose rounding error grows like that of
 /// `9·CHANNEL_GROUP` terms, not of all `9·in_channels` in one chain.
 ///
 /// # Safety
-/// `padded` holds `weights.len() / (9·B)` channels of `channel_len` floats, each readable
+/// `strip.x` holds `weights.len() / (9·B)` channels of `channel_len` floats, each readable
 /// from `start` up to the largest tap plus `S·LANES`; `out` holds `B` equal rows, each at
 /// least `start + S·LANES` long.
 #[inline(always)]
 unsafe fn block_strip<V: Vector, const B: usize, const S: usize>(
-    taps: &[usize; 9],
+    strip: Strip<'_>,
     weights: &[f32],
-    padded: *const f32,
-    channel_len: usize,
-    start: usize,
     out: &mut [f32],
 ) {
+    let Strip {
+        taps,
+        columns,
+        x,
+        channel_len,
+        start,
+    } = strip;
+    let mut column = columns.column(start);
+    let keep: [(u16, u16); S] = std::array::from_fn(|_| {
+        let keep = columns.keep(column);
+        column = columns.next(column);
+        keep
+    });
     let span_len = out.len() / B;
     let groups = weights.chunks(9 * B * CHANNEL_GROUP);
     for (group, weights) in groups.enumerate() {
         let mut acc = [[V::zero(); S]; B];
         let first = group * CHANNEL_GROUP;
         for (c, w) in weights.chunks_exact(9 * B).enumerate() {
-            let x = padded.add((first + c) * channel_len + start);
+            let x = x.add((first + c) * channel_len + start);
             for t in 0..9 {
                 let x = x.add(taps[t]);
-                let x: [V; S] = std::array::from_fn(|s| V::load(x.add(s * LANES)));
+                let x: [V; S] = std::array::from_fn(|s| match t % 3 {
+                    0 => V::load_kept(x.add(s * LANES), keep[s].0),
+                    1 => V::load(x.add(s * LANES)),
+                    _ => V::load_kept(x.add(s * LANES), keep[s].1),
+                });
                 for b in 0..B {
                     let w = V::splat(w[t * B + b]);
                     for s in 0..S {
@@ -131,7 +173,8 @@ unsafe fn block_strip<V: Vector, const B: usize, const S: usize>(
 }
 
 /// The weight-gradient kernel: for [`GRAD_BLOCK`] output channels and one input channel,
-/// nine taps each, accumulated over the whole span in registers and summed once.
+/// nine taps each, accumulated over a segment of the span in registers and summed once.
+/// The edge masks of a segment's vectors are worked out once, for every channel.
 #[inline(always)]
 pub(super) fn weight_grad<V: Vector>(
     layout: &Conv3x3Layout,
@@ -144,53 +187,82 @@ pub(super) fn weight_grad<V: Vector>(
     let len = layout.channel_len();
     let (in_channels, out_channels) = (padded_input.len() / len, padded_doutput.len() / len);
     assert_eq!(dweight.len(), out_channels * in_channels * 9);
-    let mut first = 0;
-    while first < out_channels {
-        let block = if out_channels - first >= GRAD_BLOCK {
-            GRAD_BLOCK
-        } else {
-            1
+    let columns = Columns::new(layout.width());
+    let mut keep = [(0, 0); SEGMENT];
+    let mut column = 0;
+    let vectors = layout.span() / LANES;
+    for segment_start in (0..vectors).step_by(SEGMENT) {
+        let keep = &mut keep[..SEGMENT.min(vectors - segment_start)];
+        for keep in keep.iter_mut() {
+            *keep = columns.keep(column);
+            column = columns.next(column);
+        }
+        let segment = Segment {
+            start: segment_start * LANES,
+            keep,
         };
-        let dy = &padded_doutput[first * len..][..block * len];
-        let dw = &mut dweight[first * in_channels * 9..][..block * in_channels * 9];
-        for (c, x) in padded_input.chunks_exact(len).enumerate() {
-            // SAFETY: `dy` is `block` channels and `x` one channel of a padded group that
-            // fits the layout (check_reach above).
-            unsafe {
-                match block {
-                    GRAD_BLOCK => tap_sums::<V, GRAD_BLOCK>(layout, dy, x, c, dw),
-                    _ => tap_sums::<V, 1>(layout, dy, x, c, dw),
+        let mut first = 0;
+        while first < out_channels {
+            let block = match out_channels - first >= GRAD_BLOCK {
+                true => GRAD_BLOCK,
+                false => 1,
+            };
+            let dy = &padded_doutput[first * len..][..block * len];
+            let dw = &mut dweight[first * in_channels * 9..][..block * in_channels * 9];
+            for (c, x) in padded_input.chunks_exact(len).enumerate() {
+                // SAFETY: `dy` is `block` channels and `x` one channel of a laid-out group
+                // that fits the layout (check_reach above), the segment lies in its span.
+                unsafe {
+                    match block {
+                        GRAD_BLOCK => tap_sums::<V, GRAD_BLOCK>(layout, &segment, dy, x, c, dw),
+                        _ => tap_sums::<V, 1>(layout, &segment, dy, x, c, dw),
+                    }
                 }
             }
+            first += block;
         }
-        first += block;
     }
 }
 
-/// Adds `Σ_q dy[b, origin + q] · x[q + tap]` for `B` rows of `dy`, one channel `x` and the
-/// nine taps into `dweight` (`[B, in, 9]`) at input channel `c`: one pass over the span per
-/// row of taps, `3·B` accumulators.
+/// Vectors of the weight gradient's span from position `start`, with the lanes that keep
+/// their left and right taps ([`Columns::keep`]).
+struct Segment<'a> {
+    start: usize,
+    keep: &'a [(u16, u16)],
+}
+
+/// Adds `Σ_q dy[b, origin + q] · m_j(q) · x[q + tap]` over the segment's positions `q` for `B`
+/// rows of `dy`, one channel `x` and the nine taps into `dweight` (`[B, in, 9]`) at input
+/// channel `c`: one pass per row of taps, `3·B` accumulators.
 ///
 /// # Safety
-/// `dy` holds `B` channels and `x` one channel, each `layout.channel_len()` floats.
+/// `dy` holds `B` channels and `x` one channel, each `layout.channel_len()` floats; the
+/// segment lies within the span.
 #[inline(always)]
 unsafe fn tap_sums<V: Vector, const B: usize>(
     layout: &Conv3x3Layout,
+    segment: &Segment<'_>,
     dy: &[f32],
     x: &[f32],
     c: usize,
     dweight: &mut [f32],
 ) {
-    let (len, origin, row) = (layout.channel_len(), layout.origin(), layout.row());
-    let (dy, x) = (dy.as_ptr().add(origin), x.as_ptr());
+    let (len, origin, width) = (layout.channel_len(), layout.origin(), layout.width());
+    let dy = dy.as_ptr().add(origin + segment.start);
+    let x = x.as_ptr().add(segment.start);
     let in_channels = dweight.len() / (B * 9);
     for i in 0..3 {
         let mut acc = [[V::zero(); 3]; B];
-        let x = x.add(i * row);
-        for start in (0..layout.span()).step_by(LANES) {
-            let x: [V; 3] = std::array::from_fn(|j| V::load(x.add(start + j)));
+        let x = x.add(i * width);
+        for (v, &(left, right)) in segment.keep.iter().enumerate() {
+            let at = v * LANES;
+            let x = [
+                V::load_kept(x.add(at), left),
+                V::load(x.add(at + 1)),
+                V::load_kept(x.add(at + 2), right),
+            ];
             for (b, acc) in acc.iter_mut().enumerate() {
-                let d = V::load(dy.add(b * len + start));
+                let d = V::load(dy.add(b * len + at));
                 for j in 0..3 {
                     acc[j] = acc[j].mul_add(d, x[j]);
                 }
@@ -230,6 +302,14 @@ impl Vector for Portable {
     #[inline(always)]
     unsafe fn load(data: *const f32) -> Self {
         Portable(data.cast::<[f32; LANES]>().read_unaligned())
+    }
+    #[inline(always)]
+    unsafe fn load_kept(data: *const f32, keep: u16) -> Self {
+        let loaded = data.cast::<[f32; LANES]>().read_unaligned();
+        Portable(std::array::from_fn(|l| match keep >> l & 1 {
+            1 => loaded[l],
+            _ => 0.0,
+        }))
     }
     #[inline(always)]
     unsafe fn store(self, data: *mut f32) {
@@ -278,6 +358,10 @@ pub(super) mod avx512 {
         #[inline(always)]
         unsafe fn load(data: *const f32) -> Self {
             Avx512(_mm512_loadu_ps(data))
+        }
+        #[inline(always)]
+        unsafe fn load_kept(data: *const f32, keep: u16) -> Self {
+            Avx512(_mm512_maskz_loadu_ps(keep, data))
         }
         #[inline(always)]
         unsafe fn store(self, data: *mut f32) {

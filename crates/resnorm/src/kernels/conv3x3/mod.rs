@@ -1,30 +1,33 @@
 //! Direct 3x3 convolution with stride 1 and padding 1 (the convolution of every ResNet block),
-//! forward and backward, on zero-padded planes: no patch matrix.
+//! forward and backward, on images laid out between zero rows: no patch matrix.
 //!
-//! A group of `G` images of `H x W` pixels is laid out per channel as `G` zero-padded planes of
-//! `(H + 2) x (W + 2)` one after the other, followed by zeros ([`Conv3x3Layout::pad`]). Pixel
-//! `(h, w)` of image `g` sits at `g·(H+2)(W+2) + (h+1)(W+2) + (w+1)`, so every tap of the kernel
-//! is one fixed shift of that flat index: with `q` the flat position of an output pixel minus
-//! `(W+2) + 1`,
+//! A group of `G` images of `H x W` pixels is laid out per channel as one zero, then per
+//! image a zero row and the image's `H` rows, then zeros ([`Conv3x3Layout::pad`]). With
+//! `P = (H+1)·W`, pixel `(h, w)` of image `g` sits at span position `q = g·P + h·W + w`
+//! (flat index `q + W + 1`), and every tap of the kernel is one fixed shift of that index:
 //!
 //! ```text
-//! y[o, q] = Σ_{c, i, j} w[o, c, i, j] · xp[c, q + i·(W+2) + j]
+//! y[o, q] = Σ_{c, i, j} w[o, c, i, j] · m_j(q) · xp[c, q + i·W + j]
 //! ```
 //!
-//! The kernel computes this for every `q` of the group's span, sixteen positions per vector
-//! and several output channels at once, with one unaligned load per input channel and tap;
-//! positions on the padding are computed too (about `(H+2)(W+2) / HW` times the useful work)
-//! and dropped by [`Conv3x3Layout::extract`]. Backward, with `dy` laid out the same way
-//! (its padding is zero):
+//! The zero rows supply the padding above and below every image. Left and right there is
+//! none: the shift of a `j = 0` tap from column 0 lands on the previous row's last pixel, so
+//! `m_0(q) = 0` in column 0, `m_2(q) = 0` in column `W - 1`, and 1 elsewhere; the kernels
+//! apply these as masked loads. The forward kernel computes every `q` of the group's span,
+//! sixteen positions per vector and several output channels at once, with one load per input
+//! channel and tap; positions on the zero rows are computed too (`(H+1)/H` times the useful
+//! work) and dropped by [`Conv3x3Layout::extract`], whose copies, like those of `pad`, are
+//! whole images. Backward, with `dy` laid out the same way (zero on its zero rows):
 //!
 //! ```text
-//! ∂L/∂w[o, c, i, j] = Σ_q dyp[o, q + (W+2) + 1] · xp[c, q + i·(W+2) + j]
+//! ∂L/∂w[o, c, i, j] = Σ_q dyp[o, q + W + 1] · m_j(q) · xp[c, q + i·W + j]
 //! ∂L/∂x = the same convolution of dyp with w transposed (c ↔ o) and flipped (i, j → 2-i, 2-j)
 //! ```
 //!
-//! (the zero padding of `dyp` makes the sum over the span exactly the sum over the pixels).
+//! (the zero rows of `dyp` make the sum over the span exactly the sum over the pixels).
 //! Sums run in a fixed order, so results depend only on the CPU's instruction set: AVX-512
-//! (fused multiply-add) when the CPU has it, else plain 16-lane arrays (AVX2 when present).
+//! (fused multiply-add, masked loads) when the CPU has it, else plain 16-lane arrays (AVX2
+//! when present).
 //!
 //! ```
 //! use resnorm::kernels::{conv3x3_forward, Conv3x3Layout, Conv3x3Weights};
@@ -243,12 +246,12 @@ mod tests {
         let images: Vec<f32> = (1..=12).map(|v| v as f32).collect();
         let mut padded = vec![f32::NAN; layout.padded_len(1)];
         layout.pad(&images, 1, &mut padded).unwrap();
-        // Row length 5: a zero row, [0 1 2 3 0], [0 4 5 6 0], a zero row, then image 2.
+        // One zero, then per image a zero row and its rows, then zeros to the end.
         assert_eq!(
             &padded[..20],
-            &[0., 0., 0., 0., 0., 0., 1., 2., 3., 0., 0., 4., 5., 6., 0., 0., 0., 0., 0., 0.]
+            &[0., 0., 0., 0., 1., 2., 3., 4., 5., 6., 0., 0., 0., 7., 8., 9., 10., 11., 12., 0.]
         );
-        assert!(padded[20..].iter().all(|v| !v.is_nan()));
+        assert!(padded[20..].iter().all(|&v| v == 0.0));
         let span: Vec<f32> = padded[layout.origin()..][..layout.span()].to_vec();
         let mut back = vec![0.0; 12];
         layout.extract(&span, 1, &mut back).unwrap();
