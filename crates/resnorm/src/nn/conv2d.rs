@@ -179,6 +179,23 @@ impl Conv2d {
         (c.kernel_size, c.stride, c.padding) == (3, 1, 1)
     }
 
+    /// How the direct kernels split a batch of shape `shape`.
+    fn direct_plan(&self, shape: ImageShape) -> Result<DirectPlan> {
+        let (per_block, blocks) = Self::blocking(shape.batch);
+        let (height, width) = (shape.height, shape.width);
+        let group = Conv3x3Layout::group_size(height, width, per_block);
+        Ok(DirectPlan {
+            per_block,
+            blocks,
+            group,
+            largest: Conv3x3Layout::new(height, width, group)?,
+            height,
+            width,
+            in_image: self.config.in_channels * height * width,
+            out_image: self.config.out_channels * height * width,
+        })
+    }
+
     /// Computes `output` (`[N, out, OH, OW]`) from `input` (`[N, in, H, W]`, shape `shape`).
     pub fn forward(&mut self, input: &[f32], shape: ImageShape, output: &mut [f32]) -> Result<()> {
         const OP: &str = "Conv2d::forward";
@@ -205,27 +222,23 @@ impl Conv2d {
         shape: ImageShape,
         output: &mut [f32],
     ) -> Result<()> {
+        let plan = self.direct_plan(shape)?;
         let (c_in, c_out) = (self.config.in_channels, self.config.out_channels);
-        let (per_block, blocks) = Self::blocking(shape.batch);
-        let (height, width) = (shape.height, shape.width);
-        let group = Conv3x3Layout::group_size(height, width, per_block);
-        let largest = Conv3x3Layout::new(height, width, group)?;
-        let padded_len = largest.padded_len(c_in);
-        let scratch_len = padded_len + largest.span_len(c_out);
+        let padded_len = plan.largest.padded_len(c_in);
+        let scratch_len = padded_len + plan.largest.span_len(c_out);
         self.packed.repack(&self.weight.value, c_out, c_in, false)?;
-        self.workspace.resize(blocks * scratch_len, 0.0);
+        self.workspace.resize(plan.blocks * scratch_len, 0.0);
         let packed = &self.packed;
-        let (in_image, out_image) = (c_in * height * width, c_out * height * width);
         threads::pool().install(|| {
             input
-                .par_chunks(per_block * in_image)
-                .zip(output.par_chunks_mut(per_block * out_image))
+                .par_chunks(plan.per_block * plan.in_image)
+                .zip(output.par_chunks_mut(plan.per_block * plan.out_image))
                 .zip(self.workspace.par_chunks_mut(scratch_len))
                 .try_for_each(|((x_block, y_block), scratch)| {
                     let (padded, span) = scratch.split_at_mut(padded_len);
-                    let groups = x_block.chunks(group * in_image);
-                    for (x, y) in groups.zip(y_block.chunks_mut(group * out_image)) {
-                        let layout = Conv3x3Layout::new(height, width, x.len() / in_image)?;
+                    let groups = x_block.chunks(plan.group * plan.in_image);
+                    for (x, y) in groups.zip(y_block.chunks_mut(plan.group * plan.out_image)) {
+                        let layout = plan.layout(x)?;
                         let padded = &mut padded[..layout.padded_len(c_in)];
                         let span = &mut span[..layout.span_len(c_out)];
                         layout.pad(x, c_in, padded)?;
@@ -328,23 +341,23 @@ impl Conv2d {
         doutput: &[f32],
         dinput: &mut [f32],
     ) -> Result<usize> {
+        let plan = self.direct_plan(shape)?;
         let (c_in, c_out) = (self.config.in_channels, self.config.out_channels);
-        let (per_block, blocks) = Self::blocking(shape.batch);
-        let (height, width) = (shape.height, shape.width);
-        let group = Conv3x3Layout::group_size(height, width, per_block);
-        let largest = Conv3x3Layout::new(height, width, group)?;
         let weight_len = self.weight.len();
-        let (x_len, dy_len) = (largest.padded_len(c_in), largest.padded_len(c_out));
-        let block_len = weight_len + x_len + dy_len + largest.span_len(c_in);
+        let (x_len, dy_len) = (
+            plan.largest.padded_len(c_in),
+            plan.largest.padded_len(c_out),
+        );
+        let block_len = weight_len + x_len + dy_len + plan.largest.span_len(c_in);
         self.packed.repack(&self.weight.value, c_out, c_in, true)?;
-        self.workspace.resize(blocks * block_len, 0.0);
+        self.workspace.resize(plan.blocks * block_len, 0.0);
         let packed = &self.packed;
-        let (in_image, out_image) = (c_in * height * width, c_out * height * width);
+        let (in_image, out_image) = (plan.in_image, plan.out_image);
         threads::pool().install(|| {
             input
-                .par_chunks(per_block * in_image)
-                .zip(doutput.par_chunks(per_block * out_image))
-                .zip(dinput.par_chunks_mut(per_block * in_image))
+                .par_chunks(plan.per_block * in_image)
+                .zip(doutput.par_chunks(plan.per_block * out_image))
+                .zip(dinput.par_chunks_mut(plan.per_block * in_image))
                 .zip(self.workspace.par_chunks_mut(block_len))
                 .try_for_each(|(((x_block, dy_block), dx_block), scratch)| {
                     let (dweight, rest) = scratch.split_at_mut(weight_len);
@@ -352,11 +365,11 @@ impl Conv2d {
                     let (padded_dy, span) = rest.split_at_mut(dy_len);
                     dweight.fill(0.0);
                     let groups = x_block
-                        .chunks(group * in_image)
-                        .zip(dy_block.chunks(group * out_image))
-                        .zip(dx_block.chunks_mut(group * in_image));
+                        .chunks(plan.group * in_image)
+                        .zip(dy_block.chunks(plan.group * out_image))
+                        .zip(dx_block.chunks_mut(plan.group * in_image));
                     for ((x, dy), dx) in groups {
-                        let layout = Conv3x3Layout::new(height, width, x.len() / in_image)?;
+                        let layout = plan.layout(x)?;
                         let padded_x = &mut padded_x[..layout.padded_len(c_in)];
                         let padded_dy = &mut padded_dy[..layout.padded_len(c_out)];
                         let span = &mut span[..layout.span_len(c_in)];
@@ -447,5 +460,26 @@ impl Conv2d {
         if let Some(bias) = &mut self.bias {
             f(bias);
         }
+    }
+}
+
+/// How the direct kernels split a batch: one block of whole images per thread, each block
+/// in groups of `group` images laid out together (the last group may be smaller).
+struct DirectPlan {
+    per_block: usize,
+    blocks: usize,
+    group: usize,
+    /// The layout of a full group, which sizes the scratch.
+    largest: Conv3x3Layout,
+    height: usize,
+    width: usize,
+    in_image: usize,
+    out_image: usize,
+}
+
+impl DirectPlan {
+    /// The layout of the group whose input images are `images`.
+    fn layout(&self, images: &[f32]) -> Result<Conv3x3Layout> {
+        Conv3x3Layout::new(self.height, self.width, images.len() / self.in_image)
     }
 }
