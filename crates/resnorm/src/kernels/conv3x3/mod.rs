@@ -269,6 +269,13 @@ mod tests {
                 .contains("images has 3 elements, expected 4"),
             "{err}"
         );
+        let err = layout.pad(&[0.0; 4], 1, &mut padded[1..]).unwrap_err();
+        assert!(err.to_string().contains("padded has"), "{err}");
+        let err = layout.extract(&[0.0; 5], 1, &mut [0.0; 4]).unwrap_err();
+        assert!(err.to_string().contains("span has 5 elements"), "{err}");
+        let span = vec![0.0; layout.span_len(1)];
+        let err = layout.extract(&span, 1, &mut [0.0; 3]).unwrap_err();
+        assert!(err.to_string().contains("images has 3 elements"), "{err}");
         let weights = Conv3x3Weights::forward(&[0.0; 9], 1, 1).unwrap();
         let err = conv3x3_forward(&layout, &weights, &padded, &mut [0.0; 3]).unwrap_err();
         assert!(err.to_string().contains("span has 3 elements"), "{err}");
