@@ -11,7 +11,8 @@
 //!
 //! (terms outside the image are 0). Two ways compute it:
 //! - kernel 3, stride 1, padding 1 (every ResNet block): the direct kernels of
-//!   [`crate::kernels::conv3x3`] on groups of zero-padded images, no patch matrix;
+//!   [`crate::kernels::conv3x3`] on groups of images laid out between zero rows, no patch
+//!   matrix;
 //! - every other shape: per image one matrix product over the patch matrix
 //!   `cols = im2col(x[n])` of shape `[C·k·k, OH·OW]` (see [`crate::kernels::im2col()`]):
 //!   `y[n] = w · cols + b`. Backward, with `dy = ∂L/∂y`:
@@ -22,10 +23,10 @@
 //! ```
 //!
 //! Images are split into one contiguous block per thread of [`crate::threads::pool`]; each
-//! block owns its scratch (`cols`, or padded images) and a partial weight gradient in the
+//! block owns its scratch (`cols`, or laid-out images) and a partial weight gradient in the
 //! layer's workspace (sized once, reused), and the partials are added in block order, so
-//! gradients depend only on the thread count. The parameters are named as torchvision names them: `{name}.weight`,
-//! `{name}.bias`.
+//! gradients depend only on the thread count. The parameters are named as torchvision names
+//! them: `{name}.weight`, `{name}.bias`.
 //!
 //! ```
 //! use resnorm::nn::{Conv2d, Conv2dConfig, ImageShape};
@@ -333,7 +334,7 @@ impl Conv2d {
         Ok(())
     }
 
-    /// The backward pass on padded planes; returns the length of each block's scratch.
+    /// The backward pass through the direct kernels; returns the length of each block's scratch.
     fn backward_direct(
         &mut self,
         input: &[f32],
