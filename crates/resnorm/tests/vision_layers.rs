@@ -129,12 +129,14 @@ fn conv2d_matches_direct_loops() {
         (config(4, 5, 1, 2, 0, false), ImageShape::new(5, 4, 5, 6)),
         (config(2, 2, 3, 3, 0, true), ImageShape::new(2, 2, 8, 8)),
         (config(1, 2, 4, 1, 2, false), ImageShape::new(2, 1, 3, 3)),
-        // The direct 3x3 kernels: output channels in blocks of 4 plus single ones, groups of
-        // 34 images and a remainder group, 1x1 images, rows longer than a strip of 64.
+        // The direct 3x3 kernels: output channels in blocks of 8 plus single ones (forward
+        // 9 = 8 + 1, input gradient 11 = 8 + 3), groups of 34 images and a remainder group,
+        // 1x1 images, rows longer than a strip of 48.
         (config(5, 7, 3, 1, 1, true), ImageShape::new(80, 5, 5, 5)),
+        (config(11, 9, 3, 1, 1, true), ImageShape::new(3, 11, 6, 5)),
         (config(3, 9, 3, 1, 1, false), ImageShape::new(3, 3, 1, 1)),
         (config(2, 6, 3, 1, 1, false), ImageShape::new(2, 2, 3, 70)),
-        // Rows exactly one vector wide; a span of 307 vectors (two weight-gradient segments).
+        // Rows exactly one vector wide; a span of 307 vectors (five weight-gradient segments).
         (config(2, 3, 3, 1, 1, false), ImageShape::new(3, 2, 4, 16)),
         (config(1, 2, 3, 1, 1, true), ImageShape::new(1, 1, 70, 70)),
         // One large image: the matrix products themselves run on several threads.

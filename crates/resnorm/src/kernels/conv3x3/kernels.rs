@@ -5,14 +5,15 @@ use super::layout::Columns;
 use super::{Conv3x3Layout, Conv3x3Weights, LANES, OUT_BLOCK};
 
 /// Vectors of positions per step of the forward kernel.
-const STRIP: usize = 4;
+const STRIP: usize = 3;
 /// Input channels summed in registers before their sum is added to the output.
 const CHANNEL_GROUP: usize = 8;
 /// Output channels per block of the weight-gradient kernel.
 const GRAD_BLOCK: usize = 4;
-/// Vectors per segment of the weight gradient's span: the edge masks of one segment live on
-/// the stack (1 KiB); a group's span is rarely longer.
-const SEGMENT: usize = 256;
+/// Vectors per segment of the weight gradient's span, each summed in registers and then
+/// added to `dweight`: the sums of a large image's span run in chains of at most this many
+/// vectors, as those of a group of small images do (about `GROUP_POSITIONS / LANES`).
+const SEGMENT: usize = 64;
 
 /// Sixteen `f32` lanes with a multiply-add: what the two kernels need of a vector.
 ///
@@ -61,7 +62,7 @@ pub(super) fn forward<V: Vector>(
     padded: &[f32],
     span: &mut [f32],
 ) {
-    let (taps, len, span_len) = (layout.taps(), layout.channel_len(), layout.span());
+    let (width, len, span_len) = (layout.width(), layout.channel_len(), layout.span());
     let columns = Columns::new(layout.width());
     check_reach(layout, padded, span_len);
     let in_channels = weights.in_channels;
@@ -77,7 +78,7 @@ pub(super) fn forward<V: Vector>(
         // `out` holds `block` rows of `span_len`.
         unsafe {
             let strip = |start| Strip {
-                taps: &taps,
+                width,
                 columns,
                 x,
                 channel_len: len,
@@ -102,8 +103,9 @@ pub(super) fn forward<V: Vector>(
 /// Where one step of the forward kernel reads: vectors of span positions from `start`, in
 /// every channel of the laid-out group at `x`.
 #[derive(Clone, Copy)]
-struct Strip<'a> {
-    taps: &'a [usize; 9],
+struct Strip {
+    /// The flat shift from one row of taps to the next.
+    width: usize,
     columns: Columns,
     x: *const f32,
     channel_len: usize,
@@ -122,12 +124,12 @@ struct Strip<'a> {
 /// least `start + S·LANES` long.
 #[inline(always)]
 unsafe fn block_strip<V: Vector, const B: usize, const S: usize>(
-    strip: Strip<'_>,
+    strip: Strip,
     weights: &[f32],
     out: &mut [f32],
 ) {
     let Strip {
-        taps,
+        width,
         columns,
         x,
         channel_len,
@@ -146,19 +148,14 @@ unsafe fn block_strip<V: Vector, const B: usize, const S: usize>(
         let first = group * CHANNEL_GROUP;
         for (c, w) in weights.chunks_exact(9 * B).enumerate() {
             let x = x.add((first + c) * channel_len + start);
-            for t in 0..9 {
-                let x = x.add(taps[t]);
-                let x: [V; S] = std::array::from_fn(|s| match t % 3 {
-                    0 => V::load_kept(x.add(s * LANES), keep[s].0),
-                    1 => V::load(x.add(s * LANES)),
-                    _ => V::load_kept(x.add(s * LANES), keep[s].1),
-                });
-                for b in 0..B {
-                    let w = V::splat(w[t * B + b]);
-                    for s in 0..S {
-                        acc[b][s] = acc[b][s].mul_add(w, x[s]);
-                    }
-                }
+            for i in 0..3 {
+                let (x, w) = (x.add(i * width), &w[3 * i * B..]);
+                let left = std::array::from_fn(|s| V::load_kept(x.add(s * LANES), keep[s].0));
+                multiply_add(&mut acc, left, w);
+                let middle = std::array::from_fn(|s| V::load(x.add(1 + s * LANES)));
+                multiply_add(&mut acc, middle, &w[B..]);
+                let right = std::array::from_fn(|s| V::load_kept(x.add(2 + s * LANES), keep[s].1));
+                multiply_add(&mut acc, right, &w[2 * B..]);
             }
         }
         for (acc, out) in acc.iter().zip(out.chunks_exact_mut(span_len)) {
@@ -168,6 +165,21 @@ unsafe fn block_strip<V: Vector, const B: usize, const S: usize>(
                 let total = if group == 0 { acc } else { V::load(out) + acc };
                 total.store(out);
             }
+        }
+    }
+}
+
+/// `acc[b][s] += w[b] · x[s]`: one tap of the forward kernel.
+#[inline(always)]
+fn multiply_add<V: Vector, const B: usize, const S: usize>(
+    acc: &mut [[V; S]; B],
+    x: [V; S],
+    w: &[f32],
+) {
+    for (acc, &w) in acc.iter_mut().zip(&w[..B]) {
+        let w = V::splat(w);
+        for (acc, &x) in acc.iter_mut().zip(&x) {
+            *acc = acc.mul_add(w, x);
         }
     }
 }

@@ -115,12 +115,6 @@ impl Conv3x3Layout {
         }
         Ok(())
     }
-
-    /// The flat shift of each tap `(i, j)`, row-major, from a span position to the pixel
-    /// it reads.
-    pub(super) fn taps(&self) -> [usize; 9] {
-        std::array::from_fn(|t| (t / 3) * self.width + t % 3)
-    }
 }
 
 /// Which lanes of a vector of span positions have a left and a right neighbour in their

@@ -57,7 +57,7 @@ use kernels::{forward, weight_grad, Portable};
 /// Lanes of one vector: positions computed together.
 const LANES: usize = 16;
 /// Output channels per block of the forward kernel (fewer for the last ones).
-const OUT_BLOCK: usize = 4;
+const OUT_BLOCK: usize = 8;
 
 /// A 3x3 weight rearranged for [`conv3x3_forward`]: blocks of output channels, each as
 /// `[in_channels, 9 taps, block]`, so the kernel reads its multipliers in order.
@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn portable_kernels_agree_with_the_dispatched_ones() {
         let mut rng = Rng::new(3);
-        let (c_in, c_out) = (5, 6);
+        let (c_in, c_out) = (9, 11);
         let layout = Conv3x3Layout::new(9, 11, 3).unwrap();
         let mut normal = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
         let (x, dy, w) = (
