@@ -197,6 +197,47 @@ fn conv2d_backward_accumulates_parameter_grads_deterministically() {
         .all(|p| p.grad.iter().all(|&g| g == 0.0)));
 }
 
+/// `backward_add` adds `∂L/∂input` onto `dinput` and the parameter gradients as `backward`
+/// does: through the direct kernels exactly `r + dx` (one addition per pixel); through
+/// im2col the same sum of at most 5 terms (r and up to 4 patches, each below ~4 here) in
+/// another order (`r` first), so within 5 roundings of 2.4e-7 each way: 4e-6.
+#[test]
+fn conv2d_backward_add_adds_onto_the_input_gradient() {
+    let mut rng = Rng::new(13);
+    let cases = [
+        (config(3, 4, 3, 1, 1, false), 0.0),
+        (config(3, 4, 3, 2, 1, false), 4e-6),
+        (config(3, 4, 1, 2, 0, false), 4e-6),
+    ];
+    for (cfg, tolerance) in cases {
+        let shape = ImageShape::new(5, 3, 8, 7);
+        let mut conv = random_conv("c", cfg, &mut rng);
+        let out = conv.output_shape(shape).unwrap();
+        let (x, dy, r) = (
+            normal(&mut rng, shape.len()),
+            normal(&mut rng, out.len()),
+            normal(&mut rng, shape.len()),
+        );
+        let mut dx = vec![f32::NAN; shape.len()];
+        conv.backward(&x, shape, &dy, &mut dx).unwrap();
+        let grads: Vec<Vec<f32>> = params(&conv).into_iter().map(|p| p.grad).collect();
+        conv.zero_grad();
+        let mut sum = r.clone();
+        conv.backward_add(&x, shape, &dy, &mut sum).unwrap();
+        let want: Vec<f32> = r.iter().zip(&dx).map(|(r, d)| r + d).collect();
+        assert_close(
+            &format!("{cfg:?} r + dx"),
+            &sum,
+            &want,
+            tolerance,
+            tolerance,
+        );
+        for (p, want) in params(&conv).iter().zip(&grads) {
+            assert_eq!(&p.grad, want, "{cfg:?} {}", p.name);
+        }
+    }
+}
+
 fn params(conv: &Conv2d) -> Vec<Param> {
     let mut out = Vec::new();
     conv.visit_params(&mut |p| out.push(p.clone()));

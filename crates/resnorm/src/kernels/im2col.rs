@@ -217,6 +217,13 @@ pub fn im2col(geometry: &PatchGeometry, image: &[f32], cols: &mut [f32]) -> Resu
 pub fn col2im(geometry: &PatchGeometry, cols: &[f32], image: &mut [f32]) -> Result<()> {
     geometry.check("col2im", image.len(), cols.len())?;
     image.fill(0.0);
+    col2im_add(geometry, cols, image)
+}
+
+/// Like [`col2im`], but adds the sums to `image`'s contents: the input gradient of a
+/// convolution added straight into a residual stream's.
+pub fn col2im_add(geometry: &PatchGeometry, cols: &[f32], image: &mut [f32]) -> Result<()> {
+    geometry.check("col2im_add", image.len(), cols.len())?;
     let s = geometry.stride;
     geometry.for_each_run(|input, col, run| {
         let source = &cols[col..col + run];

@@ -37,7 +37,7 @@ pub use cross_entropy::{
     cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward,
 };
 pub use gelu::{gelu_backward, gelu_forward};
-pub use im2col::{col2im, im2col, PatchGeometry};
+pub use im2col::{col2im, col2im_add, im2col, PatchGeometry};
 pub use matmul::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans, PARALLEL_MIN_WORK};
 pub use norm::{NormKind, DEFAULT_EPS};
 pub use relu::{

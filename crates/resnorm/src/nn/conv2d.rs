@@ -50,8 +50,8 @@
 use rayon::prelude::*;
 
 use crate::kernels::{
-    col2im, conv3x3_forward, conv3x3_weight_grad, im2col, matmul, Conv3x3Layout, Conv3x3Weights,
-    MatDims, PatchGeometry, Trans,
+    col2im, col2im_add, conv3x3_forward, conv3x3_weight_grad, im2col, matmul, Conv3x3Layout,
+    Conv3x3Weights, MatDims, PatchGeometry, Trans,
 };
 use crate::nn::{ImageShape, Param, ParamKind};
 use crate::rng::Rng;
@@ -299,6 +299,29 @@ impl Conv2d {
         doutput: &[f32],
         dinput: &mut [f32],
     ) -> Result<()> {
+        self.backward_into(input, shape, doutput, dinput, InputGrad::Overwrite)
+    }
+
+    /// Like [`Conv2d::backward`], but adds `∂L/∂input` to `dinput`'s contents: the branch's
+    /// share of a residual block's `dx = dy + dF(dy)`, with no separate pass for the sum.
+    pub fn backward_add(
+        &mut self,
+        input: &[f32],
+        shape: ImageShape,
+        doutput: &[f32],
+        dinput: &mut [f32],
+    ) -> Result<()> {
+        self.backward_into(input, shape, doutput, dinput, InputGrad::Add)
+    }
+
+    fn backward_into(
+        &mut self,
+        input: &[f32],
+        shape: ImageShape,
+        doutput: &[f32],
+        dinput: &mut [f32],
+        mode: InputGrad,
+    ) -> Result<()> {
         const OP: &str = "Conv2d::backward";
         let geometry = self.geometry(OP, shape)?;
         shape.check_len(OP, "input", input)?;
@@ -307,9 +330,9 @@ impl Conv2d {
             .check_len(OP, "doutput", doutput)?;
         // Each block's scratch starts with its partial weight gradient.
         let block_len = if self.is_direct() {
-            self.backward_direct(input, shape, doutput, dinput)?
+            self.backward_direct(input, shape, doutput, dinput, mode)?
         } else {
-            self.backward_im2col(input, &geometry, shape.batch, doutput, dinput)?
+            self.backward_im2col(input, &geometry, shape.batch, doutput, dinput, mode)?
         };
         // The batch's gradients are summed completely (blocks in order) before they are
         // added, so accumulating over micro-batches rounds once per batch.
@@ -341,6 +364,7 @@ impl Conv2d {
         shape: ImageShape,
         doutput: &[f32],
         dinput: &mut [f32],
+        mode: InputGrad,
     ) -> Result<usize> {
         let plan = self.direct_plan(shape)?;
         let (c_in, c_out) = (self.config.in_channels, self.config.out_channels);
@@ -378,7 +402,10 @@ impl Conv2d {
                         layout.pad(dy, c_out, padded_dy)?;
                         conv3x3_weight_grad(&layout, padded_x, padded_dy, dweight)?;
                         conv3x3_forward(&layout, packed, padded_dy, span)?;
-                        layout.extract(span, c_in, dx)?;
+                        match mode {
+                            InputGrad::Overwrite => layout.extract(span, c_in, dx)?,
+                            InputGrad::Add => layout.extract_add(span, c_in, dx)?,
+                        }
                     }
                     Ok::<(), Error>(())
                 })
@@ -394,6 +421,7 @@ impl Conv2d {
         batch: usize,
         doutput: &[f32],
         dinput: &mut [f32],
+        mode: InputGrad,
     ) -> Result<usize> {
         let (per_block, blocks) = Self::blocking(batch);
         let (out_channels, patch_len, positions) = (
@@ -434,7 +462,10 @@ impl Conv2d {
                             n: positions,
                         };
                         matmul(cols, weight, dy, dims, Trans { a: true, b: false }, false)?;
-                        col2im(geometry, cols, dx)?;
+                        match mode {
+                            InputGrad::Overwrite => col2im(geometry, cols, dx)?,
+                            InputGrad::Add => col2im_add(geometry, cols, dx)?,
+                        }
                     }
                     Ok::<(), Error>(())
                 })
@@ -462,6 +493,13 @@ impl Conv2d {
             f(bias);
         }
     }
+}
+
+/// Whether a backward pass overwrites the input gradient or adds to it.
+#[derive(Clone, Copy)]
+enum InputGrad {
+    Overwrite,
+    Add,
 }
 
 /// How the direct kernels split a batch: one block of whole images per thread, each block

@@ -102,15 +102,37 @@ impl Conv3x3Layout {
     /// Copies the pixels out of a span output (`[channels, span]`, as
     /// [`super::conv3x3_forward`] writes it) into `images` (`[G, channels, H, W]`).
     pub fn extract(&self, span: &[f32], channels: usize, images: &mut [f32]) -> Result<()> {
+        const OP: &str = "Conv3x3Layout::extract";
+        self.for_each_plane(OP, span, channels, images, |plane, pixels| {
+            plane.copy_from_slice(pixels)
+        })
+    }
+
+    /// Like [`Conv3x3Layout::extract`], but adds the pixels to `images`' contents.
+    pub fn extract_add(&self, span: &[f32], channels: usize, images: &mut [f32]) -> Result<()> {
+        const OP: &str = "Conv3x3Layout::extract_add";
+        self.for_each_plane(OP, span, channels, images, |plane, pixels| {
+            plane.iter_mut().zip(pixels).for_each(|(v, &p)| *v += p)
+        })
+    }
+
+    /// Calls `write(plane, pixels)` with each plane of `images` (`[G, channels, H, W]`) and
+    /// its pixels in the span output `span`.
+    fn for_each_plane(
+        &self,
+        op: &'static str,
+        span: &[f32],
+        channels: usize,
+        images: &mut [f32],
+        write: impl Fn(&mut [f32], &[f32]),
+    ) -> Result<()> {
         let image_len = self.height * self.width;
-        let expected = self.span_len(channels);
-        check_len("Conv3x3Layout::extract", "span", span, expected)?;
-        let expected = self.images * channels * image_len;
-        check_len("Conv3x3Layout::extract", "images", images, expected)?;
+        check_len(op, "span", span, self.span_len(channels))?;
+        check_len(op, "images", images, self.images * channels * image_len)?;
         for (g, image) in images.chunks_exact_mut(channels * image_len).enumerate() {
             let planes = image.chunks_exact_mut(image_len);
             for (plane, channel) in planes.zip(span.chunks_exact(self.span())) {
-                plane.copy_from_slice(&channel[g * self.plane()..][..image_len]);
+                write(plane, &channel[g * self.plane()..][..image_len]);
             }
         }
         Ok(())

@@ -256,6 +256,8 @@ mod tests {
         let mut back = vec![0.0; 12];
         layout.extract(&span, 1, &mut back).unwrap();
         assert_eq!(back, images);
+        layout.extract_add(&span, 1, &mut back).unwrap();
+        assert!(back.iter().zip(&images).all(|(b, i)| *b == 2.0 * i));
     }
 
     #[test]
@@ -276,6 +278,9 @@ mod tests {
         let span = vec![0.0; layout.span_len(1)];
         let err = layout.extract(&span, 1, &mut [0.0; 3]).unwrap_err();
         assert!(err.to_string().contains("images has 3 elements"), "{err}");
+        let err = layout.extract_add(&span, 1, &mut [0.0; 3]).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("extract_add") && message.contains("images has 3"));
         let weights = Conv3x3Weights::forward(&[0.0; 9], 1, 1).unwrap();
         let err = conv3x3_forward(&layout, &weights, &padded, &mut [0.0; 3]).unwrap_err();
         assert!(err.to_string().contains("span has 3 elements"), "{err}");

@@ -20,7 +20,6 @@
 //! `bn2`'s weight to 0 so that every block starts as the identity (or its projection).
 
 use super::conv_bn::ConvBn;
-use crate::kernels::residual::residual_add_assign;
 use crate::kernels::{add_relu_forward, relu_backward, relu_backward_in_place, relu_forward};
 use crate::nn::{ImageShape, Param};
 use crate::rng::Rng;
@@ -51,7 +50,6 @@ pub struct BasicBlock {
     dsum: Vec<f32>,
     dhidden: Vec<f32>,
     dinput: Vec<f32>,
-    dprojection: Vec<f32>,
 }
 
 impl BasicBlock {
@@ -98,7 +96,6 @@ impl BasicBlock {
             dsum: Vec::new(),
             dhidden: Vec::new(),
             dinput: Vec::new(),
-            dprojection: Vec::new(),
         })
     }
 
@@ -176,19 +173,27 @@ impl BasicBlock {
         self.branch2
             .backward(&self.hidden, hidden_shape, &self.dsum, &mut self.dhidden)?;
         relu_backward_in_place(&self.hidden, &mut self.dhidden)?;
-        self.dinput.resize(input.len(), 0.0);
-        self.branch1
-            .backward(input, shape, &self.dhidden, &mut self.dinput)?;
+        // dx = shortcut'(d) + conv1'(bn1'(dh)): the shortcut's share first, the branch's
+        // added onto it by its own backward pass.
         match &mut self.shortcut {
-            Shortcut::Identity => residual_add_assign(&mut self.dinput, &self.dsum)?,
-            Shortcut::Projection(projection) => {
-                self.dprojection.resize(input.len(), 0.0);
-                projection.backward(input, shape, &self.dsum, &mut self.dprojection)?;
-                residual_add_assign(&mut self.dinput, &self.dprojection)?;
+            Shortcut::Identity => {
+                // `d` is the identity's share; its buffer becomes `dinput` (no copy).
+                std::mem::swap(&mut self.dinput, &mut self.dsum);
+                self.branch1
+                    .backward_add(input, shape, &self.dhidden, &mut self.dinput)
             }
-            Shortcut::Absent => {}
+            Shortcut::Projection(projection) => {
+                self.dinput.resize(input.len(), 0.0);
+                projection.backward(input, shape, &self.dsum, &mut self.dinput)?;
+                self.branch1
+                    .backward_add(input, shape, &self.dhidden, &mut self.dinput)
+            }
+            Shortcut::Absent => {
+                self.dinput.resize(input.len(), 0.0);
+                self.branch1
+                    .backward(input, shape, &self.dhidden, &mut self.dinput)
+            }
         }
-        Ok(())
     }
 
     /// The gradient with respect to the input, from the last backward pass.

@@ -98,11 +98,30 @@ impl ConvBn {
         doutput: &[f32],
         dinput: &mut [f32],
     ) -> Result<()> {
+        self.bn_backward(shape, doutput)?;
+        self.conv.backward(input, shape, &self.dconv_out, dinput)
+    }
+
+    /// Like [`ConvBn::backward`], but adds `∂L/∂input` to `dinput`'s contents (see
+    /// [`Conv2d::backward_add`]).
+    pub fn backward_add(
+        &mut self,
+        input: &[f32],
+        shape: ImageShape,
+        doutput: &[f32],
+        dinput: &mut [f32],
+    ) -> Result<()> {
+        self.bn_backward(shape, doutput)?;
+        self.conv
+            .backward_add(input, shape, &self.dconv_out, dinput)
+    }
+
+    /// `dz = bn'(doutput; z)` into `dconv_out`.
+    fn bn_backward(&mut self, shape: ImageShape, doutput: &[f32]) -> Result<()> {
         let out_shape = self.conv.output_shape(shape)?;
         self.dconv_out.resize(out_shape.len(), 0.0);
         self.bn
-            .backward(&self.conv_out, out_shape, doutput, &mut self.dconv_out)?;
-        self.conv.backward(input, shape, &self.dconv_out, dinput)
+            .backward(&self.conv_out, out_shape, doutput, &mut self.dconv_out)
     }
 
     /// Switches BatchNorm between batch and running statistics.
