@@ -37,6 +37,31 @@ pub(super) trait Vector: Copy + std::ops::Add<Output = Self> {
     fn mul_add(self, a: Self, b: Self) -> Self;
     /// The sum of the lanes.
     fn sum(self) -> f32;
+
+    /// [`block_strip`] on this vector. (The AVX-512 one compiles each instance as a function
+    /// of its own, whose registers its accumulators have to themselves: inlined into a
+    /// larger function, LLVM was seen to spill them in the innermost loop, 2x slower.)
+    ///
+    /// # Safety
+    /// As for [`block_strip`].
+    unsafe fn block_strip<const B: usize, const S: usize>(
+        strip: Strip,
+        weights: &[f32],
+        out: &mut [f32],
+    );
+
+    /// [`tap_sums`] on this vector, compiled like [`Vector::block_strip`].
+    ///
+    /// # Safety
+    /// As for [`tap_sums`].
+    unsafe fn tap_sums<const B: usize>(
+        layout: &Conv3x3Layout,
+        segment: &Segment<'_>,
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
+        dweight: &mut [f32],
+    );
 }
 
 /// The bounds every kernel's pointer arithmetic relies on: each padded channel reaches
@@ -86,14 +111,14 @@ pub(super) fn forward<V: Vector>(
             };
             for start in (0..wide).step_by(STRIP * LANES) {
                 match block {
-                    OUT_BLOCK => block_strip::<V, OUT_BLOCK, STRIP>(strip(start), w, out),
-                    _ => block_strip::<V, 1, STRIP>(strip(start), w, out),
+                    OUT_BLOCK => V::block_strip::<OUT_BLOCK, STRIP>(strip(start), w, out),
+                    _ => V::block_strip::<1, STRIP>(strip(start), w, out),
                 }
             }
             for start in (wide..span_len).step_by(LANES) {
                 match block {
-                    OUT_BLOCK => block_strip::<V, OUT_BLOCK, 1>(strip(start), w, out),
-                    _ => block_strip::<V, 1, 1>(strip(start), w, out),
+                    OUT_BLOCK => V::block_strip::<OUT_BLOCK, 1>(strip(start), w, out),
+                    _ => V::block_strip::<1, 1>(strip(start), w, out),
                 }
             }
         }
@@ -103,7 +128,7 @@ pub(super) fn forward<V: Vector>(
 /// Where one step of the forward kernel reads: vectors of span positions from `start`, in
 /// every channel of the laid-out group at `x`.
 #[derive(Clone, Copy)]
-struct Strip {
+pub(super) struct Strip {
     /// The flat shift from one row of taps to the next.
     width: usize,
     columns: Columns,
@@ -136,11 +161,11 @@ unsafe fn block_strip<V: Vector, const B: usize, const S: usize>(
         start,
     } = strip;
     let mut column = columns.column(start);
-    let keep: [(u16, u16); S] = std::array::from_fn(|_| {
-        let keep = columns.keep(column);
+    let mut keep = [(0, 0); S];
+    for keep in &mut keep {
+        *keep = columns.keep(column);
         column = columns.next(column);
-        keep
-    });
+    }
     let span_len = out.len() / B;
     let groups = weights.chunks(9 * B * CHANNEL_GROUP);
     for (group, weights) in groups.enumerate() {
@@ -150,12 +175,16 @@ unsafe fn block_strip<V: Vector, const B: usize, const S: usize>(
             let x = x.add((first + c) * channel_len + start);
             for i in 0..3 {
                 let (x, w) = (x.add(i * width), &w[3 * i * B..]);
-                let left = std::array::from_fn(|s| V::load_kept(x.add(s * LANES), keep[s].0));
-                multiply_add(&mut acc, left, w);
-                let middle = std::array::from_fn(|s| V::load(x.add(1 + s * LANES)));
-                multiply_add(&mut acc, middle, &w[B..]);
-                let right = std::array::from_fn(|s| V::load_kept(x.add(2 + s * LANES), keep[s].1));
-                multiply_add(&mut acc, right, &w[2 * B..]);
+                let (mut left, mut middle, mut right) =
+                    ([V::zero(); S], [V::zero(); S], [V::zero(); S]);
+                for s in 0..S {
+                    left[s] = V::load_kept(x.add(s * LANES), keep[s].0);
+                    middle[s] = V::load(x.add(1 + s * LANES));
+                    right[s] = V::load_kept(x.add(2 + s * LANES), keep[s].1);
+                }
+                acc = multiply_add(acc, left, w);
+                acc = multiply_add(acc, middle, &w[B..]);
+                acc = multiply_add(acc, right, &w[2 * B..]);
             }
         }
         for (acc, out) in acc.iter().zip(out.chunks_exact_mut(span_len)) {
@@ -169,19 +198,22 @@ unsafe fn block_strip<V: Vector, const B: usize, const S: usize>(
     }
 }
 
-/// `acc[b][s] += w[b] · x[s]`: one tap of the forward kernel.
+/// `acc[b][s] + w[b] · x[s]`: one tap of the forward kernel. (By value and with plain
+/// loops: through a `&mut`, LLVM was seen to keep a copy of the accumulators in memory,
+/// stored after every update, and `std::array::from_fn` was sometimes left a call.)
 #[inline(always)]
 fn multiply_add<V: Vector, const B: usize, const S: usize>(
-    acc: &mut [[V; S]; B],
+    mut acc: [[V; S]; B],
     x: [V; S],
     w: &[f32],
-) {
-    for (acc, &w) in acc.iter_mut().zip(&w[..B]) {
-        let w = V::splat(w);
-        for (acc, &x) in acc.iter_mut().zip(&x) {
-            *acc = acc.mul_add(w, x);
+) -> [[V; S]; B] {
+    for b in 0..B {
+        let w = V::splat(w[b]);
+        for s in 0..S {
+            acc[b][s] = acc[b][s].mul_add(w, x[s]);
         }
     }
+    acc
 }
 
 /// The weight-gradient kernel: for [`GRAD_BLOCK`] output channels and one input channel,
@@ -226,8 +258,8 @@ pub(super) fn weight_grad<V: Vector>(
                 // that fits the layout (check_reach above), the segment lies in its span.
                 unsafe {
                     match block {
-                        GRAD_BLOCK => tap_sums::<V, GRAD_BLOCK>(layout, &segment, dy, x, c, dw),
-                        _ => tap_sums::<V, 1>(layout, &segment, dy, x, c, dw),
+                        GRAD_BLOCK => V::tap_sums::<GRAD_BLOCK>(layout, &segment, dy, x, c, dw),
+                        _ => V::tap_sums::<1>(layout, &segment, dy, x, c, dw),
                     }
                 }
             }
@@ -238,7 +270,7 @@ pub(super) fn weight_grad<V: Vector>(
 
 /// Vectors of the weight gradient's span from position `start`, with the lanes that keep
 /// their left and right taps ([`Columns::keep`]).
-struct Segment<'a> {
+pub(super) struct Segment<'a> {
     start: usize,
     keep: &'a [(u16, u16)],
 }
@@ -335,6 +367,25 @@ impl Vector for Portable {
     fn sum(self) -> f32 {
         self.0.iter().sum()
     }
+    #[inline(always)]
+    unsafe fn block_strip<const B: usize, const S: usize>(
+        strip: Strip,
+        weights: &[f32],
+        out: &mut [f32],
+    ) {
+        block_strip::<Self, B, S>(strip, weights, out)
+    }
+    #[inline(always)]
+    unsafe fn tap_sums<const B: usize>(
+        layout: &Conv3x3Layout,
+        segment: &Segment<'_>,
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
+        dweight: &mut [f32],
+    ) {
+        tap_sums::<Self, B>(layout, segment, dy, x, c, dweight)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -342,7 +393,7 @@ pub(super) mod avx512 {
     //! The kernels on 512-bit registers with fused multiply-add.
     use std::arch::x86_64::*;
 
-    use super::{Conv3x3Layout, Conv3x3Weights, Vector};
+    use super::{Conv3x3Layout, Conv3x3Weights, Segment, Strip, Vector};
 
     #[derive(Clone, Copy)]
     pub(super) struct Avx512(__m512);
@@ -387,6 +438,46 @@ pub(super) mod avx512 {
         fn sum(self) -> f32 {
             unsafe { _mm512_reduce_add_ps(self.0) }
         }
+        unsafe fn block_strip<const B: usize, const S: usize>(
+            strip: Strip,
+            weights: &[f32],
+            out: &mut [f32],
+        ) {
+            block_strip_avx512::<B, S>(strip, weights, out)
+        }
+        unsafe fn tap_sums<const B: usize>(
+            layout: &Conv3x3Layout,
+            segment: &Segment<'_>,
+            dy: &[f32],
+            x: &[f32],
+            c: usize,
+            dweight: &mut [f32],
+        ) {
+            tap_sums_avx512::<B>(layout, segment, dy, x, c, dweight)
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    unsafe fn block_strip_avx512<const B: usize, const S: usize>(
+        strip: Strip,
+        weights: &[f32],
+        out: &mut [f32],
+    ) {
+        super::block_strip::<Avx512, B, S>(strip, weights, out)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    unsafe fn tap_sums_avx512<const B: usize>(
+        layout: &Conv3x3Layout,
+        segment: &Segment<'_>,
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
+        dweight: &mut [f32],
+    ) {
+        super::tap_sums::<Avx512, B>(layout, segment, dy, x, c, dweight)
     }
 
     #[target_feature(enable = "avx512f")]
