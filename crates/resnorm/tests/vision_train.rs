@@ -189,6 +189,8 @@ fn the_study_runs_every_panel() {
         resnet_models: vec!["plain20".into(), "resnet20".into()],
         resnet_epochs: 1,
         resnet_train_limit: Some(32),
+        resnet_crop_padding: 2,
+        resnet_flip: true,
         test_limit: Some(12),
         mlp_depths: vec![2],
         mlp_width: 16,

@@ -17,14 +17,23 @@ pub fn render(results: &StudyResults, command: &str) -> String {
     let mut html = page_start("resnorm vision study");
     let c = &results.config;
     let all = |limit: Option<usize>| limit.map_or("all".to_string(), |n| n.to_string());
+    let augmentation = match (c.resnet_crop_padding, c.resnet_flip) {
+        (0, false) => "no augmentation".to_string(),
+        (0, true) => "random flips".to_string(),
+        (p, flip) => format!(
+            "random crops padded by {p}{}",
+            if flip { " and flips" } else { "" }
+        ),
+    };
     let _ = write!(
         html,
         "<h1>Degradation study</h1><p>Command: <code>{}</code></p><p>Residual panel: {} epoch(s) on \
-         {} training images, batch {}, SGD lr {} (momentum 0.9, weight decay 5e-4, cosine), seed {}. \
-         Feed-forward panel: width {}, {} epoch(s) on {} images, lr {}. Test images: {}.</p>",
+         {} training images ({}), batch {}, SGD lr {} (momentum 0.9, weight decay 5e-4, cosine), \
+         seed {}. Feed-forward panel: width {}, {} epoch(s) on {} images, lr {}. Test images: {}.</p>",
         escape(command),
         c.resnet_epochs,
         all(c.resnet_train_limit),
+        augmentation,
         c.batch_size,
         c.lr,
         c.seed,
@@ -235,6 +244,8 @@ mod tests {
                 resnet_models: vec!["plain20".into(), "resnet20".into()],
                 resnet_epochs: 2,
                 resnet_train_limit: Some(3000),
+                resnet_crop_padding: 0,
+                resnet_flip: false,
                 test_limit: None,
                 mlp_depths: vec![2, 4],
                 mlp_width: 16,
@@ -299,7 +310,7 @@ mod tests {
         for text in [
             "<title>resnorm vision study</title>",
             "<code>resnorm vision study --out a&amp;b</code>",
-            "Residual panel: 2 epoch(s) on 3000 training images, batch 64, SGD lr 0.1",
+            "Residual panel: 2 epoch(s) on 3000 training images (no augmentation), batch 64, SGD lr 0.1",
             "width 16, 1 epoch(s) on all images, lr 0.02. Test images: all.",
             "<td>plain20</td><td>269434</td><td>0.3043</td><td>0.2540</td><td>38</td>",
             "Layer responses (He et al., Figure 7)",
@@ -311,6 +322,13 @@ mod tests {
         ] {
             assert!(html.contains(text), "{text} missing");
         }
+        let mut augmented = fake();
+        (
+            augmented.config.resnet_crop_padding,
+            augmented.config.resnet_flip,
+        ) = (4, true);
+        let html_augmented = render(&augmented, "");
+        assert!(html_augmented.contains("(random crops padded by 4 and flips)"));
         let without_namespace = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
         for external in ["http", "<script", "src=", "href=", "url("] {
             assert!(

@@ -31,6 +31,13 @@ pub struct StudyConfig {
     pub resnet_epochs: usize,
     /// Training images of every residual-panel run (`None`: all).
     pub resnet_train_limit: Option<usize>,
+    /// Random crops of the residual panel's training images, padded by this many pixels (0:
+    /// none), as He et al. train on CIFAR-10 (4).
+    #[serde(default)]
+    pub resnet_crop_padding: usize,
+    /// Random horizontal flips of the residual panel's training images.
+    #[serde(default)]
+    pub resnet_flip: bool,
     /// Test images every run is evaluated on (`None`: all).
     pub test_limit: Option<usize>,
     /// Feed-forward depths.
@@ -184,6 +191,8 @@ pub fn run_study(
         };
         let mut config = run_config(study, model, study.resnet_epochs);
         config.train_limit = study.resnet_train_limit;
+        config.crop_padding = study.resnet_crop_padding;
+        config.flip = study.resnet_flip;
         resnets.push(residual_run(splits, study, config, on_event)?);
     }
     let mut mlps = Vec::new();

@@ -32,6 +32,12 @@ pub struct Args {
     /// Training images of every residual-panel run (default: all).
     #[arg(long)]
     train_limit: Option<usize>,
+    /// Residual panel: random crops, the images padded by this many pixels (0: none).
+    #[arg(long, default_value_t = 0)]
+    crop_padding: usize,
+    /// Residual panel: random horizontal flips.
+    #[arg(long)]
+    flip: bool,
     /// Test images every run is evaluated on (default: all).
     #[arg(long)]
     test_limit: Option<usize>,
@@ -65,6 +71,8 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
         resnet_models: args.models,
         resnet_epochs: args.epochs,
         resnet_train_limit: args.train_limit,
+        resnet_crop_padding: args.crop_padding,
+        resnet_flip: args.flip,
         test_limit: args.test_limit,
         mlp_depths: args.mlp_depths,
         mlp_width: args.mlp_width,
