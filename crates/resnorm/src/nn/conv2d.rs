@@ -22,6 +22,9 @@
 //! ∂L/∂x[n] = col2im(wᵀ · dy[n])
 //! ```
 //!
+//! [`Conv2d::backward`] overwrites `∂L/∂x`; [`Conv2d::backward_add`] adds it to what the
+//! buffer holds (a residual block's shortcut gradient), in the same pass.
+//!
 //! Images are split into one contiguous block per thread of [`crate::threads::pool`]; each
 //! block owns its scratch (`cols`, or laid-out images) and a partial weight gradient in the
 //! layer's workspace (sized once, reused), and the partials are added in block order, so
