@@ -10,8 +10,8 @@ mod common;
 use common::{assert_close, Fixture};
 use resnorm::gradcheck::vision;
 use resnorm::kernels::{
-    add_relu_forward, col2im, im2col, relu_backward, relu_backward_in_place, relu_forward,
-    relu_forward_in_place, PatchGeometry,
+    add_relu_forward, col2im, col2im_add, im2col, relu_backward, relu_backward_in_place,
+    relu_forward, relu_forward_in_place, PatchGeometry,
 };
 use resnorm::nn::{Conv2d, Conv2dConfig, GlobalAvgPool, ImageShape, MaxPool2d, Param};
 use resnorm::rng::Rng;
@@ -676,4 +676,5 @@ fn patch_geometry_rejects_bad_sizes() {
         "image has 15",
     );
     assert_shape_error(col2im(&g, &[0.0; 3], &mut [0.0; 16]), "cols 3");
+    assert_shape_error(col2im_add(&g, &[0.0; 3], &mut [0.0; 16]), "cols 3");
 }

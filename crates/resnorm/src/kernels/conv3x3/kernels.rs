@@ -44,16 +44,20 @@ pub(super) trait Vector: Copy + std::ops::Add<Output = Self> {
     ///
     /// # Safety
     /// As for [`block_strip`].
+    #[inline(always)]
     unsafe fn block_strip<const B: usize, const S: usize>(
         strip: Strip,
         weights: &[f32],
         out: &mut [f32],
-    );
+    ) {
+        block_strip::<Self, B, S>(strip, weights, out)
+    }
 
     /// [`tap_sums`] on this vector, compiled like [`Vector::block_strip`].
     ///
     /// # Safety
     /// As for [`tap_sums`].
+    #[inline(always)]
     unsafe fn tap_sums<const B: usize>(
         layout: &Conv3x3Layout,
         segment: &Segment<'_>,
@@ -61,7 +65,9 @@ pub(super) trait Vector: Copy + std::ops::Add<Output = Self> {
         x: &[f32],
         c: usize,
         dweight: &mut [f32],
-    );
+    ) {
+        tap_sums::<Self, B>(layout, segment, dy, x, c, dweight)
+    }
 }
 
 /// The bounds every kernel's pointer arithmetic relies on: each padded channel reaches
@@ -366,25 +372,6 @@ impl Vector for Portable {
     #[inline(always)]
     fn sum(self) -> f32 {
         self.0.iter().sum()
-    }
-    #[inline(always)]
-    unsafe fn block_strip<const B: usize, const S: usize>(
-        strip: Strip,
-        weights: &[f32],
-        out: &mut [f32],
-    ) {
-        block_strip::<Self, B, S>(strip, weights, out)
-    }
-    #[inline(always)]
-    unsafe fn tap_sums<const B: usize>(
-        layout: &Conv3x3Layout,
-        segment: &Segment<'_>,
-        dy: &[f32],
-        x: &[f32],
-        c: usize,
-        dweight: &mut [f32],
-    ) {
-        tap_sums::<Self, B>(layout, segment, dy, x, c, dweight)
     }
 }
 
