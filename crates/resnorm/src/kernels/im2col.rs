@@ -217,13 +217,20 @@ pub fn im2col(geometry: &PatchGeometry, image: &[f32], cols: &mut [f32]) -> Resu
 pub fn col2im(geometry: &PatchGeometry, cols: &[f32], image: &mut [f32]) -> Result<()> {
     geometry.check("col2im", image.len(), cols.len())?;
     image.fill(0.0);
-    col2im_add(geometry, cols, image)
+    scatter_add(geometry, cols, image);
+    Ok(())
 }
 
 /// Like [`col2im`], but adds the sums to `image`'s contents: the input gradient of a
 /// convolution added straight into a residual stream's.
 pub fn col2im_add(geometry: &PatchGeometry, cols: &[f32], image: &mut [f32]) -> Result<()> {
     geometry.check("col2im_add", image.len(), cols.len())?;
+    scatter_add(geometry, cols, image);
+    Ok(())
+}
+
+/// Adds every entry of `cols` into the pixel [`im2col`] copied it from (sizes checked).
+fn scatter_add(geometry: &PatchGeometry, cols: &[f32], image: &mut [f32]) {
     let s = geometry.stride;
     geometry.for_each_run(|input, col, run| {
         let source = &cols[col..col + run];
@@ -235,5 +242,4 @@ pub fn col2im_add(geometry: &PatchGeometry, cols: &[f32], image: &mut [f32]) -> 
             target.zip(source).for_each(|(d, &v)| *d += v);
         }
     });
-    Ok(())
 }
