@@ -9,8 +9,8 @@ use resnorm::gradcheck::batch_norm::{
     batch_norm_train_reference, checks,
 };
 use resnorm::kernels::batch_norm::{
-    batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train, BatchNormGrads,
-    BatchNormParams, BatchNormShape, RunningStats, SavedStats,
+    batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train, Activation,
+    BatchNormGrads, BatchNormParams, BatchNormShape, RunningStats, SavedStats, SavedStatsMut,
 };
 use resnorm::rng::Rng;
 use resnorm::Error;
@@ -51,6 +51,7 @@ struct Step {
     out: Vec<f32>,
     mean: Vec<f32>,
     rstd: Vec<f32>,
+    shift: Vec<f32>,
     dx: Vec<f32>,
     dweight: Vec<f32>,
     dbias: Vec<f32>,
@@ -73,6 +74,7 @@ impl Step {
             out: vec![0.0; len],
             mean: vec![0.0; c],
             rstd: vec![0.0; c],
+            shift: vec![0.0; c],
             dx: vec![f32::NAN; len],
             dweight: normal(&mut rng, c, 0.0, 1.0),
             dbias: normal(&mut rng, c, 0.0, 1.0),
@@ -90,22 +92,21 @@ impl Step {
             var: &mut self.running_var,
             momentum: MOMENTUM,
         };
-        batch_norm_forward_train(
-            &self.x,
-            s,
-            params,
-            running,
-            &mut self.out,
-            &mut self.mean,
-            &mut self.rstd,
-        )
-        .unwrap();
+        let saved = SavedStatsMut {
+            mean: &mut self.mean,
+            rstd: &mut self.rstd,
+            shift: &mut self.shift,
+        };
+        let identity = Activation::Identity;
+        batch_norm_forward_train(&self.x, s, params, running, identity, &mut self.out, saved)
+            .unwrap();
     }
 
     fn backward(&mut self, s: BatchNormShape) {
         let saved = SavedStats {
             mean: &self.mean,
             rstd: &self.rstd,
+            shift: &self.shift,
         };
         let grads = BatchNormGrads {
             dweight: &mut self.dweight,
@@ -262,6 +263,7 @@ fn eval_forward_matches_the_f64_reference() {
             params,
             &step.running_mean,
             &step.running_var,
+            Activation::Identity,
             &mut step.out,
         )
         .unwrap();
@@ -293,7 +295,9 @@ fn eval_accepts_a_single_value_per_channel() {
         bias: &[0.0, 1.0],
         eps: EPS,
     };
-    batch_norm_forward_eval(&[3.0, 4.0], s, params, &[1.0, 2.0], &[4.0, 0.0], &mut out).unwrap();
+    let (mean, var) = ([1.0, 2.0], [4.0, 0.0]);
+    let identity = Activation::Identity;
+    batch_norm_forward_eval(&[3.0, 4.0], s, params, &mean, &var, identity, &mut out).unwrap();
     let expected = [2.0 / (4.0 + EPS).sqrt(), 1.0 + 2.0 * 2.0 / EPS.sqrt()];
     assert_close("eval N=1", &out, &expected, 1e-6, 0.0);
 }
@@ -376,6 +380,7 @@ fn batch_norm2d_eval_matches_pytorch() {
         params,
         &fx.get("running_mean").data,
         &fx.get("running_var").data,
+        Activation::Identity,
         &mut out,
     )
     .unwrap();
@@ -411,7 +416,11 @@ fn results_are_bitwise_reproducible() {
 #[test]
 fn gradient_checks_pass() {
     let results = checks();
-    assert_eq!(results.len(), 3);
+    assert_eq!(
+        results.len(),
+        6,
+        "dx, dweight, dbias without and with a ReLU"
+    );
     for r in results {
         println!("{r:?}");
         assert!(r.passed, "{r:?}");
@@ -440,12 +449,13 @@ fn assert_invalid(result: resnorm::Result<()>, what: &str) {
 }
 
 /// A training forward on buffers of the given lengths (x, out, weight, bias, running mean,
-/// running var, saved mean, saved rstd); checks that nothing was written on error.
-fn train_with(s: BatchNormShape, lens: [usize; 8], eps: f32, momentum: f32) -> resnorm::Result<()> {
+/// running var, saved mean, saved rstd, saved shift); checks that nothing was written on error.
+fn train_with(s: BatchNormShape, lens: [usize; 9], eps: f32, momentum: f32) -> resnorm::Result<()> {
     let (x, mut out) = (vec![1.0; lens[0]], vec![0.0; lens[1]]);
     let (weight, bias) = (vec![1.0; lens[2]], vec![0.0; lens[3]]);
     let (mut run_mean, mut run_var) = (vec![0.0; lens[4]], vec![1.0; lens[5]]);
-    let (mut mean, mut rstd) = (vec![0.0; lens[6]], vec![0.0; lens[7]]);
+    let (mut mean, mut rstd, mut shift) =
+        (vec![0.0; lens[6]], vec![0.0; lens[7]], vec![0.0; lens[8]]);
     let params = BatchNormParams {
         weight: &weight,
         bias: &bias,
@@ -456,7 +466,13 @@ fn train_with(s: BatchNormShape, lens: [usize; 8], eps: f32, momentum: f32) -> r
         var: &mut run_var,
         momentum,
     };
-    let result = batch_norm_forward_train(&x, s, params, running, &mut out, &mut mean, &mut rstd);
+    let saved = SavedStatsMut {
+        mean: &mut mean,
+        rstd: &mut rstd,
+        shift: &mut shift,
+    };
+    let identity = Activation::Identity;
+    let result = batch_norm_forward_train(&x, s, params, running, identity, &mut out, saved);
     if result.is_err() {
         assert!(
             run_mean.iter().chain(&out).all(|&v| v == 0.0),
@@ -468,7 +484,7 @@ fn train_with(s: BatchNormShape, lens: [usize; 8], eps: f32, momentum: f32) -> r
 
 #[test]
 fn training_forward_rejects_bad_input() {
-    let ok = [24, 24, 3, 3, 3, 3, 3, 3];
+    let ok = [24, 24, 3, 3, 3, 3, 3, 3, 3];
     assert!(train_with(VALID, ok, EPS, MOMENTUM).is_ok());
     for i in 0..ok.len() {
         let mut lens = ok;
@@ -487,11 +503,11 @@ fn training_forward_rejects_bad_input() {
     }
     // PyTorch: "Expected more than 1 value per channel when training".
     assert_invalid(
-        train_with(shape(1, 3, 1), [3; 8], EPS, MOMENTUM),
+        train_with(shape(1, 3, 1), [3; 9], EPS, MOMENTUM),
         "one value per channel",
     );
     for zero in [shape(0, 3, 4), shape(2, 0, 4), shape(2, 3, 0)] {
-        let lens = [0, 0, 3, 3, 3, 3, 3, 3];
+        let lens = [0, 0, 3, 3, 3, 3, 3, 3, 3];
         assert_invalid(train_with(zero, lens, EPS, MOMENTUM), &format!("{zero:?}"));
     }
     let overflowing = shape(usize::MAX, 2, 2);
@@ -512,7 +528,7 @@ fn eval_with(s: BatchNormShape, lens: [usize; 6], eps: f32, var_value: f32) -> r
         bias: &bias,
         eps,
     };
-    batch_norm_forward_eval(&x, s, params, &mean, &var, &mut out)
+    batch_norm_forward_eval(&x, s, params, &mean, &var, Activation::Identity, &mut out)
 }
 
 #[test]
@@ -538,14 +554,16 @@ fn eval_forward_rejects_bad_input() {
 
 #[test]
 fn backward_rejects_bad_input() {
-    // Lengths of dy, x, dx, weight, saved mean, saved rstd, dweight, dbias.
-    let run = |s: BatchNormShape, lens: [usize; 8]| {
+    // Lengths of dy, x, dx, weight, saved mean, saved rstd, saved shift, dweight, dbias.
+    let run = |s: BatchNormShape, lens: [usize; 9]| {
         let (dy, x, mut dx) = (vec![1.0; lens[0]], vec![1.0; lens[1]], vec![0.0; lens[2]]);
         let (weight, mean, rstd) = (vec![1.0; lens[3]], vec![0.0; lens[4]], vec![1.0; lens[5]]);
-        let (mut dweight, mut dbias) = (vec![0.0; lens[6]], vec![0.0; lens[7]]);
+        let shift = vec![0.0; lens[6]];
+        let (mut dweight, mut dbias) = (vec![0.0; lens[7]], vec![0.0; lens[8]]);
         let saved = SavedStats {
             mean: &mean,
             rstd: &rstd,
+            shift: &shift,
         };
         let grads = BatchNormGrads {
             dweight: &mut dweight,
@@ -560,16 +578,16 @@ fn backward_rejects_bad_input() {
         }
         result
     };
-    let ok = [24, 24, 24, 3, 3, 3, 3, 3];
+    let ok = [24, 24, 24, 3, 3, 3, 3, 3, 3];
     assert!(run(VALID, ok).is_ok());
     for i in 0..ok.len() {
         let mut lens = ok;
         lens[i] += 1;
         assert_shape_error(run(VALID, lens), &format!("length {i}"));
     }
-    assert_invalid(run(shape(1, 3, 1), [3; 8]), "one value per channel");
+    assert_invalid(run(shape(1, 3, 1), [3; 9]), "one value per channel");
     assert_invalid(
-        run(shape(2, 3, 0), [0, 0, 0, 3, 3, 3, 3, 3]),
+        run(shape(2, 3, 0), [0, 0, 0, 3, 3, 3, 3, 3, 3]),
         "zero spatial",
     );
 }

@@ -14,8 +14,8 @@
 
 use super::{compare, numeric_gradient, CheckResult};
 use crate::kernels::batch_norm::{
-    batch_norm_backward, batch_norm_forward_train, BatchNormGrads, BatchNormParams, BatchNormShape,
-    RunningStats, SavedStats,
+    batch_norm_backward, batch_norm_forward_train, batch_norm_relu_backward, Activation,
+    BatchNormGrads, BatchNormParams, BatchNormShape, RunningStats, SavedStats, SavedStatsMut,
 };
 use crate::rng::Rng;
 
@@ -108,8 +108,15 @@ fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&v| v as f64).collect()
 }
 
-/// Checks `dx`, `dweight` and `dbias` of [`batch_norm_backward`] on a small NCHW input.
+/// Checks `dx`, `dweight` and `dbias` of [`batch_norm_backward`] and of
+/// [`batch_norm_relu_backward`] (the backward of `relu(batch_norm(x))`) on a small NCHW input.
 pub fn checks() -> Vec<CheckResult> {
+    let mut results = check(false);
+    results.extend(check(true));
+    results
+}
+
+fn check(relu: bool) -> Vec<CheckResult> {
     const TOLERANCE: f64 = 1e-4;
     const STEP: f64 = 1e-4;
     let shape = BatchNormShape {
@@ -127,7 +134,8 @@ pub fn checks() -> Vec<CheckResult> {
     rng.fill_normal(&mut weight, 1.0, 0.5);
     rng.fill_normal(&mut bias, 0.0, 0.5);
 
-    let (mut out, mut mean, mut rstd) = (vec![0.0; len], vec![0.0; 2], vec![0.0; 2]);
+    let mut out = vec![0.0; len];
+    let (mut mean, mut rstd, mut shift) = (vec![0.0; 2], vec![0.0; 2], vec![0.0; 2]);
     let (mut running_mean, mut running_var) = (vec![0.0; 2], vec![1.0; 2]);
     let params = BatchNormParams {
         weight: &weight,
@@ -139,18 +147,34 @@ pub fn checks() -> Vec<CheckResult> {
         var: &mut running_var,
         momentum: 0.1,
     };
-    batch_norm_forward_train(&x, shape, params, running, &mut out, &mut mean, &mut rstd)
+    let saved = SavedStatsMut {
+        mean: &mut mean,
+        rstd: &mut rstd,
+        shift: &mut shift,
+    };
+    let activation = if relu {
+        Activation::Relu
+    } else {
+        Activation::Identity
+    };
+    batch_norm_forward_train(&x, shape, params, running, activation, &mut out, saved)
         .expect("valid batch_norm input");
     let (mut dx, mut dweight, mut dbias) = (vec![0.0; len], vec![0.0; 2], vec![0.0; 2]);
     let saved = SavedStats {
         mean: &mean,
         rstd: &rstd,
+        shift: &shift,
     };
     let grads = BatchNormGrads {
         dweight: &mut dweight,
         dbias: &mut dbias,
     };
-    batch_norm_backward(&upstream, &x, shape, &weight, saved, &mut dx, grads)
+    let backward = if relu {
+        batch_norm_relu_backward
+    } else {
+        batch_norm_backward
+    };
+    backward(&upstream, &x, shape, &weight, saved, &mut dx, grads)
         .expect("valid batch_norm gradients");
 
     let (x64, w64, b64, g64) = (
@@ -162,14 +186,25 @@ pub fn checks() -> Vec<CheckResult> {
     let eps64 = eps as f64;
     let loss = |x: &[f64], w: &[f64], b: &[f64]| -> f64 {
         let y = batch_norm_train_reference(x, shape, w, b, eps64);
-        y.iter().zip(&g64).map(|(y, g)| y * g).sum()
+        let act = |v: f64| if relu { v.max(0.0) } else { v };
+        y.iter().zip(&g64).map(|(&y, g)| act(y) * g).sum()
     };
     let numeric_dx = numeric_gradient(|v| loss(v, &w64, &b64), &x64, STEP);
     let numeric_dweight = numeric_gradient(|v| loss(&x64, v, &b64), &w64, STEP);
     let numeric_dbias = numeric_gradient(|v| loss(&x64, &w64, v), &b64, STEP);
+    let name = if relu {
+        "batch_norm+relu"
+    } else {
+        "batch_norm"
+    };
     vec![
-        compare("batch_norm dx", &dx, &numeric_dx, TOLERANCE),
-        compare("batch_norm dweight", &dweight, &numeric_dweight, TOLERANCE),
-        compare("batch_norm dbias", &dbias, &numeric_dbias, TOLERANCE),
+        compare(&format!("{name} dx"), &dx, &numeric_dx, TOLERANCE),
+        compare(
+            &format!("{name} dweight"),
+            &dweight,
+            &numeric_dweight,
+            TOLERANCE,
+        ),
+        compare(&format!("{name} dbias"), &dbias, &numeric_dbias, TOLERANCE),
     ]
 }

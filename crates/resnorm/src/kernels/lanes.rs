@@ -1,5 +1,5 @@
-//! Sixteen `f32` lanes with element-wise `+`, `-`, `*`, the vector type of the row kernels,
-//! and the run-time choice of its widest implementation.
+//! Sixteen `f32` lanes with element-wise `+`, `-`, `*` and a ReLU gate, the vector type of
+//! the row and plane kernels, and the run-time choice of its widest implementation.
 //!
 //! Written out because LLVM's SLP vectorizer, given several accumulators updated in one loop
 //! (Σd and Σd² together), packs the wrong elements together and leaves the arithmetic
@@ -36,6 +36,9 @@ pub(crate) trait Lanes:
     /// [`Lanes::STREAM_ALIGN`] bytes (plain stores otherwise). Same bits either way; a block
     /// of such stores ends with [`streaming_fence`].
     fn store_streaming(self, chunk: &mut [f32]);
+    /// `g` in the lanes where `self > 0` or is NaN, 0 elsewhere: a ReLU's gradient gate
+    /// (`self` its input or output), and with `g = self` the ReLU itself.
+    fn relu_gate(self, g: Self) -> Self;
 
     /// All lanes zero.
     #[inline(always)]
@@ -114,6 +117,13 @@ impl Lanes for Portable {
     #[inline(always)]
     fn store_streaming(self, chunk: &mut [f32]) {
         self.store(chunk);
+    }
+
+    #[inline(always)]
+    fn relu_gate(self, g: Self) -> Self {
+        Portable(std::array::from_fn(|i| {
+            crate::kernels::relu::relu_gate(self.0[i], g.0[i])
+        }))
     }
 }
 
@@ -216,6 +226,14 @@ mod x86 {
                 unsafe { _mm_stream_ps(chunk[4 * i..].as_mut_ptr(), register) };
             }
         }
+
+        #[inline(always)]
+        fn relu_gate(self, g: Self) -> Self {
+            // SAFETY: SSE2 is baseline; registers only. "Not <=" is true for NaN.
+            Sse(std::array::from_fn(|i| unsafe {
+                _mm_and_ps(_mm_cmpnle_ps(self.0[i], _mm_setzero_ps()), g.0[i])
+            }))
+        }
     }
 
     lanes_ops!(Sse, _mm_add_ps, _mm_sub_ps, _mm_mul_ps);
@@ -264,6 +282,16 @@ mod x86 {
                 // 32-byte boundary since `chunk` starts at one (checked above).
                 unsafe { _mm256_stream_ps(chunk[8 * i..].as_mut_ptr(), register) };
             }
+        }
+
+        #[inline(always)]
+        fn relu_gate(self, g: Self) -> Self {
+            // SAFETY: see the type's documentation; registers only. NLE_UQ: "not <=",
+            // true for NaN.
+            Avx(std::array::from_fn(|i| unsafe {
+                let keep = _mm256_cmp_ps::<_CMP_NLE_UQ>(self.0[i], _mm256_setzero_ps());
+                _mm256_and_ps(keep, g.0[i])
+            }))
         }
     }
 
@@ -316,6 +344,43 @@ mod tests {
             acc = L::load(&out);
         }
         acc.sum()
+    }
+
+    /// The gate keeps `g` where the input is positive or NaN, like the scalar
+    /// `relu_gate` of the element-wise kernels, on both instruction sets.
+    #[test]
+    fn relu_gate_matches_the_scalar_gate() {
+        let special = [
+            -1.0,
+            -0.0,
+            0.0,
+            1e-30,
+            2.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        let x: Vec<f32> = (0..LANES).map(|i| special[i % special.len()]).collect();
+        let g: Vec<f32> = (0..LANES).map(|i| i as f32 + 0.5).collect();
+        let expected: Vec<u32> = x
+            .iter()
+            .zip(&g)
+            .map(|(&x, &g)| crate::kernels::relu::relu_gate(x, g).to_bits())
+            .collect();
+        let bits = |out: [f32; LANES]| out.map(f32::to_bits).to_vec();
+        let mut out = [0.0; LANES];
+        Sse::load(&x).relu_gate(Sse::load(&g)).store(&mut out);
+        assert_eq!(bits(out), expected, "sse");
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX, checked just above.
+            unsafe { avx_gate(&x, &g, &mut out) };
+            assert_eq!(bits(out), expected, "avx");
+        }
+    }
+
+    #[target_feature(enable = "avx")]
+    unsafe fn avx_gate(x: &[f32], g: &[f32], out: &mut [f32]) {
+        Avx::load(x).relu_gate(Avx::load(g)).store(out);
     }
 
     #[test]

@@ -52,6 +52,27 @@ fn blockwise(values: &mut [f32], body: impl Fn(usize, &mut [f32]) + Sync) {
     });
 }
 
+/// `max(x, 0)`, with NaN passed through (a select, not a conditional store: it vectorizes
+/// without masked stores).
+#[inline(always)]
+pub(crate) fn relu(x: f32) -> f32 {
+    if x <= 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// The gradient `g` where the ReLU's output `y` is positive (or NaN), else 0.
+#[inline(always)]
+pub(crate) fn relu_gate(y: f32, g: f32) -> f32 {
+    if y <= 0.0 {
+        0.0
+    } else {
+        g
+    }
+}
+
 /// `output = max(input, 0)` elementwise.
 pub fn relu_forward(input: &[f32], output: &mut [f32]) -> Result<()> {
     check_lens(
@@ -60,7 +81,7 @@ pub fn relu_forward(input: &[f32], output: &mut [f32]) -> Result<()> {
     )?;
     blockwise(output, |start, y| {
         for (y, &x) in y.iter_mut().zip(&input[start..]) {
-            *y = if x <= 0.0 { 0.0 } else { x };
+            *y = relu(x);
         }
     });
     Ok(())
@@ -69,9 +90,8 @@ pub fn relu_forward(input: &[f32], output: &mut [f32]) -> Result<()> {
 /// `values = max(values, 0)` elementwise, in place.
 pub fn relu_forward_in_place(values: &mut [f32]) {
     blockwise(values, |_, y| {
-        // A select, not a conditional store: it vectorizes without masked stores.
         for y in y.iter_mut() {
-            *y = if *y <= 0.0 { 0.0 } else { *y };
+            *y = relu(*y);
         }
     });
 }
@@ -87,8 +107,7 @@ pub fn add_relu_forward(a: &[f32], b: &[f32], output: &mut [f32]) -> Result<()> 
     )?;
     blockwise(output, |start, y| {
         for (y, (&a, &b)) in y.iter_mut().zip(a[start..].iter().zip(&b[start..])) {
-            let sum = a + b;
-            *y = if sum <= 0.0 { 0.0 } else { sum };
+            *y = relu(a + b);
         }
     });
     Ok(())
@@ -107,7 +126,7 @@ pub fn relu_backward(output: &[f32], doutput: &[f32], dinput: &mut [f32]) -> Res
     blockwise(dinput, |start, d| {
         let pairs = output[start..].iter().zip(&doutput[start..]);
         for (d, (&y, &g)) in d.iter_mut().zip(pairs) {
-            *d = if y <= 0.0 { 0.0 } else { g };
+            *d = relu_gate(y, g);
         }
     });
     Ok(())
@@ -121,7 +140,7 @@ pub fn relu_backward_in_place(output: &[f32], grad: &mut [f32]) -> Result<()> {
     )?;
     blockwise(grad, |start, g| {
         for (g, &y) in g.iter_mut().zip(&output[start..]) {
-            *g = if y <= 0.0 { 0.0 } else { *g };
+            *g = relu_gate(y, *g);
         }
     });
     Ok(())

@@ -36,8 +36,8 @@ pub trait ImageClassifier: Send {
     /// The outputs of the layers whose spread He et al. plot in Figure 7 (each residual
     /// branch's BatchNorm, before the add and ReLU) from the last forward pass, by name;
     /// empty for networks without such layers.
-    fn responses(&self) -> Vec<(&str, &[f32])> {
-        Vec::new()
+    fn responses(&self) -> Result<Vec<(&str, Vec<f32>)>> {
+        Ok(Vec::new())
     }
 
     /// Clears every parameter's gradient.
@@ -79,7 +79,7 @@ impl ImageClassifier for super::resnet::ResNet {
         super::resnet::ResNet::visit_buffers_mut(self, f);
     }
 
-    fn responses(&self) -> Vec<(&str, &[f32])> {
+    fn responses(&self) -> Result<Vec<(&str, Vec<f32>)>> {
         super::resnet::ResNet::responses(self)
     }
 }

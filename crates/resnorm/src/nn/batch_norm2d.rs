@@ -40,8 +40,9 @@
 //! ```
 
 use crate::kernels::batch_norm::{
-    batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train, BatchNormGrads,
-    BatchNormParams, BatchNormShape, RunningStats, SavedStats,
+    batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train, batch_norm_normalized,
+    batch_norm_relu_backward, Activation, BatchNormGrads, BatchNormParams, BatchNormShape,
+    RunningStats, SavedStats, SavedStatsMut,
 };
 use crate::nn::{ImageShape, Param, ParamKind};
 use crate::{Error, Result};
@@ -69,6 +70,7 @@ pub struct BatchNorm2d {
     training: bool,
     saved_mean: Vec<f32>,
     saved_rstd: Vec<f32>,
+    saved_shift: Vec<f32>,
     saved_from: Option<ImageShape>,
 }
 
@@ -102,6 +104,7 @@ impl BatchNorm2d {
             training: true,
             saved_mean: vec![0.0; channels],
             saved_rstd: vec![0.0; channels],
+            saved_shift: vec![0.0; channels],
             saved_from: None,
         })
     }
@@ -143,6 +146,18 @@ impl BatchNorm2d {
     /// Normalizes `input` (shape `shape`) into `output`; in training mode also saves the
     /// batch statistics for [`BatchNorm2d::backward`] and updates the running statistics.
     pub fn forward(&mut self, input: &[f32], shape: ImageShape, output: &mut [f32]) -> Result<()> {
+        self.forward_with(input, shape, Activation::Identity, output)
+    }
+
+    /// [`BatchNorm2d::forward`] with `activation` applied to the normalized values in the
+    /// same pass (a ReLU, or a residual block's add and ReLU).
+    pub fn forward_with(
+        &mut self,
+        input: &[f32],
+        shape: ImageShape,
+        activation: Activation,
+        output: &mut [f32],
+    ) -> Result<()> {
         const OP: &str = "BatchNorm2d::forward";
         let kernel_shape = self.kernel_shape(OP, shape)?;
         let params = BatchNormParams {
@@ -156,27 +171,33 @@ impl BatchNorm2d {
                 var: &mut self.running_var.value,
                 momentum: self.momentum,
             };
+            let saved = SavedStatsMut {
+                mean: &mut self.saved_mean,
+                rstd: &mut self.saved_rstd,
+                shift: &mut self.saved_shift,
+            };
             self.saved_from = None;
             batch_norm_forward_train(
                 input,
                 kernel_shape,
                 params,
                 running,
+                activation,
                 output,
-                &mut self.saved_mean,
-                &mut self.saved_rstd,
+                saved,
             )?;
             self.saved_from = Some(shape);
             Ok(())
         } else {
             self.saved_from = None;
             let (mean, var) = (&self.running_mean.value, &self.running_var.value);
-            batch_norm_forward_eval(input, kernel_shape, params, mean, var, output)
+            batch_norm_forward_eval(input, kernel_shape, params, mean, var, activation, output)
         }
     }
 
     /// Overwrites `dinput` with `∂L/∂input` and adds into the weight and bias gradients,
-    /// given the last (training-mode) forward pass's `input` and `doutput = ∂L/∂output`.
+    /// given the last (training-mode) forward pass's `input` and `doutput`, the gradient at
+    /// the normalized values (after an add-and-ReLU forward: at the sum).
     pub fn backward(
         &mut self,
         input: &[f32],
@@ -184,34 +205,89 @@ impl BatchNorm2d {
         doutput: &[f32],
         dinput: &mut [f32],
     ) -> Result<()> {
+        self.backward_through(false, input, shape, doutput, dinput)
+    }
+
+    /// The backward pass of `relu(bn(input))`: like [`BatchNorm2d::backward`], with
+    /// `doutput` the gradient at the ReLU's output (its mask is recomputed, not read).
+    pub fn backward_relu(
+        &mut self,
+        input: &[f32],
+        shape: ImageShape,
+        doutput: &[f32],
+        dinput: &mut [f32],
+    ) -> Result<()> {
+        self.backward_through(true, input, shape, doutput, dinput)
+    }
+
+    fn backward_through(
+        &mut self,
+        relu: bool,
+        input: &[f32],
+        shape: ImageShape,
+        doutput: &[f32],
+        dinput: &mut [f32],
+    ) -> Result<()> {
         const OP: &str = "BatchNorm2d::backward";
         let kernel_shape = self.kernel_shape(OP, shape)?;
-        if self.saved_from != Some(shape) {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "{}: no training-mode forward pass of shape {shape} to go back through",
-                    self.weight.name
-                ),
-            ));
-        }
+        self.check_saved(OP, shape)?;
         let saved = SavedStats {
             mean: &self.saved_mean,
             rstd: &self.saved_rstd,
+            shift: &self.saved_shift,
         };
         let grads = BatchNormGrads {
             dweight: &mut self.weight.grad,
             dbias: &mut self.bias.grad,
         };
-        batch_norm_backward(
-            doutput,
-            input,
-            kernel_shape,
-            &self.weight.value,
-            saved,
-            dinput,
-            grads,
-        )
+        let backward = if relu {
+            batch_norm_relu_backward
+        } else {
+            batch_norm_backward
+        };
+        let weight = &self.weight.value;
+        backward(doutput, input, kernel_shape, weight, saved, dinput, grads)
+    }
+
+    /// Whether the last forward pass was in training mode with shape `shape`.
+    fn check_saved(&self, op: &'static str, shape: ImageShape) -> Result<()> {
+        if self.saved_from == Some(shape) {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            op,
+            format!(
+                "{}: no training-mode forward pass of shape {shape} to go back through",
+                self.weight.name
+            ),
+        ))
+    }
+
+    /// The normalized values `bn(input)` before any activation: in training mode those of
+    /// the last forward pass (whose `input` this must be), in evaluation mode from the
+    /// running statistics. For looking at a layer's response after a fused forward.
+    pub fn normalized(&self, input: &[f32], shape: ImageShape, out: &mut [f32]) -> Result<()> {
+        const OP: &str = "BatchNorm2d::normalized";
+        let kernel_shape = self.kernel_shape(OP, shape)?;
+        let weight = &self.weight.value;
+        if self.training {
+            self.check_saved(OP, shape)?;
+            let saved = SavedStats {
+                mean: &self.saved_mean,
+                rstd: &self.saved_rstd,
+                shift: &self.saved_shift,
+            };
+            batch_norm_normalized(input, kernel_shape, weight, saved, out)
+        } else {
+            let params = BatchNormParams {
+                weight,
+                bias: &self.bias.value,
+                eps: self.eps,
+            };
+            let (mean, var) = (&self.running_mean.value, &self.running_var.value);
+            let identity = Activation::Identity;
+            batch_norm_forward_eval(input, kernel_shape, params, mean, var, identity, out)
+        }
     }
 
     /// Hands the weight, then the bias, to `f`.

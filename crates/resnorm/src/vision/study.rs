@@ -272,15 +272,15 @@ fn response_std(trainer: &mut Trainer, images: usize) -> Result<Vec<(String, f32
     let batch = test.images()[..shape.len()].to_vec();
     let model = trainer.model();
     model.set_training(false);
-    let outcome = model.forward(&batch, shape).map(|_| ());
-    let stds = model
-        .responses()
-        .into_iter()
-        .map(|(name, values)| (name.trim_end_matches(".weight").to_string(), std(values)))
-        .collect();
+    let stds = model.forward(&batch, shape).map(|_| ()).and_then(|()| {
+        Ok(model
+            .responses()?
+            .into_iter()
+            .map(|(name, values)| (name.trim_end_matches(".weight").to_string(), std(&values)))
+            .collect())
+    });
     model.set_training(true);
-    outcome?;
-    Ok(stds)
+    stds
 }
 
 fn std(values: &[f32]) -> f32 {

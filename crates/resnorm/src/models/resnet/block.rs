@@ -16,11 +16,14 @@
 //! ```
 //!
 //! where `shortcut'(d) = d` for the identity: the residual add passes the gradient through
-//! unchanged, which is why deep residual networks keep training. `zero_init_residual` sets
+//! unchanged, which is why deep residual networks keep training. Each ReLU (and the add)
+//! runs inside the BatchNorm pass before it, and `[h > 0]` inside bn1's backward (see
+//! [`ConvBn`]), so the block makes no element-wise pass of its own but `d`. `zero_init_residual` sets
 //! `bn2`'s weight to 0 so that every block starts as the identity (or its projection).
 
 use super::conv_bn::ConvBn;
-use crate::kernels::{add_relu_forward, relu_backward, relu_backward_in_place, relu_forward};
+use crate::kernels::batch_norm::Activation;
+use crate::kernels::relu_backward;
 use crate::nn::{ImageShape, Param};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -45,8 +48,6 @@ pub struct BasicBlock {
     pub branch2: ConvBn,
     /// The shortcut.
     pub shortcut: Shortcut,
-    hidden: Vec<f32>,
-    output: Vec<f32>,
     dsum: Vec<f32>,
     dhidden: Vec<f32>,
     dinput: Vec<f32>,
@@ -91,8 +92,6 @@ impl BasicBlock {
                 1,
             )?,
             shortcut,
-            hidden: Vec::new(),
-            output: Vec::new(),
             dsum: Vec::new(),
             dhidden: Vec::new(),
             dinput: Vec::new(),
@@ -117,64 +116,67 @@ impl BasicBlock {
     }
 
     /// Computes the block's output (read it with [`BasicBlock::output`]) and returns its
-    /// shape.
+    /// shape. Each ReLU, and the add before the last one, runs in its BatchNorm's pass.
     pub fn forward(&mut self, input: &[f32], shape: ImageShape) -> Result<ImageShape> {
-        let hidden_shape = self.branch1.forward(input, shape)?;
-        self.hidden.resize(hidden_shape.len(), 0.0);
-        relu_forward(self.branch1.output(), &mut self.hidden)?;
-        let out_shape = self.branch2.forward(&self.hidden, hidden_shape)?;
-        self.output.resize(out_shape.len(), 0.0);
-        let branch = self.branch2.output();
-        match &mut self.shortcut {
-            Shortcut::Identity => add_relu_forward(branch, input, &mut self.output)?,
+        let hidden_shape = self.branch1.forward(input, shape, Activation::Relu)?;
+        let activation = match &mut self.shortcut {
+            Shortcut::Identity => Activation::AddRelu(input),
             Shortcut::Projection(projection) => {
-                projection.forward(input, shape)?;
-                add_relu_forward(branch, projection.output(), &mut self.output)?;
+                projection.forward(input, shape, Activation::Identity)?;
+                Activation::AddRelu(projection.output())
             }
-            Shortcut::Absent => relu_forward(branch, &mut self.output)?,
-        }
-        Ok(out_shape)
+            Shortcut::Absent => Activation::Relu,
+        };
+        self.branch2
+            .forward(self.branch1.output(), hidden_shape, activation)
     }
 
     /// The last forward pass's output.
     pub fn output(&self) -> &[f32] {
-        &self.output
+        self.branch2.output()
     }
 
     /// The outputs of `bn1` and `bn2` in the last forward pass (before ReLU and the add):
-    /// the "responses" of He et al.'s Figure 7.
-    pub fn responses(&self) -> [(&str, &[f32]); 2] {
-        [
-            (&self.branch1.bn.weight.name, self.branch1.output()),
-            (&self.branch2.bn.weight.name, self.branch2.output()),
-        ]
+    /// the "responses" of He et al.'s Figure 7, recomputed.
+    pub fn responses(&self) -> Result<[(&str, Vec<f32>); 2]> {
+        Ok([
+            (&self.branch1.bn.weight.name, self.branch1.normalized()?),
+            (&self.branch2.bn.weight.name, self.branch2.normalized()?),
+        ])
     }
 
     /// Computes `∂L/∂input` (read it with [`BasicBlock::dinput`]) from the forward's
     /// `input` and `doutput`, adding every parameter's gradient.
     pub fn backward(&mut self, input: &[f32], shape: ImageShape, doutput: &[f32]) -> Result<()> {
         const OP: &str = "BasicBlock::backward";
-        if doutput.len() != self.output.len() || input.len() != shape.len() {
+        if doutput.len() != self.output().len() || input.len() != shape.len() {
             return Err(Error::shape(
                 OP,
                 format!(
                     "doutput has {} elements and input {}, the last forward had {} and {}",
                     doutput.len(),
                     input.len(),
-                    self.output.len(),
+                    self.output().len(),
                     shape.len()
                 ),
             ));
         }
         let hidden_shape = self.branch1.output_shape(shape)?;
-        self.dsum.resize(doutput.len(), 0.0);
-        relu_backward(&self.output, doutput, &mut self.dsum)?;
-        self.dhidden.resize(self.hidden.len(), 0.0);
+        self.dhidden.resize(hidden_shape.len(), 0.0);
+        let hidden = self.branch1.output();
+        // The gradient at bn2's output: at the sum, `d = g ⊙ [out > 0]`, which the shortcut
+        // shares; in a plain block the last ReLU is bn2's own, and its backward gates `g`.
+        let d = if let Shortcut::Absent = self.shortcut {
+            doutput
+        } else {
+            self.dsum.resize(doutput.len(), 0.0);
+            relu_backward(self.branch2.output(), doutput, &mut self.dsum)?;
+            &self.dsum
+        };
         self.branch2
-            .backward(&self.hidden, hidden_shape, &self.dsum, &mut self.dhidden)?;
-        relu_backward_in_place(&self.hidden, &mut self.dhidden)?;
+            .backward(hidden, hidden_shape, d, &mut self.dhidden)?;
         // dx = shortcut'(d) + conv1'(bn1'(dh)): the shortcut's share first, the branch's
-        // added onto it by its own backward pass.
+        // added onto it by its own backward pass (bn1's through its ReLU).
         match &mut self.shortcut {
             Shortcut::Identity => {
                 // `d` is the identity's share; its buffer becomes `dinput` (no copy).

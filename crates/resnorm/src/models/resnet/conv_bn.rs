@@ -1,17 +1,20 @@
-//! Convolution followed by batch normalization, the unit every ResNet is made of, with the
-//! activations its backward needs.
+//! Convolution followed by batch normalization and an activation, the unit every ResNet is
+//! made of, with the activations its backward needs.
 //!
 //! ```text
-//! forward   z = conv(x)        y = bn(z)
-//! backward  dz = bn'(dy; z)    dx = conv'(dz; x)     (weights' gradients added)
+//! forward   z = conv(x)        y = act(bn(z))       act: identity, relu, or relu(· + skip)
+//! backward  dz = bn'(dy; z)    dx = conv'(dz; x)    (weights' gradients added)
 //! ```
 //!
+//! The activation runs in BatchNorm's output pass, and a ReLU's backward in BatchNorm's
+//! backward (its mask recomputed from `z`), so neither costs a pass over memory of its own.
 //! The unit owns `z` (the convolution's output, which BatchNorm's backward needs), `y` and
 //! `dz`; buffers are resized to the batch on each forward and reused. The caller keeps `x`.
 
+use crate::kernels::batch_norm::Activation;
 use crate::nn::{BatchNorm2d, Conv2d, Conv2dConfig, ImageShape, Param};
 use crate::rng::Rng;
-use crate::Result;
+use crate::{Error, Result};
 
 /// `bn(conv(x))` with its saved activations.
 #[derive(Clone, Debug)]
@@ -24,6 +27,7 @@ pub struct ConvBn {
     output: Vec<f32>,
     dconv_out: Vec<f32>,
     output_shape: Option<ImageShape>,
+    relu: bool,
 }
 
 impl ConvBn {
@@ -51,6 +55,7 @@ impl ConvBn {
             output: Vec::new(),
             dconv_out: Vec::new(),
             output_shape: None,
+            relu: false,
         })
     }
 
@@ -67,30 +72,46 @@ impl ConvBn {
         self.conv.output_shape(input)
     }
 
-    /// Computes `bn(conv(input))`; read it with [`ConvBn::output`].
-    pub fn forward(&mut self, input: &[f32], shape: ImageShape) -> Result<ImageShape> {
+    /// Computes `activation(bn(conv(input)))`; read it with [`ConvBn::output`].
+    pub fn forward(
+        &mut self,
+        input: &[f32],
+        shape: ImageShape,
+        activation: Activation,
+    ) -> Result<ImageShape> {
         let out_shape = self.conv.output_shape(shape)?;
+        self.output_shape = None;
         self.conv_out.resize(out_shape.len(), 0.0);
         self.output.resize(out_shape.len(), 0.0);
         self.conv.forward(input, shape, &mut self.conv_out)?;
         self.bn
-            .forward(&self.conv_out, out_shape, &mut self.output)?;
+            .forward_with(&self.conv_out, out_shape, activation, &mut self.output)?;
+        self.relu = matches!(activation, Activation::Relu);
         self.output_shape = Some(out_shape);
         Ok(out_shape)
     }
 
-    /// The last forward pass's output (BatchNorm's output).
+    /// The last forward pass's output (after the activation).
     pub fn output(&self) -> &[f32] {
         &self.output
     }
 
-    /// Mutable access to the output, for an activation applied in place.
-    pub fn output_mut(&mut self) -> &mut [f32] {
-        &mut self.output
+    /// BatchNorm's output in the last forward pass, before the activation (recomputed).
+    pub fn normalized(&self) -> Result<Vec<f32>> {
+        let shape = self.output_shape.ok_or_else(|| {
+            Error::invalid(
+                "ConvBn::normalized",
+                "no forward pass to take the output of",
+            )
+        })?;
+        let mut normalized = vec![0.0; shape.len()];
+        self.bn.normalized(&self.conv_out, shape, &mut normalized)?;
+        Ok(normalized)
     }
 
     /// Overwrites `dinput` with `∂L/∂input` given the forward's `input` (shape `shape`) and
-    /// `doutput`; adds the convolution's and BatchNorm's parameter gradients.
+    /// `doutput`, the gradient at the unit's output (after an add-and-ReLU activation: at
+    /// the sum); adds the convolution's and BatchNorm's parameter gradients.
     pub fn backward(
         &mut self,
         input: &[f32],
@@ -116,12 +137,16 @@ impl ConvBn {
             .backward_add(input, shape, &self.dconv_out, dinput)
     }
 
-    /// `dz = bn'(doutput; z)` into `dconv_out`.
+    /// `dz = bn'(doutput; z)` into `dconv_out`, through the forward's ReLU if it had one.
     fn bn_backward(&mut self, shape: ImageShape, doutput: &[f32]) -> Result<()> {
         let out_shape = self.conv.output_shape(shape)?;
         self.dconv_out.resize(out_shape.len(), 0.0);
-        self.bn
-            .backward(&self.conv_out, out_shape, doutput, &mut self.dconv_out)
+        let (z, dz) = (&self.conv_out, &mut self.dconv_out);
+        if self.relu {
+            self.bn.backward_relu(z, out_shape, doutput, dz)
+        } else {
+            self.bn.backward(z, out_shape, doutput, dz)
+        }
     }
 
     /// Switches BatchNorm between batch and running statistics.

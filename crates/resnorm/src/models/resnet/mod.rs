@@ -42,7 +42,7 @@ pub use classifier::Classifier;
 pub use config::{ResNetConfig, Stem, ARCHITECTURES};
 pub use conv_bn::ConvBn;
 
-use crate::kernels::{relu_backward_in_place, relu_forward_in_place};
+use crate::kernels::batch_norm::Activation;
 use crate::nn::{BatchNorm2d, GlobalAvgPool, ImageShape, MaxPool2d, Param};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -165,8 +165,7 @@ impl ResNet {
             ));
         }
         self.input_shape = None;
-        self.stem_shape = self.stem.forward(images, shape)?;
-        relu_forward_in_place(self.stem.output_mut());
+        self.stem_shape = self.stem.forward(images, shape, Activation::Relu)?;
         let mut current = self.stem_shape;
         if let Some(pool) = &mut self.stem_pool {
             current = pool.output_shape(current)?;
@@ -230,15 +229,17 @@ impl ResNet {
             block.backward(input, block_shapes[i], doutput)?;
         }
         let dstem_out = self.blocks.first().map_or(&self.dlast[..], |b| b.dinput());
-        self.dstem.resize(self.stem_shape.len(), 0.0);
-        match &self.stem_pool {
-            Some(pool) => pool.backward(dstem_out, self.stem_shape, &mut self.dstem)?,
-            None => self.dstem.copy_from_slice(dstem_out),
-        }
-        relu_backward_in_place(self.stem.output(), &mut self.dstem)?;
+        let dstem = match &self.stem_pool {
+            Some(pool) => {
+                self.dstem.resize(self.stem_shape.len(), 0.0);
+                pool.backward(dstem_out, self.stem_shape, &mut self.dstem)?;
+                &self.dstem
+            }
+            None => dstem_out,
+        };
         self.dimages.resize(images.len(), 0.0);
-        self.stem
-            .backward(images, shape, &self.dstem, &mut self.dimages)
+        // The stem's ReLU is undone inside its BatchNorm's backward.
+        self.stem.backward(images, shape, dstem, &mut self.dimages)
     }
 
     /// The input shape of every block in the last forward pass.
@@ -258,9 +259,14 @@ impl ResNet {
     }
 
     /// The output of every BatchNorm of the blocks' residual branches in the last forward
-    /// pass, by name (`layer1.0.bn1.weight`, ...): He et al.'s "layer responses".
-    pub fn responses(&self) -> Vec<(&str, &[f32])> {
-        self.blocks.iter().flat_map(|b| b.responses()).collect()
+    /// pass (before ReLU), by name (`layer1.0.bn1.weight`, ...): He et al.'s "layer
+    /// responses".
+    pub fn responses(&self) -> Result<Vec<(&str, Vec<f32>)>> {
+        let mut responses = Vec::with_capacity(2 * self.blocks.len());
+        for block in &self.blocks {
+            responses.extend(block.responses()?);
+        }
+        Ok(responses)
     }
 
     /// Every BatchNorm, in torchvision's order.

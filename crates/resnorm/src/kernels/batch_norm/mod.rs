@@ -36,14 +36,20 @@
 //! `x` is near `μ`, so inputs with a large offset (mean 1e4, spread 1e-2) are normalized
 //! to about `f32` precision.
 //!
+//! **Activations.** A ResNet follows almost every BatchNorm with a ReLU, or with the add of
+//! a shortcut and a ReLU. The forward passes apply that [`Activation`] as they write `y`,
+//! and [`batch_norm_relu_backward`] gates `ȳ` by the ReLU's mask `[v > 0]`, recomputing the
+//! normalized `v` from `x` and the saved statistics instead of reading a saved output: the
+//! activation costs no pass over memory in either direction.
+//!
 //! **Threads.** Each channel's statistics are reduced by one thread in a fixed order (so
 //! results do not depend on the thread count), channels in parallel; the element-wise
 //! pass runs in parallel over planes.
 //!
 //! ```
 //! use resnorm::kernels::batch_norm::{
-//!     batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train,
-//!     BatchNormGrads, BatchNormParams, BatchNormShape, RunningStats, SavedStats,
+//!     batch_norm_backward, batch_norm_forward_eval, batch_norm_forward_train, Activation,
+//!     BatchNormGrads, BatchNormParams, BatchNormShape, RunningStats, SavedStats, SavedStatsMut,
 //! };
 //! // Two samples, one channel, two values each: the channel holds 1, 3, 5, 7.
 //! let shape = BatchNormShape { batch: 2, channels: 1, spatial: 2 };
@@ -51,8 +57,9 @@
 //! let params = BatchNormParams { weight: &[2.0], bias: &[1.0], eps: 1e-5 };
 //! let (mut running_mean, mut running_var) = ([0.0], [1.0]);
 //! let running = RunningStats { mean: &mut running_mean, var: &mut running_var, momentum: 0.5 };
-//! let (mut y, mut mean, mut rstd) = ([0.0; 4], [0.0], [0.0]);
-//! batch_norm_forward_train(&x, shape, params, running, &mut y, &mut mean, &mut rstd)?;
+//! let (mut y, mut mean, mut rstd, mut shift) = ([0.0; 4], [0.0], [0.0], [0.0]);
+//! let saved = SavedStatsMut { mean: &mut mean, rstd: &mut rstd, shift: &mut shift };
+//! batch_norm_forward_train(&x, shape, params, running, Activation::Identity, &mut y, saved)?;
 //! // mean 4, biased variance 5, unbiased 20/3.
 //! assert_eq!(mean[0], 4.0);
 //! let expected_rstd = 1.0 / (5.0f32 + 1e-5).sqrt();
@@ -64,30 +71,31 @@
 //! // The output's gradient with respect to the bias is 1 per element.
 //! let dy = [1.0; 4];
 //! let (mut dx, mut dweight, mut dbias) = ([9.0; 4], [0.0], [0.0]);
-//! let saved = SavedStats { mean: &mean, rstd: &rstd };
+//! let saved = SavedStats { mean: &mean, rstd: &rstd, shift: &shift };
 //! let grads = BatchNormGrads { dweight: &mut dweight, dbias: &mut dbias };
 //! batch_norm_backward(&dy, &x, shape, params.weight, saved, &mut dx, grads)?;
 //! assert_eq!(dbias[0], 4.0);
 //! assert!(dweight[0].abs() < 1e-6 && dx.iter().all(|v| v.abs() < 1e-6));
 //!
-//! // Evaluation uses the running statistics.
-//! batch_norm_forward_eval(&x, shape, params, &running_mean, &running_var, &mut y)?;
-//! let expected = 1.0 + 2.0 * (1.0 - 2.0) / (running_var[0] + 1e-5).sqrt();
-//! assert!((y[0] - expected).abs() < 1e-6);
+//! // Evaluation uses the running statistics; here with a ReLU in the same pass.
+//! let (mean, var) = (&running_mean, &running_var);
+//! batch_norm_forward_eval(&x, shape, params, mean, var, Activation::Relu, &mut y)?;
+//! let expected = 1.0 + 2.0 * (7.0 - 2.0) / (running_var[0] + 1e-5).sqrt();
+//! assert!((y[3] - expected).abs() < 1e-5);
+//! assert_eq!(y[0], 0.0); // 1 + 2·(1 - 2)/√4.33 < 0
 //! # Ok::<(), resnorm::Error>(())
 //! ```
 
+mod planes;
+
 use crate::threads::pool;
 use crate::{Error, Result};
+use planes::{affine_plane, backward_plane, backward_sums, channel_stats, for_each_plane, Affine};
 use rayon::prelude::*;
-use std::ops::Range;
 
 /// Channels whose per-channel coefficients are held on the stack at once; wider inputs are
 /// processed in groups of this many channels.
 const CHANNEL_GROUP: usize = 1024;
-
-/// Elements below which an element-wise task is not split further between threads.
-const MIN_TASK_ELEMENTS: usize = 4096;
 
 /// Sizes of an NCHW input: `batch` samples of `channels` channels of `spatial` (= H·W)
 /// values; `spatial = 1` for a 2-D `(N, C)` input.
@@ -159,10 +167,57 @@ pub struct RunningStats<'a> {
 /// The batch statistics a training forward pass saved for its backward pass.
 #[derive(Clone, Copy, Debug)]
 pub struct SavedStats<'a> {
-    /// Per-channel batch mean.
+    /// Per-channel batch mean (rounded to `f32`).
     pub mean: &'a [f32],
     /// Per-channel `1/√(σ² + ε)` of the biased batch variance.
     pub rstd: &'a [f32],
+    /// Per-channel shift of the normalized output, `y = (x - mean)·w·rstd + shift`: the bias
+    /// less the part of the exact mean that rounding `mean` lost.
+    pub shift: &'a [f32],
+}
+
+/// Where a training forward pass writes the [`SavedStats`], one value per channel each.
+#[derive(Debug)]
+pub struct SavedStatsMut<'a> {
+    /// Batch mean.
+    pub mean: &'a mut [f32],
+    /// `1/√(σ² + ε)`.
+    pub rstd: &'a mut [f32],
+    /// Shift of the normalized output.
+    pub shift: &'a mut [f32],
+}
+
+/// What a forward pass applies to the normalized values `v` before writing them.
+#[derive(Clone, Copy, Debug)]
+pub enum Activation<'a> {
+    /// `y = v`.
+    Identity,
+    /// `y = relu(v)`; [`batch_norm_relu_backward`] goes back through both.
+    Relu,
+    /// `y = relu(v + skip)`, `skip` shaped like the input: a residual block's add and
+    /// ReLU. Its backward is the caller's (the gradient at the sum, `dy·[y > 0]`, reaches
+    /// the skip and, through [`batch_norm_backward`], the input).
+    AddRelu(&'a [f32]),
+}
+
+impl<'a> Activation<'a> {
+    /// The activation of plane `(n, c)`: its skip input cut to that plane.
+    fn plane(self, shape: BatchNormShape, n: usize, c: usize) -> Activation<'a> {
+        match self {
+            Activation::AddRelu(skip) => Activation::AddRelu(shape.plane(skip, n, c)),
+            other => other,
+        }
+    }
+}
+
+/// Channel `c`'s normalized value as the training forward pass computed it,
+/// `v = (x - mean)·w·rstd + shift`, from what it saved.
+fn saved_affine(weight: &[f32], saved: SavedStats, c: usize) -> Affine {
+    Affine {
+        center: saved.mean[c],
+        scale: weight[c] * saved.rstd[c],
+        shift: saved.shift[c],
+    }
 }
 
 /// Parameter gradients, added into by the backward pass.
@@ -185,6 +240,22 @@ fn check_len(op: &'static str, what: &str, len: usize, expected: usize) -> Resul
     }
 }
 
+/// Checks a skip input's length against the input's, `len`.
+fn check_activation(op: &'static str, activation: Activation, len: usize) -> Result<()> {
+    match activation {
+        Activation::AddRelu(skip) => check_len(op, "skip", skip.len(), len),
+        Activation::Identity | Activation::Relu => Ok(()),
+    }
+}
+
+/// Checks the weight and the saved statistics against `channels`.
+fn check_saved(op: &'static str, weight: &[f32], saved: SavedStats, channels: usize) -> Result<()> {
+    check_len(op, "weight", weight.len(), channels)?;
+    check_len(op, "saved mean", saved.mean.len(), channels)?;
+    check_len(op, "saved rstd", saved.rstd.len(), channels)?;
+    check_len(op, "saved shift", saved.shift.len(), channels)
+}
+
 fn check_params(op: &'static str, params: &BatchNormParams, channels: usize) -> Result<()> {
     check_len(op, "weight", params.weight.len(), channels)?;
     check_len(op, "bias", params.bias.len(), channels)?;
@@ -197,143 +268,34 @@ fn check_params(op: &'static str, params: &BatchNormParams, channels: usize) -> 
     Ok(())
 }
 
-/// Statistics of one channel: `mean` is the `f32` mean, `mean + mean_residual` the exact
-/// one to about `f32` precision relative to the spread, `var` the biased variance.
-struct ChannelStats {
-    mean: f32,
-    mean_residual: f32,
-    var: f32,
-}
-
-fn channel_stats(x: &[f32], shape: BatchNormShape, c: usize) -> ChannelStats {
-    let count = shape.per_channel() as f32;
-    let provisional = shape.planes(x, c).map(sum).sum::<f32>() / count;
-    let (deviation, squares) = shape
-        .planes(x, c)
-        .map(|plane| centered_sums(plane, provisional))
-        .fold((0.0f32, 0.0f32), |(d, s), (pd, ps)| (d + pd, s + ps));
-    let shift = deviation / count;
-    let mean = provisional + shift;
-    ChannelStats {
-        mean,
-        mean_residual: shift - (mean - provisional),
-        var: (squares / count - shift * shift).max(0.0),
-    }
-}
-
-/// `Σ v`, with eight independent accumulators.
-fn sum(values: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = values.chunks_exact(8);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (a, &v) in acc.iter_mut().zip(chunk) {
-            *a += v;
-        }
-    }
-    tail.iter().fold(combine(acc), |t, &v| t + v)
-}
-
-/// `(Σ (v - center), Σ (v - center)²)`, with eight independent accumulators each.
-fn centered_sums(values: &[f32], center: f32) -> (f32, f32) {
-    let (mut dev, mut sq) = ([0.0f32; 8], [0.0f32; 8]);
-    let chunks = values.chunks_exact(8);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for i in 0..8 {
-            let d = chunk[i] - center;
-            dev[i] += d;
-            sq[i] += d * d;
-        }
-    }
-    tail.iter().fold((combine(dev), combine(sq)), |(a, b), &v| {
-        let d = v - center;
-        (a + d, b + d * d)
-    })
-}
-
-/// `(Σ ȳ, Σ ȳ·(x - center), Σ (x - center))` over one plane, eight accumulators each.
-fn backward_sums(dy: &[f32], x: &[f32], center: f32) -> [f32; 3] {
-    let (mut g, mut gd, mut d) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
-    let (dy_chunks, x_chunks) = (dy.chunks_exact(8), x.chunks_exact(8));
-    let (dy_tail, x_tail) = (dy_chunks.remainder(), x_chunks.remainder());
-    for (dyc, xc) in dy_chunks.zip(x_chunks) {
-        for i in 0..8 {
-            let dev = xc[i] - center;
-            g[i] += dyc[i];
-            gd[i] += dyc[i] * dev;
-            d[i] += dev;
-        }
-    }
-    let head = [combine(g), combine(gd), combine(d)];
-    dy_tail
-        .iter()
-        .zip(x_tail)
-        .fold(head, |[a, b, c], (&gy, &xv)| {
-            let dev = xv - center;
-            [a + gy, b + gy * dev, c + dev]
-        })
-}
-
-fn combine(acc: [f32; 8]) -> f32 {
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-}
-
-/// Calls `write(c, n, plane)` with the output plane of channel `c` of sample `n`, for every
-/// sample and every channel in `channels`, in parallel over planes.
-fn for_each_plane(
-    shape: BatchNormShape,
-    channels: Range<usize>,
-    out: &mut [f32],
-    write: impl Fn(usize, usize, &mut [f32]) + Sync,
-) {
-    let spatial = shape.spatial;
-    let span = channels.start * spatial..channels.end * spatial;
-    let min_planes = (MIN_TASK_ELEMENTS / spatial).max(1);
-    out.par_chunks_mut(shape.channels * spatial)
-        .enumerate()
-        .for_each(|(n, row)| {
-            row[span.clone()]
-                .par_chunks_mut(spatial)
-                .enumerate()
-                .with_min_len(min_planes)
-                .for_each(|(j, plane)| write(channels.start + j, n, plane));
-        });
-}
-
-/// `out = (x - center)·scale + shift` over one plane.
-fn affine_plane(out: &mut [f32], x: &[f32], center: f32, scale: f32, shift: f32) {
-    for (o, &x) in out.iter_mut().zip(x) {
-        *o = (x - center) * scale + shift;
-    }
-}
-
-/// Training-mode forward: normalizes with the batch statistics, writes `out`, saves the
-/// batch mean and `rstd` per channel into `saved_mean` / `saved_rstd`, and updates the
+/// Training-mode forward: normalizes with the batch statistics, writes
+/// `activation(normalized)` to `out`, saves the statistics into `saved`, and updates the
 /// running statistics in place.
 ///
-/// Errors: any length that does not fit `shape` (`x`, `out`: `N·C·S`; everything else:
-/// `C`), a zero size, `eps` not finite and `> 0`, `momentum` outside `[0, 1]`, or a single
-/// value per channel (`N·S = 1`, whose unbiased variance is undefined).
+/// Errors: any length that does not fit `shape` (`x`, `out` and a skip input: `N·C·S`;
+/// everything else: `C`), a zero size, `eps` not finite and `> 0`, `momentum` outside
+/// `[0, 1]`, or a single value per channel (`N·S = 1`, whose unbiased variance is undefined).
 pub fn batch_norm_forward_train(
     x: &[f32],
     shape: BatchNormShape,
     params: BatchNormParams,
     running: RunningStats,
+    activation: Activation,
     out: &mut [f32],
-    saved_mean: &mut [f32],
-    saved_rstd: &mut [f32],
+    saved: SavedStatsMut,
 ) -> Result<()> {
     const OP: &str = "batch_norm_forward_train";
     let len = shape.len(OP)?;
     let channels = shape.channels;
     check_len(OP, "x", x.len(), len)?;
     check_len(OP, "out", out.len(), len)?;
+    check_activation(OP, activation, len)?;
     check_params(OP, &params, channels)?;
     check_len(OP, "running mean", running.mean.len(), channels)?;
     check_len(OP, "running var", running.var.len(), channels)?;
-    check_len(OP, "saved mean", saved_mean.len(), channels)?;
-    check_len(OP, "saved rstd", saved_rstd.len(), channels)?;
+    check_len(OP, "saved mean", saved.mean.len(), channels)?;
+    check_len(OP, "saved rstd", saved.rstd.len(), channels)?;
+    check_len(OP, "saved shift", saved.shift.len(), channels)?;
     let momentum = running.momentum;
     if !(0.0..=1.0).contains(&momentum) {
         return Err(Error::invalid(
@@ -349,22 +311,22 @@ pub fn batch_norm_forward_train(
         ));
     }
     let unbiased = count as f32 / (count - 1) as f32;
-    let (mut scale, mut shift) = ([0.0f32; CHANNEL_GROUP], [0.0f32; CHANNEL_GROUP]);
+    let mut scale = [0.0f32; CHANNEL_GROUP];
     pool().install(|| {
         for first in (0..channels).step_by(CHANNEL_GROUP) {
             let group = first..(first + CHANNEL_GROUP).min(channels);
             let width = group.len();
             (
-                saved_mean[group.clone()].par_iter_mut(),
-                saved_rstd[group.clone()].par_iter_mut(),
+                saved.mean[group.clone()].par_iter_mut(),
+                saved.rstd[group.clone()].par_iter_mut(),
+                saved.shift[group.clone()].par_iter_mut(),
                 running.mean[group.clone()].par_iter_mut(),
                 running.var[group.clone()].par_iter_mut(),
                 scale[..width].par_iter_mut(),
-                shift[..width].par_iter_mut(),
             )
                 .into_par_iter()
                 .enumerate()
-                .for_each(|(j, (mean, rstd, run_mean, run_var, scale, shift))| {
+                .for_each(|(j, (mean, rstd, shift, run_mean, run_var, scale))| {
                     let c = first + j;
                     let stats = channel_stats(x, shape, c);
                     *mean = stats.mean;
@@ -374,17 +336,50 @@ pub fn batch_norm_forward_train(
                     *run_mean = momentum * stats.mean + (1.0 - momentum) * *run_mean;
                     *run_var = momentum * (stats.var * unbiased) + (1.0 - momentum) * *run_var;
                 });
-            let mean = &saved_mean[group.clone()];
+            let (mean, shift) = (&saved.mean[group.clone()], &saved.shift[group.clone()]);
             for_each_plane(shape, group, out, |c, n, out| {
                 let j = c - first;
-                affine_plane(out, shape.plane(x, n, c), mean[j], scale[j], shift[j]);
+                let affine = Affine {
+                    center: mean[j],
+                    scale: scale[j],
+                    shift: shift[j],
+                };
+                let x = shape.plane(x, n, c);
+                affine_plane(out, x, affine, activation.plane(shape, n, c));
             });
         }
     });
     Ok(())
 }
 
-/// Evaluation-mode forward: normalizes with the running statistics, writes `out`.
+/// The normalized values of the last training forward pass, before its activation:
+/// `out = (x - mean)·w·rstd + shift` from the statistics it `saved` (for diagnostics that
+/// look at a layer's response after the fused pass has gone on to its activation).
+///
+/// Errors: lengths that do not fit `shape`, or a zero size.
+pub fn batch_norm_normalized(
+    x: &[f32],
+    shape: BatchNormShape,
+    weight: &[f32],
+    saved: SavedStats,
+    out: &mut [f32],
+) -> Result<()> {
+    const OP: &str = "batch_norm_normalized";
+    let len = shape.len(OP)?;
+    check_len(OP, "x", x.len(), len)?;
+    check_len(OP, "out", out.len(), len)?;
+    check_saved(OP, weight, saved, shape.channels)?;
+    pool().install(|| {
+        for_each_plane(shape, 0..shape.channels, out, |c, n, out| {
+            let x = shape.plane(x, n, c);
+            affine_plane(out, x, saved_affine(weight, saved, c), Activation::Identity);
+        });
+    });
+    Ok(())
+}
+
+/// Evaluation-mode forward: normalizes with the running statistics, writes
+/// `activation(normalized)` to `out`.
 ///
 /// Errors: lengths that do not fit `shape`, a zero size, `eps` not finite and `> 0`, or a
 /// running variance that is negative or not finite.
@@ -394,6 +389,7 @@ pub fn batch_norm_forward_eval(
     params: BatchNormParams,
     running_mean: &[f32],
     running_var: &[f32],
+    activation: Activation,
     out: &mut [f32],
 ) -> Result<()> {
     const OP: &str = "batch_norm_forward_eval";
@@ -401,6 +397,7 @@ pub fn batch_norm_forward_eval(
     let channels = shape.channels;
     check_len(OP, "x", x.len(), len)?;
     check_len(OP, "out", out.len(), len)?;
+    check_activation(OP, activation, len)?;
     check_params(OP, &params, channels)?;
     check_len(OP, "running mean", running_mean.len(), channels)?;
     check_len(OP, "running var", running_var.len(), channels)?;
@@ -427,8 +424,13 @@ pub fn batch_norm_forward_eval(
             }
             let scale = &scale[..group.len()];
             for_each_plane(shape, group, out, |c, n, out| {
-                let (mean, bias) = (running_mean[c], params.bias[c]);
-                affine_plane(out, shape.plane(x, n, c), mean, scale[c - first], bias);
+                let affine = Affine {
+                    center: running_mean[c],
+                    scale: scale[c - first],
+                    shift: params.bias[c],
+                };
+                let x = shape.plane(x, n, c);
+                affine_plane(out, x, affine, activation.plane(shape, n, c));
             });
         }
     });
@@ -436,7 +438,9 @@ pub fn batch_norm_forward_eval(
 }
 
 /// Training-mode backward: overwrites `dx` with the input gradient and adds the weight and
-/// bias gradients into `grads`. `x` is the forward input, `saved` what the forward saved.
+/// bias gradients into `grads`. `dy` is the gradient at the normalized values (for an
+/// [`Activation::AddRelu`] forward, the gradient at the sum), `x` the forward input,
+/// `saved` what the forward saved.
 ///
 /// Errors: lengths that do not fit `shape`, a zero size, or a single value per channel.
 pub fn batch_norm_backward(
@@ -448,21 +452,53 @@ pub fn batch_norm_backward(
     dx: &mut [f32],
     grads: BatchNormGrads,
 ) -> Result<()> {
-    const OP: &str = "batch_norm_backward";
-    let len = shape.len(OP)?;
+    backward::<false>(dy, x, shape, weight, saved, dx, grads)
+}
+
+/// The backward pass of `relu(batch_norm(x))` (an [`Activation::Relu`] forward): `dy` is the
+/// gradient at the ReLU's output. The ReLU's mask `[v > 0]` is recomputed from `x` and the
+/// saved statistics (the same floats as the forward's `v`), so the gradient is gated on the
+/// fly instead of in a separate pass over a saved output. Otherwise as
+/// [`batch_norm_backward`].
+pub fn batch_norm_relu_backward(
+    dy: &[f32],
+    x: &[f32],
+    shape: BatchNormShape,
+    weight: &[f32],
+    saved: SavedStats,
+    dx: &mut [f32],
+    grads: BatchNormGrads,
+) -> Result<()> {
+    backward::<true>(dy, x, shape, weight, saved, dx, grads)
+}
+
+/// [`batch_norm_backward`], with `dy` first gated by the forward's ReLU when `RELU`.
+fn backward<const RELU: bool>(
+    dy: &[f32],
+    x: &[f32],
+    shape: BatchNormShape,
+    weight: &[f32],
+    saved: SavedStats,
+    dx: &mut [f32],
+    grads: BatchNormGrads,
+) -> Result<()> {
+    let op = if RELU {
+        "batch_norm_relu_backward"
+    } else {
+        "batch_norm_backward"
+    };
+    let len = shape.len(op)?;
     let channels = shape.channels;
-    check_len(OP, "dy", dy.len(), len)?;
-    check_len(OP, "x", x.len(), len)?;
-    check_len(OP, "dx", dx.len(), len)?;
-    check_len(OP, "weight", weight.len(), channels)?;
-    check_len(OP, "saved mean", saved.mean.len(), channels)?;
-    check_len(OP, "saved rstd", saved.rstd.len(), channels)?;
-    check_len(OP, "dweight", grads.dweight.len(), channels)?;
-    check_len(OP, "dbias", grads.dbias.len(), channels)?;
+    check_len(op, "dy", dy.len(), len)?;
+    check_len(op, "x", x.len(), len)?;
+    check_len(op, "dx", dx.len(), len)?;
+    check_saved(op, weight, saved, channels)?;
+    check_len(op, "dweight", grads.dweight.len(), channels)?;
+    check_len(op, "dbias", grads.dbias.len(), channels)?;
     let count = shape.per_channel();
     if count < 2 {
         return Err(Error::invalid(
-            OP,
+            op,
             format!("expected more than 1 value per channel when training, got {shape:?}"),
         ));
     }
@@ -489,10 +525,11 @@ pub fn batch_norm_backward(
                 .for_each(|(j, (dweight, dbias, k, q, r))| {
                     let c = first + j;
                     let (center, rstd) = (saved.mean[c], saved.rstd[c]);
+                    let relu = RELU.then(|| saved_affine(weight, saved, c));
                     let [sum_dy, sum_dy_dev, sum_dev] = shape
                         .planes(dy, c)
                         .zip(shape.planes(x, c))
-                        .map(|(dy, x)| backward_sums(dy, x, center))
+                        .map(|(dy, x)| backward_sums(dy, x, center, relu))
                         .fold([0.0f32; 3], |[a, b, d], [pa, pb, pd]| {
                             [a + pa, b + pb, d + pd]
                         });
@@ -507,11 +544,9 @@ pub fn batch_norm_backward(
                 });
             for_each_plane(shape, group, dx, |c, n, dx| {
                 let j = c - first;
-                let (center, k, q, r) = (saved.mean[c], k[j], q[j], r[j]);
+                let relu = RELU.then(|| saved_affine(weight, saved, c));
                 let (x, dy) = (shape.plane(x, n, c), shape.plane(dy, n, c));
-                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                    *dx = k * dy + q * (x - center) + r;
-                }
+                backward_plane(dx, dy, x, [saved.mean[c], k[j], q[j], r[j]], relu);
             });
         }
     });
