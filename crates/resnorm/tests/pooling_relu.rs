@@ -5,13 +5,12 @@
 
 mod common;
 
-use common::{assert_close, Fixture};
+use common::{assert_close, assert_invalid, assert_shape_error, Fixture};
 use resnorm::kernels::{
     add_relu_forward, relu_backward, relu_backward_in_place, relu_forward, relu_forward_in_place,
 };
 use resnorm::nn::{GlobalAvgPool, ImageShape, MaxPool2d};
 use resnorm::rng::Rng;
-use resnorm::Error;
 
 fn normal(rng: &mut Rng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.normal()).collect()
@@ -208,20 +207,6 @@ fn relu_matches_pytorch() {
     let mut dx = vec![0.0; x.len()];
     relu_backward(&y, &f.get("dy").data, &mut dx).unwrap();
     assert_eq!(dx, f.get("dx").data);
-}
-
-fn assert_shape_error<T: std::fmt::Debug>(result: resnorm::Result<T>, needle: &str) {
-    match result {
-        Err(e @ Error::Shape { .. }) => assert!(e.to_string().contains(needle), "{e}"),
-        other => panic!("expected a shape error containing {needle:?}, got {other:?}"),
-    }
-}
-
-fn assert_invalid<T: std::fmt::Debug>(result: resnorm::Result<T>, needle: &str) {
-    match result {
-        Err(e @ Error::InvalidArgument { .. }) => assert!(e.to_string().contains(needle), "{e}"),
-        other => panic!("expected an invalid-argument error containing {needle:?}, got {other:?}"),
-    }
 }
 
 #[test]

@@ -186,6 +186,7 @@ fn bad_input_is_refused() {
         net.backward(&[0.0; 128], &[0.0; 20]).is_err(),
         "no forward yet"
     );
+    assert!(net.responses().is_err(), "no forward yet");
     assert!(net.forward(&[0.0; 127], shape).is_err());
     let three_channels = ImageShape::new(2, 3, 8, 8);
     assert!(net.forward(&[0.0; 384], three_channels).is_err());
@@ -217,6 +218,15 @@ fn batch_norm2d_refuses_bad_input() {
     assert!(
         bn.backward(&[1.0; 8], shape, &[1.0; 8], &mut dx).is_err(),
         "no forward yet"
+    );
+    assert!(
+        bn.backward_relu(&[1.0; 8], shape, &[1.0; 8], &mut dx)
+            .is_err(),
+        "no forward yet"
+    );
+    assert!(
+        bn.normalized(&[1.0; 8], shape, &mut out).is_err(),
+        "nothing saved to normalize with"
     );
     let wrong_channels = ImageShape::new(2, 4, 1, 1);
     assert!(bn.forward(&[1.0; 8], wrong_channels, &mut out).is_err());

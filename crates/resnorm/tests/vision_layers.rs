@@ -8,12 +8,11 @@
 
 mod common;
 
-use common::{assert_close, Fixture};
+use common::{assert_close, assert_invalid, assert_shape_error, Fixture};
 use resnorm::gradcheck::vision;
 use resnorm::kernels::{col2im, col2im_add, im2col, PatchGeometry};
 use resnorm::nn::{Conv2d, Conv2dConfig, ImageShape, Param};
 use resnorm::rng::Rng;
-use resnorm::Error;
 
 fn normal(rng: &mut Rng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.normal()).collect()
@@ -360,20 +359,6 @@ fn conv2d_matches_pytorch() {
     fixture_conv("vision_conv2d_3x3_s2_p1", false);
     fixture_conv("vision_conv2d_1x1_s2_p0", false);
     fixture_conv("vision_conv2d_7x7_s2_p3", false);
-}
-
-fn assert_shape_error<T: std::fmt::Debug>(result: resnorm::Result<T>, needle: &str) {
-    match result {
-        Err(e @ Error::Shape { .. }) => assert!(e.to_string().contains(needle), "{e}"),
-        other => panic!("expected a shape error containing {needle:?}, got {other:?}"),
-    }
-}
-
-fn assert_invalid<T: std::fmt::Debug>(result: resnorm::Result<T>, needle: &str) {
-    match result {
-        Err(e @ Error::InvalidArgument { .. }) => assert!(e.to_string().contains(needle), "{e}"),
-        other => panic!("expected an invalid-argument error containing {needle:?}, got {other:?}"),
-    }
 }
 
 #[test]

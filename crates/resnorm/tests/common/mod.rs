@@ -132,3 +132,23 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Asserts a shape error whose message contains `needle`.
+pub fn assert_shape_error<T: std::fmt::Debug>(result: resnorm::Result<T>, needle: &str) {
+    match result {
+        Err(e @ resnorm::Error::Shape { .. }) => {
+            assert!(e.to_string().contains(needle), "{e}")
+        }
+        other => panic!("expected a shape error containing {needle:?}, got {other:?}"),
+    }
+}
+
+/// Asserts an invalid-argument error whose message contains `needle`.
+pub fn assert_invalid<T: std::fmt::Debug>(result: resnorm::Result<T>, needle: &str) {
+    match result {
+        Err(e @ resnorm::Error::InvalidArgument { .. }) => {
+            assert!(e.to_string().contains(needle), "{e}")
+        }
+        other => panic!("expected an invalid-argument error containing {needle:?}, got {other:?}"),
+    }
+}
