@@ -15,7 +15,8 @@
 //! ```
 //!
 //! (the running variance takes the *unbiased* estimate, so `m = 1` is refused as PyTorch
-//! does). `μ_c` and `rstd_c` are saved for the backward pass.
+//! does). `μ_c`, `rstd_c` and the output's per-channel shift (below) are saved for the
+//! backward pass.
 //!
 //! **Evaluation.** `y = w_c·(x - running_mean_c)/√(running_var_c + ε) + b_c`.
 //!
