@@ -68,10 +68,34 @@ pub struct BatchNorm2d {
     /// Weight of a new batch statistic in the running statistics, in `[0, 1]`.
     pub momentum: f32,
     training: bool,
-    saved_mean: Vec<f32>,
-    saved_rstd: Vec<f32>,
-    saved_shift: Vec<f32>,
-    saved_from: Option<ImageShape>,
+    saved: Saved,
+}
+
+/// The batch statistics of the last training-mode forward pass, and its input shape (none
+/// after an evaluation-mode or a failed pass).
+#[derive(Clone, Debug)]
+struct Saved {
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    shift: Vec<f32>,
+    from: Option<ImageShape>,
+}
+
+impl Saved {
+    /// The statistics, if the last forward pass was in training mode with shape `shape`.
+    fn stats(&self, op: &'static str, name: &str, shape: ImageShape) -> Result<SavedStats<'_>> {
+        if self.from != Some(shape) {
+            return Err(Error::invalid(
+                op,
+                format!("{name}: no training-mode forward pass of shape {shape} to use"),
+            ));
+        }
+        Ok(SavedStats {
+            mean: &self.mean,
+            rstd: &self.rstd,
+            shift: &self.shift,
+        })
+    }
 }
 
 impl BatchNorm2d {
@@ -102,10 +126,12 @@ impl BatchNorm2d {
             eps: BATCH_NORM_EPS,
             momentum: BATCH_NORM_MOMENTUM,
             training: true,
-            saved_mean: vec![0.0; channels],
-            saved_rstd: vec![0.0; channels],
-            saved_shift: vec![0.0; channels],
-            saved_from: None,
+            saved: Saved {
+                mean: vec![0.0; channels],
+                rstd: vec![0.0; channels],
+                shift: vec![0.0; channels],
+                from: None,
+            },
         })
     }
 
@@ -171,12 +197,12 @@ impl BatchNorm2d {
                 var: &mut self.running_var.value,
                 momentum: self.momentum,
             };
+            self.saved.from = None;
             let saved = SavedStatsMut {
-                mean: &mut self.saved_mean,
-                rstd: &mut self.saved_rstd,
-                shift: &mut self.saved_shift,
+                mean: &mut self.saved.mean,
+                rstd: &mut self.saved.rstd,
+                shift: &mut self.saved.shift,
             };
-            self.saved_from = None;
             batch_norm_forward_train(
                 input,
                 kernel_shape,
@@ -186,10 +212,10 @@ impl BatchNorm2d {
                 output,
                 saved,
             )?;
-            self.saved_from = Some(shape);
+            self.saved.from = Some(shape);
             Ok(())
         } else {
-            self.saved_from = None;
+            self.saved.from = None;
             let (mean, var) = (&self.running_mean.value, &self.running_var.value);
             batch_norm_forward_eval(input, kernel_shape, params, mean, var, activation, output)
         }
@@ -230,12 +256,7 @@ impl BatchNorm2d {
     ) -> Result<()> {
         const OP: &str = "BatchNorm2d::backward";
         let kernel_shape = self.kernel_shape(OP, shape)?;
-        self.check_saved(OP, shape)?;
-        let saved = SavedStats {
-            mean: &self.saved_mean,
-            rstd: &self.saved_rstd,
-            shift: &self.saved_shift,
-        };
+        let saved = self.saved.stats(OP, &self.weight.name, shape)?;
         let grads = BatchNormGrads {
             dweight: &mut self.weight.grad,
             dbias: &mut self.bias.grad,
@@ -249,20 +270,6 @@ impl BatchNorm2d {
         backward(doutput, input, kernel_shape, weight, saved, dinput, grads)
     }
 
-    /// Whether the last forward pass was in training mode with shape `shape`.
-    fn check_saved(&self, op: &'static str, shape: ImageShape) -> Result<()> {
-        if self.saved_from == Some(shape) {
-            return Ok(());
-        }
-        Err(Error::invalid(
-            op,
-            format!(
-                "{}: no training-mode forward pass of shape {shape} to go back through",
-                self.weight.name
-            ),
-        ))
-    }
-
     /// The normalized values `bn(input)` before any activation: in training mode those of
     /// the last forward pass (whose `input` this must be), in evaluation mode from the
     /// running statistics. For looking at a layer's response after a fused forward.
@@ -271,12 +278,7 @@ impl BatchNorm2d {
         let kernel_shape = self.kernel_shape(OP, shape)?;
         let weight = &self.weight.value;
         if self.training {
-            self.check_saved(OP, shape)?;
-            let saved = SavedStats {
-                mean: &self.saved_mean,
-                rstd: &self.saved_rstd,
-                shift: &self.saved_shift,
-            };
+            let saved = self.saved.stats(OP, &self.weight.name, shape)?;
             batch_norm_normalized(input, kernel_shape, weight, saved, out)
         } else {
             let params = BatchNormParams {
