@@ -20,9 +20,15 @@
 //! gemm call. That beat gemm's own `Parallelism::Rayon` by 1.2-1.5x on the GPT's products
 //! (`768×128×384` etc., 2 threads: 170-250 against 127-210 GFLOP/s), whose blocks are too
 //! small for gemm's finer split to pay for its synchronization. Smaller products run on the
-//! calling thread, where entering the pool (~10 µs) would cost more than it saves. No sum
-//! over `k` is split between threads, and the blocking depends on the sizes and the thread
-//! count only: repeated runs give the same bits (tested by the layers' determinism tests).
+//! calling thread, where entering the pool (~10 µs) would cost more than it saves.
+//!
+//! A one-row product (`m = 1`: decoding a token) reads every element of `B` once and is bound
+//! by how fast `B` streams from memory; with at least [`VECTOR_PARALLEL_MIN_WORK`] elements in
+//! `B` it is split between threads along `B`'s stored rows, so that each thread streams whole
+//! rows: the sum over `k` (partial rows added in block order) when `B` is stored `[k, n]`,
+//! the columns of `C` when it is stored `[n, k]`. Only there is a sum over `k` split. The
+//! blocking depends on the sizes and the thread count only: repeated runs give the same bits
+//! (tested by the layers' determinism tests).
 //!
 //! ```
 //! use resnorm::kernels::{matmul, MatDims, Trans};
@@ -178,6 +184,12 @@ pub fn matmul_strided(
     } else {
         1
     };
+    if m == 1 {
+        return {
+            row_times_matrix(c.data, a, b, k, n, accumulate);
+            Ok(())
+        };
+    }
     let rows_per_block = m
         .div_ceil(threads)
         .next_multiple_of(ROW_TILE)
@@ -212,6 +224,114 @@ pub fn matmul_strided(
     });
     Ok(())
 }
+
+/// `c[..n] = a · b` (or `+=`) for a one-row `a` (decoding a token is such products).
+///
+/// Each element of `b` is used once, so the product runs at the speed `b` streams from memory,
+/// and two cores' loads stream faster than one core's. The split between threads follows
+/// `b`'s storage, so that every thread reads whole rows of it, in order: stored `[k, n]`, the
+/// sum over `k` is split into blocks, each giving a partial row of `c` (in a scratch buffer of
+/// the calling thread), added in block order at the end; stored `[n, k]`, the columns of `c`
+/// are split. Measured for the 6-layer width-384 GPT's per-token products (42 MB, 2 threads
+/// spinning): splitting the sum 1.10 ms, splitting the columns of a `[k, n]` `b` (every thread
+/// reading part of every row) 1.95 ms, one thread 1.95 ms.
+fn row_times_matrix(
+    c: &mut [f32],
+    a: Operand<'_>,
+    b: Operand<'_>,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    let c = &mut c[..n];
+    let threads = crate::threads::num_threads();
+    if threads == 1 || k.saturating_mul(n) < VECTOR_PARALLEL_MIN_WORK {
+        // SAFETY: check_fits proved that `a`, `b` and `c` fit these sizes.
+        unsafe { gemm_on_this_thread(c, n, a, b, MatDims { m: 1, k, n }, accumulate) };
+        return;
+    }
+    let (b_rs, b_cs) = b.strides;
+    let block_of_b = |first_row: usize, first_col: usize| Operand {
+        data: &b.data[first_row * b_rs as usize + first_col * b_cs as usize..],
+        strides: b.strides,
+    };
+    if b_cs != 1 {
+        // `b` stored [n, k]: a block of columns of `c` reads a contiguous block of rows of `b`.
+        let cols = n
+            .div_ceil(threads * BLOCKS_PER_THREAD)
+            .next_multiple_of(COL_TILE);
+        crate::threads::for_each_chunk_spinning(c, cols, &|block, c_block| {
+            let dims = MatDims {
+                m: 1,
+                k,
+                n: c_block.len(),
+            };
+            // SAFETY: columns `block·cols..` of `b` lie inside the operand check_fits proved
+            // to fit for `n` columns; `c_block` has one row.
+            let b_block = block_of_b(0, block * cols);
+            unsafe { gemm_on_this_thread(c_block, n, a, b_block, dims, accumulate) };
+            Ok::<(), ()>(())
+        })
+        .unwrap_or(());
+        return;
+    }
+    let rows = k.div_ceil(threads * BLOCKS_PER_THREAD).max(MIN_BLOCK_ROWS);
+    let blocks = k.div_ceil(rows);
+    PARTIAL_ROWS.with_borrow_mut(|partials| {
+        if partials.len() < blocks * n {
+            partials.resize(blocks * n, 0.0);
+        }
+        let partials = &mut partials[..blocks * n];
+        crate::threads::for_each_chunk_spinning(partials, n, &|block, partial| {
+            let first = block * rows; // < k: there are k.div_ceil(rows) blocks
+            let a_block = Operand {
+                data: &a.data[first * a.strides.1 as usize..],
+                strides: a.strides,
+            };
+            let dims = MatDims {
+                m: 1,
+                k: rows.min(k - first),
+                n,
+            };
+            // SAFETY: rows `first..first + dims.k` of `b` and the same columns of `a` lie
+            // inside the operands check_fits proved to fit for `k`; `partial` holds one row.
+            let b_block = block_of_b(first, 0);
+            unsafe { gemm_on_this_thread(partial, n, a_block, b_block, dims, false) };
+            Ok::<(), ()>(())
+        })
+        .unwrap_or(());
+        if !accumulate {
+            c.fill(0.0);
+        }
+        for partial in partials.chunks_exact(n) {
+            for (c, p) in c.iter_mut().zip(partial) {
+                *c += p;
+            }
+        }
+    });
+}
+
+thread_local! {
+    /// The per-block partial rows of [`row_times_matrix`]'s split sum, kept between calls.
+    static PARTIAL_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One-row products with at least this many elements in `B` (256 KiB) are split between
+/// threads: at the ~25 GB/s one core streams, ~10 µs of work per product, against ~1 µs to
+/// hand a block to a spinning worker.
+pub const VECTOR_PARALLEL_MIN_WORK: usize = 64 * 1024;
+
+/// A one-row product is split into this many blocks per thread, so that a thread that
+/// finishes first takes another block (6-layer width-384 GPT decoding, 2 threads,
+/// interleaved runs: 480-640 tokens/s with one block per thread, 700-915 with two or four).
+const BLOCKS_PER_THREAD: usize = 4;
+
+/// The fewest rows of `b` in a block of a one-row product's split sum.
+const MIN_BLOCK_ROWS: usize = 32;
+
+/// Columns of C per block of a one-row product are rounded up to a multiple of this: one
+/// AVX-512 register of f32 lanes, so no block ends in a partial vector but the last.
+const COL_TILE: usize = 16;
 
 /// Rows of C per block are rounded up to a multiple of this, so that no block is a sliver;
 /// 64 is the long side of gemm's AVX-512 micro-kernel tile (4 registers of 16 lanes).
@@ -358,15 +478,22 @@ mod tests {
 
     #[test]
     fn matmul_matches_naive_for_every_transpose_and_accumulate() {
-        // The last shape is above PARALLEL_MIN_WORK, so it runs on the pool.
+        // (97, 101, 67) is above PARALLEL_MIN_WORK, so it runs on the pool; the one-row
+        // products after it are above VECTOR_PARALLEL_MIN_WORK: (1, 300, 257) splits its sum
+        // into blocks of 38 rows and a last of 34 (or its columns, `B` transposed);
+        // (1, 3, 30000) sums in one block of 3 rows (or splits its columns).
         let shapes = [
             (1, 1, 1),
             (3, 5, 7),
             (17, 9, 13),
             (33, 65, 31),
             (97, 101, 67),
+            (1, 300, 257),
+            (1, 3, 30_000),
         ];
         const { assert!(97 * 101 * 67 >= PARALLEL_MIN_WORK) };
+        const { assert!(300 * 257 >= VECTOR_PARALLEL_MIN_WORK) };
+        const { assert!(3 * 30_000 >= VECTOR_PARALLEL_MIN_WORK) };
         for (m, k, n) in shapes {
             let dims = MatDims { m, k, n };
             let a = normal(1, m * k);

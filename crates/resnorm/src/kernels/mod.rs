@@ -38,7 +38,10 @@ pub use cross_entropy::{
 };
 pub use gelu::{gelu_backward, gelu_forward};
 pub use im2col::{col2im, col2im_add, im2col, PatchGeometry};
-pub use matmul::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans, PARALLEL_MIN_WORK};
+pub use matmul::{
+    matmul, matmul_strided, MatDims, MatMut, MatRef, Trans, PARALLEL_MIN_WORK,
+    VECTOR_PARALLEL_MIN_WORK,
+};
 pub use norm::{NormKind, DEFAULT_EPS};
 pub use relu::{
     add_relu_forward, relu_backward, relu_backward_in_place, relu_forward, relu_forward_in_place,
