@@ -49,7 +49,7 @@ use super::unit::UnitActs;
 use super::{Gpt, Placement, Sublayer};
 use crate::kernels::exp::{exp, wide};
 use crate::kernels::residual::residual_add;
-use crate::kernels::{matmul, MatDims, Trans};
+use crate::kernels::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans};
 use crate::nn::norm::NormSaved;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -105,7 +105,7 @@ impl<'m> Decoder<'m> {
                 .collect(),
             qkv: vec![0.0; 3 * width],
             attended: row(),
-            scores: vec![0.0; context],
+            scores: vec![0.0; config.heads * context],
             head_in: row(),
             ln_f_out: row(),
             ln_f_saved: NormSaved::new(config.norm, 1),
@@ -204,7 +204,7 @@ impl<'m> Decoder<'m> {
                     } => {
                         let (qkv, attended, scores) = buffers;
                         c_attn.forward(qkv, h)?;
-                        cached_attention(qkv, cache, position, core.heads(), attended, scores);
+                        cached_attention(qkv, cache, position, core.heads(), attended, scores)?;
                         c_proj.forward(f_out, attended)
                     }
                     Sublayer::Mlp { .. } => unit.sublayer.forward(h, sublayer_acts, f_out, 1, 1),
@@ -253,7 +253,9 @@ impl<'m> Decoder<'m> {
 }
 
 /// Stores this token's key and value at `position`, then attends its query to the cached
-/// rows `0..=position`, head by head, writing the heads' outputs side by side.
+/// rows `0..=position`, head by head (heads shared between the threads), writing the heads'
+/// outputs side by side. Per head both steps are one-row products with the cached block:
+/// `scores = q · K[0..=t]ᵀ`, then `y = softmax(scale · scores) · V[0..=t]`.
 fn cached_attention(
     qkv: &[f32],
     (keys, values): (&mut [f32], &mut [f32]),
@@ -261,31 +263,71 @@ fn cached_attention(
     heads: usize,
     out: &mut [f32],
     scores: &mut [f32],
-) {
+) -> Result<()> {
     let width = out.len();
     let d = width / heads;
     let scale = 1.0 / (d as f32).sqrt();
     keys[position * width..][..width].copy_from_slice(&qkv[width..2 * width]);
     values[position * width..][..width].copy_from_slice(&qkv[2 * width..]);
-    let seen = &mut scores[..=position];
-    for h in 0..heads {
-        let q = &qkv[h * d..][..d];
-        for (s, score) in seen.iter_mut().enumerate() {
-            let k = &keys[s * width + h * d..][..d];
-            *score = q.iter().zip(k).map(|(a, b)| a * b).sum();
-        }
-        let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        wide(|| seen.iter_mut().for_each(|v| *v = exp((*v - max) * scale)));
-        let inv = 1.0 / seen.iter().sum::<f32>();
-        let y = &mut out[h * d..][..d];
-        y.fill(0.0);
-        for (s, &p) in seen.iter().enumerate() {
-            let v = &values[s * width + h * d..][..d];
-            for (y, &v) in y.iter_mut().zip(v) {
-                *y += p * inv * v;
-            }
-        }
+    let (keys, values) = (&*keys, &*values);
+    let seen = position + 1;
+    let context = scores.len() / heads;
+    // Head h's columns h·d.. of rows `width` apart.
+    let head_block = |data, h, transposed| columns(data, h * d, width, transposed);
+    crate::threads::for_each_chunk_spinning(scores, context, &|h, scores| {
+        let scores = &mut scores[..seen];
+        let dims = MatDims {
+            m: 1,
+            k: d,
+            n: seen,
+        };
+        let q = head_block(qkv, h, false);
+        matmul_strided(row_of(scores), q, head_block(keys, h, true), dims, false)?;
+        softmax_scaled(scores, scale);
+        Ok(())
+    })?;
+    let scores = &*scores;
+    crate::threads::for_each_chunk_spinning(out, d, &|h, y| {
+        let p = &scores[h * context..][..seen];
+        let p = MatRef {
+            data: p,
+            row_stride: seen,
+            transposed: false,
+        };
+        let dims = MatDims {
+            m: 1,
+            k: seen,
+            n: d,
+        };
+        matmul_strided(row_of(y), p, head_block(values, h, false), dims, false)
+    })
+}
+
+/// The block starting at column `column` of rows `row_stride` apart.
+fn columns(data: &[f32], column: usize, row_stride: usize, transposed: bool) -> MatRef<'_> {
+    MatRef {
+        data: &data[column..],
+        row_stride,
+        transposed,
     }
+}
+
+/// `row` as a one-row output.
+fn row_of(row: &mut [f32]) -> MatMut<'_> {
+    let row_stride = row.len();
+    MatMut {
+        data: row,
+        row_stride,
+    }
+}
+
+/// `row = softmax(scale · row)`, `scale > 0`.
+fn softmax_scaled(row: &mut [f32], scale: f32) {
+    // scale > 0, so the largest scaled score is scale times the largest score.
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    wide(|| row.iter_mut().for_each(|v| *v = exp((*v - max) * scale)));
+    let inv = 1.0 / row.iter().sum::<f32>();
+    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// Samples `count` tokens after `prompt` (nonempty; only its last `context` tokens are
