@@ -35,7 +35,7 @@
 //! assert!(cross_entropy_forward(&logits, &[2, 0], 2, &mut losses, &mut lse).is_err());
 //! ```
 
-use super::exp::{exp, wide};
+use super::exp::{exp, wide, wide_fn};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -164,20 +164,23 @@ fn backward_rows(z: &mut [f32], logsumexp: &[f32], targets: &[u32], vocab: usize
     });
 }
 
-/// `max + ln Σ exp(z - max)`, the sum kept in eight partial sums.
-fn row_logsumexp(z: &[f32]) -> f32 {
-    wide(|| {
-        let max = row_max(z);
-        let mut partial = [0.0f32; 8];
-        let mut chunks = z.chunks_exact(8);
-        for chunk in &mut chunks {
-            for (p, &v) in partial.iter_mut().zip(chunk) {
-                *p += exp(v - max);
-            }
+wide_fn! {
+    /// `max + ln Σ exp(z - max)`, the sum kept in eight partial sums.
+    fn row_logsumexp(z: &[f32]) -> f32 => logsumexp
+}
+
+#[inline(always)]
+fn logsumexp(z: &[f32]) -> f32 {
+    let max = row_max(z);
+    let mut partial = [0.0f32; 8];
+    let mut chunks = z.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (p, &v) in partial.iter_mut().zip(chunk) {
+            *p += exp(v - max);
         }
-        let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
-        max + (partial.iter().sum::<f32>() + tail).ln()
-    })
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
+    max + (partial.iter().sum::<f32>() + tail).ln()
 }
 
 /// The largest element (`-∞` for an empty row; NaNs are skipped), in sixteen running

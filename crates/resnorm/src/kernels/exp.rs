@@ -65,6 +65,10 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// Runs `f` compiled for AVX2 on CPUs that have it (plainly elsewhere).
+///
+/// Only as far as LLVM inlines `f` into the AVX2 copy: `f` is also called on the plain
+/// path, so a large closure stays a separate function compiled without AVX2. Loops of more
+/// than a few lines use [`wide_fn!`] instead.
 #[inline(always)]
 pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -80,6 +84,32 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     }
     f()
 }
+
+/// Defines `fn $name(args) -> ret` that runs `$body(args)`, an `#[inline(always)]` function,
+/// compiled for AVX2 on CPUs that have it (plainly elsewhere): [`wide`] for loops too large
+/// for LLVM to inline a closure (the GELU backward's closure ran with 128-bit registers, 4%
+/// of a GPT training step, until it moved into such a body).
+macro_rules! wide_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
+        $(#[$meta])*
+        #[inline]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn with_avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2, checked just above.
+                    return unsafe { with_avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use wide_fn;
 
 #[cfg(test)]
 mod tests {

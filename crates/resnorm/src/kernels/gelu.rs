@@ -36,7 +36,7 @@
 //! assert!(gelu_forward(&mut y[..2], &x).is_err());
 //! ```
 
-use super::exp::{exp, wide};
+use super::exp::{exp, wide_fn};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -55,11 +55,7 @@ pub fn gelu_forward(out: &mut [f32], x: &[f32]) -> Result<()> {
             format!("out has {} elements, x has {}", out.len(), x.len()),
         ));
     }
-    run_blocks(out, |first, out| {
-        for (o, &x) in out.iter_mut().zip(&x[first..]) {
-            *o = x * half_one_plus_tanh(SQRT_2_OVER_PI * (x + CUBIC * x * x * x));
-        }
-    });
+    run_blocks(out, |first, out| forward_block(out, &x[first..]));
     Ok(())
 }
 
@@ -77,14 +73,36 @@ pub fn gelu_backward(dx: &mut [f32], x: &[f32], dy: &[f32]) -> Result<()> {
         ));
     }
     run_blocks(dx, |first, dx| {
-        for ((d, &x), &dy) in dx.iter_mut().zip(&x[first..]).zip(&dy[first..]) {
-            let x2 = x * x;
-            let s = half_one_plus_tanh(SQRT_2_OVER_PI * (x + CUBIC * x2 * x));
-            let du_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * x2);
-            *d = dy * (s + 2.0 * x * s * (1.0 - s) * du_dx);
-        }
+        backward_block(dx, &x[first..], &dy[first..])
     });
     Ok(())
+}
+
+wide_fn! {
+    /// `out = gelu(x)` on one block (`x` at least as long).
+    fn forward_block(out: &mut [f32], x: &[f32]) => forward_elements
+}
+
+#[inline(always)]
+fn forward_elements(out: &mut [f32], x: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o = x * half_one_plus_tanh(SQRT_2_OVER_PI * (x + CUBIC * x * x * x));
+    }
+}
+
+wide_fn! {
+    /// `dx = dy ⊙ gelu'(x)` on one block (`x` and `dy` at least as long).
+    fn backward_block(dx: &mut [f32], x: &[f32], dy: &[f32]) => backward_elements
+}
+
+#[inline(always)]
+fn backward_elements(dx: &mut [f32], x: &[f32], dy: &[f32]) {
+    for ((d, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+        let x2 = x * x;
+        let s = half_one_plus_tanh(SQRT_2_OVER_PI * (x + CUBIC * x2 * x));
+        let du_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * x2);
+        *d = dy * (s + 2.0 * x * s * (1.0 - s) * du_dx);
+    }
 }
 
 /// `½·(1 + tanh u) = σ(2u)`; `0` or `1` to within `10⁻³⁸` at the tails.
@@ -97,7 +115,7 @@ fn half_one_plus_tanh(u: f32) -> f32 {
 /// `out` is long.
 fn run_blocks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() < PARALLEL_MIN_LEN {
-        wide(|| f(0, out));
+        f(0, out);
         return;
     }
     let pool = crate::threads::pool();
@@ -105,6 +123,6 @@ fn run_blocks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     pool.install(|| {
         out.par_chunks_mut(block)
             .enumerate()
-            .for_each(|(i, out)| wide(|| f(i * block, out)));
+            .for_each(|(i, out)| f(i * block, out));
     });
 }
