@@ -188,7 +188,7 @@ pub fn join_spinning<A: Send, B: Send>(
 
 /// Calls `f(i, chunk)` for the `i`-th `chunk_len`-long chunk of `data` (the last may be
 /// shorter), the chunks shared out between the pool's threads by [`join_spinning`], in halves;
-/// returns the first chunk's error, if any fails.
+/// returns the error of the first failing chunk in chunk order, if any fails.
 ///
 /// ```
 /// let mut data = [0usize; 10];

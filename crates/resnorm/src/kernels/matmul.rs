@@ -47,6 +47,7 @@
 use crate::{Error, Result};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::convert::Infallible;
 
 /// Products with at least this many multiply-adds (`m·k·n`) run on the thread pool.
 ///
@@ -175,6 +176,10 @@ pub fn matmul_strided(
         data: b.data,
         strides: strides(b.row_stride, b.transposed),
     };
+    if m == 1 {
+        row_times_matrix(c.data, a, b, k, n, accumulate);
+        return Ok(());
+    }
     // Blocks of whole rows of C (and of A), one per thread, or of at most MAX_BLOCK_ROWS
     // rows; each is one single-threaded gemm call: block `r` reads A's rows from
     // `r·rows_per_block`, and all of B.
@@ -184,12 +189,6 @@ pub fn matmul_strided(
     } else {
         1
     };
-    if m == 1 {
-        return {
-            row_times_matrix(c.data, a, b, k, n, accumulate);
-            Ok(())
-        };
-    }
     let rows_per_block = m
         .div_ceil(threads)
         .next_multiple_of(ROW_TILE)
@@ -260,55 +259,55 @@ fn row_times_matrix(
         let cols = n
             .div_ceil(threads * BLOCKS_PER_THREAD)
             .next_multiple_of(COL_TILE);
-        crate::threads::for_each_chunk_spinning(c, cols, &|block, c_block| {
+        let Ok(()) = crate::threads::for_each_chunk_spinning(c, cols, &|block, c_block| {
             let dims = MatDims {
                 m: 1,
                 k,
                 n: c_block.len(),
             };
+            let b_block = block_of_b(0, block * cols);
             // SAFETY: columns `block·cols..` of `b` lie inside the operand check_fits proved
             // to fit for `n` columns; `c_block` has one row.
-            let b_block = block_of_b(0, block * cols);
             unsafe { gemm_on_this_thread(c_block, n, a, b_block, dims, accumulate) };
-            Ok::<(), ()>(())
-        })
-        .unwrap_or(());
+            Ok::<(), Infallible>(())
+        });
         return;
     }
     let rows = k.div_ceil(threads * BLOCKS_PER_THREAD).max(MIN_BLOCK_ROWS);
     let blocks = k.div_ceil(rows);
-    PARTIAL_ROWS.with_borrow_mut(|partials| {
-        if partials.len() < blocks * n {
-            partials.resize(blocks * n, 0.0);
-        }
-        let partials = &mut partials[..blocks * n];
-        crate::threads::for_each_chunk_spinning(partials, n, &|block, partial| {
-            let first = block * rows; // < k: there are k.div_ceil(rows) blocks
-            let a_block = Operand {
-                data: &a.data[first * a.strides.1 as usize..],
-                strides: a.strides,
-            };
-            let dims = MatDims {
-                m: 1,
-                k: rows.min(k - first),
-                n,
-            };
-            // SAFETY: rows `first..first + dims.k` of `b` and the same columns of `a` lie
-            // inside the operands check_fits proved to fit for `k`; `partial` holds one row.
-            let b_block = block_of_b(first, 0);
-            unsafe { gemm_on_this_thread(partial, n, a_block, b_block, dims, false) };
-            Ok::<(), ()>(())
-        })
-        .unwrap_or(());
-        if !accumulate {
-            c.fill(0.0);
-        }
-        for partial in partials.chunks_exact(n) {
-            for (c, p) in c.iter_mut().zip(partial) {
-                *c += p;
-            }
-        }
+    // Taken out of the thread-local store, not borrowed, while the blocks run: waiting for
+    // them, this thread may run another one-row product that needs partial rows of its own.
+    let mut partials = PARTIAL_ROWS.take();
+    if partials.len() < blocks * n {
+        partials.resize(blocks * n, 0.0);
+    }
+    let partials_used = &mut partials[..blocks * n];
+    let Ok(()) = crate::threads::for_each_chunk_spinning(partials_used, n, &|block, partial| {
+        let first = block * rows; // < k: there are k.div_ceil(rows) blocks
+        let a_block = Operand {
+            data: &a.data[first * a.strides.1 as usize..],
+            strides: a.strides,
+        };
+        let dims = MatDims {
+            m: 1,
+            k: rows.min(k - first),
+            n,
+        };
+        let b_block = block_of_b(first, 0);
+        // SAFETY: rows `first..first + dims.k` of `b` and the same columns of `a` lie inside
+        // the operands check_fits proved to fit for `k`; `partial` holds one row.
+        unsafe { gemm_on_this_thread(partial, n, a_block, b_block, dims, false) };
+        Ok::<(), Infallible>(())
     });
+    if !accumulate {
+        c.fill(0.0);
+    }
+    for partial in partials_used.chunks_exact(n) {
+        for (c, p) in c.iter_mut().zip(partial) {
+            *c += p;
+        }
+    }
+    PARTIAL_ROWS.set(partials);
 }
 
 thread_local! {
@@ -509,6 +508,36 @@ mod tests {
                 let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
                 assert_close(&format!("{dims:?} {trans:?} += "), &c, &twice, 1e-5, 2e-5);
             }
+        }
+    }
+
+    /// One-row products started from several pool tasks at once (decoding several sequences
+    /// in parallel) are each the product alone: a thread waiting for its blocks may run
+    /// another product, which must not share its partial rows.
+    #[test]
+    fn one_row_products_run_concurrently() {
+        let dims = MatDims {
+            m: 1,
+            k: 300,
+            n: 257,
+        };
+        let b = normal(2, dims.k * dims.n);
+        let rows: Vec<Vec<f32>> = (0..16).map(|s| normal(10 + s, dims.k)).collect();
+        let want: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|a| naive_matmul(a, &b, dims, Trans::NONE))
+            .collect();
+        let got: Vec<Vec<f32>> = crate::threads::pool().install(|| {
+            rows.par_iter()
+                .map(|a| {
+                    let mut c = vec![0.0; dims.n];
+                    matmul(&mut c, a, &b, dims, Trans::NONE, false).unwrap();
+                    c
+                })
+                .collect()
+        });
+        for (got, want) in got.iter().zip(&want) {
+            assert_close("concurrent one-row product", got, want, 1e-5, 1e-5);
         }
     }
 
