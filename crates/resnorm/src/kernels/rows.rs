@@ -9,7 +9,7 @@
 
 use super::lanes::{prefetch, Lanes, LANES};
 use crate::threads;
-use rayon::prelude::*;
+use std::convert::Infallible;
 
 /// Below this many elements a kernel runs its blocks on the calling thread: entering the
 /// pool costs ~10 µs, about what streaming 32 K floats costs.
@@ -147,12 +147,17 @@ pub(crate) fn prefetch_row(block: &[f32], cols: usize, row: usize) {
 /// Runs `work` on every block, in parallel on [`threads::pool`] unless the kernel touches
 /// fewer than [`PARALLEL_MIN_ELEMENTS`] elements. Blocks are built by the caller from
 /// `chunks(threads::rows_per_block(rows) * cols)` of its buffers, so the split, and with it
-/// every result, depends only on the thread count.
+/// every result, depends only on the thread count. The threads are joined by
+/// [`threads::for_each_chunk_spinning`], so the one done first does not fall asleep.
 pub(crate) fn run_blocks<B: Send>(blocks: Vec<B>, elements: usize, work: impl Fn(B) + Sync + Send) {
     if blocks.len() <= 1 || elements < PARALLEL_MIN_ELEMENTS {
         blocks.into_iter().for_each(work);
     } else {
-        threads::pool().install(|| blocks.into_par_iter().for_each(work));
+        let mut blocks: Vec<Option<B>> = blocks.into_iter().map(Some).collect();
+        let Ok(()) = threads::for_each_chunk_spinning(&mut blocks, 1, &|_, block| {
+            block.iter_mut().filter_map(Option::take).for_each(&work);
+            Ok::<(), Infallible>(())
+        });
     }
 }
 
