@@ -38,7 +38,7 @@
 
 use super::exp::{exp, wide_fn};
 use crate::{Error, Result};
-use rayon::prelude::*;
+use std::convert::Infallible;
 
 /// Slices at least this long are processed on the thread pool: entering it costs ~10-15 µs,
 /// about what 2¹⁵ elements take on one thread.
@@ -118,11 +118,9 @@ fn run_blocks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
         f(0, out);
         return;
     }
-    let pool = crate::threads::pool();
-    let block = out.len().div_ceil(pool.current_num_threads());
-    pool.install(|| {
-        out.par_chunks_mut(block)
-            .enumerate()
-            .for_each(|(i, out)| f(i * block, out));
+    let block = out.len().div_ceil(crate::threads::num_threads());
+    let Ok(()) = crate::threads::for_each_chunk_spinning(out, block, &|i, out| {
+        f(i * block, out);
+        Ok::<(), Infallible>(())
     });
 }

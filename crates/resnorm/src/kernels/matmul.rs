@@ -46,7 +46,6 @@
 
 use crate::{Error, Result};
 use gemm::Parallelism;
-use rayon::prelude::*;
 use std::convert::Infallible;
 
 /// Products with at least this many multiply-adds (`m·k·n`) run on the thread pool.
@@ -200,26 +199,23 @@ pub fn matmul_strided(
         return Ok(());
     }
     let c_stride = c.row_stride;
-    crate::threads::pool().install(|| {
-        c.data
-            .par_chunks_mut(rows_per_block * c_stride)
-            .enumerate()
-            .for_each(|(block, c_block)| {
-                let first = block * rows_per_block;
-                if first >= m {
-                    return; // a tail of `c.data` past the last row
-                }
-                let rows = rows_per_block.min(m - first);
-                let a_block = Operand {
-                    data: &a.data[first * a.strides.0 as usize..],
-                    strides: a.strides,
-                };
-                let dims = MatDims { m: rows, k, n };
-                // SAFETY: the block's rows of `a` and `c` are rows `first..first + rows` of
-                // operands check_fits proved to fit; shifting the start by `first` rows
-                // keeps every addressed element inside the shortened slices.
-                unsafe { gemm_on_this_thread(c_block, c_stride, a_block, b, dims, accumulate) };
-            });
+    let block_len = rows_per_block * c_stride;
+    let Ok(()) = crate::threads::for_each_chunk_spinning(c.data, block_len, &|block, c_block| {
+        let first = block * rows_per_block;
+        if first >= m {
+            return Ok(()); // a tail of `c.data` past the last row
+        }
+        let rows = rows_per_block.min(m - first);
+        let a_block = Operand {
+            data: &a.data[first * a.strides.0 as usize..],
+            strides: a.strides,
+        };
+        let dims = MatDims { m: rows, k, n };
+        // SAFETY: the block's rows of `a` and `c` are rows `first..first + rows` of operands
+        // check_fits proved to fit; shifting the start by `first` rows keeps every addressed
+        // element inside the shortened slices.
+        unsafe { gemm_on_this_thread(c_block, c_stride, a_block, b, dims, accumulate) };
+        Ok::<(), Infallible>(())
     });
     Ok(())
 }
@@ -442,6 +438,7 @@ fn check_fits(
 mod tests {
     use super::*;
     use crate::rng::Rng;
+    use rayon::prelude::*;
 
     fn normal(seed: u64, len: usize) -> Vec<f32> {
         let mut rng = Rng::new(seed);
