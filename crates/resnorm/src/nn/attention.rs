@@ -24,9 +24,11 @@
 //!
 //! Threading: the `[T, T]` work (scores, softmax, `dP`, `dS`) runs one task per `(b, h)`; the
 //! products that write `out` / `dqkv` run one task per `(b, block of rows)`, so every task
-//! owns a contiguous output slice. Every product is computed by blocks of rows and stops at
-//! the block's last key (or starts at its first query), so causality halves the work. Every product goes through [`crate::kernels::matmul_strided`]; no
-//! element is summed by more than one task, so results are deterministic.
+//! owns a contiguous output slice; the tasks are shared out by
+//! [`crate::threads::for_each_chunk_spinning`]. Every product is computed by blocks of rows
+//! and stops at the block's last key (or starts at its first query), so causality halves the
+//! work. Every product goes through [`crate::kernels::matmul_strided`]; no element is summed
+//! by more than one task, so results are deterministic.
 //!
 //! ```
 //! use resnorm::nn::CausalSelfAttention;
@@ -47,8 +49,8 @@
 use crate::kernels::exp::{exp, wide};
 use crate::kernels::{matmul_strided, MatDims, MatMut, MatRef};
 use crate::nn::Param;
+use crate::threads::for_each_chunk_spinning;
 use crate::{Error, Result};
-use rayon::prelude::*;
 
 /// Rows of `out` / `dqkv` per task in the products that write them.
 const ROW_BLOCK: usize = 32;
@@ -104,39 +106,35 @@ impl CausalSelfAttention {
         let (c, heads) = (self.channels, self.heads);
         let d = c / heads;
         let scale = 1.0 / (d as f32).sqrt();
-        crate::threads::pool().install(|| {
-            att.par_chunks_mut(seq * seq)
+        for_each_chunk_spinning(att, seq * seq, &|bh, p| {
+            let qkv = &qkv[(bh / heads) * seq * 3 * c..][..seq * 3 * c];
+            let h = bh % heads;
+            let q = &qkv[h * d..];
+            let k = &qkv[c + h * d..];
+            causal_products(p, seq, d, (q, 3 * c), (k, 3 * c))?;
+            p.chunks_exact_mut(seq)
                 .enumerate()
-                .try_for_each(|(bh, p)| {
-                    let qkv = &qkv[(bh / heads) * seq * 3 * c..][..seq * 3 * c];
-                    let h = bh % heads;
-                    let q = &qkv[h * d..];
-                    let k = &qkv[c + h * d..];
-                    causal_products(p, seq, d, (q, 3 * c), (k, 3 * c))?;
-                    p.chunks_exact_mut(seq)
-                        .enumerate()
-                        .for_each(|(t, row)| causal_softmax(row, t, scale));
-                    Ok::<(), Error>(())
-                })?;
-            for_row_blocks(out, seq, c, |b, t0, t1, out| {
-                let qkv = &qkv[b * seq * 3 * c..][..seq * 3 * c];
-                for h in 0..heads {
-                    let p = &att[(b * heads + h) * seq * seq..][..seq * seq];
-                    let p_rows = MatRef {
-                        data: &p[t0 * seq..],
-                        row_stride: seq,
-                        transposed: false,
-                    };
-                    let v = head(qkv, 3 * c, 2 * c + h * d, false);
-                    let dims = MatDims {
-                        m: t1 - t0,
-                        k: t1,
-                        n: d,
-                    };
-                    matmul_strided(mat_mut(&mut out[h * d..], c), p_rows, v, dims, false)?;
-                }
-                Ok(())
-            })
+                .for_each(|(t, row)| causal_softmax(row, t, scale));
+            Ok(())
+        })?;
+        for_row_blocks(out, seq, c, |b, t0, t1, out| {
+            let qkv = &qkv[b * seq * 3 * c..][..seq * 3 * c];
+            for h in 0..heads {
+                let p = &att[(b * heads + h) * seq * seq..][..seq * seq];
+                let p_rows = MatRef {
+                    data: &p[t0 * seq..],
+                    row_stride: seq,
+                    transposed: false,
+                };
+                let v = head(qkv, 3 * c, 2 * c + h * d, false);
+                let dims = MatDims {
+                    m: t1 - t0,
+                    k: t1,
+                    n: d,
+                };
+                matmul_strided(mat_mut(&mut out[h * d..], c), p_rows, v, dims, false)?;
+            }
+            Ok(())
         })
     }
 
@@ -173,69 +171,64 @@ impl CausalSelfAttention {
         let (c, heads) = (self.channels, self.heads);
         let d = c / heads;
         let scale = 1.0 / (d as f32).sqrt();
-        crate::threads::pool().install(|| {
-            dscores
-                .par_chunks_mut(seq * seq)
-                .zip(att.par_chunks(seq * seq))
+        for_each_chunk_spinning(dscores, seq * seq, &|bh, ds| {
+            let p = &att[bh * seq * seq..][..seq * seq];
+            let (b, h) = (bh / heads, bh % heads);
+            let qkv = &qkv[b * seq * 3 * c..][..seq * 3 * c];
+            let dout = &dout[b * seq * c..][..seq * c];
+            let d_o = &dout[h * d..];
+            let v = &qkv[2 * c + h * d..];
+            causal_products(ds, seq, d, (d_o, c), (v, 3 * c))?;
+            for (t, (ds, p)) in ds
+                .chunks_exact_mut(seq)
+                .zip(p.chunks_exact(seq))
                 .enumerate()
-                .try_for_each(|(bh, (ds, p))| {
-                    let (b, h) = (bh / heads, bh % heads);
-                    let qkv = &qkv[b * seq * 3 * c..][..seq * 3 * c];
-                    let dout = &dout[b * seq * c..][..seq * c];
-                    let d_o = &dout[h * d..];
-                    let v = &qkv[2 * c + h * d..];
-                    causal_products(ds, seq, d, (d_o, c), (v, 3 * c))?;
-                    for (t, (ds, p)) in ds
-                        .chunks_exact_mut(seq)
-                        .zip(p.chunks_exact(seq))
-                        .enumerate()
-                    {
-                        softmax_backward_row(ds, p, t, scale);
-                    }
-                    Ok::<(), Error>(())
-                })?;
-            let dscores = &*dscores;
-            for_row_blocks(dqkv, seq, 3 * c, |b, t0, t1, dqkv| {
-                let qkv = &qkv[b * seq * 3 * c..][..seq * 3 * c];
-                let dout = &dout[b * seq * c..][..seq * c];
-                for h in 0..heads {
-                    let bh = (b * heads + h) * seq * seq;
-                    let ds = &dscores[bh..][..seq * seq];
-                    let p = &att[bh..][..seq * seq];
-                    // dQ rows t0..t1 = dS[t0..t1, ..t1] K[..t1]
-                    let dims = MatDims {
-                        m: t1 - t0,
-                        k: t1,
-                        n: d,
-                    };
-                    let ds_rows = MatRef {
-                        data: &ds[t0 * seq..],
-                        row_stride: seq,
-                        transposed: false,
-                    };
-                    let k = head(qkv, 3 * c, c + h * d, false);
-                    matmul_strided(mat_mut(&mut dqkv[h * d..], 3 * c), ds_rows, k, dims, false)?;
-                    // dK, dV rows t0..t1 use only queries t >= t0 (later rows of dS, P).
-                    let dims = MatDims {
-                        m: t1 - t0,
-                        k: seq - t0,
-                        n: d,
-                    };
-                    let q_late = head(&qkv[t0 * 3 * c..], 3 * c, h * d, false);
-                    let dk = mat_mut(&mut dqkv[c + h * d..], 3 * c);
-                    matmul_strided(dk, late_block_transposed(ds, seq, t0), q_late, dims, false)?;
-                    let dout_late = head(&dout[t0 * c..], c, h * d, false);
-                    let dv = mat_mut(&mut dqkv[2 * c + h * d..], 3 * c);
-                    matmul_strided(
-                        dv,
-                        late_block_transposed(p, seq, t0),
-                        dout_late,
-                        dims,
-                        false,
-                    )?;
-                }
-                Ok(())
-            })
+            {
+                softmax_backward_row(ds, p, t, scale);
+            }
+            Ok(())
+        })?;
+        let dscores = &*dscores;
+        for_row_blocks(dqkv, seq, 3 * c, |b, t0, t1, dqkv| {
+            let qkv = &qkv[b * seq * 3 * c..][..seq * 3 * c];
+            let dout = &dout[b * seq * c..][..seq * c];
+            for h in 0..heads {
+                let bh = (b * heads + h) * seq * seq;
+                let ds = &dscores[bh..][..seq * seq];
+                let p = &att[bh..][..seq * seq];
+                // dQ rows t0..t1 = dS[t0..t1, ..t1] K[..t1]
+                let dims = MatDims {
+                    m: t1 - t0,
+                    k: t1,
+                    n: d,
+                };
+                let ds_rows = MatRef {
+                    data: &ds[t0 * seq..],
+                    row_stride: seq,
+                    transposed: false,
+                };
+                let k = head(qkv, 3 * c, c + h * d, false);
+                matmul_strided(mat_mut(&mut dqkv[h * d..], 3 * c), ds_rows, k, dims, false)?;
+                // dK, dV rows t0..t1 use only queries t >= t0 (later rows of dS, P).
+                let dims = MatDims {
+                    m: t1 - t0,
+                    k: seq - t0,
+                    n: d,
+                };
+                let q_late = head(&qkv[t0 * 3 * c..], 3 * c, h * d, false);
+                let dk = mat_mut(&mut dqkv[c + h * d..], 3 * c);
+                matmul_strided(dk, late_block_transposed(ds, seq, t0), q_late, dims, false)?;
+                let dout_late = head(&dout[t0 * c..], c, h * d, false);
+                let dv = mat_mut(&mut dqkv[2 * c + h * d..], 3 * c);
+                matmul_strided(
+                    dv,
+                    late_block_transposed(p, seq, t0),
+                    dout_late,
+                    dims,
+                    false,
+                )?;
+            }
+            Ok(())
         })
     }
 
@@ -283,16 +276,12 @@ fn for_row_blocks(
     width: usize,
     f: impl Fn(usize, usize, usize, &mut [f32]) -> Result<()> + Sync,
 ) -> Result<()> {
-    data.par_chunks_mut(seq * width)
-        .enumerate()
-        .try_for_each(|(b, rows)| {
-            rows.par_chunks_mut(ROW_BLOCK * width)
-                .enumerate()
-                .try_for_each(|(block, rows)| {
-                    let t0 = block * ROW_BLOCK;
-                    f(b, t0, (t0 + ROW_BLOCK).min(seq), rows)
-                })
+    for_each_chunk_spinning(data, seq * width, &|b, rows| {
+        for_each_chunk_spinning(rows, ROW_BLOCK * width, &|block, rows| {
+            let t0 = block * ROW_BLOCK;
+            f(b, t0, (t0 + ROW_BLOCK).min(seq), rows)
         })
+    })
 }
 
 /// `out[t, s] = Σ_i left[t, i] · right[s, i]` (`left · rightᵀ`, both `[seq, d]` with the given
