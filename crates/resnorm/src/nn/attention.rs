@@ -316,7 +316,7 @@ fn causal_products(
 }
 
 /// A `[rows, d]` block starting at column `column` of rows `row_stride` apart.
-fn head(rows: &[f32], row_stride: usize, column: usize, transposed: bool) -> MatRef<'_> {
+pub(crate) fn head(rows: &[f32], row_stride: usize, column: usize, transposed: bool) -> MatRef<'_> {
     MatRef {
         data: &rows[column..],
         row_stride,
@@ -333,12 +333,12 @@ fn late_block_transposed(m: &[f32], seq: usize, t0: usize) -> MatRef<'_> {
     }
 }
 
-fn mat_mut(data: &mut [f32], row_stride: usize) -> MatMut<'_> {
+pub(crate) fn mat_mut(data: &mut [f32], row_stride: usize) -> MatMut<'_> {
     MatMut { data, row_stride }
 }
 
 /// Row `t` of the scores becomes `softmax(scale · row[..=t])`, then zeros (the causal mask).
-fn causal_softmax(row: &mut [f32], t: usize, scale: f32) {
+pub(crate) fn causal_softmax(row: &mut [f32], t: usize, scale: f32) {
     let (seen, future) = row.split_at_mut(t + 1);
     // scale > 0, so the largest scaled score is scale times the largest score.
     let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));

@@ -47,9 +47,9 @@
 
 use super::unit::UnitActs;
 use super::{Gpt, Placement, Sublayer};
-use crate::kernels::exp::{exp, wide};
 use crate::kernels::residual::residual_add;
-use crate::kernels::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans};
+use crate::kernels::{matmul, matmul_strided, MatDims, Trans};
+use crate::nn::attention::{causal_softmax, head, mat_mut};
 use crate::nn::norm::NormSaved;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -272,8 +272,6 @@ fn cached_attention(
     let (keys, values) = (&*keys, &*values);
     let seen = position + 1;
     let context = scores.len() / heads;
-    // Head h's columns h·d.. of rows `width` apart.
-    let head_block = |data, h, transposed| columns(data, h * d, width, transposed);
     crate::threads::for_each_chunk_spinning(scores, context, &|h, scores| {
         let scores = &mut scores[..seen];
         let dims = MatDims {
@@ -281,53 +279,25 @@ fn cached_attention(
             k: d,
             n: seen,
         };
-        let q = head_block(qkv, h, false);
-        matmul_strided(row_of(scores), q, head_block(keys, h, true), dims, false)?;
-        softmax_scaled(scores, scale);
+        let (q, k) = (
+            head(qkv, width, h * d, false),
+            head(keys, width, h * d, true),
+        );
+        matmul_strided(mat_mut(scores, seen), q, k, dims, false)?;
+        causal_softmax(scores, position, scale);
         Ok(())
     })?;
     let scores = &*scores;
     crate::threads::for_each_chunk_spinning(out, d, &|h, y| {
-        let p = &scores[h * context..][..seen];
-        let p = MatRef {
-            data: p,
-            row_stride: seen,
-            transposed: false,
-        };
+        let p = head(&scores[h * context..], seen, 0, false);
         let dims = MatDims {
             m: 1,
             k: seen,
             n: d,
         };
-        matmul_strided(row_of(y), p, head_block(values, h, false), dims, false)
+        let v = head(values, width, h * d, false);
+        matmul_strided(mat_mut(y, d), p, v, dims, false)
     })
-}
-
-/// The block starting at column `column` of rows `row_stride` apart.
-fn columns(data: &[f32], column: usize, row_stride: usize, transposed: bool) -> MatRef<'_> {
-    MatRef {
-        data: &data[column..],
-        row_stride,
-        transposed,
-    }
-}
-
-/// `row` as a one-row output.
-fn row_of(row: &mut [f32]) -> MatMut<'_> {
-    let row_stride = row.len();
-    MatMut {
-        data: row,
-        row_stride,
-    }
-}
-
-/// `row = softmax(scale · row)`, `scale > 0`.
-fn softmax_scaled(row: &mut [f32], scale: f32) {
-    // scale > 0, so the largest scaled score is scale times the largest score.
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    wide(|| row.iter_mut().for_each(|v| *v = exp((*v - max) * scale)));
-    let inv = 1.0 / row.iter().sum::<f32>();
-    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// Samples `count` tokens after `prompt` (nonempty; only its last `context` tokens are
