@@ -255,6 +255,32 @@ fn perturbed_model(placement: Placement, norm: NormKind) -> Gpt {
     model
 }
 
+/// Feeds `tokens` one by one to a fresh decoder of `model` and asserts that the logits after
+/// each equal that token's row of a full forward within `tol` (absolute); returns the
+/// decoder, its cache holding `tokens`.
+fn assert_cached_logits_match_the_full_forward<'m>(
+    model: &'m mut Gpt,
+    tokens: &[u32],
+    tol: f32,
+    what: &str,
+) -> Decoder<'m> {
+    model.forward(tokens, 1, None).unwrap();
+    let full = model.logits().to_vec();
+    let vocab = model.config().vocab;
+    let mut decoder = Decoder::new(model);
+    for (t, &token) in tokens.iter().enumerate() {
+        let cached = decoder.push(token).unwrap();
+        let row = &full[t * vocab..(t + 1) * vocab];
+        let worst = cached
+            .iter()
+            .zip(row)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < tol, "{what} position {t}: {worst}");
+    }
+    decoder
+}
+
 /// Cached logits of token t equal row t of a full forward, for every placement (1e-5).
 #[test]
 fn cached_decoding_matches_the_full_forward_for_every_placement() {
@@ -262,19 +288,9 @@ fn cached_decoding_matches_the_full_forward_for_every_placement() {
     for placement in Placement::ALL {
         for norm in [NormKind::Layer, NormKind::Rms] {
             let mut model = perturbed_model(placement, norm);
-            model.forward(&tokens, 1, None).unwrap();
-            let full = model.logits().to_vec();
-            let mut decoder = Decoder::new(&model);
-            for (t, &token) in tokens.iter().enumerate() {
-                let cached = decoder.push(token).unwrap();
-                let row = &full[t * 11..(t + 1) * 11];
-                let worst = cached
-                    .iter()
-                    .zip(row)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
-                assert!(worst < 1e-5, "{placement} {norm} position {t}: {worst}");
-            }
+            let what = format!("{placement} {norm}");
+            let mut decoder =
+                assert_cached_logits_match_the_full_forward(&mut model, &tokens, 1e-5, &what);
             let err = decoder.push(0).unwrap_err().to_string();
             assert!(err.contains("cache is full"), "{err}");
         }
@@ -283,7 +299,8 @@ fn cached_decoding_matches_the_full_forward_for_every_placement() {
 
 /// A model wide enough that decoding's one-row products are split between threads (the
 /// MLP's `128×512` and `512×128` sums in blocks, the `600×128` head by columns) decodes the
-/// same logits as a full forward (1e-5 absolute; logits of magnitude ~1, measured differences ~3e-7).
+/// same logits as a full forward (1e-5 absolute; logits of magnitude ~1, measured
+/// differences ~3e-7).
 #[test]
 fn cached_decoding_of_a_wide_model_matches_the_full_forward() {
     let config = GptConfig {
@@ -297,19 +314,7 @@ fn cached_decoding_of_a_wide_model_matches_the_full_forward() {
     const { assert!(128 * 512 >= resnorm::kernels::VECTOR_PARALLEL_MIN_WORK) };
     let mut model = Gpt::new(config, 5).unwrap();
     let tokens = [3u32, 599, 41, 1, 250];
-    model.forward(&tokens, 1, None).unwrap();
-    let full = model.logits().to_vec();
-    let mut decoder = Decoder::new(&model);
-    for (t, &token) in tokens.iter().enumerate() {
-        let cached = decoder.push(token).unwrap();
-        let row = &full[t * 600..(t + 1) * 600];
-        let worst = cached
-            .iter()
-            .zip(row)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(worst < 1e-5, "position {t}: {worst}");
-    }
+    assert_cached_logits_match_the_full_forward(&mut model, &tokens, 1e-5, "width 128");
 }
 
 /// Greedy decoding past the context: each token is the argmax of a full forward over the
