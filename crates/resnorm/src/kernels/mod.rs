@@ -22,7 +22,7 @@ pub mod cross_entropy;
 pub mod exp;
 pub mod gelu;
 pub mod im2col;
-mod lanes;
+pub(crate) mod lanes;
 pub mod layer_norm;
 pub mod matmul;
 pub mod norm;
@@ -31,6 +31,8 @@ pub mod residual;
 pub mod rms_norm;
 mod rows;
 mod stores;
+pub(crate) mod tile;
+pub(crate) mod vector;
 
 pub use conv3x3::{conv3x3_forward, conv3x3_weight_grad, Conv3x3Layout, Conv3x3Weights};
 pub use cross_entropy::{

@@ -1,8 +1,9 @@
-//! The inner loops: a 16-lane vector with a multiply-add, implemented on AVX-512 and on
-//! plain arrays, and the forward and weight-gradient kernels written once over it.
+//! The inner loops: the forward and weight-gradient kernels, written once over a
+//! [`Vector`] of 16 lanes.
 
 use super::layout::Columns;
-use super::{Conv3x3Layout, Conv3x3Weights, LANES, OUT_BLOCK};
+use super::{Conv3x3Layout, Conv3x3Weights, OUT_BLOCK};
+use crate::kernels::vector::{Portable, Vector, LANES};
 
 /// Vectors of positions per step of the forward kernel.
 const STRIP: usize = 3;
@@ -15,29 +16,9 @@ const GRAD_BLOCK: usize = 4;
 /// vectors, as those of a group of small images do (about `GROUP_POSITIONS / LANES`).
 const SEGMENT: usize = 64;
 
-/// Sixteen `f32` lanes with a multiply-add: what the two kernels need of a vector.
-///
-/// Loads and stores take raw pointers: the kernels check their bounds once per call (see
-/// [`check_reach`]), not once per vector.
-pub(super) trait Vector: Copy + std::ops::Add<Output = Self> {
-    fn zero() -> Self;
-    fn splat(value: f32) -> Self;
-    /// # Safety
-    /// `data` points at [`LANES`] readable `f32`.
-    unsafe fn load(data: *const f32) -> Self;
-    /// Like [`Vector::load`], with zero in every lane whose bit of `keep` is clear.
-    ///
-    /// # Safety
-    /// As for [`Vector::load`].
-    unsafe fn load_kept(data: *const f32, keep: u16) -> Self;
-    /// # Safety
-    /// `data` points at [`LANES`] writable `f32`.
-    unsafe fn store(self, data: *mut f32);
-    /// `self + a · b`.
-    fn mul_add(self, a: Self, b: Self) -> Self;
-    /// The sum of the lanes.
-    fn sum(self) -> f32;
-
+/// The conv kernels' entry points on a [`Vector`]: the AVX-512 vector overrides them with
+/// instances compiled for its registers.
+pub(super) trait ConvVector: Vector {
     /// [`block_strip`] on this vector. (The AVX-512 one compiles each instance as a function
     /// of its own, whose registers its accumulators have to themselves: inlined into a
     /// larger function, LLVM was seen to spill them in the innermost loop, 2x slower.)
@@ -87,7 +68,7 @@ fn check_reach(layout: &Conv3x3Layout, padded: &[f32], span_len: usize) {
 /// The forward kernel: [`OUT_BLOCK`] output channels by [`STRIP`] vectors of positions in
 /// registers, one pass over every input channel and tap.
 #[inline(always)]
-pub(super) fn forward<V: Vector>(
+pub(super) fn forward<V: ConvVector>(
     layout: &Conv3x3Layout,
     weights: &Conv3x3Weights,
     padded: &[f32],
@@ -226,7 +207,7 @@ fn multiply_add<V: Vector, const B: usize, const S: usize>(
 /// nine taps each, accumulated over a segment of the span in registers and summed once.
 /// The edge masks of a segment's vectors are worked out once, for every channel.
 #[inline(always)]
-pub(super) fn weight_grad<V: Vector>(
+pub(super) fn weight_grad<V: ConvVector>(
     layout: &Conv3x3Layout,
     padded_input: &[f32],
     padded_doutput: &[f32],
@@ -326,105 +307,15 @@ unsafe fn tap_sums<V: Vector, const B: usize>(
     }
 }
 
-/// Plain arrays: vectorized by the compiler for whatever the target (or [`wide`]) allows.
-///
-/// [`wide`]: crate::kernels::exp::wide
-#[derive(Clone, Copy)]
-pub(super) struct Portable([f32; LANES]);
-
-impl std::ops::Add for Portable {
-    type Output = Self;
-    #[inline(always)]
-    fn add(self, other: Self) -> Self {
-        Portable(std::array::from_fn(|l| self.0[l] + other.0[l]))
-    }
-}
-
-impl Vector for Portable {
-    #[inline(always)]
-    fn zero() -> Self {
-        Portable([0.0; LANES])
-    }
-    #[inline(always)]
-    fn splat(value: f32) -> Self {
-        Portable([value; LANES])
-    }
-    #[inline(always)]
-    unsafe fn load(data: *const f32) -> Self {
-        Portable(data.cast::<[f32; LANES]>().read_unaligned())
-    }
-    #[inline(always)]
-    unsafe fn load_kept(data: *const f32, keep: u16) -> Self {
-        let loaded = data.cast::<[f32; LANES]>().read_unaligned();
-        Portable(std::array::from_fn(|l| match keep >> l & 1 {
-            1 => loaded[l],
-            _ => 0.0,
-        }))
-    }
-    #[inline(always)]
-    unsafe fn store(self, data: *mut f32) {
-        data.cast::<[f32; LANES]>().write_unaligned(self.0)
-    }
-    #[inline(always)]
-    fn mul_add(self, a: Self, b: Self) -> Self {
-        Portable(std::array::from_fn(|l| self.0[l] + a.0[l] * b.0[l]))
-    }
-    #[inline(always)]
-    fn sum(self) -> f32 {
-        self.0.iter().sum()
-    }
-}
+impl ConvVector for Portable {}
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512 {
-    //! The kernels on 512-bit registers with fused multiply-add.
-    use std::arch::x86_64::*;
+    //! The kernels compiled for 512-bit registers with fused multiply-add.
+    use super::{Conv3x3Layout, Conv3x3Weights, ConvVector, Segment, Strip};
+    use crate::kernels::vector::Avx512;
 
-    use super::{Conv3x3Layout, Conv3x3Weights, Segment, Strip, Vector};
-
-    #[derive(Clone, Copy)]
-    pub(super) struct Avx512(__m512);
-
-    impl std::ops::Add for Avx512 {
-        type Output = Self;
-        #[inline(always)]
-        fn add(self, other: Self) -> Self {
-            // SAFETY: as for the methods below.
-            Avx512(unsafe { _mm512_add_ps(self.0, other.0) })
-        }
-    }
-
-    // SAFETY (every method): only instantiated inside the `avx512f` functions below, which
-    // run only on CPUs that have it; loads and stores are the callers' obligation.
-    impl Vector for Avx512 {
-        #[inline(always)]
-        fn zero() -> Self {
-            Avx512(unsafe { _mm512_setzero_ps() })
-        }
-        #[inline(always)]
-        fn splat(value: f32) -> Self {
-            Avx512(unsafe { _mm512_set1_ps(value) })
-        }
-        #[inline(always)]
-        unsafe fn load(data: *const f32) -> Self {
-            Avx512(_mm512_loadu_ps(data))
-        }
-        #[inline(always)]
-        unsafe fn load_kept(data: *const f32, keep: u16) -> Self {
-            Avx512(_mm512_maskz_loadu_ps(keep, data))
-        }
-        #[inline(always)]
-        unsafe fn store(self, data: *mut f32) {
-            _mm512_storeu_ps(data, self.0)
-        }
-        #[inline(always)]
-        fn mul_add(self, a: Self, b: Self) -> Self {
-            Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
-        }
-        #[inline(always)]
-        fn sum(self) -> f32 {
-            unsafe { _mm512_reduce_add_ps(self.0) }
-        }
+    impl ConvVector for Avx512 {
         unsafe fn block_strip<const B: usize, const S: usize>(
             strip: Strip,
             weights: &[f32],

@@ -50,12 +50,11 @@ mod layout;
 
 pub use layout::Conv3x3Layout;
 
+use crate::kernels::vector::{Portable, LANES};
 #[cfg(target_arch = "x86_64")]
 use kernels::avx512;
-use kernels::{forward, weight_grad, Portable};
+use kernels::{forward, weight_grad};
 
-/// Lanes of one vector: positions computed together.
-const LANES: usize = 16;
 /// Output channels per block of the forward kernel (fewer for the last ones).
 const OUT_BLOCK: usize = 8;
 
