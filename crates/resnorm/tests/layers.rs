@@ -246,35 +246,18 @@ fn attention_matches_pytorch() {
     assert_close("att", &att, &f.get("att").data, RTOL, ATOL);
     assert_close("out", &out, &f.get("out").data, RTOL, ATOL);
     let mut dqkv = vec![f32::NAN; qkv.len()];
-    let mut dscores = vec![f32::NAN; att.len()];
-    attn.backward(
-        &mut dqkv,
-        &mut dscores,
-        &f.get("dout").data,
-        &att,
-        qkv,
-        batch,
-        seq,
-    )
-    .unwrap();
+    attn.backward(&mut dqkv, &f.get("dout").data, &att, qkv, batch, seq)
+        .unwrap();
     assert_close("dqkv", &dqkv, &f.get("dqkv").data, RTOL, 1e-5);
     let first = dqkv.clone();
-    attn.backward(
-        &mut dqkv,
-        &mut dscores,
-        &f.get("dout").data,
-        &att,
-        qkv,
-        batch,
-        seq,
-    )
-    .unwrap();
+    attn.backward(&mut dqkv, &f.get("dout").data, &att, qkv, batch, seq)
+        .unwrap();
     assert_eq!(dqkv, first, "dqkv is overwritten, bit-for-bit the same");
 }
 
 #[test]
 fn attention_matches_naive_on_odd_shapes() {
-    for (batch, seq, c, heads) in [(1, 1, 3, 1), (3, 7, 6, 3), (1, 70, 8, 2)] {
+    for (batch, seq, c, heads) in [(1, 1, 3, 1), (3, 7, 6, 3), (1, 70, 8, 2), (2, 37, 160, 2)] {
         let attn = CausalSelfAttention::new(c, heads).unwrap();
         let qkv: Vec<f32> = normal(13, batch * seq * 3 * c)
             .iter()
@@ -289,6 +272,64 @@ fn attention_matches_naive_on_odd_shapes() {
     }
 }
 
+/// The backward of [`naive_attention`] in f64, from the output gradient `dout`.
+fn naive_attention_backward(
+    qkv: &[f32],
+    dout: &[f32],
+    (b_, t_, c, h_): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    let d = c / h_;
+    let (_, att) = naive_attention(qkv, b_, t_, c, h_);
+    let at = |b: usize, t: usize, col: usize| qkv[(b * t_ + t) * 3 * c + col] as f64;
+    let mut dqkv = vec![0.0f64; qkv.len()];
+    for b in 0..b_ {
+        for h in 0..h_ {
+            let p = |t: usize, s: usize| att[((b * h_ + h) * t_ + t) * t_ + s] as f64;
+            let d_o = |t: usize, i: usize| dout[(b * t_ + t) * c + h * d + i] as f64;
+            for t in 0..t_ {
+                // dP[t, s] = dO[t]·V[s]; dS = P ⊙ (dP - Σ P ⊙ dP) / √d
+                let dp: Vec<f64> = (0..=t)
+                    .map(|s| {
+                        (0..d)
+                            .map(|i| d_o(t, i) * at(b, s, 2 * c + h * d + i))
+                            .sum()
+                    })
+                    .collect();
+                let dot: f64 = (0..=t).map(|s| p(t, s) * dp[s]).sum();
+                for (s, &dp_s) in dp.iter().enumerate() {
+                    let ds = p(t, s) * (dp_s - dot) / (d as f64).sqrt();
+                    for i in 0..d {
+                        let (row_t, row_s) = ((b * t_ + t) * 3 * c, (b * t_ + s) * 3 * c);
+                        dqkv[row_t + h * d + i] += ds * at(b, s, c + h * d + i);
+                        dqkv[row_s + c + h * d + i] += ds * at(b, t, h * d + i);
+                        dqkv[row_s + 2 * c + h * d + i] += p(t, s) * d_o(t, i);
+                    }
+                }
+            }
+        }
+    }
+    dqkv.iter().map(|&v| v as f32).collect()
+}
+
+#[test]
+fn attention_backward_matches_naive_on_odd_shapes() {
+    // Positions and head sizes that are not whole vectors of 16 (padding), heads of more
+    // than four vectors (80: a tile of four and one of one), a single position.
+    for (batch, seq, c, heads) in [(1, 1, 3, 1), (3, 7, 6, 3), (1, 70, 8, 2), (2, 37, 160, 2)] {
+        let attn = CausalSelfAttention::new(c, heads).unwrap();
+        let qkv = normal(17, batch * seq * 3 * c);
+        let dout = normal(18, batch * seq * c);
+        let want = naive_attention_backward(&qkv, &dout, (batch, seq, c, heads));
+        let mut out = vec![0.0; dout.len()];
+        let mut att = vec![0.0; batch * heads * seq * seq];
+        attn.forward(&mut out, &mut att, &qkv, batch, seq).unwrap();
+        let mut dqkv = vec![f32::NAN; qkv.len()];
+        attn.backward(&mut dqkv, &dout, &att, &qkv, batch, seq)
+            .unwrap();
+        assert_close(&format!("dqkv {seq}x{c}"), &dqkv, &want, RTOL, 1e-5);
+    }
+}
+
 #[test]
 fn attention_rejects_bad_sizes() {
     assert!(is_invalid(CausalSelfAttention::new(6, 4)));
@@ -298,7 +339,7 @@ fn attention_rejects_bad_sizes() {
     let (b, t) = (2, 3);
     let qkv = vec![0.5; b * t * 12];
     let (mut out, mut att) = (vec![0.0; b * t * 4], vec![0.0; b * 2 * t * t]);
-    let (mut dqkv, mut ds) = (vec![0.0; qkv.len()], vec![0.0; att.len()]);
+    let mut dqkv = vec![0.0; qkv.len()];
     assert!(is_shape(attn.forward(&mut out, &mut att, &qkv[1..], b, t)));
     assert!(is_shape(attn.forward(&mut out[1..], &mut att, &qkv, b, t)));
     assert!(is_shape(attn.forward(&mut out, &mut att[1..], &qkv, b, t)));
@@ -313,7 +354,6 @@ fn attention_rejects_bad_sizes() {
     assert!(att.iter().all(|&p| p == 0.0), "nothing written on error");
     assert!(is_shape(attn.backward(
         &mut dqkv[1..],
-        &mut ds,
         &out,
         &att,
         &qkv,
@@ -322,18 +362,16 @@ fn attention_rejects_bad_sizes() {
     )));
     assert!(is_shape(attn.backward(
         &mut dqkv,
-        &mut ds[1..],
-        &out,
-        &att,
-        &qkv,
-        b,
-        t
-    )));
-    assert!(is_shape(attn.backward(
-        &mut dqkv,
-        &mut ds,
         &out[1..],
         &att,
+        &qkv,
+        b,
+        t
+    )));
+    assert!(is_shape(attn.backward(
+        &mut dqkv,
+        &out,
+        &att[1..],
         &qkv,
         b,
         t

@@ -35,7 +35,7 @@
 //! assert!(cross_entropy_forward(&logits, &[2, 0], 2, &mut losses, &mut lse).is_err());
 //! ```
 
-use super::exp::{exp, wide, wide_fn};
+use super::exp::{exp, row_max, wide, wide_fn};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -181,24 +181,6 @@ fn logsumexp(z: &[f32]) -> f32 {
     }
     let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
     max + (partial.iter().sum::<f32>() + tail).ln()
-}
-
-/// The largest element (`-∞` for an empty row; NaNs are skipped), in sixteen running
-/// maxima so that the loop vectorizes.
-#[inline(always)]
-fn row_max(z: &[f32]) -> f32 {
-    let mut partial = [f32::NEG_INFINITY; 16];
-    let mut chunks = z.chunks_exact(16);
-    for chunk in &mut chunks {
-        for (m, &v) in partial.iter_mut().zip(chunk) {
-            *m = m.max(v);
-        }
-    }
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    partial.iter().fold(tail, |m, &v| m.max(v))
 }
 
 /// Sizes and target range shared by forward and backward.

@@ -94,6 +94,24 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The largest element (`-∞` for an empty row; NaNs are skipped), in sixteen running
+/// maxima so that the loop vectorizes: what a softmax subtracts before [`exp`].
+#[inline(always)]
+pub(crate) fn row_max(z: &[f32]) -> f32 {
+    let mut partial = [f32::NEG_INFINITY; 16];
+    let mut chunks = z.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (m, &v) in partial.iter_mut().zip(chunk) {
+            *m = m.max(v);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    partial.iter().fold(tail, |m, &v| m.max(v))
+}
+
 /// Defines `fn $name(args) -> ret` that runs `$body(args)`, an `#[inline(always)]` function,
 /// compiled for AVX-512 or AVX2 on CPUs that have them (plainly elsewhere): [`wide`] for
 /// loops too large for LLVM to inline a closure (the GELU backward's closure ran with

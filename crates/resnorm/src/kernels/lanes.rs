@@ -163,17 +163,23 @@ const LINE_BYTES: usize = 64;
 /// Asks the CPU to bring `data` into the cache; a hint, with no effect on any result.
 #[inline(always)]
 pub(crate) fn prefetch(data: &[f32]) {
+    prefetch_lines(data.as_ptr(), data.len());
+}
+
+/// [`prefetch`] for the `len` floats from `start`, which may be any address (a prefetch
+/// reads nothing and never faults): for buffers that are written through raw pointers.
+#[inline(always)]
+pub(crate) fn prefetch_lines(start: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    for line in data.chunks(LINE_BYTES / std::mem::size_of::<f32>()) {
-        // SAFETY: SSE is baseline on x86-64; a prefetch reads nothing and never faults, and
-        // the address is inside `data` anyway.
+    for offset in (0..len).step_by(LINE_BYTES / std::mem::size_of::<f32>()) {
+        // SAFETY: SSE is baseline on x86-64; a prefetch reads nothing and never faults.
         unsafe {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset).cast());
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
+    let _ = (start, len);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -48,8 +48,8 @@
 use super::unit::UnitActs;
 use super::{Gpt, Placement, Sublayer};
 use crate::kernels::residual::residual_add;
-use crate::kernels::{matmul, matmul_strided, MatDims, Trans};
-use crate::nn::attention::{causal_softmax, head, mat_mut};
+use crate::kernels::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans};
+use crate::nn::attention::causal_softmax;
 use crate::nn::norm::NormSaved;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -283,7 +283,11 @@ fn cached_attention(
             head(qkv, width, h * d, false),
             head(keys, width, h * d, true),
         );
-        matmul_strided(mat_mut(scores, seen), q, k, dims, false)?;
+        let scores_row = MatMut {
+            data: scores,
+            row_stride: seen,
+        };
+        matmul_strided(scores_row, q, k, dims, false)?;
         causal_softmax(scores, position, scale);
         Ok(())
     })?;
@@ -296,8 +300,21 @@ fn cached_attention(
             n: d,
         };
         let v = head(values, width, h * d, false);
-        matmul_strided(mat_mut(y, d), p, v, dims, false)
+        let y = MatMut {
+            data: y,
+            row_stride: d,
+        };
+        matmul_strided(y, p, v, dims, false)
     })
+}
+
+/// A `[rows, d]` block starting at column `column` of rows `row_stride` apart.
+fn head(rows: &[f32], row_stride: usize, column: usize, transposed: bool) -> MatRef<'_> {
+    MatRef {
+        data: &rows[column..],
+        row_stride,
+        transposed,
+    }
 }
 
 /// Samples `count` tokens after `prompt` (nonempty; only its last `context` tokens are

@@ -418,7 +418,6 @@ impl Gpt {
     fn new_state(&self, batch: usize, seq: usize) -> State {
         let GptConfig {
             layers,
-            heads,
             width,
             vocab,
             placement,
@@ -451,7 +450,7 @@ impl Gpt {
             logits: vec![0.0; rows * vocab],
             losses: vec![0.0; rows],
             logsumexp: vec![0.0; rows],
-            scratch: UnitScratch::new(batch, seq, width, heads),
+            scratch: UnitScratch::new(rows, width),
             d_stream: [vec![0.0; n], vec![0.0; n]],
             d_dual: vec![0.0; if resi_dual { n } else { 0 }],
             d_head_in: vec![0.0; n],

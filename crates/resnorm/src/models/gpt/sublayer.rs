@@ -51,19 +51,16 @@ pub enum SublayerActs {
 #[derive(Clone, Debug)]
 pub struct SublayerScratch {
     dqkv: Vec<f32>,
-    dscores: Vec<f32>,
     dy: Vec<f32>,
     dpre: Vec<f32>,
     dact: Vec<f32>,
 }
 
 impl SublayerScratch {
-    /// Buffers for `batch · seq` tokens of width `width` with `heads` heads.
-    pub fn new(batch: usize, seq: usize, width: usize, heads: usize) -> Self {
-        let rows = batch * seq;
+    /// Buffers for `rows` tokens of width `width`.
+    pub fn new(rows: usize, width: usize) -> Self {
         SublayerScratch {
             dqkv: vec![0.0; rows * 3 * width],
-            dscores: vec![0.0; batch * heads * seq * seq],
             dy: vec![0.0; rows * width],
             dpre: vec![0.0; rows * 4 * width],
             dact: vec![0.0; rows * 4 * width],
@@ -158,15 +155,7 @@ impl Sublayer {
                 SublayerActs::Attention { qkv, att, y },
             ) => {
                 c_proj.backward(&mut scratch.dy, y, dout)?;
-                core.backward(
-                    &mut scratch.dqkv,
-                    &mut scratch.dscores,
-                    &scratch.dy,
-                    att,
-                    qkv,
-                    batch,
-                    seq,
-                )?;
+                core.backward(&mut scratch.dqkv, &scratch.dy, att, qkv, batch, seq)?;
                 c_attn.backward(dh, h, &scratch.dqkv)
             }
             (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { pre, act }) => {

@@ -69,11 +69,11 @@ pub struct UnitScratch {
 }
 
 impl UnitScratch {
-    /// Buffers for `batch · seq` tokens.
-    pub fn new(batch: usize, seq: usize, width: usize, heads: usize) -> Self {
-        let n = batch * seq * width;
+    /// Buffers for `rows` tokens of width `width`.
+    pub fn new(rows: usize, width: usize) -> Self {
+        let n = rows * width;
         UnitScratch {
-            sublayer: SublayerScratch::new(batch, seq, width, heads),
+            sublayer: SublayerScratch::new(rows, width),
             d_f: vec![0.0; n],
             d_h: vec![0.0; n],
             d_tmp: vec![0.0; n],

@@ -1,0 +1,358 @@
+//! One head of one sequence, forward and backward, start to finish in the cache.
+//!
+//! A task copies its head's `Q`, `K`, `V` (and `dO`) out of the strided `qkv` rows into
+//! buffers of its own, padded with zeros to whole vectors (`seq` and `dim` rounded up to
+//! [`LANES`]), some transposed so that every product reads its right operand by rows:
+//!
+//! ```text
+//! forward   S = Q·(Kᵀ)  →  P = causal softmax(S/√d)  →  O = P·V
+//! backward  dP = dO·(Vᵀ)  →  dS  →  dQ = dS·K,  dK = dSᵀ·Q,  dV = Pᵀ·dO
+//! ```
+//!
+//! Each product runs by blocks of [`ROWS`] rows (see [`crate::kernels::tile`]) that stop at
+//! the diagonal: the scores of rows `i..i+4` end at column `i+3` (rounded up to a vector),
+//! the sums of `P·V` and `dS·K` at `i+3`, those of `dSᵀ·Q` and `Pᵀ·dO` start at `i`. The
+//! scores (`[seq, seq]`, 256 KB at 256 positions) never leave the cache between their
+//! product, their softmax and the next product; the probabilities are copied to the saved
+//! `att` on the way. Rows and columns past `seq` (zero padding, or scores left from an
+//! earlier head) only ever reach rows of the results past `seq`, which are not copied out.
+
+use super::causal_softmax;
+use crate::kernels::exp::wide_fn;
+use crate::kernels::lanes::{prefetch, prefetch_lines};
+use crate::kernels::tile::{product, Block, Strided, TileVector, ROWS};
+use crate::kernels::vector::LANES;
+use std::marker::PhantomData;
+
+/// Rows ahead that the gathers and writes ask the cache for: a head's rows of `qkv` are
+/// `3C` floats apart, a page or more, and the hardware prefetcher stays within a page.
+const PREFETCH_ROWS: usize = 8;
+
+/// The sizes of one head's work.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HeadShape {
+    /// Positions `T`.
+    pub seq: usize,
+    /// Features per head `d`.
+    pub dim: usize,
+    /// Channels `C` of the stream (`H·d`).
+    pub channels: usize,
+}
+
+impl HeadShape {
+    fn seq_pad(&self) -> usize {
+        self.seq.next_multiple_of(LANES)
+    }
+
+    fn dim_pad(&self) -> usize {
+        self.dim.next_multiple_of(LANES)
+    }
+
+    /// Row stride of the buffers indexed by position (`Kᵀ`, `Vᵀ`, scores): one vector more
+    /// than `seq_pad`, so that walking down a column does not keep to a few cache sets (at a
+    /// stride of 1 KB every line falls into 4 of the 64 sets of the L1 cache).
+    fn position_stride(&self) -> usize {
+        self.seq_pad() + LANES
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.dim as f32).sqrt()
+    }
+
+    /// Row blocks `0, ROWS, ..` below `seq`, each with its columns and sum range.
+    fn blocks(&self, block: impl Fn(usize) -> Block) -> impl Iterator<Item = Block> {
+        (0..self.seq).step_by(ROWS).map(block)
+    }
+
+    /// The block of score rows `row..row+ROWS`: columns up to the last row's diagonal.
+    fn score_block(&self, row: usize) -> Block {
+        let seen = (row + ROWS).min(self.seq);
+        Block {
+            row,
+            width: seen.next_multiple_of(LANES),
+            span: 0..self.dim_pad(),
+        }
+    }
+
+    /// A block of `P·V` or `dS·K`: whole head rows, summed up to the last row's diagonal.
+    fn causal_sum_block(&self, row: usize) -> Block {
+        Block {
+            row,
+            width: self.dim_pad(),
+            span: 0..(row + ROWS).min(self.seq),
+        }
+    }
+
+    /// A block of `dSᵀ·Q` or `Pᵀ·dO`: whole head rows, summed over the queries from `row`.
+    fn late_sum_block(&self, row: usize) -> Block {
+        Block {
+            row,
+            width: self.dim_pad(),
+            span: row..self.seq,
+        }
+    }
+}
+
+/// A `[rows, ·]` buffer whose column blocks several tasks write at once, each task its own
+/// head's columns (so that no element is written by two).
+pub(super) struct SharedColumns<'a> {
+    data: *mut f32,
+    len: usize,
+    row_stride: usize,
+    _buffer: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the buffer is borrowed mutably for 'a; tasks write disjoint elements (the
+// contract of `SharedColumns::write`), so sharing the pointer between threads is sound.
+unsafe impl Send for SharedColumns<'_> {}
+unsafe impl Sync for SharedColumns<'_> {}
+
+impl<'a> SharedColumns<'a> {
+    pub(super) fn new(data: &'a mut [f32], row_stride: usize) -> Self {
+        SharedColumns {
+            data: data.as_mut_ptr(),
+            len: data.len(),
+            row_stride,
+            _buffer: PhantomData,
+        }
+    }
+
+    /// Copies `rows` rows of `src` (`src_stride` apart, the first `width` of each) to rows
+    /// `first_row..` at column `column`. Panics if that reaches past the buffer.
+    ///
+    /// # Safety
+    /// No other thread reads or writes these elements while this runs.
+    unsafe fn write(
+        &self,
+        (first_row, column): (usize, usize),
+        src: &[f32],
+        src_stride: usize,
+        (rows, width): (usize, usize),
+    ) {
+        if rows == 0 {
+            return;
+        }
+        let last = (first_row + rows - 1) * self.row_stride + column + width;
+        assert!(last <= self.len && column + width <= self.row_stride);
+        for (r, src) in src.chunks(src_stride).take(rows).enumerate() {
+            let at = (first_row + r) * self.row_stride + column;
+            prefetch_lines(
+                self.data.wrapping_add(at + PREFETCH_ROWS * self.row_stride),
+                width,
+            );
+            // SAFETY: `at + width <= last <= len` (asserted); the caller owns these elements.
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(at), width);
+        }
+    }
+}
+
+/// Copies the `[seq, dim]` block at `column` of `rows` (`row_stride` apart) into `dst`,
+/// zero-padded: `[seq_pad, dim_pad]`, or `[dim_pad, position_stride]` when `transposed`.
+fn gather(
+    dst: &mut [f32],
+    shape: &HeadShape,
+    (rows, row_stride, column): (&[f32], usize, usize),
+    transposed: bool,
+) {
+    let (t, d, ls, dp) = (
+        shape.seq,
+        shape.dim,
+        shape.position_stride(),
+        shape.dim_pad(),
+    );
+    dst.fill(0.0);
+    for i in 0..t {
+        if let Some(ahead) = rows.get((i + PREFETCH_ROWS) * row_stride + column..) {
+            prefetch(&ahead[..d.min(ahead.len())]);
+        }
+        let row = &rows[i * row_stride + column..][..d];
+        match transposed {
+            false => dst[i * dp..][..d].copy_from_slice(row),
+            true => row
+                .iter()
+                .enumerate()
+                .for_each(|(j, &v)| dst[j * ls + i] = v),
+        }
+    }
+}
+
+/// Splits `scratch` (grown as needed) into buffers of the given lengths.
+fn carve<const N: usize>(scratch: &mut Vec<f32>, lens: [usize; N]) -> [&mut [f32]; N] {
+    scratch.resize(scratch.len().max(lens.iter().sum()), 0.0);
+    let mut rest = scratch.as_mut_slice();
+    lens.map(|len| {
+        let (buffer, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        buffer
+    })
+}
+
+/// Head `head` of one sequence: `qkv` is its `[seq, 3C]` rows, `att` its `[seq, seq]`
+/// probabilities (written), `out` the `[B·seq, C]` output, of which rows `first_row..` and
+/// this head's columns are written.
+///
+/// # Safety
+/// `V`'s instructions run on this CPU, and no other thread touches this head's columns of
+/// those rows of `out`.
+pub(super) unsafe fn forward<V: TileVector>(
+    shape: &HeadShape,
+    (head, first_row): (usize, usize),
+    qkv: &[f32],
+    att: &mut [f32],
+    out: &SharedColumns<'_>,
+    scratch: &mut Vec<f32>,
+) {
+    let (t, c, d) = (shape.seq, shape.channels, shape.dim);
+    let (tp, ls, dp) = (shape.seq_pad(), shape.position_stride(), shape.dim_pad());
+    let [q, kt, v, s, o] = carve(scratch, [tp * dp, dp * ls, tp * dp, tp * ls, tp * dp]);
+    gather(q, shape, (qkv, 3 * c, head * d), false);
+    gather(kt, shape, (qkv, 3 * c, c + head * d), true);
+    gather(v, shape, (qkv, 3 * c, 2 * c + head * d), false);
+    let q = Strided {
+        data: q,
+        row_stride: dp,
+        col_stride: 1,
+    };
+    product::<V>((s, ls), q, (kt, ls), shape.blocks(|r| shape.score_block(r)));
+    for (i, (row, p)) in s
+        .chunks_exact_mut(ls)
+        .zip(att.chunks_exact_mut(t))
+        .enumerate()
+    {
+        causal_softmax(&mut row[..t], i, shape.scale());
+        p.copy_from_slice(&row[..t]);
+    }
+    let p = Strided {
+        data: s,
+        row_stride: ls,
+        col_stride: 1,
+    };
+    product::<V>(
+        (o, dp),
+        p,
+        (v, dp),
+        shape.blocks(|r| shape.causal_sum_block(r)),
+    );
+    out.write((first_row, head * d), o, dp, (t, d));
+}
+
+/// The backward of [`forward`] for one head: `dout` is the sequence's `[seq, C]` output
+/// gradient, `att` its saved `[seq, seq]` probabilities; writes this head's columns of
+/// `dqkv` (`[B·seq, 3C]`) from row `first_row`.
+///
+/// # Safety
+/// As for [`forward`], for this head's three column blocks of `dqkv`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn backward<V: TileVector>(
+    shape: &HeadShape,
+    (head, first_row): (usize, usize),
+    qkv: &[f32],
+    dout: &[f32],
+    att: &[f32],
+    dqkv: &SharedColumns<'_>,
+    scratch: &mut Vec<f32>,
+) {
+    let (t, c, d) = (shape.seq, shape.channels, shape.dim);
+    let (tp, ls, dp) = (shape.seq_pad(), shape.position_stride(), shape.dim_pad());
+    let (head_len, scores_len) = (tp * dp, tp * ls);
+    let [q, k, vt, d_o, p, ds, dq, dk, dv] = carve(
+        scratch,
+        [
+            head_len,
+            head_len,
+            dp * ls,
+            head_len,
+            scores_len,
+            scores_len,
+            head_len,
+            head_len,
+            head_len,
+        ],
+    );
+    gather(q, shape, (qkv, 3 * c, head * d), false);
+    gather(k, shape, (qkv, 3 * c, c + head * d), false);
+    gather(vt, shape, (qkv, 3 * c, 2 * c + head * d), true);
+    gather(d_o, shape, (dout, c, head * d), false);
+    for (p, att) in p.chunks_exact_mut(ls).zip(att.chunks_exact(t)) {
+        p[..t].copy_from_slice(att);
+    }
+    let rows = |data| Strided {
+        data,
+        row_stride: dp,
+        col_stride: 1,
+    };
+    product::<V>(
+        (ds, ls),
+        rows(d_o),
+        (vt, ls),
+        shape.blocks(|r| shape.score_block(r)),
+    );
+    for (i, (ds, p)) in ds
+        .chunks_exact_mut(ls)
+        .zip(p.chunks_exact(ls))
+        .take(t)
+        .enumerate()
+    {
+        softmax_backward_row(&mut ds[..t], &p[..t], i, shape.scale());
+    }
+    let by_rows = |data| Strided {
+        data,
+        row_stride: ls,
+        col_stride: 1,
+    };
+    let by_columns = |data| Strided {
+        data,
+        row_stride: 1,
+        col_stride: ls,
+    };
+    product::<V>(
+        (dq, dp),
+        by_rows(ds),
+        (k, dp),
+        shape.blocks(|r| shape.causal_sum_block(r)),
+    );
+    product::<V>(
+        (dk, dp),
+        by_columns(ds),
+        (q, dp),
+        shape.blocks(|r| shape.late_sum_block(r)),
+    );
+    product::<V>(
+        (dv, dp),
+        by_columns(p),
+        (d_o, dp),
+        shape.blocks(|r| shape.late_sum_block(r)),
+    );
+    for (part, grad) in [dq, dk, dv].into_iter().enumerate() {
+        dqkv.write((first_row, part * c + head * d), grad, dp, (t, d));
+    }
+}
+
+wide_fn! {
+    /// Row `t` of `dP` becomes `dS = scale · P ⊙ (dP - Σ P ⊙ dP)`, zero past `t`.
+    fn softmax_backward_row(ds: &mut [f32], p: &[f32], t: usize, scale: f32) => softmax_backward
+}
+
+/// [`softmax_backward_row`]'s body, the dot product in sixteen partial sums (as the
+/// forward's sum, [`super::causal_softmax`]).
+#[inline(always)]
+fn softmax_backward(ds: &mut [f32], p: &[f32], t: usize, scale: f32) {
+    let (seen, future) = ds.split_at_mut(t + 1);
+    let p = &p[..=t];
+    let mut partial = [0.0f32; 16];
+    let (mut d_chunks, mut p_chunks) = (seen.chunks_exact(16), p.chunks_exact(16));
+    for (d, p) in (&mut d_chunks).zip(&mut p_chunks) {
+        for ((sum, d), p) in partial.iter_mut().zip(d).zip(p) {
+            *sum += d * p;
+        }
+    }
+    let tail: f32 = (d_chunks.remainder().iter())
+        .zip(p_chunks.remainder())
+        .map(|(d, p)| d * p)
+        .sum();
+    let dot = partial.iter().sum::<f32>() + tail;
+    for (d, &p) in seen.iter_mut().zip(p) {
+        *d = scale * p * (*d - dot);
+    }
+    future.fill(0.0);
+}
