@@ -107,8 +107,7 @@ impl Linear {
         let dims = self.dims("Linear::forward", x, out)?;
         let accumulate = match &self.bias {
             Some(bias) => {
-                out.chunks_exact_mut(dims.n)
-                    .for_each(|row| row.copy_from_slice(&bias.value));
+                fill_rows(out, &bias.value);
                 true
             }
             None => false,
@@ -189,6 +188,25 @@ impl Linear {
 }
 
 /// `sums[j] += Σ_r dy[r, j]`, each column summed in row order.
+/// Copies `row` into every row of `out`, in one block of rows per thread: the product
+/// that then adds into them is a few times slower than this copy, not a hundred.
+fn fill_rows(out: &mut [f32], row: &[f32]) {
+    let fill = |block: &mut [f32]| {
+        block
+            .chunks_exact_mut(row.len())
+            .for_each(|r| r.copy_from_slice(row))
+    };
+    if out.len() < PARALLEL_MIN_LEN {
+        fill(out);
+        return;
+    }
+    let block_len = crate::threads::rows_per_block(out.len() / row.len()) * row.len();
+    let Ok(()) = crate::threads::for_each_chunk_spinning(out, block_len, &|_, block| {
+        fill(block);
+        Ok::<(), std::convert::Infallible>(())
+    });
+}
+
 fn add_column_sums(sums: &mut [f32], dy: &[f32]) {
     let cols = sums.len();
     let block = |j0: usize, sums: &mut [f32]| {
