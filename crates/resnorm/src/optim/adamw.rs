@@ -34,6 +34,7 @@
 
 use super::state::{OptimizerState, Slots};
 use super::{check_lr, DecayScope, Optimizer};
+use crate::kernels::exp::wide_fn;
 use crate::nn::Param;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -126,6 +127,36 @@ impl AdamW {
 /// 50257-token embedding) is shared between threads too.
 const CHUNK: usize = 1 << 16;
 
+/// The constants of one step (the learning rate and the bias corrections folded in).
+#[derive(Clone, Copy)]
+struct StepScalars {
+    /// `1 − lr·λ` for the parameters that decay, else 1 (a multiplication by 1 is exact).
+    decay_factor: f32,
+    m_weight: f32,
+    v_beta: f32,
+    v_weight: f32,
+    neg_step_size: f32,
+    bias_correction2_sqrt: f32,
+    eps: f32,
+}
+
+wide_fn! {
+    /// The update of one chunk of a parameter, in one pass, in the widest registers the CPU
+    /// has (every operation is IEEE arithmetic, so the bits do not depend on the width).
+    fn update_chunk(value: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: StepScalars) => update_elements
+}
+
+#[inline(always)]
+fn update_elements(value: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: StepScalars) {
+    let elements = value.iter_mut().zip(grad).zip(m.iter_mut()).zip(v);
+    for (((p, &g), m), v) in elements {
+        *m += s.m_weight * (g - *m);
+        *v = *v * s.v_beta + s.v_weight * g * g;
+        let denom = v.sqrt() / s.bias_correction2_sqrt + s.eps;
+        *p = *p * s.decay_factor + s.neg_step_size * *m / denom;
+    }
+}
+
 impl Optimizer for AdamW {
     fn step(&mut self, params: &mut [&mut Param], lr: f32) -> Result<()> {
         const OP: &str = "AdamW::step";
@@ -141,29 +172,29 @@ impl Optimizer for AdamW {
         } = self.config;
         let t = self.steps as f64;
         let (lr, beta1, beta2) = (lr as f64, beta1 as f64, beta2 as f64);
+        let scalars = StepScalars {
+            decay_factor: 1.0,
+            m_weight: (1.0 - beta1) as f32,
+            v_beta: beta2 as f32,
+            v_weight: (1.0 - beta2) as f32,
+            neg_step_size: (-lr / (1.0 - beta1.powf(t))) as f32,
+            bias_correction2_sqrt: (1.0 - beta2.powf(t)).sqrt() as f32,
+            eps,
+        };
         let decay_factor = (1.0 - lr * weight_decay as f64) as f32;
-        let m_weight = (1.0 - beta1) as f32;
-        let v_beta = beta2 as f32;
-        let v_weight = (1.0 - beta2) as f32;
-        let neg_step_size = (-lr / (1.0 - beta1.powf(t))) as f32;
-        let bias_correction2_sqrt = (1.0 - beta2.powf(t)).sqrt() as f32;
         // Element-wise, so chunks of every parameter update in parallel with the same bits
         // as in sequence.
-        let update = |(((p, &g), m), v): (((&mut f32, &f32), &mut f32), &mut f32)| {
-            *m += m_weight * (g - *m);
-            *v = *v * v_beta + v_weight * g * g;
-            let denom = v.sqrt() / bias_correction2_sqrt + eps;
-            *p += neg_step_size * *m / denom;
-        };
         crate::threads::pool().install(|| {
             params
                 .par_iter_mut()
                 .zip(slots.par_iter_mut())
                 .flat_map(|(param, slot)| {
-                    let decay_factor = if decay.applies_to(param.kind) {
-                        decay_factor
-                    } else {
-                        1.0
+                    let scalars = StepScalars {
+                        decay_factor: match decay.applies_to(param.kind) {
+                            true => decay_factor,
+                            false => 1.0,
+                        },
+                        ..scalars
                     };
                     let [m, v] = &mut slot.buffers;
                     param
@@ -172,14 +203,10 @@ impl Optimizer for AdamW {
                         .zip(param.grad.par_chunks(CHUNK))
                         .zip(m.data_mut().par_chunks_mut(CHUNK))
                         .zip(v.data_mut().par_chunks_mut(CHUNK))
-                        .map(move |chunk| (chunk, decay_factor))
+                        .map(move |chunk| (chunk, scalars))
                 })
-                .for_each(|((((value, grad), m), v), decay_factor)| {
-                    if decay_factor != 1.0 {
-                        value.iter_mut().for_each(|p| *p *= decay_factor);
-                    }
-                    let elements = value.iter_mut().zip(grad).zip(m.iter_mut()).zip(v);
-                    elements.for_each(update);
+                .for_each(|((((value, grad), m), v), scalars)| {
+                    update_chunk(value, grad, m, v, scalars)
                 });
         });
         Ok(())

@@ -47,8 +47,12 @@ use crate::nn::embedding::Embedding;
 use crate::nn::norm::{Norm, NormSaved};
 use crate::nn::Param;
 use crate::{Error, Result};
+use rayon::prelude::*;
 use stream_stats::{l2_norm, mean_row_cosine, rms, StreamStats};
 use unit::{UnitActs, UnitScratch};
+
+/// Elements per task when clearing the gradients.
+const ZERO_CHUNK: usize = 1 << 16;
 
 /// The model: embeddings, `2L` residual units, an optional final norm, a tied head.
 #[derive(Clone, Debug)]
@@ -457,9 +461,16 @@ impl Gpt {
         }
     }
 
-    /// Clears every parameter's gradient.
+    /// Clears every parameter's gradient, chunks of all of them in parallel (43 MB for the
+    /// 6-layer width-384 model, 4 ms on one thread).
     pub fn zero_grad(&mut self) {
-        self.visit_params_mut(&mut |p| p.zero_grad());
+        let mut params = self.params_mut();
+        crate::threads::pool().install(|| {
+            params
+                .par_iter_mut()
+                .flat_map(|p| p.grad.par_chunks_mut(ZERO_CHUNK))
+                .for_each(|chunk| chunk.fill(0.0))
+        });
     }
 
     /// Hands every parameter to `f` in a fixed order: embeddings, then block by block, then `ln_f`.
