@@ -261,3 +261,78 @@ fn softmax_row(row: &mut [f32], t: usize, scale: f32) {
     seen.iter_mut().for_each(|v| *v *= inv);
     future.fill(0.0);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::vector::Portable;
+
+    /// The plain-array path (CPUs without AVX-512) against the public one, which runs
+    /// AVX-512 where this test runs: same results to rounding (fused multiply-adds or not).
+    #[test]
+    fn the_portable_path_matches() {
+        let (batch, seq, c, heads) = (2, 37, 160, 2);
+        let attn = CausalSelfAttention::new(c, heads).unwrap();
+        let qkv: Vec<f32> = (0..batch * seq * 3 * c)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let dout: Vec<f32> = (0..batch * seq * c)
+            .map(|i| (i as f32 * 0.11).cos())
+            .collect();
+        let (mut out, mut att) = (vec![0.0; dout.len()], vec![0.0; batch * heads * seq * seq]);
+        attn.forward(&mut out, &mut att, &qkv, batch, seq).unwrap();
+        let mut dqkv = vec![0.0; qkv.len()];
+        attn.backward(&mut dqkv, &dout, &att, &qkv, batch, seq)
+            .unwrap();
+
+        let shape = attn.head_shape(seq);
+        let fresh = |len: usize| vec![f32::NAN; len];
+        let (mut out_p, mut att_p, mut dqkv_p) =
+            (fresh(out.len()), fresh(att.len()), fresh(qkv.len()));
+        let mut scratch = Vec::new();
+        let sequence = seq * 3 * c;
+        {
+            let shared = SharedColumns::new(&mut out_p, c);
+            for (bh, att) in att_p.chunks_exact_mut(seq * seq).enumerate() {
+                let (b, h) = (bh / heads, bh % heads);
+                let qkv = &qkv[b * sequence..][..sequence];
+                // SAFETY: plain arrays run anywhere; one head at a time.
+                unsafe {
+                    head::forward::<Portable>(&shape, (h, b * seq), qkv, att, &shared, &mut scratch)
+                };
+            }
+        }
+        {
+            let shared = SharedColumns::new(&mut dqkv_p, 3 * c);
+            for bh in 0..batch * heads {
+                let (b, h) = (bh / heads, bh % heads);
+                let qkv = &qkv[b * sequence..][..sequence];
+                let dout = &dout[b * seq * c..][..seq * c];
+                let att = &att[bh * seq * seq..][..seq * seq];
+                // SAFETY: as above.
+                unsafe {
+                    head::backward::<Portable>(
+                        &shape,
+                        (h, b * seq),
+                        qkv,
+                        dout,
+                        att,
+                        &shared,
+                        &mut scratch,
+                    )
+                };
+            }
+        }
+        for (name, got, want) in [
+            ("out", &out_p, &out),
+            ("att", &att_p, &att),
+            ("dqkv", &dqkv_p, &dqkv),
+        ] {
+            let close = got
+                .iter()
+                .zip(want.iter())
+                .all(|(a, b)| (a - b).abs() < 1e-5);
+            assert!(close, "{name} differs");
+        }
+    }
+}
