@@ -118,7 +118,7 @@ impl<'a> SharedColumns<'a> {
     }
 
     /// Copies `rows` rows of `src` (`src_stride` apart, the first `width` of each) to rows
-    /// `first_row..` at column `column`. Panics if that reaches past the buffer.
+    /// `first_row..` at column `column`. Panics if that reaches past either buffer.
     ///
     /// # Safety
     /// No other thread reads or writes these elements while this runs.
@@ -134,7 +134,8 @@ impl<'a> SharedColumns<'a> {
         }
         let last = (first_row + rows - 1) * self.row_stride + column + width;
         assert!(last <= self.len && column + width <= self.row_stride);
-        for (r, src) in src.chunks(src_stride).take(rows).enumerate() {
+        for r in 0..rows {
+            let src = &src[r * src_stride..][..width];
             let at = (first_row + r) * self.row_stride + column;
             prefetch_lines(
                 self.data.wrapping_add(at + PREFETCH_ROWS * self.row_stride),
