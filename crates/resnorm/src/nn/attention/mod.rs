@@ -23,8 +23,8 @@
 //!
 //! Both run one task per `(b, h)`, shared out by
 //! [`crate::threads::for_each_chunk_spinning`]: a task does all of its head's work while its
-//! `[T, T]` scores stay in the cache ([`head`]), with products that stop at the diagonal, so
-//! causality halves the work. Tasks write disjoint columns of `out` / `dqkv`, and every
+//! `[T, T]` scores stay in the cache (`attention/head.rs`), with products that stop at the
+//! diagonal, so causality halves the work. Tasks write disjoint columns of `out` / `dqkv`, and every
 //! element is computed by one task in a fixed order, so results are deterministic.
 //!
 //! ```
