@@ -9,6 +9,8 @@ Three modes, each printing JSON lines:
           python3 tools/bench_torch_gpt.py speed --threads 2 --layers 4 --heads 4 --width 128 \\
               --context 64 --batch 12 --vocab 65 --steps 20
           -> {"ms":..,"tok_s":..,"rss_mib":..,"gflops":..}
+          with --profile, first one line per op that took most of three torch.profiler steps:
+          {"op":..,"self_ms_per_step":..,"share":..}
 
   train   character-level training on a text file, then validation loss on the last 10% of
           its characters in consecutive non-overlapping context windows (as `resnorm eval`):
@@ -162,6 +164,17 @@ def speed(args):
         if step >= 2:  # two warm-up steps
             times.append(time.perf_counter() - t0)
     ms = statistics.median(times) * 1e3
+    if args.profile:
+        # Where the step's time goes: torch.profiler over three more steps, ms per step.
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                train_step(model, opt, x, y, args.lr, args.grad_clip)
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in events)
+        for event in events[:12]:
+            print(json.dumps({"op": event.key, "self_ms_per_step": round(event.self_cpu_time_total / 3e3, 1),
+                              "share": round(event.self_cpu_time_total / total, 3)}))
     tokens = args.batch * args.context
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gflops = flops_per_token(model, args) * tokens / (ms * 1e-3) / 1e9
@@ -253,6 +266,8 @@ def main():
     parser.add_argument("--data")
     parser.add_argument("--tokens", type=int, help="sample mode: tokens to generate (default: the context)")
     parser.add_argument("--runs", type=int, default=5, help="sample mode: timed runs")
+    parser.add_argument("--profile", action="store_true",
+                        help="speed mode: also print the ops that took most of three profiled steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
