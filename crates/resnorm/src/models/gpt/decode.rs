@@ -49,7 +49,7 @@ use super::unit::UnitActs;
 use super::{Gpt, Placement, Sublayer};
 use crate::kernels::residual::residual_add;
 use crate::kernels::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans};
-use crate::nn::attention::causal_softmax;
+use crate::nn::attention::softmax;
 use crate::nn::norm::NormSaved;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -288,7 +288,7 @@ fn cached_attention(
             row_stride: seen,
         };
         matmul_strided(scores_row, q, k, dims, false)?;
-        causal_softmax(scores, position, scale);
+        softmax(scores, scale);
         Ok(())
     })?;
     let scores = &*scores;

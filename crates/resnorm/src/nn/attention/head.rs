@@ -14,10 +14,13 @@
 //! the sums of `P·V` and `dS·K` at `i+3`, those of `dSᵀ·Q` and `Pᵀ·dO` start at `i`. The
 //! scores (`[seq, seq]`, 256 KB at 256 positions) never leave the cache between their
 //! product, their softmax and the next product; the probabilities are copied to the saved
-//! `att` on the way. Rows and columns past `seq` (zero padding, or scores left from an
-//! earlier head) only ever reach rows of the results past `seq`, which are not copied out.
+//! `att` on the way, only those on or below the diagonal (the others are zero and never
+//! read: half the bytes). Past the diagonal a block reads `ROWS - 1` positions of a row,
+//! which are zeroed ([`clear_block_reach`]); rows and columns past `seq` (zero padding, or
+//! values left from an earlier head) only ever reach rows of the results past `seq`, which
+//! are not copied out.
 
-use super::causal_softmax;
+use super::softmax;
 use crate::kernels::exp::wide_fn;
 use crate::kernels::lanes::{prefetch, prefetch_lines};
 use crate::kernels::tile::{product, Block, Strided, TileVector, ROWS};
@@ -149,6 +152,8 @@ impl<'a> SharedColumns<'a> {
 
 /// Copies the `[seq, dim]` block at `column` of `rows` (`row_stride` apart) into `dst`,
 /// zero-padded: `[seq_pad, dim_pad]`, or `[dim_pad, position_stride]` when `transposed`.
+/// Only the padding is cleared (none at 256 positions of 64 features but the transposed
+/// buffers' extra vector).
 fn gather(
     dst: &mut [f32],
     shape: &HeadShape,
@@ -161,7 +166,10 @@ fn gather(
         shape.position_stride(),
         shape.dim_pad(),
     );
-    dst.fill(0.0);
+    match transposed {
+        false => zero_padding(dst, (t, d), dp),
+        true => zero_padding(dst, (d, t), ls),
+    }
     for i in 0..t {
         if let Some(ahead) = rows.get((i + PREFETCH_ROWS) * row_stride + column..) {
             prefetch(&ahead[..d.min(ahead.len())]);
@@ -175,6 +183,21 @@ fn gather(
                 .for_each(|(j, &v)| dst[j * ls + i] = v),
         }
     }
+}
+
+/// Zeroes what lies outside the first `rows` rows and `cols` columns of `dst`, whose rows
+/// are `stride` apart.
+fn zero_padding(dst: &mut [f32], (rows, cols): (usize, usize), stride: usize) {
+    for (r, row) in dst.chunks_exact_mut(stride).enumerate() {
+        row[if r < rows { cols } else { 0 }..].fill(0.0);
+    }
+}
+
+/// Zeroes the first `ROWS - 1` positions of `future`, a row's part past the diagonal: a block
+/// of `ROWS` rows sums (or, transposed, reads) each row up to the block's last diagonal.
+fn clear_block_reach(future: &mut [f32]) {
+    let reach = future.len().min(ROWS - 1);
+    future[..reach].fill(0.0);
 }
 
 /// Splits `scratch` (grown as needed) into buffers of the given lengths.
@@ -220,8 +243,10 @@ pub(super) unsafe fn forward<V: TileVector>(
         .zip(att.chunks_exact_mut(t))
         .enumerate()
     {
-        causal_softmax(&mut row[..t], i, shape.scale());
-        p.copy_from_slice(&row[..t]);
+        let (seen, future) = row[..t].split_at_mut(i + 1);
+        softmax(seen, shape.scale());
+        p[..=i].copy_from_slice(seen);
+        clear_block_reach(future);
     }
     let p = Strided {
         data: s,
@@ -274,8 +299,9 @@ pub(super) unsafe fn backward<V: TileVector>(
     gather(k, shape, (qkv, 3 * c, c + head * d), false);
     gather(vt, shape, (qkv, 3 * c, 2 * c + head * d), true);
     gather(d_o, shape, (dout, c, head * d), false);
-    for (p, att) in p.chunks_exact_mut(ls).zip(att.chunks_exact(t)) {
-        p[..t].copy_from_slice(att);
+    for (i, (p, att)) in p.chunks_exact_mut(ls).zip(att.chunks_exact(t)).enumerate() {
+        p[..=i].copy_from_slice(&att[..=i]);
+        clear_block_reach(&mut p[i + 1..t]);
     }
     let rows = |data| Strided {
         data,
@@ -294,7 +320,9 @@ pub(super) unsafe fn backward<V: TileVector>(
         .take(t)
         .enumerate()
     {
-        softmax_backward_row(&mut ds[..t], &p[..t], i, shape.scale());
+        let (seen, future) = ds[..t].split_at_mut(i + 1);
+        softmax_backward_row(seen, &p[..=i], shape.scale());
+        clear_block_reach(future);
     }
     let by_rows = |data| Strided {
         data,
@@ -330,16 +358,14 @@ pub(super) unsafe fn backward<V: TileVector>(
 }
 
 wide_fn! {
-    /// Row `t` of `dP` becomes `dS = scale · P ⊙ (dP - Σ P ⊙ dP)`, zero past `t`.
-    fn softmax_backward_row(ds: &mut [f32], p: &[f32], t: usize, scale: f32) => softmax_backward
+    /// A row of `dP` becomes `dS = scale · P ⊙ (dP - Σ P ⊙ dP)` (`p` as long as `ds`).
+    fn softmax_backward_row(ds: &mut [f32], p: &[f32], scale: f32) => softmax_backward
 }
 
 /// [`softmax_backward_row`]'s body, the dot product in sixteen partial sums (as the
-/// forward's sum, [`super::causal_softmax`]).
+/// forward's sum, [`super::softmax`]).
 #[inline(always)]
-fn softmax_backward(ds: &mut [f32], p: &[f32], t: usize, scale: f32) {
-    let (seen, future) = ds.split_at_mut(t + 1);
-    let p = &p[..=t];
+fn softmax_backward(seen: &mut [f32], p: &[f32], scale: f32) {
     let mut partial = [0.0f32; 16];
     let (mut d_chunks, mut p_chunks) = (seen.chunks_exact(16), p.chunks_exact(16));
     for (d, p) in (&mut d_chunks).zip(&mut p_chunks) {
@@ -355,5 +381,4 @@ fn softmax_backward(ds: &mut [f32], p: &[f32], t: usize, scale: f32) {
     for (d, &p) in seen.iter_mut().zip(p) {
         *d = scale * p * (*d - dot);
     }
-    future.fill(0.0);
 }
