@@ -12,6 +12,7 @@
 //! degradation study. [`threads`] holds the one thread pool every kernel runs on; [`rng`] the
 //! seeded generator that makes runs reproducible.
 
+pub mod aligned;
 pub mod checkpoint;
 pub mod data;
 pub mod diagnostics;
@@ -28,5 +29,6 @@ pub mod threads;
 pub mod train;
 pub mod vision;
 
+pub use aligned::AlignedVec;
 pub use error::{Error, Result};
 pub use tensor::Tensor;

@@ -1,7 +1,8 @@
 //! A minimal tensor: a shape and contiguous row-major `f32` storage.
 //!
 //! Kernels work on plain slices; `Tensor` is the owner that keeps a buffer and its shape
-//! together, checks them once at construction, and hands out the slices.
+//! together, checks them once at construction, and hands out the slices. The buffer is an
+//! [`AlignedVec`]: its rows start on cache lines wherever their length allows.
 //!
 //! ```
 //! use resnorm::Tensor;
@@ -12,13 +13,13 @@
 //! assert!(Tensor::from_vec(vec![2, 2], vec![0.0; 3]).is_err());
 //! ```
 
-use crate::{Error, Result};
+use crate::{AlignedVec, Error, Result};
 
 /// Shape plus contiguous row-major `f32` data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     shape: Vec<usize>,
-    data: Vec<f32>,
+    data: AlignedVec,
 }
 
 impl Tensor {
@@ -27,23 +28,32 @@ impl Tensor {
         let len = shape.iter().product();
         Tensor {
             shape,
-            data: vec![0.0; len],
+            data: AlignedVec::zeros(len),
         }
     }
 
-    /// Wraps `data`, which must hold exactly the product of `shape` elements.
+    /// Holds (a copy of) `data`, which must hold exactly the product of `shape` elements.
     pub fn from_vec(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
+        Tensor::check_len(&shape, &data, "Tensor::from_vec")?;
+        Ok(Tensor {
+            shape,
+            data: AlignedVec::from(data),
+        })
+    }
+
+    /// Checks that `shape` holds exactly `data.len()` elements.
+    fn check_len(shape: &[usize], data: &[f32], op: &'static str) -> Result<()> {
         let len: usize = shape.iter().product();
         if len != data.len() {
             return Err(Error::shape(
-                "Tensor::from_vec",
+                op,
                 format!(
                     "shape {shape:?} holds {len} elements, data has {}",
                     data.len()
                 ),
             ));
         }
-        Ok(Tensor { shape, data })
+        Ok(())
     }
 
     /// The dimensions, outermost first.
@@ -86,6 +96,10 @@ impl Tensor {
 
     /// Same data, another shape of the same size.
     pub fn reshape(self, shape: Vec<usize>) -> Result<Self> {
-        Tensor::from_vec(shape, self.data)
+        Tensor::check_len(&shape, &self.data, "Tensor::reshape")?;
+        Ok(Tensor {
+            shape,
+            data: self.data,
+        })
     }
 }

@@ -16,6 +16,7 @@ use resnorm::kernels::norm::{NormGrads, NormKind, NormStats, NormStatsMut, NormW
 use resnorm::kernels::rms_norm::{rms_norm_backward, rms_norm_forward};
 use resnorm::rng::Rng;
 use resnorm::threads;
+use resnorm::AlignedVec;
 use std::process::ExitCode;
 
 /// rows x cols: four large shapes (memory-bound) and two cache-resident ones.
@@ -82,28 +83,29 @@ impl Op {
     }
 }
 
-/// Every buffer one measurement needs, allocated once.
+/// Every buffer one measurement needs, allocated once, on cache lines (as PyTorch's and
+/// resnorm's tensors).
 struct Buffers {
-    x: Vec<f32>,
-    residual: Vec<f32>,
-    dy: Vec<f32>,
-    dsum: Vec<f32>,
-    out: Vec<f32>,
-    sum: Vec<f32>,
-    dx: Vec<f32>,
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    dweight: Vec<f32>,
-    dbias: Vec<f32>,
-    mean: Vec<f32>,
-    rstd: Vec<f32>,
+    x: AlignedVec,
+    residual: AlignedVec,
+    dy: AlignedVec,
+    dsum: AlignedVec,
+    out: AlignedVec,
+    sum: AlignedVec,
+    dx: AlignedVec,
+    weight: AlignedVec,
+    bias: AlignedVec,
+    dweight: AlignedVec,
+    dbias: AlignedVec,
+    mean: AlignedVec,
+    rstd: AlignedVec,
 }
 
 impl Buffers {
     fn new(rows: usize, cols: usize) -> Self {
         let mut rng = Rng::new(0);
         let mut random = |len: usize| {
-            let mut v = vec![0.0; len];
+            let mut v = AlignedVec::zeros(len);
             rng.fill_normal(&mut v, 0.0, 1.0);
             v
         };
@@ -115,13 +117,13 @@ impl Buffers {
             dsum: random(n),
             weight: random(cols),
             bias: random(cols),
-            out: vec![0.0; n],
-            sum: vec![0.0; n],
-            dx: vec![0.0; n],
-            dweight: vec![0.0; cols],
-            dbias: vec![0.0; cols],
-            mean: vec![0.0; rows],
-            rstd: vec![0.0; rows],
+            out: AlignedVec::zeros(n),
+            sum: AlignedVec::zeros(n),
+            dx: AlignedVec::zeros(n),
+            dweight: AlignedVec::zeros(cols),
+            dbias: AlignedVec::zeros(cols),
+            mean: AlignedVec::zeros(rows),
+            rstd: AlignedVec::zeros(rows),
         }
     }
 

@@ -3,6 +3,7 @@
 //! compared with.
 
 use rayon::prelude::*;
+use resnorm::AlignedVec;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -52,11 +53,13 @@ pub fn median(values: &mut [f64]) -> f64 {
 
 /// Copy bandwidth in GB/s (bytes read + bytes written per second) of a parallel
 /// `dst.copy_from_slice(src)` over `bytes / 2` bytes each, split into one block per thread of
-/// resnorm's pool, exactly as the kernels split their rows.
+/// resnorm's pool, exactly as the kernels split their rows, between buffers that start on
+/// cache lines as the kernels' do.
 pub fn copy_gbps(reps: &Repetitions, bytes: usize) -> f64 {
     let len = (bytes / 8).max(1);
-    let src: Vec<f32> = (0..len).map(|i| i as f32).collect();
-    let mut dst = vec![0.0f32; len];
+    let mut src = AlignedVec::zeros(len);
+    src.iter_mut().enumerate().for_each(|(i, v)| *v = i as f32);
+    let mut dst = AlignedVec::zeros(len);
     let pool = resnorm::threads::pool();
     let block = len.div_ceil(pool.current_num_threads()).max(1);
     let ms = median_ms(reps, || {
