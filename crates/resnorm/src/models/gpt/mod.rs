@@ -46,6 +46,7 @@ use crate::kernels::{
 use crate::nn::embedding::Embedding;
 use crate::nn::norm::{Norm, NormSaved};
 use crate::nn::Param;
+use crate::AlignedVec;
 use crate::{Error, Result};
 use rayon::prelude::*;
 use stream_stats::{l2_norm, mean_row_cosine, rms, StreamStats};
@@ -80,22 +81,22 @@ struct State {
     /// has overwritten the logits with their gradient yet.
     backward_ready: bool,
     /// Residual stream before each unit and after the last: `2L + 1` tensors `[rows, C]`.
-    streams: Vec<Vec<f32>>,
+    streams: Vec<AlignedVec>,
     /// resi-dual's un-normalized stream, likewise (empty otherwise).
-    duals: Vec<Vec<f32>>,
+    duals: Vec<AlignedVec>,
     units: Vec<UnitActs>,
     /// `z`, the head's input, when it differs from the last stream.
-    head_in: Vec<f32>,
-    ln_f_out: Vec<f32>,
+    head_in: AlignedVec,
+    ln_f_out: AlignedVec,
     ln_f_saved: NormSaved,
     /// Logits `[rows, V]`; overwritten by their gradient in backward.
-    logits: Vec<f32>,
-    losses: Vec<f32>,
-    logsumexp: Vec<f32>,
+    logits: AlignedVec,
+    losses: AlignedVec,
+    logsumexp: AlignedVec,
     scratch: UnitScratch,
-    d_stream: [Vec<f32>; 2],
-    d_dual: Vec<f32>,
-    d_head_in: Vec<f32>,
+    d_stream: [AlignedVec; 2],
+    d_dual: AlignedVec,
+    d_head_in: AlignedVec,
 }
 
 impl Gpt {
@@ -437,9 +438,9 @@ impl Gpt {
             tokens: Vec::with_capacity(rows),
             targets: Vec::with_capacity(rows),
             backward_ready: false,
-            streams: vec![vec![0.0; n]; 2 * layers + 1],
+            streams: (0..2 * layers + 1).map(|_| AlignedVec::zeros(n)).collect(),
             duals: if resi_dual {
-                vec![vec![0.0; n]; 2 * layers + 1]
+                (0..2 * layers + 1).map(|_| AlignedVec::zeros(n)).collect()
             } else {
                 Vec::new()
             },
@@ -448,16 +449,16 @@ impl Gpt {
                 .iter()
                 .map(|u| u.new_acts(batch, seq, width))
                 .collect(),
-            head_in: vec![0.0; head_in_len],
-            ln_f_out: vec![0.0; if resi_dual { n } else { 0 }],
+            head_in: AlignedVec::zeros(head_in_len),
+            ln_f_out: AlignedVec::zeros(if resi_dual { n } else { 0 }),
             ln_f_saved: NormSaved::new(self.config.norm, rows),
-            logits: vec![0.0; rows * vocab],
-            losses: vec![0.0; rows],
-            logsumexp: vec![0.0; rows],
+            logits: AlignedVec::zeros(rows * vocab),
+            losses: AlignedVec::zeros(rows),
+            logsumexp: AlignedVec::zeros(rows),
             scratch: UnitScratch::new(rows, width),
-            d_stream: [vec![0.0; n], vec![0.0; n]],
-            d_dual: vec![0.0; if resi_dual { n } else { 0 }],
-            d_head_in: vec![0.0; n],
+            d_stream: [AlignedVec::zeros(n), AlignedVec::zeros(n)],
+            d_dual: AlignedVec::zeros(if resi_dual { n } else { 0 }),
+            d_head_in: AlignedVec::zeros(n),
         }
     }
 

@@ -11,6 +11,7 @@ use crate::kernels::{gelu_backward, gelu_forward};
 use crate::nn::attention::CausalSelfAttention;
 use crate::nn::linear::Linear;
 use crate::nn::Param;
+use crate::AlignedVec;
 use crate::Result;
 
 /// `F` of one residual unit.
@@ -39,31 +40,31 @@ pub enum Sublayer {
 pub enum SublayerActs {
     /// `qkv [rows, 3C]`, attention probabilities `[B, H, T, T]`, head outputs `y [rows, C]`.
     Attention {
-        qkv: Vec<f32>,
-        att: Vec<f32>,
-        y: Vec<f32>,
+        qkv: AlignedVec,
+        att: AlignedVec,
+        y: AlignedVec,
     },
     /// Pre-activation `u [rows, 4C]` and activation `a [rows, 4C]`.
-    Mlp { pre: Vec<f32>, act: Vec<f32> },
+    Mlp { pre: AlignedVec, act: AlignedVec },
 }
 
 /// Gradient buffers shared by every sublayer of a model (used one sublayer at a time).
 #[derive(Clone, Debug)]
 pub struct SublayerScratch {
-    dqkv: Vec<f32>,
-    dy: Vec<f32>,
-    dpre: Vec<f32>,
-    dact: Vec<f32>,
+    dqkv: AlignedVec,
+    dy: AlignedVec,
+    dpre: AlignedVec,
+    dact: AlignedVec,
 }
 
 impl SublayerScratch {
     /// Buffers for `rows` tokens of width `width`.
     pub fn new(rows: usize, width: usize) -> Self {
         SublayerScratch {
-            dqkv: vec![0.0; rows * 3 * width],
-            dy: vec![0.0; rows * width],
-            dpre: vec![0.0; rows * 4 * width],
-            dact: vec![0.0; rows * 4 * width],
+            dqkv: AlignedVec::zeros(rows * 3 * width),
+            dy: AlignedVec::zeros(rows * width),
+            dpre: AlignedVec::zeros(rows * 4 * width),
+            dact: AlignedVec::zeros(rows * 4 * width),
         }
     }
 }
@@ -91,13 +92,13 @@ impl Sublayer {
         let rows = batch * seq;
         match self {
             Sublayer::Attention { core, .. } => SublayerActs::Attention {
-                qkv: vec![0.0; rows * 3 * core.channels()],
-                att: vec![0.0; batch * core.heads() * seq * seq],
-                y: vec![0.0; rows * core.channels()],
+                qkv: AlignedVec::zeros(rows * 3 * core.channels()),
+                att: AlignedVec::zeros(batch * core.heads() * seq * seq),
+                y: AlignedVec::zeros(rows * core.channels()),
             },
             Sublayer::Mlp { c_fc, .. } => SublayerActs::Mlp {
-                pre: vec![0.0; rows * c_fc.out_features()],
-                act: vec![0.0; rows * c_fc.out_features()],
+                pre: AlignedVec::zeros(rows * c_fc.out_features()),
+                act: AlignedVec::zeros(rows * c_fc.out_features()),
             },
         }
     }

@@ -28,6 +28,7 @@ use crate::kernels::residual::{
 };
 use crate::nn::norm::{Norm, NormSaved};
 use crate::nn::{Param, ParamKind};
+use crate::AlignedVec;
 use crate::Result;
 
 /// A sublayer with its norms (and ReZero gate) as its placement wires them.
@@ -49,13 +50,13 @@ pub struct ResidualUnit {
 /// What a [`ResidualUnit`] saves for backward, for `rows` tokens.
 #[derive(Clone, Debug)]
 pub struct UnitActs {
-    normed: Vec<f32>,
+    normed: AlignedVec,
     pre_saved: NormSaved,
     sublayer: SublayerActs,
-    f_out: Vec<f32>,
+    f_out: AlignedVec,
     /// The tensor `post_norm` reads: `x + F` (post-ln, resi-dual), `α·x + F` (deep-norm), or
     /// for sandwich its output `N₂(F)`.
-    post: Vec<f32>,
+    post: AlignedVec,
     post_saved: NormSaved,
 }
 
@@ -63,9 +64,9 @@ pub struct UnitActs {
 #[derive(Clone, Debug)]
 pub struct UnitScratch {
     sublayer: SublayerScratch,
-    d_f: Vec<f32>,
-    d_h: Vec<f32>,
-    d_tmp: Vec<f32>,
+    d_f: AlignedVec,
+    d_h: AlignedVec,
+    d_tmp: AlignedVec,
 }
 
 impl UnitScratch {
@@ -74,9 +75,9 @@ impl UnitScratch {
         let n = rows * width;
         UnitScratch {
             sublayer: SublayerScratch::new(rows, width),
-            d_f: vec![0.0; n],
-            d_h: vec![0.0; n],
-            d_tmp: vec![0.0; n],
+            d_f: AlignedVec::zeros(n),
+            d_h: AlignedVec::zeros(n),
+            d_tmp: AlignedVec::zeros(n),
         }
     }
 }
@@ -118,18 +119,12 @@ impl ResidualUnit {
             Some(n) => NormSaved::new(n.kind, rows),
             None => NormSaved::new(NormKind::Rms, 0),
         };
-        let sized = |present: bool| {
-            if present {
-                vec![0.0; rows * width]
-            } else {
-                Vec::new()
-            }
-        };
+        let sized = |present: bool| AlignedVec::zeros(if present { rows * width } else { 0 });
         UnitActs {
             normed: sized(self.pre_norm.is_some()),
             pre_saved: saved(&self.pre_norm),
             sublayer: self.sublayer.new_acts(batch, seq),
-            f_out: vec![0.0; rows * width],
+            f_out: AlignedVec::zeros(rows * width),
             post: sized(self.post_norm.is_some()),
             post_saved: saved(&self.post_norm),
         }
