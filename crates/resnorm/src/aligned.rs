@@ -91,6 +91,24 @@ impl DerefMut for AlignedVec {
     }
 }
 
+impl<'a> IntoIterator for &'a AlignedVec {
+    type Item = &'a f32;
+    type IntoIter = std::slice::Iter<'a, f32>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut AlignedVec {
+    type Item = &'a mut f32;
+    type IntoIter = std::slice::IterMut<'a, f32>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
 impl From<&[f32]> for AlignedVec {
     fn from(values: &[f32]) -> Self {
         let mut v = AlignedVec::zeros(values.len());

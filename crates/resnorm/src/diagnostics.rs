@@ -131,7 +131,7 @@ impl PendingDiagnostics {
         }
         let mut before = Vec::new();
         let mut describe = |p: &Param| {
-            before.push(p.value.clone());
+            before.push(p.value.to_vec());
             ParamDiagnostics {
                 name: p.name.clone(),
                 grad_norm: l2(&p.grad) as f32,

@@ -147,8 +147,8 @@ fn reads_a_file_written_by_pytorch_safetensors() {
 fn model_params() -> Vec<Param> {
     let mut w = Param::zeros("h.0.fc.weight", vec![3, 2], ParamKind::Weight);
     let mut b = Param::zeros("h.0.fc.bias", vec![2], ParamKind::Bias);
-    w.value = vec![0.1, -0.2, 0.3, -0.4, 0.5, -0.6];
-    b.value = vec![1e-3, -1e3];
+    w.value = vec![0.1, -0.2, 0.3, -0.4, 0.5, -0.6].into();
+    b.value = vec![1e-3, -1e3].into();
     vec![w, b]
 }
 
@@ -208,7 +208,7 @@ fn load_params_names_missing_extra_and_misshapen_tensors() {
     expect_load_error(&path, transposed, &["`h.0.fc.weight`", "[3, 2]", "[2, 3]"]);
 
     let mut inconsistent = zeroed(&params);
-    inconsistent[1].value.push(0.0);
+    inconsistent[1].value = vec![0.0; 3].into();
     expect_load_error(&path, inconsistent, &["`h.0.fc.bias`", "3 values"]);
 }
 

@@ -202,7 +202,7 @@ fn initialization_follows_gpt2_and_the_placements() {
     .unwrap();
     rezero.visit_params(&mut |p| {
         if p.name.contains("rezero") {
-            assert_eq!(p.value, vec![0.0]);
+            assert_eq!(p.value[..], [0.0]);
         }
     });
 }

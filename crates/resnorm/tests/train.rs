@@ -48,7 +48,7 @@ fn run(config: &TrainConfig) -> (Trainer, Vec<f32>) {
 
 fn weights(model: &Gpt) -> Vec<(String, Vec<f32>)> {
     let mut out = Vec::new();
-    model.visit_params(&mut |p| out.push((p.name.clone(), p.value.clone())));
+    model.visit_params(&mut |p| out.push((p.name.clone(), p.value.to_vec())));
     out
 }
 

@@ -108,9 +108,9 @@ fn conv_reference(
 
 fn random_conv(name: &str, cfg: Conv2dConfig, rng: &mut Rng) -> Conv2d {
     let mut conv = Conv2d::new(name, cfg).unwrap();
-    conv.weight.value = normal(rng, conv.weight.len());
+    conv.weight.value = normal(rng, conv.weight.len()).into();
     if let Some(b) = &mut conv.bias {
-        b.value = normal(rng, b.len());
+        b.value = normal(rng, b.len()).into();
     }
     conv
 }
@@ -148,7 +148,7 @@ fn conv2d_matches_direct_loops() {
         let out = conv.output_shape(shape).unwrap();
         let x = normal(&mut rng, shape.len());
         let dy = normal(&mut rng, out.len());
-        let bias = conv.bias.as_ref().map_or(Vec::new(), |b| b.value.clone());
+        let bias = conv.bias.as_ref().map_or(Vec::new(), |b| b.value.to_vec());
         let want = conv_reference(&cfg, shape, &x, &conv.weight.value, &bias, &dy);
         let mut y = vec![f32::NAN; out.len()];
         conv.forward(&x, shape, &mut y).unwrap();
@@ -180,13 +180,13 @@ fn conv2d_backward_accumulates_parameter_grads_deterministically() {
     let dy = normal(&mut rng, out.len());
     let mut dx = vec![0.0; shape.len()];
     conv.backward(&x, shape, &dy, &mut dx).unwrap();
-    let once: Vec<Vec<f32>> = params(&conv).into_iter().map(|p| p.grad).collect();
+    let once: Vec<Vec<f32>> = params(&conv).into_iter().map(|p| p.grad.to_vec()).collect();
     let dx_once = dx.clone();
     conv.backward(&x, shape, &dy, &mut dx).unwrap();
     assert_eq!(dx, dx_once, "dx is overwritten, identically");
     for (p, first) in params(&conv).iter().zip(&once) {
         let doubled: Vec<f32> = first.iter().map(|g| 2.0 * g).collect();
-        assert_eq!(p.grad, doubled, "{} accumulates", p.name);
+        assert_eq!(p.grad[..], doubled[..], "{} accumulates", p.name);
     }
     conv.zero_grad();
     assert!(params(&conv)
@@ -217,7 +217,7 @@ fn conv2d_backward_add_adds_onto_the_input_gradient() {
         );
         let mut dx = vec![f32::NAN; shape.len()];
         conv.backward(&x, shape, &dy, &mut dx).unwrap();
-        let grads: Vec<Vec<f32>> = params(&conv).into_iter().map(|p| p.grad).collect();
+        let grads: Vec<Vec<f32>> = params(&conv).into_iter().map(|p| p.grad.to_vec()).collect();
         conv.zero_grad();
         let mut sum = r.clone();
         conv.backward_add(&x, shape, &dy, &mut sum).unwrap();
@@ -230,7 +230,7 @@ fn conv2d_backward_add_adds_onto_the_input_gradient() {
             tolerance,
         );
         for (p, want) in params(&conv).iter().zip(&grads) {
-            assert_eq!(&p.grad, want, "{cfg:?} {}", p.name);
+            assert_eq!(p.grad[..], want[..], "{cfg:?} {}", p.name);
         }
     }
 }
@@ -323,9 +323,9 @@ fn fixture_conv(name: &str, bias: bool) {
     );
     let shape = ImageShape::new(x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let mut conv = Conv2d::new("conv", cfg).unwrap();
-    conv.weight.value = w.data.clone();
+    conv.weight.value = w.data.clone().into();
     if let Some(b) = &mut conv.bias {
-        b.value = f.get("bias").data.clone();
+        b.value = f.get("bias").data.clone().into();
     }
     let mut y = vec![0.0; f.get("y").data.len()];
     conv.forward(&x.data, shape, &mut y).unwrap();

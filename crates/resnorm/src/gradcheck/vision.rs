@@ -106,9 +106,9 @@ fn conv2d_checks(name: &str, config: Conv2dConfig) -> Vec<CheckResult> {
     let mut rng = Rng::new(0xC0);
     let shape = ImageShape::new(2, config.in_channels, 5, 6);
     let mut conv = Conv2d::new("conv", config).expect("valid configuration");
-    conv.weight.value = normal(&mut rng, conv.weight.len());
+    conv.weight.value = normal(&mut rng, conv.weight.len()).into();
     if let Some(bias) = &mut conv.bias {
-        bias.value = normal(&mut rng, bias.len());
+        bias.value = normal(&mut rng, bias.len()).into();
     }
     let out_shape = conv.output_shape(shape).expect("kernel fits");
     let x = normal(&mut rng, shape.len());

@@ -33,7 +33,7 @@
 //! assert!((bn.running_mean.value[0] - 0.4).abs() < 1e-6); // 0.9·0 + 0.1·4
 //! let mut dx = [0.0; 4];
 //! bn.backward(&x, shape, &[1.0; 4], &mut dx).unwrap();
-//! assert_eq!(bn.bias.grad, vec![4.0]);
+//! assert_eq!(bn.bias.grad[..], [4.0]);
 //! bn.set_training(false);
 //! bn.forward(&x, shape, &mut y).unwrap(); // evaluation: running statistics
 //! assert!(bn.backward(&x, shape, &[1.0; 4], &mut dx).is_err());

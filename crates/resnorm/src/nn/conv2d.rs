@@ -46,7 +46,7 @@
 //! let mut dx = [0.0; 4];
 //! conv.backward(&x, shape, &[1.0; 4], &mut dx).unwrap();
 //! assert_eq!(dx, [4.0; 4]);
-//! assert_eq!(conv.bias.as_ref().unwrap().grad, vec![4.0]);
+//! assert_eq!(conv.bias.as_ref().unwrap().grad[..], [4.0]);
 //! assert_eq!(conv.weight.grad[4], 10.0); // the centre tap saw every pixel once
 //! ```
 

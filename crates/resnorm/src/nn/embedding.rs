@@ -24,7 +24,7 @@
 //! emb.forward(&mut out, &tokens, 1, 2).unwrap();
 //! assert_eq!(out, [2.0, 12.0, 1.0, 21.0]);
 //! emb.backward(&[1.0, 1.0, 1.0, 1.0], &tokens, 1, 2).unwrap();
-//! assert_eq!(emb.wte.grad, [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
+//! assert_eq!(emb.wte.grad[..], [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
 //! assert!(emb.forward(&mut out, &[3, 1], 1, 2).is_err());
 //! ```
 

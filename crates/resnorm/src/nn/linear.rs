@@ -27,7 +27,7 @@
 //! let mut dx = [0.0; 2];
 //! fc.backward(&mut dx, &x, &[1.0, 1.0, 1.0]).unwrap();
 //! assert_eq!(dx, [3.0, 4.0]);
-//! assert_eq!(fc.weight.grad, [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+//! assert_eq!(fc.weight.grad[..], [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
 //! assert!(fc.forward(&mut y, &[1.0, 2.0, 3.0]).is_err());
 //! ```
 

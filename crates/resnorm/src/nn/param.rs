@@ -9,8 +9,10 @@
 //! let mut p = Param::zeros("h.0.ln_1.weight", vec![4], ParamKind::Norm);
 //! p.grad[0] += 1.0;
 //! p.zero_grad();
-//! assert_eq!(p.grad, vec![0.0; 4]);
+//! assert_eq!(p.grad[..], [0.0; 4]);
 //! ```
+
+use crate::AlignedVec;
 
 /// What a parameter is, for optimizer rules such as weight decay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,10 +36,10 @@ pub struct Param {
     pub name: String,
     /// Dimensions as stored in checkpoints.
     pub shape: Vec<usize>,
-    /// Current value, row-major.
-    pub value: Vec<f32>,
+    /// Current value, row-major, on cache lines.
+    pub value: AlignedVec,
     /// Accumulated gradient of the loss, same layout as `value`.
-    pub grad: Vec<f32>,
+    pub grad: AlignedVec,
     /// What the tensor is.
     pub kind: ParamKind,
 }
@@ -49,8 +51,8 @@ impl Param {
         Param {
             name: name.into(),
             shape,
-            value: vec![0.0; len],
-            grad: vec![0.0; len],
+            value: AlignedVec::zeros(len),
+            grad: AlignedVec::zeros(len),
             kind,
         }
     }

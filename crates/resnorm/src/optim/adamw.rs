@@ -20,8 +20,8 @@
 //!
 //! let mut w = Param::filled("w", vec![2], ParamKind::Weight, 1.0);
 //! let mut b = Param::filled("b", vec![1], ParamKind::Bias, 1.0);
-//! w.grad = vec![0.5, -2.0];
-//! b.grad = vec![0.25];
+//! w.grad.copy_from_slice(&[0.5, -2.0]);
+//! b.grad.copy_from_slice(&[0.25]);
 //! let config = AdamWConfig { weight_decay: 0.1, ..AdamWConfig::default() };
 //! let mut adamw = AdamW::new(config).unwrap();
 //! adamw.step(&mut [&mut w, &mut b], 0.01).unwrap();

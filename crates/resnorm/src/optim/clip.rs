@@ -20,8 +20,8 @@
 //!
 //! let mut a = Param::zeros("a", vec![1], ParamKind::Weight);
 //! let mut b = Param::zeros("b", vec![1], ParamKind::Bias);
-//! a.grad = vec![3.0];
-//! b.grad = vec![4.0];
+//! a.grad.copy_from_slice(&[3.0]);
+//! b.grad.copy_from_slice(&[4.0]);
 //! let norm = clip_grad_norm(&mut [&mut a, &mut b], 1.0).unwrap();
 //! assert_eq!(norm, 5.0);
 //! assert!((a.grad[0] - 0.6).abs() < 1e-6 && (b.grad[0] - 0.8).abs() < 1e-6);

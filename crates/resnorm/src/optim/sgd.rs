@@ -16,7 +16,7 @@
 //!
 //! let mut w = Param::filled("w", vec![1], ParamKind::Weight, 1.0);
 //! let mut sgd = Sgd::new(SgdConfig { momentum: 0.9, ..SgdConfig::default() }).unwrap();
-//! w.grad = vec![1.0];
+//! w.grad.copy_from_slice(&[1.0]);
 //! sgd.step(&mut [&mut w], 0.1).unwrap(); // b = 1,   p = 1 - 0.1
 //! sgd.step(&mut [&mut w], 0.1).unwrap(); // b = 1.9, p = 0.9 - 0.19
 //! assert!((w.value[0] - 0.71).abs() < 1e-6);

@@ -13,7 +13,7 @@
 //! use resnorm::optim::{AdamW, AdamWConfig, Optimizer, OptimizerState};
 //!
 //! let mut w = Param::filled("w", vec![2], ParamKind::Weight, 1.0);
-//! w.grad = vec![0.5, -0.5];
+//! w.grad.copy_from_slice(&[0.5, -0.5]);
 //! let mut adamw = AdamW::new(AdamWConfig::default()).unwrap();
 //! adamw.step(&mut [&mut w], 1e-2).unwrap();
 //!

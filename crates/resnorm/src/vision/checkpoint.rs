@@ -83,7 +83,7 @@ fn format_error(path: &Path, detail: impl Into<String>) -> Error {
 /// Writes `model`'s parameters and buffers with `card` to `path`, atomically.
 pub fn save_model(path: &Path, model: &dyn ImageClassifier, card: &ModelCard) -> Result<()> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    let mut push = |p: &Param| tensors.push((p.name.clone(), p.shape.clone(), p.value.clone()));
+    let mut push = |p: &Param| tensors.push((p.name.clone(), p.shape.clone(), p.value.to_vec()));
     model.visit_params(&mut push);
     model.visit_buffers(&mut push);
     let refs: Vec<TensorRef<'_>> = tensors
