@@ -244,7 +244,7 @@ wide_fn! {
 /// vectorize (a plain fold is one chain of dependent operations: at 256 positions those two
 /// folds took most of a head's forward). The values past the last whole vector are computed
 /// first, as one vector: the row's last sixteen, the lanes before them left out of the sum
-/// (element by element, their `exp`s took a third of the softmax's time).
+/// (element by element, their `exp`s took about a quarter of the softmax's time).
 #[inline(always)]
 fn softmax_row(row: &mut [f32], scale: f32) {
     // scale > 0, so the largest scaled score is scale times the largest score.
