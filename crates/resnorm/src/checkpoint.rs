@@ -58,7 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::nn::Param;
-use crate::{Error, Result, Tensor};
+use crate::{AlignedVec, Error, Result, Tensor};
 
 /// Bytes of the little-endian header length that opens every safetensors file.
 const HEADER_LEN_BYTES: usize = 8;
@@ -205,11 +205,12 @@ fn parse(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
         let Some(raw) = data.get(begin..end) else {
             return Err(format!("tensor `{name}` lies outside the file"));
         };
-        let values = raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let tensor = Tensor::from_vec(tensor.shape.clone(), values)
+        // Decoded straight into the tensor's aligned storage: one copy of the values.
+        let mut values = AlignedVec::zeros(raw.len() / 4);
+        for (v, b) in values.iter_mut().zip(raw.chunks_exact(4)) {
+            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        let tensor = Tensor::from_aligned(tensor.shape.clone(), values)
             .map_err(|e| format!("tensor `{name}`: {e}"))?;
         tensors.insert(name, tensor);
     }

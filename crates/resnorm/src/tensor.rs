@@ -11,6 +11,8 @@
 //! assert_eq!((t.rows(), t.cols()), (2, 3));
 //! assert_eq!(&t.data()[3..], &[4.0, 5.0, 6.0]);
 //! assert!(Tensor::from_vec(vec![2, 2], vec![0.0; 3]).is_err());
+//! let aligned = Tensor::from_aligned(vec![3], resnorm::AlignedVec::zeros(3)).unwrap();
+//! assert_eq!(aligned.data(), &[0.0; 3]);
 //! ```
 
 use crate::{AlignedVec, Error, Result};
@@ -39,6 +41,12 @@ impl Tensor {
             shape,
             data: AlignedVec::from(data),
         })
+    }
+
+    /// Holds `data` (no copy), which must hold exactly the product of `shape` elements.
+    pub fn from_aligned(shape: Vec<usize>, data: AlignedVec) -> Result<Self> {
+        Tensor::check_len(&shape, &data, "Tensor::from_aligned")?;
+        Ok(Tensor { shape, data })
     }
 
     /// Checks that `shape` holds exactly `data.len()` elements.
