@@ -7,7 +7,7 @@
 //! ```
 //! Backward runs the same path reversed, each linear layer adding into its own gradients.
 
-use crate::kernels::{gelu_backward, gelu_forward};
+use crate::kernels::gelu::{gelu_backward_from_slope, gelu_forward_keeping_slope};
 use crate::nn::attention::CausalSelfAttention;
 use crate::nn::linear::Linear;
 use crate::nn::Param;
@@ -44,8 +44,9 @@ pub enum SublayerActs {
         att: AlignedVec,
         y: AlignedVec,
     },
-    /// Pre-activation `u [rows, 4C]` and activation `a [rows, 4C]`.
-    Mlp { pre: AlignedVec, act: AlignedVec },
+    /// `slope [rows, 4C]`: `c_fc`'s output `u`, which the GELU then overwrites with its
+    /// slope `gelu'(u)`, all the backward needs of it; and the activation `a [rows, 4C]`.
+    Mlp { slope: AlignedVec, act: AlignedVec },
 }
 
 /// Gradient buffers shared by every sublayer of a model (used one sublayer at a time).
@@ -97,7 +98,7 @@ impl Sublayer {
                 y: AlignedVec::zeros(rows * core.channels()),
             },
             Sublayer::Mlp { c_fc, .. } => SublayerActs::Mlp {
-                pre: AlignedVec::zeros(rows * c_fc.out_features()),
+                slope: AlignedVec::zeros(rows * c_fc.out_features()),
                 act: AlignedVec::zeros(rows * c_fc.out_features()),
             },
         }
@@ -125,9 +126,9 @@ impl Sublayer {
                 core.forward(y, att, qkv, batch, seq)?;
                 c_proj.forward(out, y)
             }
-            (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { pre, act }) => {
-                c_fc.forward(pre, h)?;
-                gelu_forward(act, pre)?;
+            (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { slope, act }) => {
+                c_fc.forward(slope, h)?;
+                gelu_forward_keeping_slope(act, slope)?;
                 c_proj.forward(out, act)
             }
             _ => unreachable!("activations are always built by the same sublayer"),
@@ -159,9 +160,9 @@ impl Sublayer {
                 core.backward(&mut scratch.dqkv, &scratch.dy, att, qkv, batch, seq)?;
                 c_attn.backward(dh, h, &scratch.dqkv)
             }
-            (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { pre, act }) => {
+            (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { slope, act }) => {
                 c_proj.backward(&mut scratch.dact, act, dout)?;
-                gelu_backward(&mut scratch.dpre, pre, &scratch.dact)?;
+                gelu_backward_from_slope(&mut scratch.dpre, slope, &scratch.dact)?;
                 c_fc.backward(dh, h, &scratch.dpre)
             }
             _ => unreachable!("activations are always built by the same sublayer"),
