@@ -5,14 +5,16 @@
 //! [`AlignedVec`]: its rows start on cache lines wherever their length allows.
 //!
 //! ```
-//! use resnorm::Tensor;
+//! use resnorm::{AlignedVec, Tensor};
 //! let t = Tensor::from_vec(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
 //! assert_eq!(t.shape(), &[2, 3]);
 //! assert_eq!((t.rows(), t.cols()), (2, 3));
 //! assert_eq!(&t.data()[3..], &[4.0, 5.0, 6.0]);
 //! assert!(Tensor::from_vec(vec![2, 2], vec![0.0; 3]).is_err());
-//! let aligned = Tensor::from_aligned(vec![3], resnorm::AlignedVec::zeros(3)).unwrap();
+//! let aligned = Tensor::from_aligned(vec![3], AlignedVec::zeros(3)).unwrap();
 //! assert_eq!(aligned.data(), &[0.0; 3]);
+//! assert!(Tensor::from_aligned(vec![2, 2], AlignedVec::zeros(3)).is_err());
+//! assert!(t.reshape(vec![4]).is_err());
 //! ```
 
 use crate::{AlignedVec, Error, Result};
