@@ -25,9 +25,9 @@
 //! place of the backward's second `exp`. All three compute `s` from the same `u`, so the
 //! two routes give the same bits.
 //!
-//! Slices longer than [`PARALLEL_MIN_LEN`] are split into one block per thread of
-//! [`crate::threads::pool`]; each element is computed alone, so the result never depends on
-//! the split.
+//! Slices are split into one block per thread of [`crate::threads::pool`], run on it when
+//! they are long (as the row kernels, `rows::run_blocks`); each element is computed alone,
+//! so the result never depends on the split.
 //!
 //! ```
 //! use resnorm::kernels::gelu::{gelu_backward_from_slope, gelu_forward_keeping_slope};
@@ -51,13 +51,8 @@
 //! ```
 
 use super::exp::{exp, wide_fn};
-use super::rows::run_blocks as run_block_list;
+use super::rows::run_blocks;
 use crate::{Error, Result};
-use std::convert::Infallible;
-
-/// Slices at least this long are processed on the thread pool: entering it costs ~10-15 µs,
-/// about what 2¹⁵ elements take on one thread.
-pub const PARALLEL_MIN_LEN: usize = 1 << 15;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const CUBIC: f32 = 0.044_715;
@@ -70,7 +65,9 @@ pub fn gelu_forward(out: &mut [f32], x: &[f32]) -> Result<()> {
             format!("out has {} elements, x has {}", out.len(), x.len()),
         ));
     }
-    run_blocks(out, |first, out| forward_block(out, &x[first..]));
+    let (len, block) = (out.len(), block_len(out.len()));
+    let blocks = out.chunks_mut(block).zip(x.chunks(block));
+    run_blocks(blocks.collect(), len, |(out, x)| forward_block(out, x));
     Ok(())
 }
 
@@ -87,8 +84,12 @@ pub fn gelu_backward(dx: &mut [f32], x: &[f32], dy: &[f32]) -> Result<()> {
             ),
         ));
     }
-    run_blocks(dx, |first, dx| {
-        backward_block(dx, &x[first..], &dy[first..])
+    let (len, block) = (dx.len(), block_len(dx.len()));
+    let blocks = dx
+        .chunks_mut(block)
+        .zip(x.chunks(block).zip(dy.chunks(block)));
+    run_blocks(blocks.collect(), len, |(dx, (x, dy))| {
+        backward_block(dx, x, dy)
     });
     Ok(())
 }
@@ -108,7 +109,7 @@ pub fn gelu_forward_keeping_slope(out: &mut [f32], x_then_slope: &mut [f32]) -> 
     }
     let (len, block) = (out.len(), block_len(out.len()));
     let blocks = out.chunks_mut(block).zip(x_then_slope.chunks_mut(block));
-    run_block_list(blocks.collect(), len, |(out, x)| {
+    run_blocks(blocks.collect(), len, |(out, x)| {
         forward_slope_block(out, x)
     });
     Ok(())
@@ -133,14 +134,14 @@ pub fn gelu_backward_from_slope(dx: &mut [f32], slope: &[f32], dy: &[f32]) -> Re
     let blocks = dx
         .chunks_mut(block)
         .zip(slope.chunks(block).zip(dy.chunks(block)));
-    run_block_list(blocks.collect(), len, |(dx, (slope, dy))| {
+    run_blocks(blocks.collect(), len, |(dx, (slope, dy))| {
         backward_slope_block(dx, slope, dy)
     });
     Ok(())
 }
 
 wide_fn! {
-    /// `out = gelu(x)` on one block (`x` at least as long).
+    /// `out = gelu(x)` on one block.
     fn forward_block(out: &mut [f32], x: &[f32]) => forward_elements
 }
 
@@ -166,7 +167,7 @@ fn forward_slope_elements(out: &mut [f32], x_then_slope: &mut [f32]) {
 }
 
 wide_fn! {
-    /// `dx = dy ⊙ gelu'(x)` on one block (`x` and `dy` at least as long).
+    /// `dx = dy ⊙ gelu'(x)` on one block.
     fn backward_block(dx: &mut [f32], x: &[f32], dy: &[f32]) => backward_elements
 }
 
@@ -202,20 +203,6 @@ fn sigmoid_2u(x: f32) -> f32 {
 fn slope(x: f32, s: f32) -> f32 {
     let du_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * (x * x));
     s + 2.0 * x * s * (1.0 - s) * du_dx
-}
-
-/// Calls `f(first, block)` for blocks of `out` starting at element `first`, on the pool when
-/// `out` is long.
-fn run_blocks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-    if out.len() < PARALLEL_MIN_LEN {
-        f(0, out);
-        return;
-    }
-    let block = block_len(out.len());
-    let Ok(()) = crate::threads::for_each_chunk_spinning(out, block, &|i, out| {
-        f(i * block, out);
-        Ok::<(), Infallible>(())
-    });
 }
 
 /// Elements per block: one block per thread of the pool.
