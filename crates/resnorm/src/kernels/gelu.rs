@@ -73,25 +73,7 @@ pub fn gelu_forward(out: &mut [f32], x: &[f32]) -> Result<()> {
 
 /// `dx = dy ⊙ gelu'(x)`, overwriting `dx`. All three lengths must match.
 pub fn gelu_backward(dx: &mut [f32], x: &[f32], dy: &[f32]) -> Result<()> {
-    if dx.len() != x.len() || dy.len() != x.len() {
-        return Err(Error::shape(
-            "gelu_backward",
-            format!(
-                "dx, x and dy must have equal lengths, got {}, {} and {}",
-                dx.len(),
-                x.len(),
-                dy.len()
-            ),
-        ));
-    }
-    let (len, block) = (dx.len(), block_len(dx.len()));
-    let blocks = dx
-        .chunks_mut(block)
-        .zip(x.chunks(block).zip(dy.chunks(block)));
-    run_blocks(blocks.collect(), len, |(dx, (x, dy))| {
-        backward_block(dx, x, dy)
-    });
-    Ok(())
+    backward_blocks("gelu_backward", dx, ("x", x), dy, backward_block)
 }
 
 /// `out = gelu(x)`, then `x` overwritten by `gelu'(x)`: for a layer whose backward needs
@@ -119,13 +101,31 @@ pub fn gelu_forward_keeping_slope(out: &mut [f32], x_then_slope: &mut [f32]) -> 
 /// left in place of `x`: the same as [`gelu_backward`] from `x`. All three lengths must
 /// match.
 pub fn gelu_backward_from_slope(dx: &mut [f32], slope: &[f32], dy: &[f32]) -> Result<()> {
-    if dx.len() != slope.len() || dy.len() != slope.len() {
+    backward_blocks(
+        "gelu_backward_from_slope",
+        dx,
+        ("slope", slope),
+        dy,
+        backward_slope_block,
+    )
+}
+
+/// Checks that `dx`, `from` (named `name`) and `dy` have one length, then runs `f(dx, from,
+/// dy)` on their blocks: the two backward passes, from `x` or from the slope.
+fn backward_blocks(
+    op: &'static str,
+    dx: &mut [f32],
+    (name, from): (&str, &[f32]),
+    dy: &[f32],
+    f: fn(&mut [f32], &[f32], &[f32]),
+) -> Result<()> {
+    if dx.len() != from.len() || dy.len() != from.len() {
         return Err(Error::shape(
-            "gelu_backward_from_slope",
+            op,
             format!(
-                "dx, slope and dy must have equal lengths, got {}, {} and {}",
+                "dx, {name} and dy must have equal lengths, got {}, {} and {}",
                 dx.len(),
-                slope.len(),
+                from.len(),
                 dy.len()
             ),
         ));
@@ -133,10 +133,8 @@ pub fn gelu_backward_from_slope(dx: &mut [f32], slope: &[f32], dy: &[f32]) -> Re
     let (len, block) = (dx.len(), block_len(dx.len()));
     let blocks = dx
         .chunks_mut(block)
-        .zip(slope.chunks(block).zip(dy.chunks(block)));
-    run_blocks(blocks.collect(), len, |(dx, (slope, dy))| {
-        backward_slope_block(dx, slope, dy)
-    });
+        .zip(from.chunks(block).zip(dy.chunks(block)));
+    run_blocks(blocks.collect(), len, |(dx, (from, dy))| f(dx, from, dy));
     Ok(())
 }
 
