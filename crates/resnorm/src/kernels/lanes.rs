@@ -13,10 +13,11 @@
 //! [`simd_dispatch!`]; [`Sse`] (four 128-bit registers, SSE2 being part of every x86-64);
 //! [`Portable`] (a plain array) elsewhere. None fuses a multiply with an add, and all fold
 //! lanes in the same order, so every implementation gives the same bits. AVX-512 against
-//! AVX, LayerNorm on 64-byte aligned rows (2 threads, three interleaved runs, forward /
-//! backward ms): 8192x768 1.40-1.81 / 2.76-4.18 against 1.59-2.17 / 3.06-4.46, 2048x768
-//! 0.39-0.48 / 0.81-0.96 against 0.44-0.49 / 0.91-1.11; on rows that start mid-line (a
-//! `Vec`'s) every 512-bit access straddles two lines and the gain was within the noise.
+//! AVX in scratch measurements, LayerNorm on 64-byte aligned rows (2 threads, three
+//! interleaved runs, forward / backward ms): 8192x768 1.40-1.81 / 2.76-4.18 against
+//! 1.59-2.17 / 3.06-4.46, 2048x768 0.39-0.48 / 0.81-0.96 against 0.44-0.49 / 0.91-1.11;
+//! on rows that start mid-line (a `Vec`'s) every 512-bit access straddles two lines and
+//! the gain was within the noise.
 //! BatchNorm + ReLU forward and backward at resnet20's three shapes (planes of 784, 196 and
 //! 49 values), four interleaved runs: 2.56-2.74 ms against 2.64-2.96.
 
