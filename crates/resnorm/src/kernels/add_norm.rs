@@ -87,7 +87,7 @@ pub fn add_norm_forward(
             &mut []
         }
     };
-    let stores = Stores::for_call(4 * std::mem::size_of_val(x), cols);
+    let stores = Stores::for_call(4 * std::mem::size_of_val(x));
     let block_rows = threads::rows_per_block(rows);
     let block_len = block_rows * cols;
     let mut mean_blocks = mean.chunks_mut(block_rows);
@@ -144,12 +144,12 @@ simd_dispatch! {
 
 #[inline(always)]
 fn add_row_with<L: Lanes>(x: &[f32], residual: &[f32], sum: &mut [f32], stores: Stores) {
-    let row = SumOf(x, residual);
+    let row = SumOf(&x[..sum.len()], &residual[..sum.len()]);
     write_row(
         sum,
         stores,
         &mut (),
-        |_, i| row.lanes::<L>(i),
+        |_, k| row.lanes::<L>(k),
         |_, i| row.at(i),
     );
 }
@@ -186,7 +186,7 @@ pub fn add_norm_backward(
     };
     check_grads(OP, weights, &grads)?;
     let tensors = if upstream.dsum.is_some() { 4 } else { 3 };
-    let stores = Stores::for_call(tensors * std::mem::size_of_val(sum), cols);
+    let stores = Stores::for_call(tensors * std::mem::size_of_val(sum));
     let block_rows = threads::rows_per_block(rows);
     let block_len = block_rows * cols;
     let has_bias = weights.bias.is_some();

@@ -52,7 +52,9 @@ use super::lanes::{simd_dispatch, Lanes, LANES};
 use super::norm::{
     check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
-use super::rows::{self, add_partials, partial_len, run_blocks, split_partial, RowSource, SumOf};
+use super::rows::{
+    self, add_partials, chunk, chunk_mut, partial_len, run_blocks, split_partial, RowSource, SumOf,
+};
 use super::stores::{write_row, Stores};
 use crate::{threads, Result};
 
@@ -71,7 +73,7 @@ pub fn layer_norm_forward(
     check_len(OP, "out", out.len(), x.len())?;
     check_len(OP, "mean", mean.len(), rows)?;
     check_len(OP, "rstd", rstd.len(), rows)?;
-    let stores = Stores::for_call(2 * std::mem::size_of_val(x), cols);
+    let stores = Stores::for_call(2 * std::mem::size_of_val(x));
     let block_rows = threads::rows_per_block(rows);
     let blocks: Vec<_> = x
         .chunks(block_rows * cols)
@@ -110,7 +112,7 @@ pub fn layer_norm_backward(
     check_len(OP, "mean", mean.len(), rows)?;
     check_len(OP, "rstd", rstd.len(), rows)?;
     check_grads(OP, weights, &grads)?;
-    let stores = Stores::for_call(3 * std::mem::size_of_val(x), cols);
+    let stores = Stores::for_call(3 * std::mem::size_of_val(x));
     let block_rows = threads::rows_per_block(rows);
     let partial_len = partial_len(cols, weights.bias.is_some());
     let mut partials = vec![0.0f32; rows.div_ceil(block_rows) * partial_len];
@@ -164,9 +166,11 @@ fn forward_row_of<L: Lanes>(
     out: &mut [f32],
     stores: Stores,
 ) -> (f32, f32) {
+    let n = out.len();
+    let (x, weights) = (&x[..n], &weights.cut(n));
     match residual {
         None => forward_row_with::<L>(x, weights, out, stores),
-        Some(residual) => forward_row_with::<L>(SumOf(x, residual), weights, out, stores),
+        Some(residual) => forward_row_with::<L>(SumOf(x, &residual[..n]), weights, out, stores),
     }
 }
 
@@ -191,14 +195,14 @@ fn forward_row_with<L: Lanes>(
             out,
             stores,
             &mut (),
-            |_, i| xhat_l(x.lanes(i)) * L::load(&w[i..]) + L::load(&b[i..]),
+            |_, k| xhat_l(x.lanes(k)) * L::load(chunk(w, k)) + L::load(chunk(b, k)),
             |_, i| xhat(x.at(i)) * w[i] + b[i],
         ),
         None => write_row(
             out,
             stores,
             &mut (),
-            |_, i| xhat_l(x.lanes(i)) * L::load(&w[i..]),
+            |_, k| xhat_l(x.lanes(k)) * L::load(chunk(w, k)),
             |_, i| xhat(x.at(i)) * w[i],
         ),
     }
@@ -220,13 +224,16 @@ simd_dispatch! {
 
 #[inline(always)]
 fn backward_row_with<L: Lanes>(
-    BackwardRow { dy, x, dsum }: BackwardRow<'_>,
+    row: BackwardRow<'_>,
     weights: &NormWeights<'_>,
     (mean, rstd): (f32, f32),
     dx: &mut [f32],
     grads: &mut NormGrads<'_>,
     stores: Stores,
 ) {
+    let len = dx.len();
+    let (BackwardRow { dy, x, dsum }, weights) = (row.cut(len), weights.cut(len));
+    let grads = &mut grads.cut(len);
     let n = x.len() as f32;
     let w = weights.weight;
     let (sum_dyw, sum_dyw_dev, sum_dev) = backward_sums::<L>(dy, x, w, mean);
@@ -235,17 +242,17 @@ fn backward_row_with<L: Lanes>(
     let mean_dyw_xhat = rstd * (sum_dyw_dev - correction * sum_dyw) / n;
     let [mean_l, correction_l, rstd_l, mean_dyw_l, mean_dyw_xhat_l] =
         [mean, correction, rstd, mean_dyw, mean_dyw_xhat].map(L::splat);
-    let vector = |grads: &mut NormGrads<'_>, i: usize| {
-        let (g, w) = (L::load(&dy[i..]), L::load(&w[i..]));
-        let xhat = ((L::load(&x[i..]) - mean_l) - correction_l) * rstd_l;
-        let dw = &mut grads.dweight[i..];
+    let vector = |grads: &mut NormGrads<'_>, k: usize| {
+        let (g, w) = (L::load(chunk(dy, k)), L::load(chunk(w, k)));
+        let xhat = ((L::load(chunk(x, k)) - mean_l) - correction_l) * rstd_l;
+        let dw = chunk_mut(grads.dweight, k);
         (L::load(dw) + g * xhat).store(dw);
         if let Some(dbias) = grads.dbias.as_deref_mut() {
-            let db = &mut dbias[i..];
+            let db = chunk_mut(dbias, k);
             (L::load(db) + g).store(db);
         }
         let d = rstd_l * (g * w - mean_dyw_l - xhat * mean_dyw_xhat_l);
-        dsum.map_or(d, |s| d + L::load(&s[i..]))
+        dsum.map_or(d, |s| d + L::load(chunk(s, k)))
     };
     let scalar = |grads: &mut NormGrads<'_>, i: usize| {
         let (g, w) = (dy[i], w[i]);

@@ -80,10 +80,23 @@ pub struct NormWeights<'a> {
     pub eps: f32,
 }
 
-impl NormWeights<'_> {
+impl<'a> NormWeights<'a> {
     /// The normalized width, `weight.len()`.
     pub fn cols(&self) -> usize {
         self.weight.len()
+    }
+
+    /// The first `n` entries of the weight and bias (panics if they are shorter).
+    ///
+    /// A row kernel cuts every slice it reads to its output row's length, already checked
+    /// equal: the loops over the row's chunks then see one length and read every slice
+    /// without a bounds check of its own.
+    pub(crate) fn cut(&self, n: usize) -> NormWeights<'a> {
+        NormWeights {
+            weight: &self.weight[..n],
+            bias: self.bias.map(|b| &b[..n]),
+            eps: self.eps,
+        }
     }
 }
 
@@ -127,6 +140,27 @@ pub(crate) struct BackwardRow<'a> {
     pub x: &'a [f32],
     /// Added to `dx` as it is written.
     pub dsum: Option<&'a [f32]>,
+}
+
+impl BackwardRow<'_> {
+    /// Every slice of the row cut to its first `n` entries, as [`NormWeights::cut`].
+    pub(crate) fn cut(self, n: usize) -> Self {
+        BackwardRow {
+            dy: &self.dy[..n],
+            x: &self.x[..n],
+            dsum: self.dsum.map(|s| &s[..n]),
+        }
+    }
+}
+
+impl NormGrads<'_> {
+    /// Both gradients cut to their first `n` entries, as [`NormWeights::cut`].
+    pub(crate) fn cut(&mut self, n: usize) -> NormGrads<'_> {
+        NormGrads {
+            dweight: &mut self.dweight[..n],
+            dbias: self.dbias.as_deref_mut().map(|b| &mut b[..n]),
+        }
+    }
 }
 
 /// Checks `weights` for a `kind` normalization and returns `cols`.

@@ -40,7 +40,7 @@ use super::lanes::{simd_dispatch, Lanes, LANES};
 use super::norm::{
     check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
-use super::rows::{self, add_partials, run_blocks, RowSource, SumOf};
+use super::rows::{self, add_partials, chunk, chunk_mut, run_blocks, RowSource, SumOf};
 use super::stores::{write_row, Stores};
 use crate::{threads, Result};
 
@@ -57,7 +57,7 @@ pub fn rms_norm_forward(
     let rows = rows_of(OP, "x", x.len(), cols)?;
     check_len(OP, "out", out.len(), x.len())?;
     check_len(OP, "rstd", rstd.len(), rows)?;
-    let stores = Stores::for_call(2 * std::mem::size_of_val(x), cols);
+    let stores = Stores::for_call(2 * std::mem::size_of_val(x));
     let block_rows = threads::rows_per_block(rows);
     let blocks: Vec<_> = x
         .chunks(block_rows * cols)
@@ -93,7 +93,7 @@ pub fn rms_norm_backward(
     check_len(OP, "dx", dx.len(), x.len())?;
     check_len(OP, "rstd", rstd.len(), rows)?;
     check_grads(OP, weights, &grads)?;
-    let stores = Stores::for_call(3 * std::mem::size_of_val(x), cols);
+    let stores = Stores::for_call(3 * std::mem::size_of_val(x));
     let block_rows = threads::rows_per_block(rows);
     let mut partials = vec![0.0f32; rows.div_ceil(block_rows) * cols];
     let blocks: Vec<_> = dy
@@ -145,9 +145,11 @@ fn forward_row_of<L: Lanes>(
     out: &mut [f32],
     stores: Stores,
 ) -> f32 {
+    let n = out.len();
+    let (x, weight) = (&x[..n], &weight[..n]);
     match residual {
         None => forward_row_with::<L>(x, weight, eps, out, stores),
-        Some(residual) => forward_row_with::<L>(SumOf(x, residual), weight, eps, out, stores),
+        Some(residual) => forward_row_with::<L>(SumOf(x, &residual[..n]), weight, eps, out, stores),
     }
 }
 
@@ -165,7 +167,7 @@ fn forward_row_with<L: Lanes>(
         out,
         stores,
         &mut (),
-        |_, i| x.lanes::<L>(i) * rstd_l * L::load(&w[i..]),
+        |_, k| x.lanes::<L>(k) * rstd_l * L::load(chunk(w, k)),
         |_, i| x.at(i) * rstd * w[i],
     );
     rstd
@@ -186,22 +188,24 @@ simd_dispatch! {
 
 #[inline(always)]
 fn backward_row_with<L: Lanes>(
-    BackwardRow { dy, x, dsum }: BackwardRow<'_>,
+    row: BackwardRow<'_>,
     w: &[f32],
     rstd: f32,
     dx: &mut [f32],
     dweight: &mut [f32],
     stores: Stores,
 ) {
+    let n = dx.len();
+    let (BackwardRow { dy, x, dsum }, w, dweight) = (row.cut(n), &w[..n], &mut dweight[..n]);
     let mean_dyw_xhat = rstd * dot3::<L>(dy, w, x) / x.len() as f32;
     let [rstd_l, mean_dyw_xhat_l] = [rstd, mean_dyw_xhat].map(L::splat);
-    let vector = |dweight: &mut &mut [f32], i: usize| {
-        let (g, w) = (L::load(&dy[i..]), L::load(&w[i..]));
-        let xhat = L::load(&x[i..]) * rstd_l;
-        let dw = &mut dweight[i..];
+    let vector = |dweight: &mut &mut [f32], k: usize| {
+        let (g, w) = (L::load(chunk(dy, k)), L::load(chunk(w, k)));
+        let xhat = L::load(chunk(x, k)) * rstd_l;
+        let dw = chunk_mut(dweight, k);
         (L::load(dw) + g * xhat).store(dw);
         let d = rstd_l * (g * w - xhat * mean_dyw_xhat_l);
-        dsum.map_or(d, |s| d + L::load(&s[i..]))
+        dsum.map_or(d, |s| d + L::load(chunk(s, k)))
     };
     let scalar = |dweight: &mut &mut [f32], i: usize| {
         let (g, w) = (dy[i], w[i]);

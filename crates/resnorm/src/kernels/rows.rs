@@ -15,15 +15,31 @@ use std::convert::Infallible;
 /// pool costs ~10 µs, about what streaming 32 K floats costs.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
-/// One row of a kernel's input, read by lanes or by element: a slice, or the element-wise
-/// [`SumOf`] two slices (the fused residual add, recomputed instead of read back).
+/// One row of a kernel's input, read by chunks of [`LANES`] or by element: a slice, or the
+/// element-wise [`SumOf`] two slices (the fused residual add, recomputed instead of read
+/// back).
 pub(crate) trait RowSource: Copy {
     /// Elements in the row.
     fn len(self) -> usize;
-    /// The lanes of elements `i..i + LANES`; panics past the end.
-    fn lanes<L: Lanes>(self, i: usize) -> L;
+    /// The lanes of chunk `k`, elements `k * LANES..(k + 1) * LANES`; panics past the last
+    /// whole chunk.
+    fn lanes<L: Lanes>(self, k: usize) -> L;
     /// Element `i`; panics past the end.
     fn at(self, i: usize) -> f32;
+}
+
+/// Chunk `k` of `LANES` elements of `row`; panics past its last whole chunk. The chunks'
+/// count is `row.len() / LANES` whoever asks, so a loop over the chunks of one row reads the
+/// same chunk of another row of the same length without a second bounds check.
+#[inline(always)]
+pub(crate) fn chunk(row: &[f32], k: usize) -> &[f32; LANES] {
+    &row.as_chunks::<LANES>().0[k]
+}
+
+/// [`chunk`] for writing.
+#[inline(always)]
+pub(crate) fn chunk_mut(row: &mut [f32], k: usize) -> &mut [f32; LANES] {
+    &mut row.as_chunks_mut::<LANES>().0[k]
 }
 
 impl RowSource for &[f32] {
@@ -33,8 +49,8 @@ impl RowSource for &[f32] {
     }
 
     #[inline(always)]
-    fn lanes<L: Lanes>(self, i: usize) -> L {
-        L::load(&self[i..])
+    fn lanes<L: Lanes>(self, k: usize) -> L {
+        L::load(chunk(self, k))
     }
 
     #[inline(always)]
@@ -54,8 +70,8 @@ impl RowSource for SumOf<'_> {
     }
 
     #[inline(always)]
-    fn lanes<L: Lanes>(self, i: usize) -> L {
-        L::load(&self.0[i..]) + L::load(&self.1[i..])
+    fn lanes<L: Lanes>(self, k: usize) -> L {
+        L::load(chunk(self.0, k)) + L::load(chunk(self.1, k))
     }
 
     #[inline(always)]
@@ -105,8 +121,8 @@ pub(crate) fn centered_sums<L: Lanes>(x: impl RowSource, center: f32) -> (f32, f
         tail_sq += d * d;
     }
     let center = L::splat(center);
-    for i in (0..body).step_by(LANES) {
-        let d = x.lanes::<L>(i) - center;
+    for k in 0..body / LANES {
+        let d = x.lanes::<L>(k) - center;
         acc += d;
         acc_sq += d * d;
     }
@@ -119,8 +135,8 @@ pub(crate) fn sum_sq<L: Lanes>(x: impl RowSource) -> f32 {
     let mut acc = L::zero();
     let body = body_len(x);
     let tail: f32 = (body..x.len()).map(|i| x.at(i) * x.at(i)).sum();
-    for i in (0..body).step_by(LANES) {
-        let v = x.lanes::<L>(i);
+    for k in 0..body / LANES {
+        let v = x.lanes::<L>(k);
         acc += v * v;
     }
     acc.sum() + tail

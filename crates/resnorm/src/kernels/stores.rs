@@ -5,7 +5,8 @@
 //! that are not cached moves `2n`. Streaming (non-temporal) stores write whole lines straight
 //! to memory: a forward that reads `x` and writes `y` moves two tensors instead of three.
 //! They are a loss when the output would have fitted in the cache, since whoever reads it
-//! next must then fetch it from memory; [`Stores::for_call`] chooses by the size of the call and the width of its rows.
+//! next must then fetch it from memory; [`Stores::for_call`] chooses by the size of the call.
+//! Rows that do not start on a cache line always get plain stores (see [`write_row`]).
 //!
 //! Measured on one core of the 2-core x86-64 machine (medians, interleaved runs, AVX):
 //! LayerNorm forward 8192x768 15.3 → 9.1 ms (copy through the cache 8.7 ms), backward
@@ -18,12 +19,8 @@ use super::lanes::{streaming_fence, Lanes, LANES};
 
 const _: () = assert!(LANES * std::mem::size_of::<f32>() == LINE_BYTES);
 
-/// Calls that read and write at least this many bytes in all use streaming stores...
+/// Calls that read and write at least this many bytes in all use streaming stores.
 pub(crate) const STREAMING_MIN_BYTES: usize = 32 << 20;
-/// ...if their rows have at least this many columns: a row's ends, up to the first and from
-/// the last cache-line boundary, are written element by element, which costs more than
-/// the streaming saves in narrow rows (65536x128 with 2 threads: 0.7-0.8x).
-pub(crate) const STREAMING_MIN_COLS: usize = 256;
 
 /// The way a kernel writes its outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,9 +32,9 @@ pub(crate) enum Stores {
 }
 
 impl Stores {
-    /// The choice for a call that moves `bytes` bytes of tensors in rows of `cols`.
-    pub(crate) fn for_call(bytes: usize, cols: usize) -> Self {
-        if bytes >= STREAMING_MIN_BYTES && cols >= STREAMING_MIN_COLS {
+    /// The choice for a call that moves `bytes` bytes of tensors.
+    pub(crate) fn for_call(bytes: usize) -> Self {
+        if bytes >= STREAMING_MIN_BYTES {
             Stores::Streaming
         } else {
             Stores::Cached
@@ -57,12 +54,13 @@ impl Stores {
 /// them and partly by plain stores is flushed piecemeal (measured 4x slower at 128 columns).
 const LINE_BYTES: usize = 64;
 
-/// Writes every element of `out`: `vector(state, i)` gives the lanes of `out[i..i + LANES]`,
-/// `scalar(state, i)` the value of `out[i]`, and both must compute an element the same way;
-/// `state` is what both may update on the way (a row's parameter-gradient partials). With
-/// [`Stores::Streaming`] the leading elements up to a cache-line boundary go through
-/// `scalar`, so that each chunk of [`LANES`] fills one whole line; the partial lines at the
-/// row's ends get plain stores.
+/// Writes every element of `out`: `vector(state, k)` gives the lanes of chunk `k` (elements
+/// `k * LANES..(k + 1) * LANES`, see [`rows::chunk`](super::rows::chunk)), `scalar(state, i)`
+/// the value of `out[i]` past the last whole chunk, and both must compute an element the same
+/// way; `state` is what both may update on the way (a row's parameter-gradient partials).
+/// With [`Stores::Streaming`] the chunks of a row that starts on a cache line are streamed,
+/// each filling one whole line; a row that does not start on one gets plain stores, as do
+/// the elements past its last chunk (a line of their own).
 #[inline(always)]
 pub(crate) fn write_row<L: Lanes, S>(
     out: &mut [f32],
@@ -71,25 +69,21 @@ pub(crate) fn write_row<L: Lanes, S>(
     vector: impl Fn(&mut S, usize) -> L,
     scalar: impl Fn(&mut S, usize) -> f32,
 ) {
-    let head = match stores {
-        Stores::Cached => 0,
-        Stores::Streaming => out.as_ptr().align_offset(LINE_BYTES).min(out.len()),
+    let stores = match out.as_ptr().align_offset(LINE_BYTES) {
+        0 => stores,
+        _ => Stores::Cached,
     };
-    let body_end = head + (out.len() - head) / LANES * LANES;
-    let (head_out, rest) = out.split_at_mut(head);
-    let (body, tail) = rest.split_at_mut(body_end - head);
-    for (i, o) in head_out.iter_mut().enumerate() {
-        *o = scalar(state, i);
-    }
-    for (k, chunk) in body.chunks_exact_mut(LANES).enumerate() {
-        let lanes = vector(state, head + k * LANES);
+    let (body, tail) = out.as_chunks_mut::<LANES>();
+    let done = body.len() * LANES;
+    for (k, chunk) in body.iter_mut().enumerate() {
+        let lanes = vector(state, k);
         match stores {
             Stores::Cached => lanes.store(chunk),
             Stores::Streaming => lanes.store_streaming(chunk),
         }
     }
     for (i, o) in tail.iter_mut().enumerate() {
-        *o = scalar(state, body_end + i);
+        *o = scalar(state, done + i);
     }
 }
 
@@ -173,10 +167,8 @@ mod tests {
     }
 
     #[test]
-    fn large_calls_with_wide_rows_stream() {
-        let (bytes, cols) = (STREAMING_MIN_BYTES, STREAMING_MIN_COLS);
-        assert_eq!(Stores::for_call(bytes - 1, cols), Stores::Cached);
-        assert_eq!(Stores::for_call(bytes, cols - 1), Stores::Cached);
-        assert_eq!(Stores::for_call(bytes, cols), Stores::Streaming);
+    fn large_calls_stream() {
+        assert_eq!(Stores::for_call(STREAMING_MIN_BYTES - 1), Stores::Cached);
+        assert_eq!(Stores::for_call(STREAMING_MIN_BYTES), Stores::Streaming);
     }
 }
