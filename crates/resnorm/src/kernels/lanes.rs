@@ -351,6 +351,24 @@ mod x86 {
             unsafe { _mm512_stream_ps(chunk.as_mut_ptr(), self.0[0]) };
         }
 
+        /// The trait's pairwise order (the upper half onto the lower, 16 → 8 → 4 → 2 → 1)
+        /// in four shuffle-and-add steps, where the generic version goes through memory.
+        #[inline(always)]
+        fn sum(self) -> f32 {
+            let v = self.0[0];
+            // SAFETY: see the type's documentation; registers only.
+            unsafe {
+                let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+                let eight = _mm256_add_ps(_mm512_castps512_ps256(v), high);
+                let four = _mm_add_ps(
+                    _mm256_castps256_ps128(eight),
+                    _mm256_extractf128_ps::<1>(eight),
+                );
+                let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+                _mm_cvtss_f32(_mm_add_ss(two, _mm_movehdup_ps(two)))
+            }
+        }
+
         #[inline(always)]
         fn relu_gate(self, g: Self) -> Self {
             // SAFETY: see the type's documentation; registers only. NLE_UQ: "not <=",
@@ -467,6 +485,36 @@ mod tests {
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512_gate(x: &[f32], g: &[f32], out: &mut [f32]) {
         Avx512::load(x).relu_gate(Avx512::load(g)).store(out);
+    }
+
+    /// AVX-512's own lane sum adds in the trait's pairwise order: the same bits as the
+    /// generic sum (SSE's), on lanes whose magnitudes span enough that any other order rounds
+    /// differently.
+    #[test]
+    fn avx512_sum_adds_in_the_pairwise_order() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        for seed in 0..200 {
+            let lanes: Vec<f32> = (0..LANES)
+                .map(|i| {
+                    let t = (seed * LANES + i) as f32;
+                    (t * 0.731).sin() * 10f32.powi(((t * 1.37).sin() * 6.0) as i32)
+                })
+                .collect();
+            // SAFETY: the CPU has AVX-512F, checked above.
+            let avx512 = unsafe { avx512_sum(&lanes) };
+            assert_eq!(
+                avx512.to_bits(),
+                Sse::load(&lanes).sum().to_bits(),
+                "{lanes:?}"
+            );
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_sum(lanes: &[f32]) -> f32 {
+        Avx512::load(lanes).sum()
     }
 
     #[target_feature(enable = "avx512f")]
