@@ -44,7 +44,9 @@ use super::norm::{
     check_grads, check_len, check_optional_mean, check_weights, rows_of, BackwardRow, NormGrads,
     NormKind, NormStats, NormStatsMut, NormWeights,
 };
-use super::rows::{self, add_partials, partial_len, run_blocks, split_partial, RowSource, SumOf};
+use super::rows::{
+    self, add_partials, partial_len, run_blocks, split_partial, zeroed_partials, RowSource, SumOf,
+};
 use super::stores::{write_row, Stores};
 use super::{layer_norm, rms_norm};
 use crate::{threads, Result};
@@ -191,7 +193,7 @@ pub fn add_norm_backward(
     let block_len = block_rows * cols;
     let has_bias = weights.bias.is_some();
     let partial_len = partial_len(cols, has_bias);
-    let mut partials = vec![0.0f32; rows.div_ceil(block_rows) * partial_len];
+    let mut partials = zeroed_partials(rows.div_ceil(block_rows), partial_len);
     let mut dsum_blocks = upstream.dsum.unwrap_or(&[]).chunks(block_len);
     let mut mean_blocks = mean.chunks(block_rows);
     let blocks: Vec<_> = upstream

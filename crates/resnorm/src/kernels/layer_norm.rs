@@ -53,7 +53,8 @@ use super::norm::{
     check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
 use super::rows::{
-    self, add_partials, chunk, chunk_mut, partial_len, run_blocks, split_partial, RowSource, SumOf,
+    self, add_partials, chunk, chunk_mut, partial_len, run_blocks, split_partial, zeroed_partials,
+    RowSource, SumOf,
 };
 use super::stores::{write_row, Stores};
 use crate::{threads, Result};
@@ -115,7 +116,7 @@ pub fn layer_norm_backward(
     let stores = Stores::for_call(3 * std::mem::size_of_val(x));
     let block_rows = threads::rows_per_block(rows);
     let partial_len = partial_len(cols, weights.bias.is_some());
-    let mut partials = vec![0.0f32; rows.div_ceil(block_rows) * partial_len];
+    let mut partials = zeroed_partials(rows.div_ceil(block_rows), partial_len);
     let blocks: Vec<_> = dy
         .chunks(block_rows * cols)
         .zip(x.chunks(block_rows * cols))

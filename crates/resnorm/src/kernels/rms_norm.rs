@@ -40,7 +40,10 @@ use super::lanes::{simd_dispatch, Lanes, LANES};
 use super::norm::{
     check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
-use super::rows::{self, add_partials, chunk, chunk_mut, run_blocks, RowSource, SumOf};
+use super::rows::{
+    self, add_partials, chunk, chunk_mut, partial_len, run_blocks, split_partial, zeroed_partials,
+    RowSource, SumOf,
+};
 use super::stores::{write_row, Stores};
 use crate::{threads, Result};
 
@@ -95,19 +98,21 @@ pub fn rms_norm_backward(
     check_grads(OP, weights, &grads)?;
     let stores = Stores::for_call(3 * std::mem::size_of_val(x));
     let block_rows = threads::rows_per_block(rows);
-    let mut partials = vec![0.0f32; rows.div_ceil(block_rows) * cols];
+    let partial_len = partial_len(cols, false);
+    let mut partials = zeroed_partials(rows.div_ceil(block_rows), partial_len);
     let blocks: Vec<_> = dy
         .chunks(block_rows * cols)
         .zip(x.chunks(block_rows * cols))
         .zip(dx.chunks_mut(block_rows * cols))
         .zip(rstd.chunks(block_rows))
-        .zip(partials.chunks_mut(cols))
+        .zip(partials.chunks_mut(partial_len))
         .collect();
     let ahead = rows::rows_ahead(cols);
     run_blocks(
         blocks,
         x.len(),
-        |((((dy_block, x_block), dx), rstd), dweight)| {
+        |((((dy_block, x_block), dx), rstd), partial)| {
+            let (dweight, _) = split_partial(partial, cols, false);
             let rows = dy_block.chunks_exact(cols).zip(x_block.chunks_exact(cols));
             let rows = rows.zip(dx.chunks_exact_mut(cols)).zip(rstd);
             for (r, (((dy, x), dx), &rstd)) in rows.enumerate() {
