@@ -49,7 +49,7 @@ use super::rows::{
 };
 use super::stores::{write_row, Stores};
 use super::{layer_norm, rms_norm};
-use crate::{threads, Result};
+use crate::Result;
 
 /// The gradients arriving at the two outputs of [`add_norm_forward`].
 #[derive(Clone, Copy, Debug)]
@@ -90,7 +90,7 @@ pub fn add_norm_forward(
         }
     };
     let stores = Stores::for_call(4 * std::mem::size_of_val(x));
-    let block_rows = threads::rows_per_block(rows);
+    let block_rows = rows::rows_per_block(rows);
     let block_len = block_rows * cols;
     let mut mean_blocks = mean.chunks_mut(block_rows);
     let blocks: Vec<_> = x
@@ -189,7 +189,7 @@ pub fn add_norm_backward(
     check_grads(OP, weights, &grads)?;
     let tensors = if upstream.dsum.is_some() { 4 } else { 3 };
     let stores = Stores::for_call(tensors * std::mem::size_of_val(sum));
-    let block_rows = threads::rows_per_block(rows);
+    let block_rows = rows::rows_per_block(rows);
     let block_len = block_rows * cols;
     let has_bias = weights.bias.is_some();
     let partial_len = partial_len(cols, has_bias);

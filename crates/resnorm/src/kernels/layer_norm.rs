@@ -57,7 +57,7 @@ use super::rows::{
     RowSource, SumOf,
 };
 use super::stores::{write_row, Stores};
-use crate::{threads, Result};
+use crate::Result;
 
 /// Normalizes every row of `x` (`[rows, cols]`, `cols = weights.weight.len()`) into `out`,
 /// saving each row's mean and `rstd` for the backward pass.
@@ -75,7 +75,7 @@ pub fn layer_norm_forward(
     check_len(OP, "mean", mean.len(), rows)?;
     check_len(OP, "rstd", rstd.len(), rows)?;
     let stores = Stores::for_call(2 * std::mem::size_of_val(x));
-    let block_rows = threads::rows_per_block(rows);
+    let block_rows = rows::rows_per_block(rows);
     let blocks: Vec<_> = x
         .chunks(block_rows * cols)
         .zip(out.chunks_mut(block_rows * cols))
@@ -114,7 +114,7 @@ pub fn layer_norm_backward(
     check_len(OP, "rstd", rstd.len(), rows)?;
     check_grads(OP, weights, &grads)?;
     let stores = Stores::for_call(3 * std::mem::size_of_val(x));
-    let block_rows = threads::rows_per_block(rows);
+    let block_rows = rows::rows_per_block(rows);
     let partial_len = partial_len(cols, weights.bias.is_some());
     let mut partials = zeroed_partials(rows.div_ceil(block_rows), partial_len);
     let blocks: Vec<_> = dy
