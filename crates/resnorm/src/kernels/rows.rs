@@ -161,12 +161,13 @@ pub(crate) fn prefetch_row(block: &[f32], cols: usize, row: usize) {
     }
 }
 
-/// Blocks of rows per thread in a row kernel. More than one, so that a thread done with its
-/// own blocks takes over the other's last ones (rayon's stealing) when the two run at
-/// different speeds, as the virtual CPUs of a shared machine do. `resnorm bench norms
+/// Blocks of rows per thread in a row kernel. With more than one, a thread done with its own
+/// blocks takes over the other's last ones (rayon's stealing). `resnorm bench norms
 /// --threads 2`, three rounds alternating one block and four per thread (medians):
 /// LayerNorm forward+backward 8192x768 4.22 -> 3.17 ms, 16384x384 4.18 -> 2.92, forward
-/// 16384x384 1.44 -> 0.96; RMSNorm and add+LayerNorm alike at the large shapes.
+/// 16384x384 1.44 -> 0.96; RMSNorm and add+LayerNorm alike at the large shapes. Uneven
+/// threads are the likely cause, not a proven one: GELU's element-wise blocks and the
+/// matrix products, measured the same way (alternating in one process), did not change.
 const BLOCKS_PER_THREAD: usize = 4;
 
 /// Rows per block for a row kernel over `rows` rows: [`BLOCKS_PER_THREAD`] contiguous blocks
