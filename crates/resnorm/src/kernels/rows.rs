@@ -1,6 +1,6 @@
 //! The machinery of row-wise kernels: reductions over one row in explicit vector lanes, the
 //! rows they read ([`RowSource`]), prefetching of the rows ahead, and the split of
-//! `[rows, cols]` work into one contiguous block of rows per thread.
+//! `[rows, cols]` work into contiguous blocks of rows, [`BLOCKS_PER_THREAD`] per thread.
 //!
 //! A plain `iter().sum()` is one dependent chain of additions, which LLVM may not reorder for
 //! floats; the reductions here keep [`LANES`] independent partial sums ([`Lanes`]) over
@@ -199,8 +199,8 @@ pub(crate) fn run_blocks<B: Send>(blocks: Vec<B>, elements: usize, work: impl Fn
 /// Entries of one block's parameter-gradient partial: `dweight`, then `dbias` if any, then
 /// padding to a whole number of cache lines. Every row of a block adds into its partial:
 /// were two blocks' partials to share a line, the two threads writing them would pass that
-/// line back and forth at every row (LayerNorm backward, 65536x128 with 2 threads, twice as
-/// slow).
+/// line back and forth at every row (LayerNorm backward, 65536x128 with 2 threads, about
+/// twice as slow).
 pub(crate) fn partial_len(cols: usize, has_bias: bool) -> usize {
     (cols * if has_bias { 2 } else { 1 }).next_multiple_of(LANES)
 }
