@@ -15,7 +15,7 @@
 //! kernels use it where that cannot matter (`σ(u) = 1/(1+e⁻ᵘ)` is then `0` or `1` to within
 //! `10⁻³⁸`; a softmax subtracts its row maximum first).
 //!
-//! [`wide`] runs a closure (and [`wide_fn!`] a function) compiled for AVX-512 or AVX2 when
+//! [`wide`] runs a closure (and `wide_fn!` a function) compiled for AVX-512 or AVX2 when
 //! the CPU has them, so that the loops inlined into it use 512- or 256-bit registers; every
 //! operation is element-wise IEEE arithmetic (no fused multiply-add), so the bits do not
 //! depend on the register width.
@@ -69,7 +69,7 @@ pub fn exp(x: f32) -> f32 {
 ///
 /// Only as far as LLVM inlines `f` into the wide copies: `f` is called on every path, so a
 /// large closure stays a separate function compiled for none of them. Loops of more than a
-/// few lines use [`wide_fn!`] instead.
+/// few lines use `wide_fn!` instead.
 #[inline(always)]
 pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
