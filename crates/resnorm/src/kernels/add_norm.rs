@@ -100,7 +100,6 @@ pub fn add_norm_forward(
         .zip(stats.rstd.chunks_mut(block_rows))
         .map(|block| (block, mean_blocks.next()))
         .collect();
-    let ahead = rows::rows_ahead(cols);
     run_blocks(
         blocks,
         x.len(),
@@ -110,11 +109,7 @@ pub fn add_norm_forward(
                 .zip(residual_block.chunks_exact(cols));
             let outputs = sum.chunks_exact_mut(cols).zip(out.chunks_exact_mut(cols));
             let mut means = mean.map(|m| m.iter_mut());
-            for (r, (((x, residual), (sum, out)), rstd)) in
-                inputs.zip(outputs).zip(rstd).enumerate()
-            {
-                rows::prefetch_row(x_block, cols, r + ahead);
-                rows::prefetch_row(residual_block, cols, r + ahead);
+            for (((x, residual), (sum, out)), rstd) in inputs.zip(outputs).zip(rstd) {
                 add_row(x, residual, sum, stores);
                 // Through the cache the norm reads `sum` back from L1; streamed, `sum` is
                 // past the cache, so the norm recomputes `x + residual` (the same bits).
@@ -151,7 +146,10 @@ fn add_row_with<L: Lanes>(x: &[f32], residual: &[f32], sum: &mut [f32], stores: 
         sum,
         stores,
         &mut (),
-        |_, k| row.lanes::<L>(k),
+        |_, k| {
+            row.prefetch_ahead(k);
+            row.lanes::<L>(k)
+        },
         |_, i| row.at(i),
     );
 }
@@ -205,7 +203,6 @@ pub fn add_norm_backward(
         .zip(partials.chunks_mut(partial_len))
         .map(|block| (block, (dsum_blocks.next(), mean_blocks.next())))
         .collect();
-    let ahead = rows::rows_ahead(cols);
     run_blocks(blocks, sum.len(), |(block, (dsum_block, mean))| {
         let ((((dout_block, sum_block), dx), rstd), partial) = block;
         let (dweight, dbias) = split_partial(partial, cols, has_bias);
@@ -216,13 +213,7 @@ pub fn add_norm_backward(
             .chunks_exact(cols)
             .zip(sum_block.chunks_exact(cols));
         let rows = rows.zip(dx.chunks_exact_mut(cols)).zip(rstd);
-        for (r, (((dout, sum), dx), &rstd)) in rows.enumerate() {
-            for block in [Some(dout_block), Some(sum_block), dsum_block]
-                .into_iter()
-                .flatten()
-            {
-                rows::prefetch_row(block, cols, r + ahead);
-            }
+        for (((dout, sum), dx), &rstd) in rows {
             let dsum = dsum_rows.as_mut().and_then(Iterator::next);
             let row = BackwardRow {
                 dy: dout,

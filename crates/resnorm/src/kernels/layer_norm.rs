@@ -53,8 +53,8 @@ use super::norm::{
     check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
 use super::rows::{
-    self, add_partials, chunk, chunk_mut, partial_len, run_blocks, split_partial, zeroed_partials,
-    RowSource, SumOf,
+    self, add_partials, chunk, chunk_mut, partial_len, prefetch_ahead, run_blocks, split_partial,
+    zeroed_partials, RowSource, SumOf,
 };
 use super::stores::{write_row, Stores};
 use crate::Result;
@@ -81,12 +81,9 @@ pub fn layer_norm_forward(
         .zip(out.chunks_mut(block_rows * cols))
         .zip(mean.chunks_mut(block_rows).zip(rstd.chunks_mut(block_rows)))
         .collect();
-    let ahead = rows::rows_ahead(cols);
     run_blocks(blocks, x.len(), |((x_block, out), (mean, rstd))| {
         let rows = x_block.chunks_exact(cols).zip(out.chunks_exact_mut(cols));
-        let rows = rows.zip(mean.iter_mut().zip(rstd));
-        for (r, ((x, out), (mean, rstd))) in rows.enumerate() {
-            rows::prefetch_row(x_block, cols, r + ahead);
+        for ((x, out), (mean, rstd)) in rows.zip(mean.iter_mut().zip(rstd)) {
             (*mean, *rstd) = forward_row(x, None, weights, out, stores);
         }
         stores.finish_block();
@@ -124,7 +121,6 @@ pub fn layer_norm_backward(
         .zip(mean.chunks(block_rows).zip(rstd.chunks(block_rows)))
         .zip(partials.chunks_mut(partial_len))
         .collect();
-    let ahead = rows::rows_ahead(cols);
     run_blocks(
         blocks,
         x.len(),
@@ -134,9 +130,7 @@ pub fn layer_norm_backward(
             let rows = dy_block.chunks_exact(cols).zip(x_block.chunks_exact(cols));
             let rows = rows.zip(dx.chunks_exact_mut(cols));
             let stats = mean.iter().copied().zip(rstd.iter().copied());
-            for (r, (((dy, x), dx), stats)) in rows.zip(stats).enumerate() {
-                rows::prefetch_row(dy_block, cols, r + ahead);
-                rows::prefetch_row(x_block, cols, r + ahead);
+            for (((dy, x), dx), stats) in rows.zip(stats) {
                 let row = BackwardRow { dy, x, dsum: None };
                 backward_row(row, weights, stats, dx, &mut block_grads, stores);
             }
@@ -253,7 +247,10 @@ fn backward_row_with<L: Lanes>(
             (L::load(db) + g).store(db);
         }
         let d = rstd_l * (g * w - mean_dyw_l - xhat * mean_dyw_xhat_l);
-        dsum.map_or(d, |s| d + L::load(chunk(s, k)))
+        dsum.map_or(d, |s| {
+            prefetch_ahead(s, k);
+            d + L::load(chunk(s, k))
+        })
     };
     let scalar = |grads: &mut NormGrads<'_>, i: usize| {
         let (g, w) = (dy[i], w[i]);
@@ -273,10 +270,11 @@ fn backward_row_with<L: Lanes>(
 fn backward_sums<L: Lanes>(dy: &[f32], x: &[f32], w: &[f32], mean: f32) -> (f32, f32, f32) {
     let (mut dyw, mut dyw_dev, mut dev) = (L::zero(), L::zero(), L::zero());
     let mean_lanes = L::splat(mean);
-    let chunks = dy.chunks_exact(LANES).zip(x.chunks_exact(LANES));
-    for ((g, v), w) in chunks.zip(w.chunks_exact(LANES)) {
-        let g_w = L::load(g) * L::load(w);
-        let d = L::load(v) - mean_lanes;
+    for k in 0..dy.len() / LANES {
+        prefetch_ahead(dy, k);
+        prefetch_ahead(x, k);
+        let g_w = L::load(chunk(dy, k)) * L::load(chunk(w, k));
+        let d = L::load(chunk(x, k)) - mean_lanes;
         dyw += g_w;
         dyw_dev += g_w * d;
         dev += d;

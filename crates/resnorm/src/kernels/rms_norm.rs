@@ -41,8 +41,8 @@ use super::norm::{
     check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
 use super::rows::{
-    self, add_partials, chunk, chunk_mut, partial_len, run_blocks, split_partial, zeroed_partials,
-    RowSource, SumOf,
+    self, add_partials, chunk, chunk_mut, partial_len, prefetch_ahead, run_blocks, split_partial,
+    zeroed_partials, RowSource, SumOf,
 };
 use super::stores::{write_row, Stores};
 use crate::Result;
@@ -67,11 +67,9 @@ pub fn rms_norm_forward(
         .zip(out.chunks_mut(block_rows * cols))
         .zip(rstd.chunks_mut(block_rows))
         .collect();
-    let ahead = rows::rows_ahead(cols);
     run_blocks(blocks, x.len(), |((x_block, out), rstd)| {
         let rows = x_block.chunks_exact(cols).zip(out.chunks_exact_mut(cols));
-        for (r, ((x, out), rstd)) in rows.zip(rstd).enumerate() {
-            rows::prefetch_row(x_block, cols, r + ahead);
+        for ((x, out), rstd) in rows.zip(rstd) {
             *rstd = forward_row(x, None, weights.weight, weights.eps, out, stores);
         }
         stores.finish_block();
@@ -107,7 +105,6 @@ pub fn rms_norm_backward(
         .zip(rstd.chunks(block_rows))
         .zip(partials.chunks_mut(partial_len))
         .collect();
-    let ahead = rows::rows_ahead(cols);
     run_blocks(
         blocks,
         x.len(),
@@ -115,9 +112,7 @@ pub fn rms_norm_backward(
             let (dweight, _) = split_partial(partial, cols, false);
             let rows = dy_block.chunks_exact(cols).zip(x_block.chunks_exact(cols));
             let rows = rows.zip(dx.chunks_exact_mut(cols)).zip(rstd);
-            for (r, (((dy, x), dx), &rstd)) in rows.enumerate() {
-                rows::prefetch_row(dy_block, cols, r + ahead);
-                rows::prefetch_row(x_block, cols, r + ahead);
+            for (((dy, x), dx), &rstd) in rows {
                 let row = BackwardRow { dy, x, dsum: None };
                 backward_row(row, weights.weight, rstd, dx, dweight, stores);
             }
@@ -210,7 +205,10 @@ fn backward_row_with<L: Lanes>(
         let dw = chunk_mut(dweight, k);
         (L::load(dw) + g * xhat).store(dw);
         let d = rstd_l * (g * w - xhat * mean_dyw_xhat_l);
-        dsum.map_or(d, |s| d + L::load(chunk(s, k)))
+        dsum.map_or(d, |s| {
+            prefetch_ahead(s, k);
+            d + L::load(chunk(s, k))
+        })
     };
     let scalar = |dweight: &mut &mut [f32], i: usize| {
         let (g, w) = (dy[i], w[i]);
@@ -222,20 +220,21 @@ fn backward_row_with<L: Lanes>(
     write_row(dx, stores, &mut &mut *dweight, vector, scalar);
 }
 
-/// `Σ a ⊙ b ⊙ c`.
+/// `Σ dy ⊙ w ⊙ x`, asking for `dy` and `x` ahead as it reads them (the weight stays cached).
 #[inline(always)]
-fn dot3<L: Lanes>(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+fn dot3<L: Lanes>(dy: &[f32], w: &[f32], x: &[f32]) -> f32 {
     let mut acc = L::zero();
-    let chunks = a.chunks_exact(LANES).zip(b.chunks_exact(LANES));
-    for ((a, b), c) in chunks.zip(c.chunks_exact(LANES)) {
-        acc += L::load(a) * L::load(b) * L::load(c);
+    for k in 0..dy.len() / LANES {
+        prefetch_ahead(dy, k);
+        prefetch_ahead(x, k);
+        acc += L::load(chunk(dy, k)) * L::load(chunk(w, k)) * L::load(chunk(x, k));
     }
-    let done = a.len() - a.len() % LANES;
-    let tail: f32 = a[done..]
+    let done = dy.len() - dy.len() % LANES;
+    let tail: f32 = dy[done..]
         .iter()
-        .zip(&b[done..])
-        .zip(&c[done..])
-        .map(|((a, b), c)| a * b * c)
+        .zip(&w[done..])
+        .zip(&x[done..])
+        .map(|((g, w), x)| g * w * x)
         .sum();
     acc.sum() + tail
 }
