@@ -39,11 +39,12 @@ pub(crate) trait Lanes:
     fn store(self, chunk: &mut [f32]);
     /// The byte alignment `chunk` needs for [`Lanes::store_streaming`] to bypass the cache.
     const STREAM_ALIGN: usize;
-    /// Like [`Lanes::store`], but with non-temporal (streaming) stores, which write to memory
-    /// without first reading the line into the cache, when `chunk` starts at a multiple of
-    /// [`Lanes::STREAM_ALIGN`] bytes (plain stores otherwise). Same bits either way; a block
-    /// of such stores ends with [`streaming_fence`].
-    fn store_streaming(self, chunk: &mut [f32]);
+    /// Writes the lanes to `chunk` with non-temporal (streaming) stores.
+    ///
+    /// # Safety
+    ///
+    /// `chunk` must start at a multiple of [`Lanes::STREAM_ALIGN`] bytes.
+    unsafe fn stream(self, chunk: &mut [f32; LANES]);
     /// `g` in the lanes where `self > 0` or is NaN, 0 elsewhere: a ReLU's gradient gate
     /// (`self` its input or output), and with `g = self` the ReLU itself.
     fn relu_gate(self, g: Self) -> Self;
@@ -52,6 +53,22 @@ pub(crate) trait Lanes:
     #[inline(always)]
     fn zero() -> Self {
         Self::splat(0.0)
+    }
+
+    /// Like [`Lanes::store`], but with non-temporal (streaming) stores, which write to memory
+    /// without first reading the line into the cache, when `chunk` starts at a multiple of
+    /// [`Lanes::STREAM_ALIGN`] bytes (plain stores otherwise). Same bits either way; a block
+    /// of such stores ends with [`streaming_fence`].
+    #[inline(always)]
+    fn store_streaming(self, chunk: &mut [f32]) {
+        let chunk = chunk
+            .first_chunk_mut::<LANES>()
+            .expect("a chunk of LANES elements");
+        if !(chunk.as_ptr() as usize).is_multiple_of(Self::STREAM_ALIGN) {
+            return self.store(chunk);
+        }
+        // SAFETY: `chunk` starts at a multiple of STREAM_ALIGN bytes, checked just above.
+        unsafe { self.stream(chunk) }
     }
 
     /// The sum of the lanes, added pairwise in a fixed order.
@@ -122,8 +139,9 @@ impl Lanes for Portable {
 
     const STREAM_ALIGN: usize = std::mem::align_of::<f32>();
 
+    /// Plain stores: no streaming stores without a written-out implementation.
     #[inline(always)]
-    fn store_streaming(self, chunk: &mut [f32]) {
+    unsafe fn stream(self, chunk: &mut [f32; LANES]) {
         self.store(chunk);
     }
 
@@ -229,14 +247,10 @@ mod x86 {
         const STREAM_ALIGN: usize = 16;
 
         #[inline(always)]
-        fn store_streaming(self, chunk: &mut [f32]) {
-            let chunk = &mut chunk[..LANES];
-            if !(chunk.as_ptr() as usize).is_multiple_of(Self::STREAM_ALIGN) {
-                return self.store(chunk);
-            }
+        unsafe fn stream(self, chunk: &mut [f32; LANES]) {
             for (i, register) in self.0.into_iter().enumerate() {
                 // SAFETY: SSE2 is baseline; each store writes 4 elements in `chunk`, at a
-                // 16-byte boundary since `chunk` starts at one (checked above).
+                // 16-byte boundary since `chunk` starts at one (the caller's contract).
                 unsafe { _mm_stream_ps(chunk[4 * i..].as_mut_ptr(), register) };
             }
         }
@@ -286,14 +300,10 @@ mod x86 {
         const STREAM_ALIGN: usize = 32;
 
         #[inline(always)]
-        fn store_streaming(self, chunk: &mut [f32]) {
-            let chunk = &mut chunk[..LANES];
-            if !(chunk.as_ptr() as usize).is_multiple_of(Self::STREAM_ALIGN) {
-                return self.store(chunk);
-            }
+        unsafe fn stream(self, chunk: &mut [f32; LANES]) {
             for (i, register) in self.0.into_iter().enumerate() {
                 // SAFETY: see the type's documentation; each store writes 8 elements, at a
-                // 32-byte boundary since `chunk` starts at one (checked above).
+                // 32-byte boundary since `chunk` starts at one (the caller's contract).
                 unsafe { _mm256_stream_ps(chunk[8 * i..].as_mut_ptr(), register) };
             }
         }
@@ -341,13 +351,9 @@ mod x86 {
         const STREAM_ALIGN: usize = 64;
 
         #[inline(always)]
-        fn store_streaming(self, chunk: &mut [f32]) {
-            let chunk = &mut chunk[..LANES];
-            if !(chunk.as_ptr() as usize).is_multiple_of(Self::STREAM_ALIGN) {
-                return self.store(chunk);
-            }
+        unsafe fn stream(self, chunk: &mut [f32; LANES]) {
             // SAFETY: see the type's documentation; the store writes the 16 elements, at a
-            // 64-byte boundary since `chunk` starts at one (checked above).
+            // 64-byte boundary since `chunk` starts at one (the caller's contract).
             unsafe { _mm512_stream_ps(chunk.as_mut_ptr(), self.0[0]) };
         }
 
