@@ -53,10 +53,10 @@ use super::norm::{
     check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
 use super::rows::{
-    self, add_partials, chunk, chunk_mut, partial_len, prefetch_ahead, run_blocks, split_partial,
-    zeroed_partials, RowSource, SumOf,
+    self, add_partials, chunk, chunk_mut, partial_len, prefetch_ahead, prefetch_ahead_of,
+    run_blocks, split_partial, zeroed_partials, RowSource, SumOf,
 };
-use super::stores::{write_row, Stores};
+use super::stores::{output_ahead, write_row, Stores};
 use crate::Result;
 
 /// Normalizes every row of `x` (`[rows, cols]`, `cols = weights.weight.len()`) into `out`,
@@ -237,7 +237,11 @@ fn backward_row_with<L: Lanes>(
     let mean_dyw_xhat = rstd * (sum_dyw_dev - correction * sum_dyw) / n;
     let [mean_l, correction_l, rstd_l, mean_dyw_l, mean_dyw_xhat_l] =
         [mean, correction, rstd, mean_dyw, mean_dyw_xhat].map(L::splat);
+    let dx_ahead = output_ahead(dx, stores);
     let vector = |grads: &mut NormGrads<'_>, k: usize| {
+        if let Some(dx) = dx_ahead {
+            prefetch_ahead_of(dx, k);
+        }
         let (g, w) = (L::load(chunk(dy, k)), L::load(chunk(w, k)));
         let xhat = ((L::load(chunk(x, k)) - mean_l) - correction_l) * rstd_l;
         let dw = chunk_mut(grads.dweight, k);

@@ -171,7 +171,14 @@ const READ_AHEAD_FLOATS: usize = 4096 / std::mem::size_of::<f32>();
 /// past the row or its whole buffer: a prefetch reads nothing and never faults.
 #[inline(always)]
 pub(crate) fn prefetch_ahead(row: &[f32], k: usize) {
-    prefetch_lines(row.as_ptr().wrapping_add(k * LANES + READ_AHEAD_FLOATS), 1);
+    prefetch_ahead_of(row.as_ptr(), k);
+}
+
+/// [`prefetch_ahead`] for the row that starts at `start`: for an output row, which is
+/// borrowed for writing while its chunks are computed.
+#[inline(always)]
+pub(crate) fn prefetch_ahead_of(start: *const f32, k: usize) {
+    prefetch_lines(start.wrapping_add(k * LANES + READ_AHEAD_FLOATS), 1);
 }
 
 /// Blocks of rows per thread in a row kernel. With more than one, a thread done with its own

@@ -50,6 +50,18 @@ impl Stores {
     }
 }
 
+/// Where a backward row asks for the lines of its output `dx` ahead of writing them (see
+/// [`prefetch_ahead_of`](super::rows::prefetch_ahead_of)): the start of `dx` when it goes
+/// through the cache, none when it is streamed (a streamed line is never read). A backward
+/// chunk stores `dx` and the parameter-gradient partials, stores retire in order, and one
+/// waiting for its line held up those behind it: asked ahead, LayerNorm backward took
+/// 0.22 ms instead of 0.26 at 2048x384 and 0.48 instead of 0.57 at 2048x768 (2 threads, one
+/// process alternating). The forwards, one store per chunk, measured slower asking ahead
+/// (0.14 ms instead of 0.12 at 2048x384) and do not.
+pub(crate) fn output_ahead(dx: &[f32], stores: Stores) -> Option<*const f32> {
+    (stores == Stores::Cached).then_some(dx.as_ptr())
+}
+
 /// Bytes per cache line. Streaming stores must fill whole lines: a line written partly by
 /// them and partly by plain stores is flushed piecemeal (measured 4x slower at 128 columns).
 const LINE_BYTES: usize = 64;
