@@ -24,7 +24,7 @@ use crate::kernels::add_norm::UpstreamGrads;
 use crate::kernels::norm::NormKind;
 use crate::kernels::residual::{
     gated_residual_add, gated_residual_add_backward, residual_add, residual_add_assign,
-    residual_add_backward, scaled_residual_add, scaled_residual_add_backward,
+    scaled_residual_add, scaled_residual_add_backward,
 };
 use crate::nn::norm::{Norm, NormSaved};
 use crate::nn::{Param, ParamKind};
@@ -80,6 +80,17 @@ impl UnitScratch {
             d_tmp: AlignedVec::zeros(n),
         }
     }
+}
+
+/// Where a unit's backward finds the skip path's share of `∂L/∂x_in`.
+#[derive(Clone, Copy, Debug)]
+enum Skip {
+    /// The skip path is the identity: its gradient is `∂L/∂x_out` itself.
+    Identity,
+    /// Computed into `d_in` before the sublayer's backward runs.
+    Written,
+    /// No skip path (no-residual).
+    Absent,
 }
 
 impl ResidualUnit {
@@ -220,22 +231,21 @@ impl ResidualUnit {
             d_h,
             d_tmp,
         } = scratch;
-        // 1. Split d_out into the skip path's gradient (d_in) and F's output gradient (d_f).
-        match self.placement {
-            Placement::PreLn | Placement::NoNorm => residual_add_backward(d_out, d_in, d_f)?,
-            Placement::NoResidual => {
-                d_f.copy_from_slice(d_out);
-                d_in.fill(0.0);
-            }
+        // 1. F's output gradient, and the skip path's: `dy` itself where the skip path is the
+        //    identity (nothing is copied), written into d_in where it is not.
+        let (d_f, skip): (&[f32], Skip) = match self.placement {
+            Placement::PreLn | Placement::NoNorm => (d_out, Skip::Identity),
+            Placement::NoResidual => (d_out, Skip::Absent),
             Placement::Sandwich => {
-                d_in.copy_from_slice(d_out);
                 self.post_norm_mut()
                     .backward(d_out, &acts.f_out, &acts.post_saved, d_f)?;
+                (d_f, Skip::Identity)
             }
             Placement::ReZero => {
                 let gate = self.gate.as_mut().expect("re-zero has a gate");
                 let a = gate.value[0];
                 gated_residual_add_backward(d_out, &acts.f_out, a, d_in, d_f, &mut gate.grad[0])?;
+                (d_f, Skip::Written)
             }
             Placement::PostLn => {
                 let upstream = UpstreamGrads {
@@ -245,11 +255,13 @@ impl ResidualUnit {
                 self.post_norm_mut()
                     .add_backward(upstream, &acts.post, &acts.post_saved, d_f)?;
                 d_in.copy_from_slice(d_f);
+                (d_f, Skip::Written)
             }
             Placement::DeepNorm => {
                 self.post_norm_mut()
                     .backward(d_out, &acts.post, &acts.post_saved, d_tmp)?;
                 scaled_residual_add_backward(self.alpha, d_tmp, d_in, d_f)?;
+                (d_f, Skip::Written)
             }
             Placement::ResiDual => {
                 let upstream = UpstreamGrads {
@@ -263,9 +275,11 @@ impl ResidualUnit {
                     d_dual.expect("resi-dual carries a dual gradient"),
                     d_f,
                 )?;
+                (d_f, Skip::Written)
             }
-        }
-        // 2. Through F, then its input norm; add onto the skip path: dx = skip + F'ᵀ d_f.
+        };
+        // 2. Through F, then its input norm; add onto the skip path: dx = skip + F'ᵀ d_f. An
+        //    identity skip path is added in the norm's backward pass itself (its `dsum`).
         let h: &[f32] = if self.pre_norm.is_some() {
             &acts.normed
         } else {
@@ -273,12 +287,26 @@ impl ResidualUnit {
         };
         self.sublayer
             .backward(d_f, h, &acts.sublayer, sub_scratch, d_h, batch, seq)?;
-        match &mut self.pre_norm {
-            Some(norm) => {
-                norm.backward(d_h, x_in, &acts.pre_saved, d_tmp)?;
+        let saved = &acts.pre_saved;
+        match (&mut self.pre_norm, skip) {
+            (Some(norm), Skip::Identity) => {
+                let upstream = UpstreamGrads {
+                    dout: d_h,
+                    dsum: Some(d_out),
+                };
+                norm.add_backward(upstream, x_in, saved, d_in)
+            }
+            (Some(norm), Skip::Written) => {
+                norm.backward(d_h, x_in, saved, d_tmp)?;
                 residual_add_assign(d_in, d_tmp)
             }
-            None => residual_add_assign(d_in, d_h),
+            (Some(norm), Skip::Absent) => norm.backward(d_h, x_in, saved, d_in),
+            (None, Skip::Identity) => residual_add(d_out, d_h, d_in),
+            (None, Skip::Written) => residual_add_assign(d_in, d_h),
+            (None, Skip::Absent) => {
+                d_in.copy_from_slice(d_h);
+                Ok(())
+            }
         }
     }
 
