@@ -37,9 +37,11 @@ pub(crate) trait Lanes:
     fn load(chunk: &[f32]) -> Self;
     /// Writes the lanes to the first [`LANES`] places of `chunk`; panics if it is shorter.
     fn store(self, chunk: &mut [f32]);
-    /// The byte alignment `chunk` needs for [`Lanes::store_streaming`] to bypass the cache.
+    /// The byte alignment `chunk` needs for [`Lanes::stream`].
     const STREAM_ALIGN: usize;
-    /// Writes the lanes to `chunk` with non-temporal (streaming) stores.
+    /// Writes the lanes to `chunk` with non-temporal (streaming) stores, which write to
+    /// memory without first reading the line into the cache; the same bits as
+    /// [`Lanes::store`]. A block of such stores ends with [`streaming_fence`].
     ///
     /// # Safety
     ///
@@ -53,22 +55,6 @@ pub(crate) trait Lanes:
     #[inline(always)]
     fn zero() -> Self {
         Self::splat(0.0)
-    }
-
-    /// Like [`Lanes::store`], but with non-temporal (streaming) stores, which write to memory
-    /// without first reading the line into the cache, when `chunk` starts at a multiple of
-    /// [`Lanes::STREAM_ALIGN`] bytes (plain stores otherwise). Same bits either way; a block
-    /// of such stores ends with [`streaming_fence`].
-    #[inline(always)]
-    fn store_streaming(self, chunk: &mut [f32]) {
-        let chunk = chunk
-            .first_chunk_mut::<LANES>()
-            .expect("a chunk of LANES elements");
-        if !(chunk.as_ptr() as usize).is_multiple_of(Self::STREAM_ALIGN) {
-            return self.store(chunk);
-        }
-        // SAFETY: `chunk` starts at a multiple of STREAM_ALIGN bytes, checked just above.
-        unsafe { self.stream(chunk) }
     }
 
     /// The sum of the lanes, added pairwise in a fixed order.

@@ -85,13 +85,16 @@ pub(crate) fn write_row<L: Lanes, S>(
         0 => stores,
         _ => Stores::Cached,
     };
+    const { assert!(LINE_BYTES.is_multiple_of(L::STREAM_ALIGN)) };
     let (body, tail) = out.as_chunks_mut::<LANES>();
     let done = body.len() * LANES;
     for (k, chunk) in body.iter_mut().enumerate() {
         let lanes = vector(state, k);
         match stores {
             Stores::Cached => lanes.store(chunk),
-            Stores::Streaming => lanes.store_streaming(chunk),
+            // SAFETY: streaming only when `out` starts on a cache line (above), so chunk `k`
+            // starts `k` lines further on, a multiple of STREAM_ALIGN bytes (asserted above).
+            Stores::Streaming => unsafe { lanes.stream(chunk) },
         }
     }
     for (i, o) in tail.iter_mut().enumerate() {
