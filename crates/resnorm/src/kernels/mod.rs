@@ -41,7 +41,7 @@ pub use cross_entropy::{
 pub use gelu::{gelu_backward, gelu_forward};
 pub use im2col::{col2im, col2im_add, im2col, PatchGeometry};
 pub use matmul::{
-    matmul, matmul_strided, MatDims, MatMut, MatRef, Trans, PARALLEL_MIN_WORK,
+    matmul, matmul_plus_row, matmul_strided, MatDims, MatMut, MatRef, Trans, PARALLEL_MIN_WORK,
     VECTOR_PARALLEL_MIN_WORK,
 };
 pub use norm::{NormKind, DEFAULT_EPS};

@@ -11,9 +11,10 @@
 //!
 //! The layer owns `weight` and `bias`; the caller owns the activations. Backward needs the
 //! forward's input `x` and the output gradient `dy`. The products run on
-//! [`crate::kernels::matmul()`] (transposes by strides, no copies). The bias gradient is summed
-//! per column in row order, each thread owning a block of columns, so it is bit-for-bit the
-//! same for any thread count.
+//! [`crate::kernels::matmul()`] (transposes by strides, no copies); the forward's bias is added
+//! by [`crate::kernels::matmul_plus_row`], each thread adding it to the rows it just computed.
+//! The bias gradient is summed per column in row order, each thread owning a block of
+//! columns, so it is bit-for-bit the same for any thread count.
 //!
 //! ```
 //! use resnorm::nn::Linear;
@@ -31,7 +32,7 @@
 //! assert!(fc.forward(&mut y, &[1.0, 2.0, 3.0]).is_err());
 //! ```
 
-use crate::kernels::{matmul, MatDims, Trans};
+use crate::kernels::{matmul, matmul_plus_row, MatDims, Trans};
 use crate::nn::{Param, ParamKind};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -105,14 +106,12 @@ impl Linear {
     /// `out [rows, out] = x [rows, in] · W + b`, `rows = x.len() / in`.
     pub fn forward(&self, out: &mut [f32], x: &[f32]) -> Result<()> {
         let dims = self.dims("Linear::forward", x, out)?;
-        let accumulate = match &self.bias {
+        match &self.bias {
             Some(bias) => {
-                fill_rows(out, &bias.value);
-                true
+                matmul_plus_row(out, x, &self.weight.value, &bias.value, dims, Trans::NONE)
             }
-            None => false,
-        };
-        matmul(out, x, &self.weight.value, dims, Trans::NONE, accumulate)
+            None => matmul(out, x, &self.weight.value, dims, Trans::NONE, false),
+        }
     }
 
     /// Writes `dx = dy Wᵀ`; adds `xᵀ dy` into the weight gradient and `Σ_rows dy` into the
@@ -185,25 +184,6 @@ impl Linear {
             n: n_out,
         })
     }
-}
-
-/// Copies `row` into every row of `out`, one block of rows per thread (for the 6-layer
-/// width-384 GPT, 28 MB per layer that one thread used to write while the other waited).
-fn fill_rows(out: &mut [f32], row: &[f32]) {
-    let fill = |block: &mut [f32]| {
-        block
-            .chunks_exact_mut(row.len())
-            .for_each(|r| r.copy_from_slice(row))
-    };
-    if out.len() < PARALLEL_MIN_LEN {
-        fill(out);
-        return;
-    }
-    let block_len = crate::threads::rows_per_block(out.len() / row.len()) * row.len();
-    let Ok(()) = crate::threads::for_each_chunk_spinning(out, block_len, &|_, block| {
-        fill(block);
-        Ok::<(), std::convert::Infallible>(())
-    });
 }
 
 /// `sums[j] += Σ_r dy[r, j]`, each column summed in row order.
