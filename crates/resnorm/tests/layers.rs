@@ -128,7 +128,7 @@ fn linear_without_bias_matches_naive_and_is_deterministic() {
 
 #[test]
 fn linear_bias_gradient_is_deterministic_on_the_pool() {
-    let (rows, n_in, n_out) = (700, 3, 64); // 44800 dy elements: column blocks on the pool
+    let (rows, n_in, n_out) = (700, 3, 64); // 44800 dy elements: row blocks on the pool
     let mut fc = Linear::new("c_proj", n_in, n_out, true).unwrap();
     let x = normal(9, rows * n_in);
     let dy = normal(10, rows * n_out);
