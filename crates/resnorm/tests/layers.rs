@@ -7,7 +7,11 @@
 mod common;
 
 use common::{assert_close, Fixture};
-use resnorm::kernels::gelu::{gelu_backward_from_slope, gelu_forward_keeping_slope};
+use resnorm::kernels::column_sums::add_column_sums;
+use resnorm::kernels::gelu::{
+    bias_gelu_backward_from_slope, bias_gelu_forward_keeping_slope, gelu_backward_from_slope,
+    gelu_forward_keeping_slope,
+};
 use resnorm::kernels::{
     cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward, gelu_backward,
     gelu_forward, MatDims, Trans,
@@ -205,6 +209,58 @@ fn gelu_through_the_slope_equals_gelu_from_x() {
         assert_eq!(bits(&y_s), bits(&y), "forward, {len} elements");
         assert_eq!(bits(&dx_s), bits(&dx), "backward, {len} elements");
     }
+}
+
+/// A bias fused into the GELU gives the same bits as adding it first and running the GELU,
+/// and its gradient the same bits as summing the columns of the GELU's `dx` afterwards: on
+/// the pool (700 rows of 64: two full sum blocks and a short one) and on one thread.
+#[test]
+fn bias_gelu_equals_the_bias_added_first() {
+    for (rows, cols) in [(700, 64), (3, 5)] {
+        let len = rows * cols;
+        let u: Vec<f32> = normal(15, len).iter().map(|v| 3.0 * v).collect();
+        let bias = normal(16, cols);
+        let dy = normal(17, len);
+        let mut x_then_slope: Vec<f32> = u
+            .chunks_exact(cols)
+            .flat_map(|row| row.iter().zip(&bias).map(|(u, b)| u + b))
+            .collect();
+        let (mut y, mut dx) = (vec![0.0; len], vec![0.0; len]);
+        gelu_forward_keeping_slope(&mut y, &mut x_then_slope).unwrap();
+        gelu_backward_from_slope(&mut dx, &x_then_slope, &dy).unwrap();
+        let mut dbias = normal(18, cols);
+        let mut dbias_fused = dbias.clone();
+        add_column_sums(&mut dbias, &dx).unwrap();
+
+        let (mut y_f, mut slope, mut dx_f) = (vec![f32::NAN; len], u, vec![f32::NAN; len]);
+        bias_gelu_forward_keeping_slope(&mut y_f, &mut slope, &bias).unwrap();
+        bias_gelu_backward_from_slope(&mut dx_f, &slope, &dy, &mut dbias_fused).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y_f), bits(&y), "forward, {rows}x{cols}");
+        assert_eq!(bits(&slope), bits(&x_then_slope), "slope, {rows}x{cols}");
+        assert_eq!(bits(&dx_f), bits(&dx), "backward, {rows}x{cols}");
+        assert_eq!(
+            bits(&dbias_fused),
+            bits(&dbias),
+            "bias gradient, {rows}x{cols}"
+        );
+    }
+    let mut out = vec![0.0; 6];
+    let bias = [0.0; 4];
+    assert!(is_shape(bias_gelu_forward_keeping_slope(
+        &mut out,
+        &mut [0.0; 6],
+        &bias
+    )));
+    assert!(is_shape(bias_gelu_forward_keeping_slope(
+        &mut out,
+        &mut [0.0; 6],
+        &[]
+    )));
+    let mut dbias = [0.0; 3];
+    assert!(is_shape(bias_gelu_backward_from_slope(
+        &mut out, &[0.0; 6], &[0.0; 3], &mut dbias
+    )));
 }
 
 #[test]

@@ -50,6 +50,7 @@
 //! assert_eq!((y2, dx2), (y, dx));
 //! ```
 
+use super::column_sums::{sum_row_blocks, SUM_BLOCK_ROWS};
 use super::exp::{exp, wide_fn};
 use super::rows::run_blocks;
 use crate::{Error, Result};
@@ -108,6 +109,70 @@ pub fn gelu_backward_from_slope(dx: &mut [f32], slope: &[f32], dy: &[f32]) -> Re
         dy,
         backward_slope_block,
     )
+}
+
+/// `out = gelu(u + b)`, `b` added to every row of `u` (rows of `bias.len()`), then `u`
+/// overwritten by `gelu'(u + b)`: a linear layer's bias fused into the GELU after it
+/// ([`crate::nn::Linear::forward_without_bias`]), so that the layer's output is read and
+/// written once instead of twice. Lengths must match and hold whole rows.
+pub fn bias_gelu_forward_keeping_slope(
+    out: &mut [f32],
+    u_then_slope: &mut [f32],
+    bias: &[f32],
+) -> Result<()> {
+    let rows = whole_rows(
+        "bias_gelu_forward_keeping_slope",
+        [out.len(), u_then_slope.len()],
+        bias.len(),
+    )?;
+    // Whole rows per block, at least one: `whole_rows` proved `bias` not empty.
+    let rows_per_block = rows.div_ceil(crate::threads::num_threads()).max(1);
+    let (len, block) = (out.len(), rows_per_block * bias.len());
+    let blocks = out.chunks_mut(block).zip(u_then_slope.chunks_mut(block));
+    run_blocks(blocks.collect(), len, |(out, u)| {
+        forward_bias_slope_block(out, u, bias)
+    });
+    Ok(())
+}
+
+/// `dx = dy ⊙ slope` (overwritten) and `dbias += Σ_rows dx`: the backward of
+/// [`bias_gelu_forward_keeping_slope`], the bias's gradient summed from the rows of `dx` as
+/// they are written, by the blocks of [`super::column_sums`] (the same bits as
+/// [`super::column_sums::add_column_sums`] of `dx` afterwards). Lengths must match and hold
+/// whole rows of `dbias.len()`.
+pub fn bias_gelu_backward_from_slope(
+    dx: &mut [f32],
+    slope: &[f32],
+    dy: &[f32],
+    dbias: &mut [f32],
+) -> Result<()> {
+    let cols = dbias.len();
+    let rows = whole_rows(
+        "bias_gelu_backward_from_slope",
+        [dx.len(), slope.len(), dy.len()],
+        cols,
+    )?;
+    let block = SUM_BLOCK_ROWS * cols;
+    let blocks = dx
+        .chunks_mut(block)
+        .zip(slope.chunks(block).zip(dy.chunks(block)));
+    sum_row_blocks(dbias, rows, blocks, |(dx, (slope, dy)), partial| {
+        backward_slope_summing_block(dx, slope, dy, partial)
+    });
+    Ok(())
+}
+
+/// The rows of `cols` that every length in `lens` holds, or an [`Error::Shape`] unless the
+/// lengths are equal and whole rows.
+fn whole_rows<const N: usize>(op: &'static str, lens: [usize; N], cols: usize) -> Result<usize> {
+    let len = lens[0];
+    if cols == 0 || lens.iter().any(|&l| l != len) || !len.is_multiple_of(cols) {
+        return Err(Error::shape(
+            op,
+            format!("lengths {lens:?} must be equal and whole rows of the bias's {cols}"),
+        ));
+    }
+    Ok(len / cols)
 }
 
 /// Checks that `dx`, `from` (named `name`) and `dy` have one length, then runs `f(dx, from,
@@ -185,6 +250,46 @@ wide_fn! {
 fn backward_slope_elements(dx: &mut [f32], slope: &[f32], dy: &[f32]) {
     for ((d, &s), &g) in dx.iter_mut().zip(slope).zip(dy) {
         *d = g * s;
+    }
+}
+
+wide_fn! {
+    /// `out = gelu(u + b)` and `u` overwritten by `gelu'(u + b)`, on one block of rows.
+    fn forward_bias_slope_block(out: &mut [f32], u_then_slope: &mut [f32], bias: &[f32]) => forward_bias_slope_elements
+}
+
+#[inline(always)]
+fn forward_bias_slope_elements(out: &mut [f32], u_then_slope: &mut [f32], bias: &[f32]) {
+    let rows = out
+        .chunks_exact_mut(bias.len())
+        .zip(u_then_slope.chunks_exact_mut(bias.len()));
+    for (out, u) in rows {
+        for ((o, u), &b) in out.iter_mut().zip(u).zip(bias) {
+            let x = *u + b;
+            let s = sigmoid_2u(x);
+            *o = x * s;
+            *u = slope(x, s);
+        }
+    }
+}
+
+wide_fn! {
+    /// `dx = dy ⊙ slope` on one block of rows, each row of `dx` added into `partial`.
+    fn backward_slope_summing_block(dx: &mut [f32], slope: &[f32], dy: &[f32], partial: &mut [f32]) => backward_slope_summing_elements
+}
+
+#[inline(always)]
+fn backward_slope_summing_elements(dx: &mut [f32], slope: &[f32], dy: &[f32], partial: &mut [f32]) {
+    let cols = partial.len();
+    let rows = dx
+        .chunks_exact_mut(cols)
+        .zip(slope.chunks_exact(cols).zip(dy.chunks_exact(cols)));
+    for (dx, (slope, dy)) in rows {
+        for (((d, &s), &g), p) in dx.iter_mut().zip(slope).zip(dy).zip(partial.iter_mut()) {
+            let v = g * s;
+            *d = v;
+            *p += v;
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod add_norm;
 pub mod batch_norm;
+pub mod column_sums;
 pub mod conv3x3;
 pub mod cross_entropy;
 pub mod exp;

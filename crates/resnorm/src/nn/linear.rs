@@ -13,8 +13,8 @@
 //! forward's input `x` and the output gradient `dy`. The products run on
 //! [`crate::kernels::matmul()`] (transposes by strides, no copies); the forward's bias is added
 //! by [`crate::kernels::matmul_plus_row`], each thread adding it to the rows it just computed.
-//! The bias gradient is summed in fixed blocks of rows, each into a partial row, the partials
-//! then added in block order, so it is bit-for-bit the same for any thread count.
+//! The bias gradient is [`crate::kernels::column_sums::add_column_sums`], bit-for-bit the same
+//! for any thread count.
 //!
 //! ```
 //! use resnorm::nn::Linear;
@@ -32,13 +32,11 @@
 //! assert!(fc.forward(&mut y, &[1.0, 2.0, 3.0]).is_err());
 //! ```
 
+use crate::kernels::column_sums::add_column_sums;
 use crate::kernels::{matmul, matmul_plus_row, MatDims, Trans};
 use crate::nn::{Param, ParamKind};
 use crate::rng::Rng;
 use crate::{Error, Result};
-
-/// Bias gradients over at least this many `dy` elements are summed on the thread pool.
-const PARALLEL_MIN_LEN: usize = 1 << 15;
 
 /// `y = x W + b` with `W` stored `[in, out]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,9 +111,26 @@ impl Linear {
         }
     }
 
+    /// `out = x · W`, leaving out the bias: for a caller that adds it itself, fused into the
+    /// kernel that reads `out` next (the GELU after an MLP's first layer).
+    pub fn forward_without_bias(&self, out: &mut [f32], x: &[f32]) -> Result<()> {
+        let dims = self.dims("Linear::forward_without_bias", x, out)?;
+        matmul(out, x, &self.weight.value, dims, Trans::NONE, false)
+    }
+
     /// Writes `dx = dy Wᵀ`; adds `xᵀ dy` into the weight gradient and `Σ_rows dy` into the
     /// bias gradient. `x` is the forward's input.
     pub fn backward(&mut self, dx: &mut [f32], x: &[f32], dy: &[f32]) -> Result<()> {
+        self.backward_without_bias(dx, x, dy)?;
+        match &mut self.bias {
+            Some(bias) => add_column_sums(&mut bias.grad, dy),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Linear::backward`] leaving out the bias gradient: for a caller that sums it itself,
+    /// as its kernel writes `dy` (the pair of [`Linear::forward_without_bias`]).
+    pub fn backward_without_bias(&mut self, dx: &mut [f32], x: &[f32], dy: &[f32]) -> Result<()> {
         const OP: &str = "Linear::backward";
         let dims = self.dims(OP, x, dy)?;
         if dx.len() != x.len() {
@@ -154,11 +169,7 @@ impl Linear {
             dw_dims,
             Trans { a: true, b: false },
             true,
-        )?;
-        if let Some(bias) = &mut self.bias {
-            add_column_sums(&mut bias.grad, dy);
-        }
-        Ok(())
+        )
     }
 
     /// Checks `x [rows, in]` against `y [rows, out]` and returns the product's sizes.
@@ -182,90 +193,5 @@ impl Linear {
             k: n_in,
             n: n_out,
         })
-    }
-}
-
-/// Rows of `dy` per block of the bias gradient's sum. Each block is summed into a partial
-/// row of its own and the partials are added in block order, so the bits depend neither on
-/// the thread count nor on which thread took which block.
-const SUM_BLOCK_ROWS: usize = 256;
-
-/// `sums[j] += Σ_r dy[r, j]`: blocks of [`SUM_BLOCK_ROWS`] rows, each summed into a partial
-/// row on the pool (every thread reading whole rows, in order), then the partials added.
-///
-/// Each thread summing a block of columns over all rows was slower: the bias gradients of
-/// one layer of the 6-layer width-384 GPT (`dy` of 1152, 384, 1536 and 384 columns, 2048
-/// rows), 2 threads, a scratch program alternating the two, three runs: 1.06-1.16 ms
-/// against 1.60-1.78.
-fn add_column_sums(sums: &mut [f32], dy: &[f32]) {
-    let cols = sums.len();
-    let blocks = (dy.len() / cols).div_ceil(SUM_BLOCK_ROWS);
-    let block_len = SUM_BLOCK_ROWS * cols;
-    let mut partials = PARTIAL_SUMS.take();
-    if partials.len() < blocks * cols {
-        partials.resize(blocks * cols, 0.0);
-    }
-    let partials_used = &mut partials[..blocks * cols];
-    let sum_block = |block: usize, partial: &mut [f32]| {
-        partial.fill(0.0);
-        let rows = dy[block * block_len..]
-            .chunks_exact(cols)
-            .take(SUM_BLOCK_ROWS);
-        for row in rows {
-            for (p, &g) in partial.iter_mut().zip(row) {
-                *p += g;
-            }
-        }
-    };
-    if dy.len() < PARALLEL_MIN_LEN {
-        for (block, partial) in partials_used.chunks_exact_mut(cols).enumerate() {
-            sum_block(block, partial);
-        }
-    } else {
-        let Ok(()) =
-            crate::threads::for_each_chunk_spinning(partials_used, cols, &|block, partial| {
-                sum_block(block, partial);
-                Ok::<(), std::convert::Infallible>(())
-            });
-    }
-    for partial in partials_used.chunks_exact(cols) {
-        for (s, p) in sums.iter_mut().zip(partial) {
-            *s += p;
-        }
-    }
-    PARTIAL_SUMS.set(partials);
-}
-
-thread_local! {
-    /// The per-block partial rows of [`add_column_sums`], kept between calls.
-    static PARTIAL_SUMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bias_gradient_is_the_row_blocks_summed_in_order() {
-        // 700 rows: two full blocks and a short one, on the pool (44800 elements).
-        let (rows, cols) = (700, 64);
-        assert!(rows * cols >= PARALLEL_MIN_LEN && rows % SUM_BLOCK_ROWS != 0);
-        let mut rng = Rng::new(3);
-        let dy: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
-        let start: Vec<f32> = (0..cols).map(|j| j as f32).collect();
-        let mut want = start.clone();
-        for block in dy.chunks(SUM_BLOCK_ROWS * cols) {
-            let mut partial = vec![0.0f32; cols];
-            for row in block.chunks_exact(cols) {
-                partial.iter_mut().zip(row).for_each(|(p, g)| *p += g);
-            }
-            want.iter_mut().zip(&partial).for_each(|(s, p)| *s += p);
-        }
-        let mut sums = start;
-        add_column_sums(&mut sums, &dy);
-        assert_eq!(
-            sums, want,
-            "the same bits as one thread summing the blocks in order"
-        );
     }
 }

@@ -6,8 +6,18 @@
 //! MLP:       u = h·W_fc + b_fc;  a = GELU_tanh(u);  F(h) = a·W_proj + b_proj   (4C hidden)
 //! ```
 //! Backward runs the same path reversed, each linear layer adding into its own gradients.
+//!
+//! The MLP's `b_fc` is added by the GELU kernel as it reads `h·W_fc`, and its gradient
+//! summed by the GELU's backward as it writes `du` ([`bias_gelu_forward_keeping_slope`],
+//! [`bias_gelu_backward_from_slope`]): the `[rows, 4C]` product is then read and written
+//! once a pass instead of twice. 6-layer width-384 GPT, 2 threads, a scratch program
+//! switching between this and the layer adding its own bias, step by step, eight runs: the
+//! step 7-44 ms faster in each (median of the differences 17 ms, of a ~600 ms step).
 
-use crate::kernels::gelu::{gelu_backward_from_slope, gelu_forward_keeping_slope};
+use crate::kernels::gelu::{
+    bias_gelu_backward_from_slope, bias_gelu_forward_keeping_slope, gelu_backward_from_slope,
+    gelu_forward_keeping_slope,
+};
 use crate::nn::attention::CausalSelfAttention;
 use crate::nn::linear::Linear;
 use crate::nn::Param;
@@ -44,8 +54,9 @@ pub enum SublayerActs {
         att: AlignedVec,
         y: AlignedVec,
     },
-    /// `slope [rows, 4C]`: `c_fc`'s output `u`, which the GELU then overwrites with its
-    /// slope `gelu'(u)`, all the backward needs of it; and the activation `a [rows, 4C]`.
+    /// `slope [rows, 4C]`: `c_fc`'s product `h·W_fc`, which the GELU then overwrites with
+    /// its slope `gelu'(u)` at `u = h·W_fc + b_fc`, all the backward needs of it; and the
+    /// activation `a [rows, 4C]`.
     Mlp { slope: AlignedVec, act: AlignedVec },
 }
 
@@ -127,8 +138,16 @@ impl Sublayer {
                 c_proj.forward(out, y)
             }
             (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { slope, act }) => {
-                c_fc.forward(slope, h)?;
-                gelu_forward_keeping_slope(act, slope)?;
+                match &c_fc.bias {
+                    Some(bias) => {
+                        c_fc.forward_without_bias(slope, h)?;
+                        bias_gelu_forward_keeping_slope(act, slope, &bias.value)?;
+                    }
+                    None => {
+                        c_fc.forward(slope, h)?;
+                        gelu_forward_keeping_slope(act, slope)?;
+                    }
+                }
                 c_proj.forward(out, act)
             }
             _ => unreachable!("activations are always built by the same sublayer"),
@@ -162,8 +181,17 @@ impl Sublayer {
             }
             (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { slope, act }) => {
                 c_proj.backward(&mut scratch.dact, act, dout)?;
-                gelu_backward_from_slope(&mut scratch.dpre, slope, &scratch.dact)?;
-                c_fc.backward(dh, h, &scratch.dpre)
+                match &mut c_fc.bias {
+                    Some(bias) => {
+                        let (dpre, dact) = (&mut scratch.dpre, &scratch.dact);
+                        bias_gelu_backward_from_slope(dpre, slope, dact, &mut bias.grad)?;
+                        c_fc.backward_without_bias(dh, h, &scratch.dpre)
+                    }
+                    None => {
+                        gelu_backward_from_slope(&mut scratch.dpre, slope, &scratch.dact)?;
+                        c_fc.backward(dh, h, &scratch.dpre)
+                    }
+                }
             }
             _ => unreachable!("activations are always built by the same sublayer"),
         }
