@@ -151,13 +151,15 @@ impl<'a> SharedColumns<'a> {
 }
 
 /// Copies the `[seq, dim]` block at `column` of `rows` (`row_stride` apart) into `dst`,
-/// zero-padded: `[seq_pad, dim_pad]`, or `[dim_pad, position_stride]` when `transposed`.
+/// zero-padded: `[seq_pad, dim_pad]`, or `[dim_pad, position_stride]` when `transposed`;
+/// with `bias`, a row as wide as those of `rows`, added to each (its same `dim` columns).
 /// Only the padding is cleared (none at 256 positions of 64 features but the transposed
 /// buffers' extra vector).
 fn gather(
     dst: &mut [f32],
     shape: &HeadShape,
     (rows, row_stride, column): (&[f32], usize, usize),
+    bias: Option<&[f32]>,
     transposed: bool,
 ) {
     let (t, d, ls, dp) = (
@@ -170,18 +172,34 @@ fn gather(
         false => zero_padding(dst, (t, d), dp),
         true => zero_padding(dst, (d, t), ls),
     }
+    let bias = bias.map(|bias| &bias[column..][..d]);
     for i in 0..t {
         if let Some(ahead) = rows.get((i + PREFETCH_ROWS) * row_stride + column..) {
             prefetch(&ahead[..d.min(ahead.len())]);
         }
         let row = &rows[i * row_stride + column..][..d];
-        match transposed {
-            false => dst[i * dp..][..d].copy_from_slice(row),
-            true => row
+        match (transposed, bias) {
+            (false, None) => dst[i * dp..][..d].copy_from_slice(row),
+            (false, Some(bias)) => {
+                let dst = dst[i * dp..][..d].iter_mut();
+                dst.zip(row.iter().zip(bias))
+                    .for_each(|(o, (v, b))| *o = v + b);
+            }
+            (true, None) => row
                 .iter()
                 .enumerate()
                 .for_each(|(j, &v)| dst[j * ls + i] = v),
+            (true, Some(bias)) => (row.iter().zip(bias))
+                .enumerate()
+                .for_each(|(j, (v, b))| dst[j * ls + i] = v + b),
         }
+    }
+}
+
+/// `sums[j] += Σ_i rows[i·row_stride + j]` over the first `count` rows, in order.
+fn add_column_sums(sums: &mut [f32], rows: &[f32], row_stride: usize, count: usize) {
+    for row in rows.chunks(row_stride).take(count) {
+        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
     }
 }
 
@@ -211,9 +229,9 @@ fn carve<const N: usize>(scratch: &mut Vec<f32>, lens: [usize; N]) -> [&mut [f32
     })
 }
 
-/// Head `head` of one sequence: `qkv` is its `[seq, 3C]` rows, `att` its `[seq, seq]`
-/// probabilities (written), `out` the `[B·seq, C]` output, of which rows `first_row..` and
-/// this head's columns are written.
+/// Head `head` of one sequence: `qkv` is its `[seq, 3C]` rows, to which `bias` (`3C`), if
+/// any, is added as they are read; `att` its `[seq, seq]` probabilities (written), `out`
+/// the `[B·seq, C]` output, of which rows `first_row..` and this head's columns are written.
 ///
 /// # Safety
 /// `V`'s instructions run on this CPU, and no other thread touches this head's columns of
@@ -221,7 +239,7 @@ fn carve<const N: usize>(scratch: &mut Vec<f32>, lens: [usize; N]) -> [&mut [f32
 pub(super) unsafe fn forward<V: TileVector>(
     shape: &HeadShape,
     (head, first_row): (usize, usize),
-    qkv: &[f32],
+    (qkv, bias): (&[f32], Option<&[f32]>),
     att: &mut [f32],
     out: &SharedColumns<'_>,
     scratch: &mut Vec<f32>,
@@ -229,9 +247,9 @@ pub(super) unsafe fn forward<V: TileVector>(
     let (t, c, d) = (shape.seq, shape.channels, shape.dim);
     let (tp, ls, dp) = (shape.seq_pad(), shape.position_stride(), shape.dim_pad());
     let [q, kt, v, s, o] = carve(scratch, [tp * dp, dp * ls, tp * dp, tp * ls, tp * dp]);
-    gather(q, shape, (qkv, 3 * c, head * d), false);
-    gather(kt, shape, (qkv, 3 * c, c + head * d), true);
-    gather(v, shape, (qkv, 3 * c, 2 * c + head * d), false);
+    gather(q, shape, (qkv, 3 * c, head * d), bias, false);
+    gather(kt, shape, (qkv, 3 * c, c + head * d), bias, true);
+    gather(v, shape, (qkv, 3 * c, 2 * c + head * d), bias, false);
     let q = Strided {
         data: q,
         row_stride: dp,
@@ -264,7 +282,8 @@ pub(super) unsafe fn forward<V: TileVector>(
 
 /// The backward of [`forward`] for one head: `dout` is the sequence's `[seq, C]` output
 /// gradient, `att` its saved `[seq, seq]` probabilities; writes this head's columns of
-/// `dqkv` (`[B·seq, 3C]`) from row `first_row`.
+/// `dqkv` (`[B·seq, 3C]`) from row `first_row`. With `dbias`, adds the column sums of the
+/// head's `dQ`, `dK` and `dV` into its three parts of `dim` elements.
 ///
 /// # Safety
 /// As for [`forward`], for this head's three column blocks of `dqkv`.
@@ -272,10 +291,10 @@ pub(super) unsafe fn forward<V: TileVector>(
 pub(super) unsafe fn backward<V: TileVector>(
     shape: &HeadShape,
     (head, first_row): (usize, usize),
-    qkv: &[f32],
+    (qkv, bias): (&[f32], Option<&[f32]>),
     dout: &[f32],
     att: &[f32],
-    dqkv: &SharedColumns<'_>,
+    (dqkv, mut dbias): (&SharedColumns<'_>, Option<&mut [f32]>),
     scratch: &mut Vec<f32>,
 ) {
     let (t, c, d) = (shape.seq, shape.channels, shape.dim);
@@ -295,10 +314,10 @@ pub(super) unsafe fn backward<V: TileVector>(
             head_len,
         ],
     );
-    gather(q, shape, (qkv, 3 * c, head * d), false);
-    gather(k, shape, (qkv, 3 * c, c + head * d), false);
-    gather(vt, shape, (qkv, 3 * c, 2 * c + head * d), true);
-    gather(d_o, shape, (dout, c, head * d), false);
+    gather(q, shape, (qkv, 3 * c, head * d), bias, false);
+    gather(k, shape, (qkv, 3 * c, c + head * d), bias, false);
+    gather(vt, shape, (qkv, 3 * c, 2 * c + head * d), bias, true);
+    gather(d_o, shape, (dout, c, head * d), None, false);
     for (i, (p, att)) in p.chunks_exact_mut(ls).zip(att.chunks_exact(t)).enumerate() {
         p[..=i].copy_from_slice(&att[..=i]);
         clear_block_reach(&mut p[i + 1..t]);
@@ -354,6 +373,9 @@ pub(super) unsafe fn backward<V: TileVector>(
     );
     for (part, grad) in [dq, dk, dv].into_iter().enumerate() {
         dqkv.write((first_row, part * c + head * d), grad, dp, (t, d));
+        if let Some(dbias) = dbias.as_deref_mut() {
+            add_column_sums(&mut dbias[part * d..][..d], grad, dp, t);
+        }
     }
 }
 

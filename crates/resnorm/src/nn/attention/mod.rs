@@ -24,6 +24,11 @@
 //! dQ = dS K        dK = dSᵀ Q        dV = Pᵀ dO        (dqkv overwritten)
 //! ```
 //!
+//! [`CausalSelfAttention::forward_adding_bias`] and its backward take `qkv` without
+//! `c_attn`'s bias and add it as each head reads its columns, the bias's gradient summed from
+//! the columns each head writes to `dqkv`: the model's attention then reads `qkv` once
+//! instead of adding the bias in a pass of its own first (and reads `dqkv` once less).
+//!
 //! Both run one task per `(b, h)`, shared out by
 //! [`crate::threads::for_each_chunk_spinning`]: a task does all of its head's work while its
 //! `[T, T]` scores stay in the cache (`attention/head.rs`), with products that stop at the
@@ -57,6 +62,8 @@ use std::cell::Cell;
 thread_local! {
     /// Each thread's buffers for the head it works on (see [`head`]), kept between calls.
     static HEAD_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Each head's column sums of its `dQ`, `dK`, `dV` ([`CausalSelfAttention::backward_adding_bias`]).
+    static HEAD_BIAS_SUMS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `$body` with `$v` the widest vector this CPU runs: AVX-512 where detected, else
@@ -123,7 +130,44 @@ impl CausalSelfAttention {
         batch: usize,
         seq: usize,
     ) -> Result<()> {
-        self.check("CausalSelfAttention::forward", batch, seq, qkv, out, att)?;
+        self.forward_from(
+            "CausalSelfAttention::forward",
+            out,
+            att,
+            (qkv, None),
+            batch,
+            seq,
+        )
+    }
+
+    /// [`CausalSelfAttention::forward`] of `qkv + 1·biasᵀ`, `bias` (`3C`) added to the rows
+    /// as each head reads its columns: `c_attn`'s bias, the layer run without it
+    /// ([`crate::nn::Linear::forward_without_bias`]), so that its `[B,T,3C]` output is not
+    /// read and written once more for the bias alone.
+    pub fn forward_adding_bias(
+        &self,
+        out: &mut [f32],
+        att: &mut [f32],
+        qkv: &[f32],
+        bias: &[f32],
+        batch: usize,
+        seq: usize,
+    ) -> Result<()> {
+        const OP: &str = "CausalSelfAttention::forward_adding_bias";
+        self.check_bias(OP, bias.len())?;
+        self.forward_from(OP, out, att, (qkv, Some(bias)), batch, seq)
+    }
+
+    fn forward_from(
+        &self,
+        op: &'static str,
+        out: &mut [f32],
+        att: &mut [f32],
+        (qkv, bias): (&[f32], Option<&[f32]>),
+        batch: usize,
+        seq: usize,
+    ) -> Result<()> {
+        self.check(op, batch, seq, qkv, out, att)?;
         if batch * seq == 0 {
             return Ok(());
         }
@@ -137,7 +181,7 @@ impl CausalSelfAttention {
                 // SAFETY: the vector runs on this CPU (on_widest_vector); task `bh` alone
                 // writes head `h`'s columns of sequence `b`'s rows.
                 on_widest_vector!(V, unsafe {
-                    head::forward::<V>(&shape, (h, b * seq), qkv, att, &out, scratch)
+                    head::forward::<V>(&shape, (h, b * seq), (qkv, bias), att, &out, scratch)
                 })
             });
             Ok(())
@@ -155,13 +199,7 @@ impl CausalSelfAttention {
         seq: usize,
     ) -> Result<()> {
         const OP: &str = "CausalSelfAttention::backward";
-        self.check(OP, batch, seq, qkv, dout, att)?;
-        if dqkv.len() != qkv.len() {
-            return Err(Error::shape(
-                OP,
-                format!("dqkv needs {} elements, got {}", qkv.len(), dqkv.len()),
-            ));
-        }
+        self.check_backward(OP, batch, seq, (qkv, dqkv.len()), dout, att)?;
         if batch * seq == 0 {
             return Ok(());
         }
@@ -169,18 +207,123 @@ impl CausalSelfAttention {
         let dqkv = SharedColumns::new(dqkv, 3 * c);
         // One task per (b, h); the tasks' "chunks" are zero-sized placeholders.
         for_each_chunk_spinning(&mut vec![(); batch * heads], 1, &|bh, _| {
-            let (b, h) = (bh / heads, bh % heads);
-            let qkv = &qkv[b * seq * 3 * c..][..seq * 3 * c];
-            let dout = &dout[b * seq * c..][..seq * c];
-            let att = &att[bh * seq * seq..][..seq * seq];
-            with_head_scratch(|scratch| {
-                // SAFETY: as in `forward`, for head `h`'s three column blocks of `dqkv`.
-                on_widest_vector!(V, unsafe {
-                    head::backward::<V>(&shape, (h, b * seq), qkv, dout, att, &dqkv, scratch)
-                })
-            });
+            self.backward_head(&shape, bh, (qkv, None), dout, att, (&dqkv, None));
             Ok(())
         })
+    }
+
+    /// The backward of [`CausalSelfAttention::forward_adding_bias`]: writes `dqkv` as
+    /// [`CausalSelfAttention::backward`] does and adds its column sums into `dbias` (`3C`),
+    /// each head summing its own columns as it writes them, the heads' sums then added in
+    /// sequence order (the same bits for any thread count).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_adding_bias(
+        &self,
+        dqkv: &mut [f32],
+        dbias: &mut [f32],
+        dout: &[f32],
+        att: &[f32],
+        (qkv, bias): (&[f32], &[f32]),
+        batch: usize,
+        seq: usize,
+    ) -> Result<()> {
+        const OP: &str = "CausalSelfAttention::backward_adding_bias";
+        self.check_bias(OP, bias.len())?;
+        self.check_bias(OP, dbias.len())?;
+        self.check_backward(OP, batch, seq, (qkv, dqkv.len()), dout, att)?;
+        if batch * seq == 0 {
+            return Ok(());
+        }
+        let (shape, heads, c) = (self.head_shape(seq), self.heads, self.channels);
+        let dqkv = SharedColumns::new(dqkv, 3 * c);
+        // A head's share of the bias's columns; the sums are zeroed for each call and their
+        // buffer kept between calls, so that no step allocates.
+        let part = 3 * shape.dim;
+        let mut sums = HEAD_BIAS_SUMS.take();
+        sums.clear();
+        sums.resize(batch * heads * part, 0.0);
+        let Ok(()) = for_each_chunk_spinning(&mut sums, part, &|bh, sums| {
+            let from = (qkv, Some(bias));
+            self.backward_head(&shape, bh, from, dout, att, (&dqkv, Some(sums)));
+            Ok::<(), std::convert::Infallible>(())
+        });
+        for sequence in sums.chunks_exact(heads * part) {
+            for (h, head) in sequence.chunks_exact(part).enumerate() {
+                for (which, sums) in head.chunks_exact(shape.dim).enumerate() {
+                    let dbias = &mut dbias[which * c + h * shape.dim..][..shape.dim];
+                    dbias.iter_mut().zip(sums).for_each(|(db, s)| *db += s);
+                }
+            }
+        }
+        HEAD_BIAS_SUMS.set(sums);
+        Ok(())
+    }
+
+    /// The backward of head `bh % H` of sequence `bh / H`.
+    // `on_widest_vector!` writes its body twice, so `dbias` is reborrowed, not moved, in it.
+    #[allow(clippy::needless_option_as_deref)]
+    fn backward_head(
+        &self,
+        shape: &HeadShape,
+        bh: usize,
+        (qkv, bias): (&[f32], Option<&[f32]>),
+        dout: &[f32],
+        att: &[f32],
+        (dqkv, mut dbias): (&SharedColumns<'_>, Option<&mut [f32]>),
+    ) {
+        let (seq, c) = (shape.seq, self.channels);
+        let (b, h) = (bh / self.heads, bh % self.heads);
+        let qkv = &qkv[b * seq * 3 * c..][..seq * 3 * c];
+        let dout = &dout[b * seq * c..][..seq * c];
+        let att = &att[bh * seq * seq..][..seq * seq];
+        with_head_scratch(|scratch| {
+            // SAFETY: as in `forward_from`, for head `h`'s three column blocks of `dqkv`.
+            on_widest_vector!(V, unsafe {
+                head::backward::<V>(
+                    shape,
+                    (h, b * seq),
+                    (qkv, bias),
+                    dout,
+                    att,
+                    (dqkv, dbias.as_deref_mut()),
+                    scratch,
+                )
+            })
+        });
+    }
+
+    /// Checks that a bias (or its gradient) has `3C` elements.
+    fn check_bias(&self, op: &'static str, len: usize) -> Result<()> {
+        if len != 3 * self.channels {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "the bias has {len} elements, 3 x {} channels needed",
+                    self.channels
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Self::check`], and that `dqkv` is as long as `qkv`.
+    fn check_backward(
+        &self,
+        op: &'static str,
+        batch: usize,
+        seq: usize,
+        (qkv, dqkv_len): (&[f32], usize),
+        dout: &[f32],
+        att: &[f32],
+    ) -> Result<()> {
+        self.check(op, batch, seq, qkv, dout, att)?;
+        if dqkv_len != qkv.len() {
+            return Err(Error::shape(
+                op,
+                format!("dqkv needs {} elements, got {dqkv_len}", qkv.len()),
+            ));
+        }
+        Ok(())
     }
 
     fn head_shape(&self, seq: usize) -> HeadShape {
@@ -278,7 +421,7 @@ mod tests {
 
     /// The plain-array path (CPUs without AVX-512), from head buffers left full of NaN,
     /// against the public one, which runs AVX-512 where this test runs: same results to
-    /// rounding (fused multiply-adds or not).
+    /// rounding (fused multiply-adds or not), a bias added as the heads read `qkv`.
     #[test]
     fn the_portable_path_matches() {
         // Heads of 80 features (whole vectors) and of 12 (padded to 16).
@@ -299,9 +442,12 @@ mod tests {
             vec![0.0; dout.len()],
             vec![f32::NAN; batch * heads * seq * seq],
         );
-        attn.forward(&mut out, &mut att, &qkv, batch, seq).unwrap();
-        let mut dqkv = vec![0.0; qkv.len()];
-        attn.backward(&mut dqkv, &dout, &att, &qkv, batch, seq)
+        let bias: Vec<f32> = (0..3 * c).map(|i| (i as f32 * 0.23).cos()).collect();
+        attn.forward_adding_bias(&mut out, &mut att, &qkv, &bias, batch, seq)
+            .unwrap();
+        let (mut dqkv, mut dbias) = (vec![0.0; qkv.len()], vec![0.0; 3 * c]);
+        let from = (&qkv[..], &bias[..]);
+        attn.backward_adding_bias(&mut dqkv, &mut dbias, &dout, &att, from, batch, seq)
             .unwrap();
 
         let shape = attn.head_shape(seq);
@@ -319,7 +465,14 @@ mod tests {
                 let qkv = &qkv[b * sequence..][..sequence];
                 // SAFETY: plain arrays run anywhere; one head at a time.
                 unsafe {
-                    head::forward::<Portable>(&shape, (h, b * seq), qkv, att, &shared, &mut scratch)
+                    head::forward::<Portable>(
+                        &shape,
+                        (h, b * seq),
+                        (qkv, Some(&bias)),
+                        att,
+                        &shared,
+                        &mut scratch,
+                    )
                 };
             }
         }
@@ -335,10 +488,10 @@ mod tests {
                     head::backward::<Portable>(
                         &shape,
                         (h, b * seq),
-                        qkv,
+                        (qkv, Some(&bias)),
                         dout,
                         att,
-                        &shared,
+                        (&shared, None),
                         &mut scratch,
                     )
                 };
