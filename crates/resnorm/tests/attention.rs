@@ -6,27 +6,12 @@
 
 mod common;
 
-use common::{assert_close, Fixture};
+use common::{assert_close, is_invalid, is_shape, normal, Fixture};
 use resnorm::kernels::column_sums::add_column_sums;
 use resnorm::nn::CausalSelfAttention;
-use resnorm::rng::Rng;
-use resnorm::Error;
 
 const RTOL: f32 = 1e-5;
 const ATOL: f32 = 1e-6;
-
-fn normal(seed: u64, len: usize) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    (0..len).map(|_| rng.normal()).collect()
-}
-
-fn is_shape(r: resnorm::Result<impl std::fmt::Debug>) -> bool {
-    matches!(r, Err(Error::Shape { .. }))
-}
-
-fn is_invalid(r: resnorm::Result<impl std::fmt::Debug>) -> bool {
-    matches!(r, Err(Error::InvalidArgument { .. }))
-}
 
 /// nanoGPT's causal attention in f64: output and probabilities.
 fn naive_attention(qkv: &[f32], b_: usize, t_: usize, c: usize, h_: usize) -> (Vec<f32>, Vec<f32>) {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_close, Fixture};
+use common::{assert_close, is_invalid, is_shape, normal, Fixture};
 use resnorm::kernels::column_sums::add_column_sums;
 use resnorm::kernels::gelu::{
     bias_gelu_backward_from_slope, bias_gelu_forward_keeping_slope, gelu_backward_from_slope,
@@ -18,23 +18,9 @@ use resnorm::kernels::{
 };
 use resnorm::nn::{Embedding, Linear};
 use resnorm::rng::Rng;
-use resnorm::Error;
 
 const RTOL: f32 = 1e-5;
 const ATOL: f32 = 1e-6;
-
-fn normal(seed: u64, len: usize) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    (0..len).map(|_| rng.normal()).collect()
-}
-
-fn is_shape(r: resnorm::Result<impl std::fmt::Debug>) -> bool {
-    matches!(r, Err(Error::Shape { .. }))
-}
-
-fn is_invalid(r: resnorm::Result<impl std::fmt::Debug>) -> bool {
-    matches!(r, Err(Error::InvalidArgument { .. }))
-}
 
 fn tokens(f: &common::FixtureTensor) -> Vec<u32> {
     f.data.iter().map(|&t| t as u32).collect()

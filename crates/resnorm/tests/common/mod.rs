@@ -152,3 +152,19 @@ pub fn assert_invalid<T: std::fmt::Debug>(result: resnorm::Result<T>, needle: &s
         other => panic!("expected an invalid-argument error containing {needle:?}, got {other:?}"),
     }
 }
+
+/// `len` draws from `N(0, 1)`, seeded.
+pub fn normal(seed: u64, len: usize) -> Vec<f32> {
+    let mut rng = resnorm::rng::Rng::new(seed);
+    (0..len).map(|_| rng.normal()).collect()
+}
+
+/// Whether `r` is a shape error.
+pub fn is_shape(r: resnorm::Result<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(resnorm::Error::Shape { .. }))
+}
+
+/// Whether `r` is an invalid-argument error.
+pub fn is_invalid(r: resnorm::Result<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(resnorm::Error::InvalidArgument { .. }))
+}
