@@ -112,7 +112,8 @@ impl Linear {
     }
 
     /// `out = x · W`, leaving out the bias: for a caller that adds it itself, fused into the
-    /// kernel that reads `out` next (the GELU after an MLP's first layer).
+    /// kernel that reads `out` next (the GELU after an MLP's first layer, the attention heads
+    /// after `c_attn`).
     pub fn forward_without_bias(&self, out: &mut [f32], x: &[f32]) -> Result<()> {
         let dims = self.dims("Linear::forward_without_bias", x, out)?;
         matmul(out, x, &self.weight.value, dims, Trans::NONE, false)
