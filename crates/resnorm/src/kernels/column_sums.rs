@@ -42,7 +42,7 @@ pub fn add_column_sums(sums: &mut [f32], m: &[f32]) -> Result<()> {
     }
     let blocks = m.chunks(SUM_BLOCK_ROWS * cols);
     sum_row_blocks(sums, m.len() / cols, blocks, |block, partial| {
-        add_rows(partial, block)
+        add_rows(partial, block, cols)
     });
     Ok(())
 }
@@ -72,15 +72,14 @@ pub(crate) fn sum_row_blocks<B: Send>(
         partial.fill(0.0);
         work(block, partial);
     });
-    for partial in partials_used.chunks_exact(cols) {
-        add_rows(sums, partial);
-    }
+    add_rows(sums, partials_used, cols);
     PARTIAL_ROWS.set(partials);
 }
 
-/// `sums[j] += Σ_r rows[r, j]` for the whole rows of `sums.len()` in `rows`, one after another.
-pub(crate) fn add_rows(sums: &mut [f32], rows: &[f32]) {
-    for row in rows.chunks_exact(sums.len()) {
+/// `sums[j] += Σ_r rows[r·row_stride + j]`, the rows one after another: the first
+/// `sums.len()` elements of each whole `row_stride` in `rows`.
+pub(crate) fn add_rows(sums: &mut [f32], rows: &[f32], row_stride: usize) {
+    for row in rows.chunks_exact(row_stride) {
         for (s, &v) in sums.iter_mut().zip(row) {
             *s += v;
         }
@@ -108,8 +107,8 @@ mod tests {
         let mut want = start.clone();
         for block in m.chunks(SUM_BLOCK_ROWS * cols) {
             let mut partial = vec![0.0f32; cols];
-            add_rows(&mut partial, block);
-            add_rows(&mut want, &partial);
+            add_rows(&mut partial, block, cols);
+            add_rows(&mut want, &partial, cols);
         }
         let mut sums = start;
         add_column_sums(&mut sums, &m).unwrap();

@@ -53,6 +53,7 @@
 use super::column_sums::{sum_row_blocks, SUM_BLOCK_ROWS};
 use super::exp::{exp, wide_fn};
 use super::rows::run_blocks;
+use crate::threads::rows_per_block;
 use crate::{Error, Result};
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -125,9 +126,7 @@ pub fn bias_gelu_forward_keeping_slope(
         [out.len(), u_then_slope.len()],
         bias.len(),
     )?;
-    // Whole rows per block, at least one: `whole_rows` proved `bias` not empty.
-    let rows_per_block = rows.div_ceil(crate::threads::num_threads()).max(1);
-    let (len, block) = (out.len(), rows_per_block * bias.len());
+    let (len, block) = (out.len(), rows_per_block(rows) * bias.len());
     let blocks = out.chunks_mut(block).zip(u_then_slope.chunks_mut(block));
     run_blocks(blocks.collect(), len, |(out, u)| {
         forward_bias_slope_block(out, u, bias)

@@ -12,7 +12,8 @@
 //!   gradients (`dweight`, `dbias`), so that gradients accumulate over micro-batches;
 //! - rows are split into one contiguous block per thread of [`crate::threads::pool`];
 //!   parameter gradients are summed per block, then across blocks in block order, so a
-//!   result depends only on the thread count;
+//!   result depends only on the thread count (a bias's gradient, in fixed blocks of rows,
+//!   not even on that: [`column_sums`]);
 //! - every size mismatch is a [`crate::Error`], checked before any element is touched.
 
 pub mod add_norm;

@@ -21,6 +21,7 @@
 //! are not copied out.
 
 use super::softmax;
+use crate::kernels::column_sums::add_rows;
 use crate::kernels::exp::wide_fn;
 use crate::kernels::lanes::{prefetch, prefetch_lines};
 use crate::kernels::tile::{product, Block, Strided, TileVector, ROWS};
@@ -196,13 +197,6 @@ fn gather(
     }
 }
 
-/// `sums[j] += Σ_i rows[i·row_stride + j]` over the first `count` rows, in order.
-fn add_column_sums(sums: &mut [f32], rows: &[f32], row_stride: usize, count: usize) {
-    for row in rows.chunks(row_stride).take(count) {
-        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-    }
-}
-
 /// Zeroes what lies outside the first `rows` rows and `cols` columns of `dst`, whose rows
 /// are `stride` apart.
 fn zero_padding(dst: &mut [f32], (rows, cols): (usize, usize), stride: usize) {
@@ -374,7 +368,7 @@ pub(super) unsafe fn backward<V: TileVector>(
     for (part, grad) in [dq, dk, dv].into_iter().enumerate() {
         dqkv.write((first_row, part * c + head * d), grad, dp, (t, d));
         if let Some(dbias) = dbias.as_deref_mut() {
-            add_column_sums(&mut dbias[part * d..][..d], grad, dp, t);
+            add_rows(&mut dbias[part * d..][..d], &grad[..t * dp], dp);
         }
     }
 }
