@@ -14,7 +14,8 @@
 //!   parameter gradients are summed per block, then across blocks in block order, so a
 //!   result depends only on the thread count (a bias's gradient, in fixed blocks of rows,
 //!   not even on that: [`column_sums`]);
-//! - every size mismatch is a [`crate::Error`], checked before any element is touched.
+//! - every size mismatch is a [`crate::Error`], checked before any element is touched;
+//! - hand-vectorized kernels run at the one instruction-set level of [`simd::level`].
 
 pub mod add_norm;
 pub mod batch_norm;
@@ -32,6 +33,7 @@ pub mod relu;
 pub mod residual;
 pub mod rms_norm;
 mod rows;
+pub mod simd;
 mod stores;
 pub(crate) mod tile;
 pub(crate) mod vector;
