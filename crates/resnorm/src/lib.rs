@@ -7,7 +7,8 @@
 //! The crate is layered, each level depending only on the ones before it:
 //! [`kernels`] (pure functions on slices), [`nn`] (layers owning their parameters), then
 //! models, optimizers ([`optim`]) and [`data`] (text, tokenizers, the built-in corpus,
-//! batches); [`checkpoint`] saves and restores them, and [`train`] runs the training loop;
+//! batches); [`checkpoint`] saves and restores them. Each application is a folder with its
+//! config, trainer, checkpoint and data: [`lm`] trains GPT language models;
 //! [`vision`] trains image classifiers (ResNets, plain nets, deep MLPs) and runs the
 //! degradation study. [`threads`] holds the one thread pool every kernel runs on; [`rng`] the
 //! seeded generator that makes runs reproducible.
@@ -19,6 +20,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod gradcheck;
 pub mod kernels;
+pub mod lm;
 pub mod models;
 pub mod nn;
 pub mod optim;
@@ -26,7 +28,6 @@ pub mod rng;
 pub mod study;
 pub mod tensor;
 pub mod threads;
-pub mod train;
 pub mod vision;
 
 pub use aligned::AlignedVec;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use resnorm::data::Tokenizer;
-use resnorm::train::{check_fits_context, evaluate, load_checkpoint, load_data};
+use resnorm::lm::{check_fits_context, evaluate, load_checkpoint, load_data};
 use resnorm::Result;
 
 #[derive(clap::Args)]

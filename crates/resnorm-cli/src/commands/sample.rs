@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use resnorm::lm::load_checkpoint;
 use resnorm::models::gpt::{generate, Sampling};
 use resnorm::rng::Rng;
-use resnorm::train::load_checkpoint;
 use resnorm::{Error, Result};
 
 use super::train::CORPUS_PROMPT;

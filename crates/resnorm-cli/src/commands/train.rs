@@ -2,7 +2,7 @@
 //!
 //! Settings come from the defaults (the README's main run), then the checkpoint's own
 //! settings when resuming, then a TOML `--config` file, then the flags, each overriding the
-//! one before. The run writes into `--out`: checkpoint files (see `resnorm::train`) every
+//! one before. The run writes into `--out`: checkpoint files (see `resnorm::lm`) every
 //! `--save-every` steps and at the end, and `metrics.jsonl`, one JSON line per step.
 //!
 //! Progress: an indicatif bar (step, loss, validation loss, tokens/s, ETA) when stderr is a
@@ -20,12 +20,12 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use resnorm::kernels::NormKind;
-use resnorm::models::gpt::{generate, Placement, Sampling};
-use resnorm::rng::Rng;
-use resnorm::train::{
+use resnorm::lm::{
     load_checkpoint, load_data, Evaluation, MetricsLog, MetricsRecord, TokenizerKind, TrainConfig,
     Trainer,
 };
+use resnorm::models::gpt::{generate, Placement, Sampling};
+use resnorm::rng::Rng;
 use resnorm::{Error, Result};
 
 /// Exit code of a run stopped by a NaN or infinite loss.

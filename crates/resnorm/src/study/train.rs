@@ -2,7 +2,7 @@
 //! [`Diagnostics`] collected every few steps and a validation loss at the end.
 //!
 //! One step ([`train_step`]) is `zero_grad; loss = forward(batch); backward`, then the
-//! trainer's own update, [`crate::train::apply_gradients`] (clipping, AdamW, diagnostics).
+//! trainer's own update, [`crate::lm::apply_gradients`] (clipping, AdamW, diagnostics).
 //! A step whose loss or gradient norm is not finite is not applied: the run stops there and
 //! counts as diverged.
 
@@ -10,10 +10,10 @@ use super::data::StudyData;
 use super::probe::DATA_STREAM;
 use super::spec::TrainSpec;
 use crate::diagnostics::Diagnostics;
+use crate::lm::{apply_gradients, Update};
 use crate::models::gpt::Gpt;
 use crate::optim::{AdamW, AdamWConfig, WarmupCosine};
 use crate::rng::Rng;
-use crate::train::{apply_gradients, Update};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;

@@ -16,7 +16,7 @@
 //! exactly as if it had never stopped.
 //!
 //! ```
-//! use resnorm::train::{load_data, Trainer, TrainConfig};
+//! use resnorm::lm::{load_data, Trainer, TrainConfig};
 //! let config = TrainConfig {
 //!     layers: 1, heads: 2, width: 16, context: 16, batch: 4, steps: 3, warmup: 1,
 //!     corpus_chars: 5_000, ..TrainConfig::default()

@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 
 use resnorm::kernels::NormKind;
-use resnorm::models::gpt::{generate, Decoder, Gpt, GptConfig, Placement, Sampling};
-use resnorm::rng::Rng;
-use resnorm::train::{
+use resnorm::lm::{
     load_checkpoint, load_data, TrainConfig, Trainer, MODEL_FILE, STATE_FILE, TRAIN_CONFIG_FILE,
 };
+use resnorm::models::gpt::{generate, Decoder, Gpt, GptConfig, Placement, Sampling};
+use resnorm::rng::Rng;
 use resnorm::Error;
 
 /// A model and corpus small enough for a few hundred steps in seconds (dev profile).

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use resnorm::models::gpt::Placement;
-//! use resnorm::train::{TokenizerKind, TrainConfig};
+//! use resnorm::lm::{TokenizerKind, TrainConfig};
 //! let config = TrainConfig::from_toml_str("placement = \"post-ln\"\nsteps = 50\nlr = 1e-3").unwrap();
 //! assert_eq!((config.placement, config.steps, config.lr), (Placement::PostLn, 50, 1e-3));
 //! assert_eq!(config.tokenizer, TokenizerKind::Char);

@@ -14,7 +14,7 @@
 //! ```
 //! use resnorm::data::TokenDataset;
 //! use resnorm::models::gpt::{Gpt, GptConfig};
-//! use resnorm::train::evaluate;
+//! use resnorm::lm::evaluate;
 //! let tokens: Vec<u32> = (0..400).map(|i| i % 5).collect();
 //! let data = TokenDataset::new(tokens, 5, 0.1).unwrap(); // 40 validation tokens
 //! let config = GptConfig { layers: 1, heads: 1, width: 8, context: 8, vocab: 5, ..GptConfig::default() };

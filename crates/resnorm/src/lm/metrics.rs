@@ -8,7 +8,7 @@
 //! are dropped first, so the file describes exactly one run.
 //!
 //! ```
-//! use resnorm::train::{MetricsLog, MetricsRecord};
+//! use resnorm::lm::{MetricsLog, MetricsRecord};
 //! let dir = std::env::temp_dir().join(format!("resnorm-doc-metrics-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let path = dir.join("metrics.jsonl");
