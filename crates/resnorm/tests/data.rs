@@ -9,8 +9,8 @@ mod corpus_reader;
 
 use std::path::Path;
 
-use resnorm::data::lexicon::*;
-use resnorm::data::*;
+use resnorm::data::text::lexicon::*;
+use resnorm::data::text::*;
 use resnorm::rng::Rng;
 use resnorm::Error;
 

@@ -8,7 +8,7 @@ use common::TempDir;
 use std::io::Write;
 use std::path::Path;
 
-use resnorm::data::*;
+use resnorm::data::image::*;
 use resnorm::nn::ImageShape;
 use resnorm::rng::Rng;
 use resnorm::Error;

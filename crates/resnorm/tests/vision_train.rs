@@ -2,7 +2,7 @@
 //! without skips), the learning-rate schedule, a tiny training run that learns, checkpoint
 //! round trips and the study (its report is tested in the CLI crate).
 
-use resnorm::data::LabeledImages;
+use resnorm::data::image::LabeledImages;
 use resnorm::kernels::{cross_entropy_backward, cross_entropy_forward};
 use resnorm::models::mlp::{Mlp, MlpConfig, MlpNorm};
 use resnorm::nn::ImageShape;
@@ -154,7 +154,7 @@ fn a_small_resnet_learns_and_its_checkpoint_round_trips() {
     let (card, mut model) = load_model(&dir).unwrap();
     assert_eq!(card.image, [1, 8, 8]);
     let saved = trainer.evaluate_test().unwrap();
-    let test = resnorm::data::ImageDataset::new(
+    let test = resnorm::data::image::ImageDataset::new(
         splits.test.clone(),
         card.normalization().unwrap().as_ref(),
     )

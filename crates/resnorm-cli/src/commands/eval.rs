@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use resnorm::data::Tokenizer;
+use resnorm::data::text::Tokenizer;
 use resnorm::lm::{check_fits_context, evaluate, load_checkpoint, load_data};
 use resnorm::Result;
 

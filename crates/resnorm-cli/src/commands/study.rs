@@ -5,7 +5,7 @@
 
 use crate::report;
 use indicatif::{ProgressBar, ProgressStyle};
-use resnorm::data::read_text;
+use resnorm::data::text::read_text;
 use resnorm::study::{
     evaluate, run_study, work_units, write_atomically, Plan, Preset, Progress, Status, StudyData,
 };

@@ -25,7 +25,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Tokenizer, DEFAULT_CORPUS_CHARS};
+use crate::data::text::{Tokenizer, DEFAULT_CORPUS_CHARS};
 use crate::kernels::NormKind;
 use crate::models::gpt::{GptConfig, Placement};
 use crate::optim::{AdamWConfig, DecayScope, WarmupCosine};

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::data::{
+use crate::data::text::{
     read_text, read_token_file, Corpus, TokenDataset, Tokenizer, DEFAULT_VALIDATION_FRACTION,
 };
 use crate::{Error, Result};

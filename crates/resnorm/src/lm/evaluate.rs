@@ -12,7 +12,7 @@
 //! be one stretch of the text, a biased estimate of the whole).
 //!
 //! ```
-//! use resnorm::data::TokenDataset;
+//! use resnorm::data::text::TokenDataset;
 //! use resnorm::models::gpt::{Gpt, GptConfig};
 //! use resnorm::lm::evaluate;
 //! let tokens: Vec<u32> = (0..400).map(|i| i % 5).collect();
@@ -25,7 +25,7 @@
 //! assert!((eval.perplexity() - eval.loss.exp()).abs() < 1e-12);
 //! ```
 
-use crate::data::TokenDataset;
+use crate::data::text::TokenDataset;
 use crate::models::gpt::Gpt;
 use crate::{Error, Result};
 

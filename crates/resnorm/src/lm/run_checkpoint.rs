@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{assign_params, read_tensors, save_params, write_json_atomic};
-use crate::data::Tokenizer;
+use crate::data::text::Tokenizer;
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::optim::{AdamW, Optimizer, OptimizerState};
 use crate::{Error, Result};

@@ -35,7 +35,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::data::{TokenDataset, Tokenizer};
+use crate::data::text::{TokenDataset, Tokenizer};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::optim::{AdamW, WarmupCosine};
 use crate::rng::Rng;

@@ -10,7 +10,7 @@
 //! ```
 
 use super::spec::fnv1a;
-use crate::data::{Corpus, TokenDataset, Tokenizer, DEFAULT_VALIDATION_FRACTION};
+use crate::data::text::{Corpus, TokenDataset, Tokenizer, DEFAULT_VALIDATION_FRACTION};
 use crate::Result;
 
 /// Tokenized text, split into training and validation parts.

@@ -20,7 +20,7 @@ use super::config::TrainConfig;
 use super::data::ImageSplits;
 use super::trainer::{EpochReport, Trainer};
 use crate::checkpoint::{read_tensors, write_json_atomic, write_tensors, TensorRef};
-use crate::data::Normalization;
+use crate::data::image::Normalization;
 use crate::models::ImageClassifier;
 use crate::nn::{ImageShape, Param};
 use crate::optim::{Optimizer, OptimizerState};

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::data::{read_digits_csv, read_mnist_split, LabeledImages, MnistSplit};
+use crate::data::image::{read_digits_csv, read_mnist_split, LabeledImages, MnistSplit};
 use crate::nn::ImageShape;
 use crate::{Error, Result};
 

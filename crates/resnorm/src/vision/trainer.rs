@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use super::data::{take, ImageSplits};
-use crate::data::{Augmentation, ImageDataset, Normalization};
+use crate::data::image::{Augmentation, ImageDataset, Normalization};
 use crate::kernels::{cross_entropy_backward, cross_entropy_forward};
 use crate::models::ImageClassifier;
 use crate::nn::ImageShape;

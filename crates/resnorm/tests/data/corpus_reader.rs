@@ -1,8 +1,8 @@
-//! An independent reader of the built-in corpus grammar (`resnorm::data::Corpus`): it parses
-//! the text back, checks agreement and references on the way, and recomputes the entropy.
+//! An independent reader of the built-in corpus grammar (`resnorm::data::text::Corpus`): it
+//! parses the text back, checks agreement and references on the way, and recomputes the entropy.
 
-use resnorm::data::lexicon::*;
-use resnorm::data::*;
+use resnorm::data::text::lexicon::*;
+use resnorm::data::text::*;
 
 /// Grammatical number, as read back from the text.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use resnorm::data::ImageDataset;
+use resnorm::data::image::ImageDataset;
 use resnorm::vision::{evaluate, load_image_splits, load_model};
 use resnorm::Error;
 

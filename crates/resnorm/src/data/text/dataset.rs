@@ -16,7 +16,7 @@
 //!   positions of the per-token loss (every window has the same length).
 //!
 //! ```
-//! use resnorm::data::TokenDataset;
+//! use resnorm::data::text::TokenDataset;
 //! use resnorm::rng::Rng;
 //! let tokens: Vec<u32> = (0..100).map(|i| i % 7).collect();
 //! let data = TokenDataset::new(tokens, 7, 0.1).unwrap();

@@ -10,7 +10,7 @@
 //!   through [`Augmentation::apply`] (drawing from `rng` in that order), and their labels.
 //!
 //! ```
-//! use resnorm::data::{Augmentation, ImageDataset, LabeledImages, Normalization};
+//! use resnorm::data::image::{Augmentation, ImageDataset, LabeledImages, Normalization};
 //! use resnorm::nn::ImageShape;
 //! use resnorm::rng::Rng;
 //! let shape = ImageShape::new(4, 1, 2, 2);

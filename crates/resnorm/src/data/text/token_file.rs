@@ -12,7 +12,7 @@
 //! 54728 is outside GPT-2's vocabulary; [`read_token_file_as`] forces a format.)
 //!
 //! ```
-//! use resnorm::data::{read_token_file, write_token_file, TokenFileFormat};
+//! use resnorm::data::text::{read_token_file, write_token_file, TokenFileFormat};
 //! let path = std::env::temp_dir().join(format!("resnorm-tokens-doc-{}.bin", std::process::id()));
 //! write_token_file(&path, &[15496, 995], TokenFileFormat::LlmcShard).unwrap();
 //! let file = read_token_file(&path).unwrap();

@@ -10,7 +10,7 @@
 //! std::fs::create_dir_all(&dir).unwrap();
 //! std::fs::write(dir.join("b.txt"), "second").unwrap();
 //! std::fs::write(dir.join("a.txt"), "first").unwrap();
-//! assert_eq!(resnorm::data::read_text(&dir).unwrap(), "first\nsecond");
+//! assert_eq!(resnorm::data::text::read_text(&dir).unwrap(), "first\nsecond");
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 

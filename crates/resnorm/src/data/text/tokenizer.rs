@@ -17,7 +17,7 @@
 //! distinct) when read back.
 //!
 //! ```
-//! use resnorm::data::Tokenizer;
+//! use resnorm::data::text::Tokenizer;
 //! let chars = Tokenizer::char_level("hello world").unwrap();
 //! assert_eq!(chars.vocab_size(), 8); // " dehlorw"
 //! let ids = chars.encode("hold").unwrap();

@@ -2,7 +2,7 @@
 //! `0..=16`, one per line as 64 comma-separated pixels and then the label `0..=9`.
 //!
 //! ```
-//! use resnorm::data::read_digits_csv;
+//! use resnorm::data::image::read_digits_csv;
 //! let dir = std::env::temp_dir().join(format!("resnorm-digits-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let path = dir.join("digits.csv");

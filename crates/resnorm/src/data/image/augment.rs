@@ -12,7 +12,7 @@
 //! `-mean[c] / std[c]` after it, as when torchvision pads before `Normalize`.
 //!
 //! ```
-//! use resnorm::data::Augmentation;
+//! use resnorm::data::image::Augmentation;
 //! use resnorm::rng::Rng;
 //! let flip = Augmentation { crop_padding: 0, horizontal_flip: true };
 //! let image = [1.0, 2.0, 3.0];

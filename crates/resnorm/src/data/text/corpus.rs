@@ -45,7 +45,7 @@
 //! against it: the gap is what the model has not learned.
 //!
 //! ```
-//! use resnorm::data::Corpus;
+//! use resnorm::data::text::Corpus;
 //! let corpus = Corpus::generate(1, 2_000).unwrap();
 //! assert!(corpus.text.starts_with("Once there was a "));
 //! assert!(corpus.text.len() >= 2_000);

@@ -7,7 +7,7 @@
 //! [`read_idx`]), so `train-images-idx3-ubyte` and `train-images-idx3-ubyte.gz` both work.
 //!
 //! ```
-//! use resnorm::data::read_idx;
+//! use resnorm::data::image::read_idx;
 //! let dir = std::env::temp_dir().join(format!("resnorm-idx-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let path = dir.join("labels-idx1-ubyte");

@@ -2,7 +2,7 @@
 //! normalization that turns them into network inputs.
 //!
 //! ```
-//! use resnorm::data::{LabeledImages, Normalization};
+//! use resnorm::data::image::{LabeledImages, Normalization};
 //! use resnorm::nn::ImageShape;
 //! let images = LabeledImages::new(ImageShape::new(2, 1, 1, 2), vec![0.0, 1.0, 0.5, 0.5], vec![3, 1]).unwrap();
 //! let stats = Normalization::measure(&images);
