@@ -12,7 +12,7 @@
 //!                 per head: p = softmax(q·K[0..=t]ᵀ / √d);  y = p·V[0..=t];  F = y·W_proj + b
 //!     MLP:        F = GELU(h·W_fc + b)·W_proj + b
 //!     (resi-dual also advances its dual stream: d' = d + F)
-//! logits = head(final stream) · wteᵀ
+//! logits = z · wteᵀ,  z = the final norm of the last stream, as in training (head.rs)
 //! ```
 //! The logits equal row `t` of a full forward pass over the same tokens, up to rounding
 //! (tested for every placement).
@@ -45,12 +45,11 @@
 //! assert!(tokens.iter().all(|&t| t < 7));
 //! ```
 
+use super::head::HeadActs;
 use super::unit::UnitActs;
-use super::{Gpt, Placement, Sublayer};
-use crate::kernels::residual::residual_add;
-use crate::kernels::{matmul, matmul_strided, MatDims, MatMut, MatRef, Trans};
+use super::{Gpt, Sublayer};
+use crate::kernels::{matmul_strided, MatDims, MatMut, MatRef};
 use crate::nn::attention::softmax;
-use crate::nn::norm::NormSaved;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -78,9 +77,7 @@ pub struct Decoder<'m> {
     qkv: Vec<f32>,
     attended: Vec<f32>,
     scores: Vec<f32>,
-    head_in: Vec<f32>,
-    ln_f_out: Vec<f32>,
-    ln_f_saved: NormSaved,
+    head: HeadActs,
     logits: Vec<f32>,
 }
 
@@ -106,9 +103,7 @@ impl<'m> Decoder<'m> {
             qkv: vec![0.0; 3 * width],
             attended: row(),
             scores: vec![0.0; config.heads * context],
-            head_in: row(),
-            ln_f_out: row(),
-            ln_f_saved: NormSaved::new(config.norm, 1),
+            head: HeadActs::new(config, 1),
             logits: vec![0.0; config.vocab],
         }
     }
@@ -169,7 +164,7 @@ impl<'m> Decoder<'m> {
         for ((x, &t), &p) in streams[0].iter_mut().zip(wte).zip(wpe) {
             *x = t + p;
         }
-        let resi_dual = model.config().placement == Placement::ResiDual;
+        let resi_dual = model.config().placement.has_dual_stream();
         if resi_dual {
             duals[0].copy_from_slice(&streams[0]);
         }
@@ -212,43 +207,10 @@ impl<'m> Decoder<'m> {
             )?;
         }
         self.len += 1;
-        self.head()?;
+        let last = model.units.len() % 2;
+        let dual = resi_dual.then_some(&duals[last][..]);
+        model.head_forward(&streams[last], dual, &mut self.head, &mut self.logits)?;
         Ok(&self.logits)
-    }
-
-    /// Final norm (as the placement has it) and the tied head, on the last stream.
-    fn head(&mut self) -> Result<()> {
-        let model = self.model;
-        let (width, vocab) = (model.config().width, model.config().vocab);
-        let last = &self.streams[model.units.len() % 2];
-        let dual = &self.duals[model.units.len() % 2];
-        let resi_dual = model.config().placement == Placement::ResiDual;
-        let head_in: &[f32] = match &model.ln_f {
-            Some(ln_f) if resi_dual => {
-                ln_f.forward(dual, &mut self.ln_f_out, &mut self.ln_f_saved)?;
-                residual_add(last, &self.ln_f_out, &mut self.head_in)?;
-                &self.head_in
-            }
-            Some(ln_f) => {
-                ln_f.forward(last, &mut self.head_in, &mut self.ln_f_saved)?;
-                &self.head_in
-            }
-            None => last,
-        };
-        let dims = MatDims {
-            m: 1,
-            k: width,
-            n: vocab,
-        };
-        let trans = Trans { a: false, b: true };
-        matmul(
-            &mut self.logits,
-            head_in,
-            &model.embedding.wte.value,
-            dims,
-            trans,
-            false,
-        )
     }
 }
 

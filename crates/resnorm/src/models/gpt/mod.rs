@@ -5,7 +5,7 @@
 //! x₀ = wte[tokens] + wpe[positions]
 //! x_{k+1} = Unit_k(x_k)            k = 0 .. 2L-1 (attention, MLP, attention, ...), see unit.rs
 //! z = ln_f(x_2L)  (pre-ln, sandwich, no-residual)   |   x_2L + ln_f(dual_2L)  (resi-dual)   |   x_2L
-//! logits = z · wteᵀ                (head tied to the token embedding)
+//! logits = z · wteᵀ                (head tied to the token embedding; see head.rs)
 //! loss = mean cross-entropy(logits, targets)
 //! ```
 //! Activations and gradients live in buffers allocated once for a `(batch, seq)` and reused
@@ -27,6 +27,7 @@
 
 mod config;
 mod decode;
+mod head;
 pub mod init;
 mod placement;
 pub mod stream_stats;
@@ -39,15 +40,14 @@ pub use placement::Placement;
 pub use sublayer::Sublayer;
 pub use unit::ResidualUnit;
 
-use crate::kernels::residual::{residual_add, residual_add_assign};
-use crate::kernels::{
-    cross_entropy_backward_in_place, cross_entropy_forward, matmul, MatDims, Trans,
-};
+use crate::kernels::residual::residual_add_assign;
+use crate::kernels::{cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::nn::embedding::Embedding;
-use crate::nn::norm::{Norm, NormSaved};
+use crate::nn::norm::Norm;
 use crate::nn::Param;
 use crate::AlignedVec;
 use crate::{Error, Result};
+use head::HeadActs;
 use rayon::prelude::*;
 use stream_stats::{l2_norm, mean_row_cosine, rms, StreamStats};
 use unit::{UnitActs, UnitScratch};
@@ -85,10 +85,7 @@ struct State {
     /// resi-dual's un-normalized stream, likewise (empty otherwise).
     duals: Vec<AlignedVec>,
     units: Vec<UnitActs>,
-    /// `z`, the head's input, when it differs from the last stream.
-    head_in: AlignedVec,
-    ln_f_out: AlignedVec,
-    ln_f_saved: NormSaved,
+    head: HeadActs,
     /// Logits `[rows, V]`; overwritten by their gradient in backward.
     logits: AlignedVec,
     losses: AlignedVec,
@@ -96,7 +93,7 @@ struct State {
     scratch: UnitScratch,
     d_stream: [AlignedVec; 2],
     d_dual: AlignedVec,
-    d_head_in: AlignedVec,
+    dz: AlignedVec,
 }
 
 impl Gpt {
@@ -240,7 +237,7 @@ impl Gpt {
         targets: Option<&[u32]>,
     ) -> Result<Option<f32>> {
         let (batch, seq) = (s.batch, s.seq);
-        let (width, vocab) = (self.config.width, self.config.vocab);
+        let vocab = self.config.vocab;
         s.tokens.clear();
         s.tokens.extend_from_slice(tokens);
         s.targets.clear();
@@ -248,7 +245,7 @@ impl Gpt {
         s.backward_ready = targets.is_some();
         self.embedding
             .forward(&mut s.streams[0], tokens, batch, seq)?;
-        let resi_dual = !s.duals.is_empty();
+        let resi_dual = self.config.placement.has_dual_stream();
         if resi_dual {
             s.duals[0].copy_from_slice(&s.streams[0]);
         }
@@ -269,35 +266,8 @@ impl Gpt {
             )?;
         }
         let last = s.streams.last().expect("2L + 1 streams");
-        let head_in: &[f32] = match &self.ln_f {
-            Some(ln_f) if resi_dual => {
-                ln_f.forward(
-                    s.duals.last().expect("2L + 1 duals"),
-                    &mut s.ln_f_out,
-                    &mut s.ln_f_saved,
-                )?;
-                residual_add(last, &s.ln_f_out, &mut s.head_in)?;
-                &s.head_in
-            }
-            Some(ln_f) => {
-                ln_f.forward(last, &mut s.head_in, &mut s.ln_f_saved)?;
-                &s.head_in
-            }
-            None => last,
-        };
-        let dims = MatDims {
-            m: batch * seq,
-            k: width,
-            n: vocab,
-        };
-        matmul(
-            &mut s.logits,
-            head_in,
-            &self.embedding.wte.value,
-            dims,
-            Trans { a: false, b: true },
-            false,
-        )?;
+        let dual = s.duals.last().map(|d| &d[..]);
+        self.head_forward(last, dual, &mut s.head, &mut s.logits)?;
         match targets {
             Some(t) => Ok(Some(cross_entropy_forward(
                 &s.logits,
@@ -335,59 +305,20 @@ impl Gpt {
                 "each backward needs a forward with targets before it",
             ));
         }
-        let targets = &s.targets;
         let (batch, seq) = (s.batch, s.seq);
-        let (rows, width, vocab) = (batch * seq, self.config.width, self.config.vocab);
-        cross_entropy_backward_in_place(&mut s.logits, &s.logsumexp, targets, vocab, 1.0)?;
-        let dlogits = &s.logits;
-        let resi_dual = !s.duals.is_empty();
-        let last = s.streams.last().expect("2L + 1 streams");
-        let head_in: &[f32] = if self.ln_f.is_some() {
-            &s.head_in
-        } else {
-            last
-        };
-        // Head: d(head_in) = dlogits · wte,  d(wte) += dlogitsᵀ · head_in.
-        let wte = &mut self.embedding.wte;
-        matmul(
-            &mut s.d_head_in,
-            dlogits,
-            &wte.value,
-            MatDims {
-                m: rows,
-                k: vocab,
-                n: width,
-            },
-            Trans::NONE,
-            false,
-        )?;
-        let dims = MatDims {
-            m: vocab,
-            k: rows,
-            n: width,
-        };
-        matmul(
-            &mut wte.grad,
-            dlogits,
-            head_in,
-            dims,
-            Trans { a: true, b: false },
-            true,
-        )?;
+        let vocab = self.config.vocab;
+        cross_entropy_backward_in_place(&mut s.logits, &s.logsumexp, &s.targets, vocab, 1.0)?;
+        let resi_dual = self.config.placement.has_dual_stream();
         let [d_a, d_b] = &mut s.d_stream;
-        match &mut self.ln_f {
-            Some(ln_f) if resi_dual => {
-                d_a.copy_from_slice(&s.d_head_in);
-                ln_f.backward(
-                    &s.d_head_in,
-                    s.duals.last().expect("duals"),
-                    &s.ln_f_saved,
-                    &mut s.d_dual,
-                )?;
-            }
-            Some(ln_f) => ln_f.backward(&s.d_head_in, last, &s.ln_f_saved, d_a)?,
-            None => d_a.copy_from_slice(&s.d_head_in),
-        }
+        self.head_backward(
+            &s.logits,
+            s.streams.last().expect("2L + 1 streams"),
+            s.duals.last().map(|d| &d[..]),
+            &s.head,
+            &mut s.dz,
+            d_a,
+            &mut s.d_dual,
+        )?;
         let (mut d_out, mut d_in) = (d_a, d_b);
         let mut grad_norms = self.stream_stats.as_ref().map(|_| vec![l2_norm(d_out)]);
         for (k, unit) in self.units.iter_mut().enumerate().rev() {
@@ -430,8 +361,7 @@ impl Gpt {
         } = self.config;
         let rows = batch * seq;
         let n = rows * width;
-        let resi_dual = placement == Placement::ResiDual;
-        let head_in_len = if self.ln_f.is_some() { n } else { 0 };
+        let resi_dual = placement.has_dual_stream();
         State {
             batch,
             seq,
@@ -449,16 +379,14 @@ impl Gpt {
                 .iter()
                 .map(|u| u.new_acts(batch, seq, width))
                 .collect(),
-            head_in: AlignedVec::zeros(head_in_len),
-            ln_f_out: AlignedVec::zeros(if resi_dual { n } else { 0 }),
-            ln_f_saved: NormSaved::new(self.config.norm, rows),
+            head: HeadActs::new(&self.config, rows),
             logits: AlignedVec::zeros(rows * vocab),
             losses: AlignedVec::zeros(rows),
             logsumexp: AlignedVec::zeros(rows),
             scratch: UnitScratch::new(rows, width),
             d_stream: [AlignedVec::zeros(n), AlignedVec::zeros(n)],
             d_dual: AlignedVec::zeros(if resi_dual { n } else { 0 }),
-            d_head_in: AlignedVec::zeros(n),
+            dz: AlignedVec::zeros(n),
         }
     }
 

@@ -86,6 +86,12 @@ impl Placement {
         )
     }
 
+    /// True when a second, un-normalized residual stream runs beside the first and joins it
+    /// at the output (resi-dual): the one place that decides it, for training and decoding.
+    pub fn has_dual_stream(self) -> bool {
+        self == Placement::ResiDual
+    }
+
     /// True when any norm layer exists (so the norm kind matters).
     pub fn normalizes(self) -> bool {
         !matches!(self, Placement::ReZero | Placement::NoNorm)
