@@ -25,6 +25,7 @@ fn parity(placement: Placement, norm: NormKind) {
         placement,
         norm,
         eps: fx.meta_f32("eps"),
+        ..GptConfig::default() // residual_scaling: the fixture's weights replace the init
     };
     let mut model = Gpt::new(config, 0).unwrap();
     let mut names = Vec::new();
@@ -180,6 +181,13 @@ fn initialization_follows_gpt2_and_the_placements() {
     assert!((std_of(&pre, "h.0.mlp.c_fc.weight") - 0.02).abs() < 0.001);
     let residual_std = 0.02 / (2.0 * layers as f32).sqrt();
     assert!((std_of(&pre, "h.3.attn.c_proj.weight") - residual_std).abs() < 0.0005);
+    let unscaled = GptConfig {
+        residual_scaling: false,
+        ..base.clone()
+    };
+    let unscaled = Gpt::new(unscaled, 1).unwrap();
+    assert!((std_of(&unscaled, "h.3.attn.c_proj.weight") - 0.02).abs() < 0.001);
+    assert!((std_of(&unscaled, "h.3.mlp.c_proj.weight") - 0.02).abs() < 0.001);
     assert_eq!(std_of(&pre, "h.0.ln_1.weight"), 0.0); // all ones
     let deep = Gpt::new(
         GptConfig {

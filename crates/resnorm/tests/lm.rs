@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use resnorm::kernels::NormKind;
 use resnorm::lm::{
-    load_checkpoint, load_data, TrainConfig, Trainer, MODEL_FILE, STATE_FILE, TRAIN_CONFIG_FILE,
+    load_checkpoint, load_data, TrainConfig, Trainer, CONFIG_FILE, MODEL_FILE, STATE_FILE,
+    TRAIN_CONFIG_FILE,
 };
 use resnorm::models::gpt::{generate, Decoder, Gpt, GptConfig, Placement, Sampling};
 use resnorm::rng::Rng;
@@ -229,6 +230,34 @@ fn damaged_or_mismatched_checkpoints_are_refused() {
     std::fs::remove_file(dir.join(STATE_FILE)).unwrap();
     let err = load_checkpoint(&dir).unwrap_err().to_string();
     assert!(err.contains(STATE_FILE), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `residual_scaling` came after the first checkpoints: a `config.json` without it reads as
+/// GPT-2's scaling, the only one there was, and the run resumes.
+#[test]
+fn a_checkpoint_from_before_residual_scaling_loads_and_resumes() {
+    let config = tiny(4);
+    let dir = temp_dir("old-config");
+    let (trainer, _) = run(&TrainConfig {
+        steps: 2,
+        ..config.clone()
+    });
+    trainer.save(&dir).unwrap();
+    let path = dir.join(CONFIG_FILE);
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let fields = json.as_object_mut().unwrap();
+    assert_eq!(fields.remove("residual_scaling"), Some(true.into()));
+    std::fs::write(&path, json.to_string()).unwrap();
+
+    let saved = load_checkpoint(&dir).unwrap();
+    assert!(saved.model.config().residual_scaling);
+    assert_eq!(weights(&saved.model), weights(trainer.model()));
+    let mut resumed = Trainer::resume(&dir, config).unwrap();
+    while !resumed.is_done() {
+        resumed.step().unwrap();
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

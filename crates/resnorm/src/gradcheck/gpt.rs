@@ -42,6 +42,7 @@ pub fn tiny_config(placement: Placement, norm: NormKind) -> GptConfig {
         placement,
         norm,
         eps: 1e-5,
+        residual_scaling: true,
     }
 }
 

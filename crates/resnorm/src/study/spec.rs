@@ -53,19 +53,10 @@ impl ModelSpec {
             vocab,
             placement: self.placement,
             norm: self.norm,
+            residual_scaling: self.residual_scaling,
             ..GptConfig::default()
         };
-        let mut model = Gpt::new(config, self.seed)?;
-        let scaled = self.placement.deep_norm_beta(self.layers).is_none();
-        if scaled && !self.residual_scaling {
-            let undo = (2.0 * self.layers as f32).sqrt();
-            model.visit_params_mut(&mut |p| {
-                if p.name.ends_with("c_proj.weight") {
-                    p.value.iter_mut().for_each(|v| *v *= undo);
-                }
-            });
-        }
-        Ok(model)
+        Gpt::new(config, self.seed)
     }
 
     fn label(&self) -> String {

@@ -41,6 +41,16 @@ pub struct GptConfig {
     pub norm: NormKind,
     /// The norms' epsilon.
     pub eps: f32,
+    /// GPT-2's residual scaling: the projections that write into the residual stream start
+    /// at `N(0, 0.02/√(2L))` instead of `N(0, 0.02)` (see [`super::init`]); deep-norm has its
+    /// own rule and ignores it. Configs written before it existed read as `true`.
+    #[serde(default = "residual_scaling_default")]
+    pub residual_scaling: bool,
+}
+
+/// The value of [`GptConfig::residual_scaling`] missing from a config: GPT-2's.
+fn residual_scaling_default() -> bool {
+    true
 }
 
 impl Default for GptConfig {
@@ -55,6 +65,7 @@ impl Default for GptConfig {
             placement: Placement::PreLn,
             norm: NormKind::Layer,
             eps: 1e-5,
+            residual_scaling: true,
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - Embeddings `wte`, `wpe`: normal(0, 0.02). Norm gains 1, shifts 0, biases 0.
 //! - Linear weights: normal(0, 0.02); the two projections that write into the residual stream
-//!   (`attn.c_proj`, `mlp.c_proj`) normal(0, 0.02/√(2L)) (GPT-2's residual scaling).
+//!   (`attn.c_proj`, `mlp.c_proj`) normal(0, 0.02/√(2L)) (GPT-2's residual scaling), or
+//!   normal(0, 0.02) like the rest when [`GptConfig::residual_scaling`](super::GptConfig::residual_scaling) is off.
 //! - `deep-norm` (DeepNet, decoder-only): Xavier-normal, `std = gain·√(2/(fan_in+fan_out))`,
 //!   gain 1 for the query and key columns of `c_attn`, gain `β = (8L)^(-¼)` for its value
 //!   columns, `attn.c_proj`, `mlp.c_fc` and `mlp.c_proj`.
@@ -23,7 +24,11 @@ pub(super) fn initialize(model: &mut Gpt, seed: u64) {
     let layers = model.config.layers;
     model.embedding.init(&mut rng, GPT2_STD);
     let beta = model.config.placement.deep_norm_beta(layers);
-    let residual_std = GPT2_STD / (2.0 * layers as f32).sqrt();
+    let residual_std = if model.config.residual_scaling {
+        GPT2_STD / (2.0 * layers as f32).sqrt()
+    } else {
+        GPT2_STD
+    };
     for unit in &mut model.units {
         let is_attention = matches!(unit.sublayer, Sublayer::Attention { .. });
         let [input, output] = unit.sublayer.linears_mut();

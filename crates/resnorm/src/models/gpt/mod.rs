@@ -109,6 +109,7 @@ impl Gpt {
             placement,
             norm,
             eps,
+            residual_scaling: _, // init's business
         } = config.clone();
         let mut units = Vec::with_capacity(2 * layers);
         for i in 0..layers {
