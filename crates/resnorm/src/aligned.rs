@@ -5,9 +5,7 @@
 //! streaming stores of the row kernels (`kernels/stores.rs`), which must fill whole lines,
 //! start each row with elements written one by one. [`AlignedVec`] allocates on a
 //! [`AlignedVec::ALIGN`]-byte boundary, as PyTorch does for its CPU tensors: rows whose byte
-//! length is a multiple of 64 then all start on a line. `resnorm bench norms --threads 2`,
-//! medians of three interleaved runs, `Vec` against aligned buffers: LayerNorm
-//! forward+backward 8192x768 6.69 → 4.59 ms, 16384x384 7.94 → 4.76 ms, 65536x128 13.1 → 9.8 ms.
+//! length is a multiple of 64 then all start on a line (what it gained: docs/benchmarks.md).
 //!
 //! It derefs to `[f32]`, so every kernel takes it as a slice.
 //!

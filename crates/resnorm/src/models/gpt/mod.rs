@@ -391,8 +391,8 @@ impl Gpt {
         }
     }
 
-    /// Clears every parameter's gradient, chunks of all of them in parallel (43 MB for the
-    /// 6-layer width-384 model, 4 ms on one thread).
+    /// Clears every parameter's gradient, chunks of all of them in parallel: tens of MB for
+    /// the 6-layer width-384 model, too much for one thread.
     pub fn zero_grad(&mut self) {
         let mut params = self.params_mut();
         crate::threads::pool().install(|| {
