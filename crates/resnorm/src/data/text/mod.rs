@@ -2,7 +2,7 @@
 //! the windows cut from token streams.
 //!
 //! The path from a user's `--data` to a batch:
-//! 1. [`read_text`] reads a UTF-8 file or a folder of them, or [`read_token_file`] reads
+//! 1. [`read_text()`] reads a UTF-8 file or a folder of them, or [`read_token_file`] reads
 //!    pre-tokenized nanoGPT / llm.c `.bin` files; with no data at all, [`Corpus::generate`]
 //!    writes stories from a grammar whose entropy per character is known exactly.
 //! 2. A [`Tokenizer`] (characters, bytes, or GPT-2 BPE) turns text into ids; it serializes
