@@ -96,23 +96,49 @@ pub fn write_tensors(
     tensors: &[TensorRef<'_>],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let mut sorted: Vec<TensorRef<'_>> = tensors.to_vec();
-    sorted.sort_by(|a, b| a.name.cmp(b.name));
-    let header = encode_header(&sorted, metadata)?;
+    let encoded = TensorFile::new(tensors, metadata)?;
     write_atomic_with(path, |file| {
         let mut out = io::BufWriter::new(file);
-        out.write_all(&(header.len() as u64).to_le_bytes())?;
-        out.write_all(&header)?;
+        encoded.write_to(&mut out)?;
+        out.flush()
+    })
+}
+
+/// A safetensors file checked and ready to be written to any [`Write`]: the building block
+/// of [`write_tensors`] and of the files of a [`crate::checkpoint_set`].
+#[derive(Clone, Debug)]
+pub struct TensorFile<'a> {
+    header: Vec<u8>,
+    tensors: Vec<TensorRef<'a>>,
+}
+
+impl<'a> TensorFile<'a> {
+    /// Checks `tensors` (unique, non-empty names; data of the shape's size) and encodes the
+    /// header, tensors in name order.
+    pub fn new(tensors: &[TensorRef<'a>], metadata: &BTreeMap<String, String>) -> Result<Self> {
+        let mut sorted: Vec<TensorRef<'a>> = tensors.to_vec();
+        sorted.sort_by(|a, b| a.name.cmp(b.name));
+        let header = encode_header(&sorted, metadata)?;
+        Ok(TensorFile {
+            header,
+            tensors: sorted,
+        })
+    }
+
+    /// Writes the whole file to `out`.
+    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&(self.header.len() as u64).to_le_bytes())?;
+        out.write_all(&self.header)?;
         let mut bytes = Vec::with_capacity(WRITE_CHUNK * 4);
-        for tensor in &sorted {
+        for tensor in &self.tensors {
             for chunk in tensor.data.chunks(WRITE_CHUNK) {
                 bytes.clear();
                 bytes.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
                 out.write_all(&bytes)?;
             }
         }
-        out.flush()
-    })
+        Ok(())
+    }
 }
 
 /// The JSON header for `tensors` (sorted by name), padded with spaces to a multiple of 8.
@@ -170,7 +196,13 @@ fn encode_header(
 pub fn read_tensors(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse(&bytes).map_err(|detail| Error::Format {
+    decode_tensors(path, &bytes)
+}
+
+/// Decodes the bytes of a safetensors file read from `path` (named in errors), as
+/// [`read_tensors`] does.
+pub fn decode_tensors(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
+    parse(bytes).map_err(|detail| Error::Format {
         path: path.to_path_buf(),
         detail,
     })
