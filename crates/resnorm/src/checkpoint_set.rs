@@ -464,7 +464,10 @@ mod tests {
         save(&run, 1, b"one").unwrap();
         save(&run, 2, b"two").unwrap();
         let set = CheckpointSet::open(&run).unwrap();
-        assert_eq!((set.step(), set.read("body.bin").unwrap()), (2, b"two".to_vec()));
+        assert_eq!(
+            (set.step(), set.read("body.bin").unwrap()),
+            (2, b"two".to_vec())
+        );
         let mut entries: Vec<String> = fs::read_dir(&run)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -545,11 +548,17 @@ mod tests {
         let body = set.dir().join("body.bin");
         fs::write(&body, b"thre").unwrap();
         let err = set.verify().unwrap_err().to_string();
-        assert!(err.contains("body.bin: 4 bytes, but set.json of step 3 says 5"), "{err}");
+        assert!(
+            err.contains("body.bin: 4 bytes, but set.json of step 3 says 5"),
+            "{err}"
+        );
         fs::write(&body, b"three").unwrap();
         set.verify().unwrap();
         assert!(set.check_step("state.json", Some(3)).is_ok());
-        let err = set.check_step("state.json", Some(2)).unwrap_err().to_string();
+        let err = set
+            .check_step("state.json", Some(2))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("holds step 2, but set.json says 3"), "{err}");
         let err = CheckpointSet::open(&run.join("nowhere"))
             .unwrap_err()
