@@ -7,7 +7,8 @@
 //!                                       (config, num_classes, image, normalization), step
 //! RUN/checkpoint/optimizer.safetensors  SGD momentum buffers and step count
 //! RUN/checkpoint/trainer.json           epoch, step, data generator state, every epoch's
-//!                                       report, and the progress through an unfinished epoch
+//!                                       report, the progress through an unfinished epoch,
+//!                                       kernel threads
 //! RUN/checkpoint/set.json               the manifest: step, each file's length and checksum
 //! ```
 //!
@@ -44,6 +45,7 @@ struct TrainerState {
     rng_state: [u64; 4],
     history: Vec<EpochReport>,
     progress: Option<EpochProgress>,
+    threads: usize,
 }
 
 /// What `model.safetensors`'s metadata records about the network and its inputs.
@@ -203,6 +205,7 @@ impl Trainer {
             rng_state: self.rng.state(),
             history: self.history.clone(),
             progress: self.progress.clone(),
+            threads: crate::threads::num_threads(),
         };
         save_set(dir, self.step, |set| {
             set.file(MODEL_FILE, |out| model_file.write_to(out))?;
@@ -243,6 +246,7 @@ impl Trainer {
         trainer.rng = Rng::from_state(state.rng_state);
         trainer.history = state.history;
         trainer.progress = state.progress;
+        trainer.threads_saved = state.threads;
         Ok(trainer)
     }
 }

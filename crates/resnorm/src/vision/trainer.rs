@@ -106,6 +106,7 @@ pub struct Trainer {
     pub(super) step: u64,
     pub(super) history: Vec<EpochReport>,
     pub(super) progress: Option<EpochProgress>,
+    pub(super) threads_saved: usize,
     images: Vec<f32>,
     labels: Vec<u32>,
     losses: Vec<f32>,
@@ -166,12 +167,19 @@ impl Trainer {
             step: 0,
             history: Vec::new(),
             progress: None,
+            threads_saved: crate::threads::num_threads(),
             images: Vec::new(),
             labels: Vec::new(),
             losses: Vec::new(),
             logsumexp: Vec::new(),
             dlogits: Vec::new(),
         })
+    }
+
+    /// Kernel threads the run had when it was last saved (now, for a fresh run): results
+    /// are bit-identical only with the same count.
+    pub fn threads_saved(&self) -> usize {
+        self.threads_saved
     }
 
     /// The run's settings.
