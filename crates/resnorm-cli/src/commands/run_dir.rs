@@ -96,8 +96,8 @@ pub fn check_same_settings<T: serde::Serialize>(
             format!(
                 "{} {} (the saved run has {})",
                 flag_of(&d.key),
-                d.asked,
-                d.saved
+                show(&d.asked),
+                show(&d.saved)
             )
         })
         .collect();
@@ -109,6 +109,15 @@ pub fn check_same_settings<T: serde::Serialize>(
          only {changeable} may change on resume",
         refused.join(", ")
     )))
+}
+
+/// A setting's value as the user typed it: settings held as `f32` print in their shortest
+/// `f32` form (`0.05`, not `0.05000000074505806`).
+fn show(value: &Value) -> String {
+    match value.as_f64() {
+        Some(x) if value.is_f64() && f64::from(x as f32) == x => (x as f32).to_string(),
+        _ => value.to_string(),
+    }
 }
 
 /// The line printed when a run resumes on another number of threads than it ran on.

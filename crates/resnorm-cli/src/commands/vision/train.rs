@@ -117,7 +117,9 @@ fn flag_of(key: &str) -> String {
         "schedule.kind" => "schedule",
         "schedule.every_epochs" => "step-every",
         "normalize" => "no-normalize",
-        other => other.trim_start_matches("model.").trim_start_matches("schedule."),
+        other => other
+            .trim_start_matches("model.")
+            .trim_start_matches("schedule."),
     };
     format!("--{}", flag.replace('_', "-"))
 }
@@ -162,7 +164,10 @@ fn config(args: &Args, saved: Option<&TrainConfig>) -> resnorm::Result<TrainConf
         } => (every_epochs, gamma),
         LrSchedule::Cosine => (1, 0.1),
     };
-    let (every, gamma) = (args.step_every.unwrap_or(every), args.gamma.unwrap_or(gamma));
+    let (every, gamma) = (
+        args.step_every.unwrap_or(every),
+        args.gamma.unwrap_or(gamma),
+    );
     let schedule = match args.schedule.as_deref() {
         None => match c.schedule {
             LrSchedule::Cosine => "cosine",
