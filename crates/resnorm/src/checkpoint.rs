@@ -405,6 +405,20 @@ pub fn write_atomic_with(
     sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// Removes the temporary files that [`write_atomic_with`] calls in `dir` left when their
+/// process was killed (`.<file name>.<pid>.<n>.tmp`); for a directory no one is writing to.
+pub fn remove_temp_files(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp")) && path.is_file() {
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes a rename inside `dir` durable.
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> io::Result<()> {

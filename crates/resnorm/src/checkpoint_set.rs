@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{decode_tensors, Checkpoint};
+use crate::checkpoint::{decode_tensors, remove_temp_files, Checkpoint};
 use crate::{Error, Result};
 
 /// The live checkpoint, inside the run directory.
@@ -232,7 +232,9 @@ fn install(run: &Path) -> Result<()> {
 }
 
 /// Finishes a save that was interrupted during the swap and removes the leftovers of
-/// interrupted saves in the run directory `run`; nothing to do when `run` does not exist.
+/// interrupted saves in the run directory `run` (partial sets, and the temporary files of
+/// [`crate::checkpoint::write_atomic`], e.g. for a log); nothing to do when `run` does not
+/// exist.
 ///
 /// Every trainer calls it before it trains (a reader never changes a run directory).
 pub fn recover(run: &Path) -> Result<()> {
@@ -251,6 +253,7 @@ pub fn recover(run: &Path) -> Result<()> {
     }
     remove_dir_if_present(&run.join(PARTIAL_DIR))?;
     remove_dir_if_present(&run.join(PREVIOUS_DIR))?;
+    remove_temp_files(run)?;
     sync_dir(run)
 }
 
@@ -519,10 +522,12 @@ mod tests {
         fs::rename(run.join(LIVE_DIR), run.join(PREVIOUS_DIR)).unwrap();
         fs::rename(run.join("scratch").join(LIVE_DIR), run.join(PARTIAL_DIR)).unwrap();
         fs::remove_dir_all(run.join("scratch")).unwrap();
+        fs::write(run.join(".metrics.jsonl.99.0.tmp"), "{\"st").unwrap();
         assert_eq!(CheckpointSet::open(&run).unwrap().step(), 2);
         recover(&run).unwrap();
         assert_eq!(CheckpointSet::open(&run).unwrap().step(), 2);
         assert!(!run.join(PARTIAL_DIR).exists() && !run.join(PREVIOUS_DIR).exists());
+        assert!(!run.join(".metrics.jsonl.99.0.tmp").exists());
 
         // Killed while writing the first files of step 3: the partial set is incomplete.
         fs::create_dir(run.join(PARTIAL_DIR)).unwrap();
