@@ -140,7 +140,7 @@ fn sigkill_at_random_points_never_loses_the_checkpoint() {
     let fresh = with(&[TINY, &steps, &["--out", "run", "--overwrite"]]);
     let resume = with(&[TINY, &["--resume", "run"]]);
     let mut delays = Delays(0x25);
-    let (mut kills, mut last_step) = (0, None::<u64>);
+    let (mut kills, mut mid_saves, mut last_step) = (0, 0, None::<u64>);
     while kills < KILLS {
         let args = if last_step.is_some() { &resume } else { &fresh };
         let mut child = spawn(&strs(args), &dir);
@@ -151,6 +151,8 @@ fn sigkill_at_random_points_never_loses_the_checkpoint() {
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
+        let mid_save = ["checkpoint.partial", "checkpoint.previous"];
+        mid_saves += usize::from(mid_save.iter().any(|d| run_dir.join(d).exists()));
         let eval = run(&["eval", "--checkpoint", "run", "--json"], &dir);
         match last_step {
             None if !eval.status.success() => continue, // killed before its first save
@@ -164,6 +166,7 @@ fn sigkill_at_random_points_never_loses_the_checkpoint() {
         last_step = Some(step);
     }
     assert_eq!(kills, KILLS, "the run ended before {KILLS} kills");
+    eprintln!("{kills} kills, {mid_saves} of them in the middle of a save");
     let finish = run(&strs(&resume), &dir);
     assert!(finish.status.success(), "{}", stderr(&finish));
     let straight = dir.join("straight");
