@@ -2,7 +2,6 @@
 //! bit-identical, gradient accumulation equals a larger batch, divergence stops cleanly,
 //! damaged checkpoints are refused; incremental decoding equals a full forward pass.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use resnorm::checkpoint_set::{save_set, CheckpointSet};
