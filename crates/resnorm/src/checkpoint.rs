@@ -16,7 +16,8 @@
 //! renames it over the target and `fsync`s the directory. A crash or a failing write leaves
 //! either the old file or the new one, never a mixture; on failure the temporary file is
 //! removed. Every writer here ([`write_tensors`], [`save_params`], [`write_atomic`],
-//! [`write_json_atomic`]) goes through it.
+//! [`write_json_atomic`]) goes through it. A trainer's checkpoint, several files that must
+//! agree, is written as one [`crate::checkpoint_set`] instead, from [`TensorFile`]s.
 //!
 //! ```
 //! use std::collections::BTreeMap;
