@@ -150,6 +150,12 @@ fn train_resume_eval_and_sample() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("The"), "{text}");
     assert_eq!(text.trim_end_matches('\n').chars().count(), 43);
+
+    // --overwrite starts a new run in its place.
+    let out = train(&dir, &["--steps", "2", "--out", "run", "--overwrite"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

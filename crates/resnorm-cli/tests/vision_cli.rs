@@ -136,6 +136,7 @@ fn train_resume_and_eval_round_trip() {
         })
         .collect();
     assert_eq!(epochs, [1, 2], "the resumed run continues at epoch 2");
+    assert_refused(&train("1", true), "--epochs 1 is below the 2 epochs");
 
     let eval = resnorm(&[
         "vision",
