@@ -21,8 +21,9 @@
 //! `checkpoint.partial` is complete (its manifest verifies) and wins, `checkpoint.previous`
 //! next; after 3, `checkpoint` is the new complete set. A save that fails (a write error, a
 //! full disk) removes `checkpoint.partial` and leaves `checkpoint` untouched; one that is
-//! killed leaves it behind, and [`recover`] (run by every trainer before it trains) finishes
-//! an interrupted swap, then removes the leftovers.
+//! killed leaves it behind, and [`recover`] (run by every trainer before it trains) makes
+//! the newest complete set the live one, finishing a save killed after step 1, then removes
+//! the leftovers.
 //!
 //! ```
 //! use resnorm::checkpoint_set::{save_set, CheckpointSet};
@@ -231,8 +232,9 @@ fn install(run: &Path) -> Result<()> {
     sync_dir(run)
 }
 
-/// Finishes a save that was interrupted during the swap and removes the leftovers of
-/// interrupted saves in the run directory `run` (partial sets, and the temporary files of
+/// Makes the newest complete set of the run directory `run` its live one (finishing a save
+/// that was killed after its files were complete) and removes the leftovers of interrupted
+/// saves (partial sets, and the temporary files of
 /// [`crate::checkpoint::write_atomic`], e.g. for a log); nothing to do when `run` does not
 /// exist.
 ///
@@ -242,14 +244,22 @@ pub fn recover(run: &Path) -> Result<()> {
         return Ok(());
     }
     let live = run.join(LIVE_DIR);
-    if !live.exists() {
-        for candidate in [PARTIAL_DIR, PREVIOUS_DIR] {
-            let dir = run.join(candidate);
-            if dir.is_dir() && CheckpointSet::at(&dir).and_then(|s| s.verify()).is_ok() {
-                fs::rename(&dir, &live).map_err(|e| Error::io(&dir, e))?;
-                break;
-            }
+    let complete = |name: &str| {
+        CheckpointSet::at(&run.join(name))
+            .and_then(|set| set.verify().map(|()| set.step()))
+            .ok()
+    };
+    let live_step = CheckpointSet::at(&live).ok().map(|set| set.step());
+    match (live_step, complete(PARTIAL_DIR)) {
+        // Killed after step 1 (the new set complete) or between steps 2 and 3.
+        (live_step, Some(step)) if live_step.is_none_or(|live_step| step > live_step) => {
+            install(run)?
         }
+        (None, _) if complete(PREVIOUS_DIR).is_some() && !live.exists() => {
+            let previous = run.join(PREVIOUS_DIR);
+            fs::rename(&previous, &live).map_err(|e| Error::io(&previous, e))?;
+        }
+        _ => {}
     }
     remove_dir_if_present(&run.join(PARTIAL_DIR))?;
     remove_dir_if_present(&run.join(PREVIOUS_DIR))?;
@@ -513,35 +523,53 @@ mod tests {
         fs::remove_dir_all(&run).unwrap();
     }
 
+    /// A complete set of `step` in `dir` (not installed), as step 1 of a save leaves it.
+    fn complete_set(run: &Path, dir: &str, step: u64, body: &[u8]) {
+        let scratch = run.join("scratch");
+        save(&scratch, step, body).unwrap();
+        fs::rename(scratch.join(LIVE_DIR), run.join(dir)).unwrap();
+        fs::remove_dir_all(&scratch).unwrap();
+    }
+
     #[test]
     fn an_interrupted_swap_is_finished_and_leftovers_removed() {
         let run = temp_run("swap");
         save(&run, 1, b"one").unwrap();
+        let step = |run: &Path| CheckpointSet::open(run).unwrap().step();
         // Killed between steps 2 and 3: no live set, a complete partial one.
-        save(&run.join("scratch"), 2, b"two").unwrap();
         fs::rename(run.join(LIVE_DIR), run.join(PREVIOUS_DIR)).unwrap();
-        fs::rename(run.join("scratch").join(LIVE_DIR), run.join(PARTIAL_DIR)).unwrap();
-        fs::remove_dir_all(run.join("scratch")).unwrap();
+        complete_set(&run, PARTIAL_DIR, 2, b"two");
         fs::write(run.join(".metrics.jsonl.99.0.tmp"), "{\"st").unwrap();
-        assert_eq!(CheckpointSet::open(&run).unwrap().step(), 2);
+        assert_eq!(step(&run), 2);
         recover(&run).unwrap();
-        assert_eq!(CheckpointSet::open(&run).unwrap().step(), 2);
+        assert_eq!(step(&run), 2);
         assert!(!run.join(PARTIAL_DIR).exists() && !run.join(PREVIOUS_DIR).exists());
         assert!(!run.join(".metrics.jsonl.99.0.tmp").exists());
 
-        // Killed while writing the first files of step 3: the partial set is incomplete.
+        // Killed after the files of step 3 were complete, before the swap: step 3 wins.
+        complete_set(&run, PARTIAL_DIR, 3, b"three");
+        assert_eq!(step(&run), 2);
+        recover(&run).unwrap();
+        assert_eq!(step(&run), 3);
+        assert!(!run.join(PARTIAL_DIR).exists() && !run.join(PREVIOUS_DIR).exists());
+        // A complete partial set never replaces a newer live one.
+        complete_set(&run, PARTIAL_DIR, 1, b"one");
+        recover(&run).unwrap();
+        assert_eq!(step(&run), 3);
+
+        // Killed while writing the first files of step 4: the partial set is incomplete.
         fs::create_dir(run.join(PARTIAL_DIR)).unwrap();
         fs::write(run.join(PARTIAL_DIR).join("state.json"), "{\"st").unwrap();
-        assert_eq!(CheckpointSet::open(&run).unwrap().step(), 2);
+        assert_eq!(step(&run), 3);
         recover(&run).unwrap();
         assert!(!run.join(PARTIAL_DIR).exists());
 
         // Killed after step 2 with a damaged partial set: the previous one is restored.
         fs::rename(run.join(LIVE_DIR), run.join(PREVIOUS_DIR)).unwrap();
         fs::create_dir(run.join(PARTIAL_DIR)).unwrap();
-        assert_eq!(CheckpointSet::open(&run).unwrap().step(), 2);
+        assert_eq!(step(&run), 3);
         recover(&run).unwrap();
-        assert_eq!(CheckpointSet::open(&run).unwrap().step(), 2);
+        assert_eq!(step(&run), 3);
         fs::remove_dir_all(&run).unwrap();
     }
 
