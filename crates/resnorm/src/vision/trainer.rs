@@ -6,6 +6,9 @@
 //! backward, `Sgd::step` at the scheduled rate. The last incomplete batch of an epoch is
 //! dropped, so every step sees `batch_size` images (BatchNorm statistics stay comparable).
 //! Evaluation switches BatchNorm to its running statistics and walks the set in order.
+//! [`Trainer::train_epoch_until`] can stop between two steps (on a signal) and keeps its place
+//! in the epoch ([`EpochProgress`], saved with the checkpoint), so a resumed run continues
+//! mid-epoch bit for bit.
 
 use std::time::Instant;
 
