@@ -3,10 +3,12 @@
 //!
 //! Exit codes: 0 success; 1 a check failed (`gradcheck`) or training diverged (`train`: the
 //! loss became NaN/inf); 2 bad input (arguments, data, configuration, checkpoints), always
-//! as one `error: ...` line on stderr; 130 `train` interrupted by Ctrl-C after saving.
+//! as one `error: ...` line on stderr; 130 / 143 a trainer stopped by SIGINT (Ctrl-C) /
+//! SIGTERM after saving its checkpoint.
 
 mod commands;
 mod report;
+mod signals;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -62,7 +62,7 @@ fn assert_one_line_error(out: &Output, expected: &str) {
 #[test]
 fn train_resume_eval_and_sample() {
     let dir = temp_dir("flow");
-    let out = train(&dir, &["--steps", "4", "--out", "run"]);
+    let out = train(&dir, &["--steps", "4", "--out", "run", "--threads", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("validation loss"), "{stdout}");
@@ -74,8 +74,12 @@ fn train_resume_eval_and_sample() {
         "tokenizer.json",
         "train.json",
         "state.json",
+        "set.json",
     ] {
-        assert!(dir.join("run").join(file).is_file(), "{file} missing");
+        assert!(
+            dir.join("run/checkpoint").join(file).is_file(),
+            "{file} missing"
+        );
     }
     let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = metrics
@@ -96,8 +100,28 @@ fn train_resume_eval_and_sample() {
     }
     assert!(lines[0].get("val_loss").is_none());
 
-    let out = resnorm(&["train", "--resume", "run", "--steps", "6"], &dir);
+    assert_one_line_error(
+        &train(&dir, &["--steps", "4", "--out", "run"]),
+        "--out run already holds a run; pass --resume run to continue it, or --overwrite",
+    );
+    assert_one_line_error(
+        &resnorm(&["train", "--resume", "run", "--steps", "3"], &dir),
+        "--steps 3 is below the saved run's step 4",
+    );
+    assert_one_line_error(
+        &resnorm(&["train", "--resume", "run", "--tokenizer", "byte"], &dir),
+        "--tokenizer \"byte\" (the saved run has \"char\")",
+    );
+    let out = resnorm(
+        &["train", "--resume", "run", "--steps", "6", "--threads", "1"],
+        &dir,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("trained with 2 threads and continues with 1"),
+        "{}",
+        stderr(&out)
+    );
     let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 6);
 
@@ -126,6 +150,12 @@ fn train_resume_eval_and_sample() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("The"), "{text}");
     assert_eq!(text.trim_end_matches('\n').chars().count(), 43);
+
+    // --overwrite starts a new run in its place.
+    let out = train(&dir, &["--steps", "2", "--out", "run", "--overwrite"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -138,9 +168,10 @@ fn a_toml_config_is_read_and_flags_override_it() {
         &["--config", "run.toml", "--steps", "2", "--out", "run"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let settings: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("run/train.json")).unwrap())
-            .unwrap();
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run/checkpoint/train.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(settings["steps"], 2);
     assert_eq!(settings["placement"], "post-ln");
 
@@ -208,13 +239,14 @@ fn damaged_or_foreign_checkpoints_are_one_line_and_exit_2() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let out = resnorm(&["train", "--resume", "run", "--layers", "2"], &dir);
-    assert_one_line_error(&out, "another model: layers 1 (run asks for 2)");
+    assert_one_line_error(&out, "--layers 2 (the saved run has 1)");
     assert_one_line_error(
         &resnorm(&["eval", "--checkpoint", "nowhere"], &dir),
         "not a checkpoint directory",
     );
 
-    let config_path = dir.join("run/config.json");
+    // Any change to a file of the set is refused by the manifest, naming the file.
+    let config_path = dir.join("run/checkpoint/config.json");
     let config = std::fs::read_to_string(&config_path).unwrap();
     std::fs::write(
         &config_path,
@@ -222,15 +254,15 @@ fn damaged_or_foreign_checkpoints_are_one_line_and_exit_2() {
     )
     .unwrap();
     let out = resnorm(&["sample", "--checkpoint", "run"], &dir);
-    assert_one_line_error(&out, "has shape");
+    assert_one_line_error(&out, "config.json: checksum");
     std::fs::write(&config_path, &config).unwrap();
 
-    let model_path = dir.join("run/model.safetensors");
+    let model_path = dir.join("run/checkpoint/model.safetensors");
     let model = std::fs::read(&model_path).unwrap();
     std::fs::write(&model_path, &model[..model.len() - 100]).unwrap();
     assert_one_line_error(
         &resnorm(&["eval", "--checkpoint", "run"], &dir),
-        "model.safetensors: truncated",
+        "model.safetensors: 1",
     );
     std::fs::write(&model_path, &model).unwrap();
     let out = resnorm(&["eval", "--checkpoint", "run"], &dir);
@@ -270,9 +302,10 @@ fn divergence_stops_with_exit_1_and_keeps_the_last_checkpoint() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("run/state.json")).unwrap())
-            .unwrap();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run/checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(state["step"], 1);
     assert!(
         line.contains("at step 1:") && line.contains("(step 1)"),

@@ -108,13 +108,18 @@ fn train_resume_and_eval_round_trip() {
         String::from_utf8_lossy(&first.stderr)
     );
     for file in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "trainer.json",
+        "checkpoint/model.safetensors",
+        "checkpoint/optimizer.safetensors",
+        "checkpoint/trainer.json",
+        "checkpoint/set.json",
         "metrics.jsonl",
     ] {
         assert!(out.join(file).is_file(), "{file} written");
     }
+    assert_refused(&train("2", false), "already holds a run");
+    let mut changed = vec!["vision", "train", "--data", data_arg, "--out", out_arg];
+    changed.extend(["--resume", "--epochs", "2", "--lr", "0.01"]);
+    assert_refused(&resnorm(&changed), "--lr 0.01 (the saved run has 0.05");
     let resumed = train("2", true);
     assert!(
         resumed.status.success(),
@@ -131,6 +136,7 @@ fn train_resume_and_eval_round_trip() {
         })
         .collect();
     assert_eq!(epochs, [1, 2], "the resumed run continues at epoch 2");
+    assert_refused(&train("1", true), "--epochs 1 is below the 2 epochs");
 
     let eval = resnorm(&[
         "vision",
@@ -236,6 +242,6 @@ fn eval_of_a_missing_checkpoint_is_refused() {
         "--data",
         data.to_str().unwrap(),
     ]);
-    assert_refused(&output, "model.safetensors");
+    assert_refused(&output, "not a checkpoint directory");
     std::fs::remove_dir_all(&dir).unwrap();
 }

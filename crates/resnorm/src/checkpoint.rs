@@ -16,7 +16,8 @@
 //! renames it over the target and `fsync`s the directory. A crash or a failing write leaves
 //! either the old file or the new one, never a mixture; on failure the temporary file is
 //! removed. Every writer here ([`write_tensors`], [`save_params`], [`write_atomic`],
-//! [`write_json_atomic`]) goes through it.
+//! [`write_json_atomic`]) goes through it. A trainer's checkpoint, several files that must
+//! agree, is written as one [`crate::checkpoint_set`] instead, from [`TensorFile`]s.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -96,23 +97,49 @@ pub fn write_tensors(
     tensors: &[TensorRef<'_>],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let mut sorted: Vec<TensorRef<'_>> = tensors.to_vec();
-    sorted.sort_by(|a, b| a.name.cmp(b.name));
-    let header = encode_header(&sorted, metadata)?;
+    let encoded = TensorFile::new(tensors, metadata)?;
     write_atomic_with(path, |file| {
         let mut out = io::BufWriter::new(file);
-        out.write_all(&(header.len() as u64).to_le_bytes())?;
-        out.write_all(&header)?;
+        encoded.write_to(&mut out)?;
+        out.flush()
+    })
+}
+
+/// A safetensors file checked and ready to be written to any [`Write`]: the building block
+/// of [`write_tensors`] and of the files of a [`crate::checkpoint_set`].
+#[derive(Clone, Debug)]
+pub struct TensorFile<'a> {
+    header: Vec<u8>,
+    tensors: Vec<TensorRef<'a>>,
+}
+
+impl<'a> TensorFile<'a> {
+    /// Checks `tensors` (unique, non-empty names; data of the shape's size) and encodes the
+    /// header, tensors in name order.
+    pub fn new(tensors: &[TensorRef<'a>], metadata: &BTreeMap<String, String>) -> Result<Self> {
+        let mut sorted: Vec<TensorRef<'a>> = tensors.to_vec();
+        sorted.sort_by(|a, b| a.name.cmp(b.name));
+        let header = encode_header(&sorted, metadata)?;
+        Ok(TensorFile {
+            header,
+            tensors: sorted,
+        })
+    }
+
+    /// Writes the whole file to `out`.
+    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&(self.header.len() as u64).to_le_bytes())?;
+        out.write_all(&self.header)?;
         let mut bytes = Vec::with_capacity(WRITE_CHUNK * 4);
-        for tensor in &sorted {
+        for tensor in &self.tensors {
             for chunk in tensor.data.chunks(WRITE_CHUNK) {
                 bytes.clear();
                 bytes.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
                 out.write_all(&bytes)?;
             }
         }
-        out.flush()
-    })
+        Ok(())
+    }
 }
 
 /// The JSON header for `tensors` (sorted by name), padded with spaces to a multiple of 8.
@@ -170,7 +197,13 @@ fn encode_header(
 pub fn read_tensors(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse(&bytes).map_err(|detail| Error::Format {
+    decode_tensors(path, &bytes)
+}
+
+/// Decodes the bytes of a safetensors file read from `path` (named in errors), as
+/// [`read_tensors`] does.
+pub fn decode_tensors(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
+    parse(bytes).map_err(|detail| Error::Format {
         path: path.to_path_buf(),
         detail,
     })
@@ -371,6 +404,20 @@ pub fn write_atomic_with(
         return Err(Error::io(path, error));
     }
     sync_dir(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Removes the temporary files that [`write_atomic_with`] calls in `dir` left when their
+/// process was killed (`.<file name>.<pid>.<n>.tmp`); for a directory no one is writing to.
+pub fn remove_temp_files(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp")) && path.is_file() {
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes a rename inside `dir` durable.

@@ -7,14 +7,17 @@
 //! The crate is layered, each level depending only on the ones before it:
 //! [`kernels`] (pure functions on slices), [`nn`] (layers owning their parameters), then
 //! models, optimizers ([`optim`]) and [`data`] (text and image readers, tokenizers, the
-//! built-in corpus, batches); [`checkpoint`] saves and restores them. Each application is a folder with its
-//! config, trainer, checkpoint and data: [`lm`] trains GPT language models;
+//! built-in corpus, batches); [`checkpoint`] saves and restores them, and [`checkpoint_set`]
+//! makes a trainer's checkpoint one directory that appears complete or not at all. Each
+//! application is a folder with its config, trainer, checkpoint and data: [`lm`] trains GPT
+//! language models;
 //! [`vision`] trains image classifiers (ResNets, plain nets, deep MLPs) and runs the
 //! degradation study. [`threads`] holds the one thread pool every kernel runs on; [`rng`] the
 //! seeded generator that makes runs reproducible.
 
 pub mod aligned;
 pub mod checkpoint;
+pub mod checkpoint_set;
 pub mod data;
 pub mod diagnostics;
 pub mod error;

@@ -2,8 +2,9 @@
 //! bit-identical, gradient accumulation equals a larger batch, divergence stops cleanly,
 //! damaged checkpoints are refused; incremental decoding equals a full forward pass.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use resnorm::checkpoint_set::{save_set, CheckpointSet};
 use resnorm::kernels::NormKind;
 use resnorm::lm::{
     load_checkpoint, load_data, TrainConfig, Trainer, CONFIG_FILE, MODEL_FILE, STATE_FILE,
@@ -35,6 +36,29 @@ fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("resnorm-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Re-saves the checkpoint of the run `dir` with the file `name` replaced by `edit` of it,
+/// as a consistent set: what another writer (or an older resnorm) could have produced.
+fn reseal(dir: &Path, name: &str, edit: impl Fn(String) -> String) {
+    let set = CheckpointSet::open(dir).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(set.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f != "set.json")
+        .map(|f| (f.clone(), set.read(&f).unwrap()))
+        .collect();
+    for (file, bytes) in &mut files {
+        if file == name {
+            *bytes = edit(String::from_utf8(bytes.clone()).unwrap()).into_bytes();
+        }
+    }
+    save_set(dir, set.step(), |w| {
+        files
+            .iter()
+            .try_for_each(|(file, bytes)| w.file(file, |out| out.write_all(bytes)))
+    })
+    .unwrap();
 }
 
 fn run(config: &TrainConfig) -> (Trainer, Vec<f32>) {
@@ -204,30 +228,42 @@ fn damaged_or_mismatched_checkpoints_are_refused() {
     let err = Trainer::resume(&dir, other_model).unwrap_err().to_string();
     assert!(err.contains("layers 2 (run asks for 3)"), "{err}");
 
-    let state = std::fs::read_to_string(dir.join(STATE_FILE)).unwrap();
+    // A hand-edited file no longer matches the set's manifest.
+    let set_dir = dir.join("checkpoint");
+    let state = std::fs::read_to_string(set_dir.join(STATE_FILE)).unwrap();
     std::fs::write(
-        dir.join(STATE_FILE),
+        set_dir.join(STATE_FILE),
         state.replace("\"step\": 2", "\"step\": 3"),
     )
     .unwrap();
     let err = load_checkpoint(&dir).unwrap_err().to_string();
-    assert!(err.contains("holds step 2, but state.json says 3"), "{err}");
-    std::fs::write(dir.join(STATE_FILE), &state).unwrap();
-
-    let model = std::fs::read(dir.join(MODEL_FILE)).unwrap();
-    std::fs::write(dir.join(MODEL_FILE), &model[..model.len() / 2]).unwrap();
-    let err = load_checkpoint(&dir).unwrap_err().to_string();
     assert!(
-        err.contains(MODEL_FILE) && err.contains("truncated"),
+        err.contains(STATE_FILE) && err.contains("checksum") && err.contains("torn"),
         "{err}"
     );
-    std::fs::write(dir.join(MODEL_FILE), &model).unwrap();
+    std::fs::write(set_dir.join(STATE_FILE), &state).unwrap();
+    // A consistent set whose files disagree on the step is refused too.
+    reseal(&dir, STATE_FILE, |s| {
+        s.replace("\"step\": 2", "\"step\": 3")
+    });
+    let err = load_checkpoint(&dir).unwrap_err().to_string();
+    assert!(err.contains("holds step 3, but set.json says 2"), "{err}");
+    reseal(&dir, STATE_FILE, |s| {
+        s.replace("\"step\": 3", "\"step\": 2")
+    });
+    load_checkpoint(&dir).unwrap();
 
-    std::fs::write(dir.join(TRAIN_CONFIG_FILE), "{\"layers\": ").unwrap();
+    let model = std::fs::read(set_dir.join(MODEL_FILE)).unwrap();
+    std::fs::write(set_dir.join(MODEL_FILE), &model[..model.len() / 2]).unwrap();
+    let err = load_checkpoint(&dir).unwrap_err().to_string();
+    assert!(err.contains(MODEL_FILE) && err.contains("bytes"), "{err}");
+    std::fs::write(set_dir.join(MODEL_FILE), &model).unwrap();
+
+    reseal(&dir, TRAIN_CONFIG_FILE, |_| "{\"layers\": ".to_string());
     let err = load_checkpoint(&dir).unwrap_err().to_string();
     assert!(err.contains(TRAIN_CONFIG_FILE), "{err}");
 
-    std::fs::remove_file(dir.join(STATE_FILE)).unwrap();
+    std::fs::remove_file(dir.join("checkpoint").join(STATE_FILE)).unwrap();
     let err = load_checkpoint(&dir).unwrap_err().to_string();
     assert!(err.contains(STATE_FILE), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -244,12 +280,12 @@ fn a_checkpoint_from_before_residual_scaling_loads_and_resumes() {
         ..config.clone()
     });
     trainer.save(&dir).unwrap();
-    let path = dir.join(CONFIG_FILE);
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let fields = json.as_object_mut().unwrap();
-    assert_eq!(fields.remove("residual_scaling"), Some(true.into()));
-    std::fs::write(&path, json.to_string()).unwrap();
+    reseal(&dir, CONFIG_FILE, |text| {
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        assert_eq!(fields.remove("residual_scaling"), Some(true.into()));
+        json.to_string()
+    });
 
     let saved = load_checkpoint(&dir).unwrap();
     assert!(saved.model.config().residual_scaling);

@@ -171,11 +171,84 @@ fn a_small_resnet_learns_and_its_checkpoint_round_trips() {
     assert_eq!(next.epoch, 4);
     // Corrupting the trainer's step count is refused.
     std::fs::write(
-        dir.join("trainer.json"),
+        dir.join("checkpoint/trainer.json"),
         "{\"epoch\":1,\"step\":1,\"rng_state\":[1,2,3,4],\"history\":[]}",
     )
     .unwrap();
-    assert!(Trainer::resume(&dir, splits, None).is_err());
+    let err = Trainer::resume(&dir, splits, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("trainer.json") && err.contains("torn"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Stopped after any batch of an epoch, saved and resumed, a run ends with the weights,
+/// history and generator state of the run that never stopped.
+#[test]
+fn a_run_stopped_mid_epoch_resumes_bit_for_bit() {
+    let splits = ImageSplits {
+        train: bands(64, 1),
+        test: bands(16, 2),
+    };
+    let mut config = TrainConfig::new(ModelSpec::Mlp {
+        depth: 2,
+        width: 16,
+        norm: "batch".into(),
+        residual: true,
+    });
+    config.epochs = 2;
+    config.batch_size = 16;
+    config.crop_padding = 1;
+    let weights = |trainer: &mut Trainer| {
+        let mut out = Vec::new();
+        trainer
+            .model()
+            .visit_params(&mut |p| out.push(p.value.to_vec()));
+        trainer
+            .model()
+            .visit_buffers(&mut |p| out.push(p.value.to_vec()));
+        out
+    };
+    let mut straight = Trainer::new(config.clone(), splits.clone()).unwrap();
+    while straight.epoch() < config.epochs {
+        straight.train_epoch(&mut |_| {}).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("resnorm-vision-stop-{}", std::process::id()));
+    for stop_at in [0u64, 1, 3, 4, 6] {
+        let mut first = Trainer::new(config.clone(), splits.clone()).unwrap();
+        let steps = std::cell::Cell::new(0u64);
+        let mut count = |_: &resnorm::vision::BatchReport| steps.set(steps.get() + 1);
+        while first
+            .train_epoch_until(&mut count, &|| steps.get() == stop_at)
+            .unwrap()
+            .is_some()
+        {}
+        first.save(&dir).unwrap();
+        let mut resumed = Trainer::resume(&dir, splits.clone(), None).unwrap();
+        while resumed.epoch() < config.epochs {
+            resumed.train_epoch(&mut |_| {}).unwrap();
+        }
+        assert_eq!(
+            weights(&mut resumed),
+            weights(&mut straight),
+            "stop at {stop_at}"
+        );
+        let train_losses = |t: &Trainer| {
+            t.history()
+                .iter()
+                .map(|r| r.train_loss.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            train_losses(&resumed),
+            train_losses(&straight),
+            "stop at {stop_at}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -2,20 +2,22 @@
 //!
 //! Settings come from the defaults (the README's main run), then the checkpoint's own
 //! settings when resuming, then a TOML `--config` file, then the flags, each overriding the
-//! one before. The run writes into `--out`: checkpoint files (see `resnorm::lm`) every
-//! `--save-every` steps and at the end, and `metrics.jsonl`, one JSON line per step.
+//! one before. A resume must keep the saved run's settings, except those in
+//! [`CHANGEABLE_ON_RESUME`]; `--steps` may grow but not fall below the saved step.
+//!
+//! The run writes into `--out` (refused when it holds another run, unless `--overwrite`):
+//! the checkpoint set `checkpoint/` (see `resnorm::lm`) every `--save-every` steps and at
+//! the end, and `metrics.jsonl`, one JSON line per step.
 //!
 //! Progress: an indicatif bar (step, loss, validation loss, tokens/s, ETA) when stderr is a
 //! terminal, and one line per evaluation in every case. Exit codes: 0 done; 1 the loss or
 //! gradient became NaN/inf (the message gives the step and the last finite loss; the last
-//! checkpoint on disk is left as it was); 2 bad input; 130 interrupted by Ctrl-C after
-//! saving a checkpoint.
+//! checkpoint on disk is left as it was); 2 bad input; 130 / 143 stopped by SIGINT (Ctrl-C) /
+//! SIGTERM after saving a checkpoint (see [`crate::signals`]).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,10 +30,19 @@ use resnorm::models::gpt::{generate, Placement, Sampling};
 use resnorm::rng::Rng;
 use resnorm::{Error, Result};
 
+use super::run_dir;
+use crate::signals::Stop;
+
 /// Exit code of a run stopped by a NaN or infinite loss.
 const EXIT_DIVERGED: u8 = 1;
-/// Exit code after Ctrl-C (128 + SIGINT), once the checkpoint is saved.
-const EXIT_INTERRUPTED: u8 = 130;
+/// The settings a resume may change (`steps` only upward).
+pub const CHANGEABLE_ON_RESUME: [&str; 5] = [
+    "steps",
+    "save_every",
+    "eval_every",
+    "eval_windows",
+    "diagnostics_every",
+];
 /// The prompt of the closing sample for the built-in corpus: how every story begins.
 pub const CORPUS_PROMPT: &str = "Once there was a";
 
@@ -47,9 +58,13 @@ pub struct Args {
     /// else runs/train).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run saved in this checkpoint directory.
+    /// Continue the run saved in this directory (its settings; only --steps upward,
+    /// --save-every, --eval-every, --eval-windows and --diagnostics-every may change).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Start a new run in --out even though it holds one (replaced at the first save).
+    #[arg(long)]
+    overwrite: bool,
     /// Blocks.
     #[arg(long)]
     layers: Option<usize>,
@@ -120,12 +135,33 @@ pub struct Args {
 }
 
 impl Args {
-    /// Defaults, then the checkpoint's settings, then the TOML file, then the flags.
+    /// Defaults, then the checkpoint's settings, then the TOML file, then the flags; a resume
+    /// is checked against the saved run (see the module docs).
     fn settings(&self) -> Result<TrainConfig> {
-        let mut c = match &self.resume {
-            Some(dir) => load_checkpoint(dir)?.train,
-            None => TrainConfig::default(),
+        let Some(dir) = &self.resume else {
+            return self.apply(TrainConfig::default());
         };
+        let saved = load_checkpoint(dir)?;
+        let asked = self.apply(saved.train.clone())?;
+        run_dir::check_same_settings(
+            &saved.train,
+            &asked,
+            |key| CHANGEABLE_ON_RESUME.contains(&key),
+            flag_of,
+            "--steps (upward), --save-every, --eval-every, --eval-windows and --diagnostics-every",
+        )?;
+        if asked.steps < saved.state.step {
+            return Err(Error::Config(format!(
+                "--steps {} is below the saved run's step {}: nothing would be trained",
+                asked.steps, saved.state.step
+            )));
+        }
+        run_dir::warn_threads(saved.state.threads);
+        Ok(asked)
+    }
+
+    /// `c`, then the TOML file, then the flags.
+    fn apply(&self, mut c: TrainConfig) -> Result<TrainConfig> {
         if let Some(path) = &self.config {
             c = c.with_toml_file(path)?;
         }
@@ -163,23 +199,31 @@ impl Args {
     }
 }
 
+/// A setting's flag (`--eval-every`), or its config-file key for those without one.
+fn flag_of(key: &str) -> String {
+    let command = <Args as clap::Args>::augment_args(clap::Command::new("train"));
+    if command.get_arguments().any(|a| a.get_id() == key) {
+        format!("--{}", key.replace('_', "-"))
+    } else {
+        format!("`{key}` (config file)")
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
-    let config = args.settings()?;
     let out = args
         .out
         .clone()
         .or_else(|| args.resume.clone())
         .unwrap_or_else(|| PathBuf::from("runs/train"));
+    run_dir::claim(&out, args.resume.as_deref(), args.overwrite)?;
+    let config = args.settings()?;
     let mut trainer = match &args.resume {
         Some(dir) => Trainer::resume(dir, config)?,
         None => Trainer::new(config.clone(), load_data(&config, None)?)?,
     };
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let mut log = MetricsLog::open(&out.join("metrics.jsonl"), trainer.steps_taken())?;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&interrupted);
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| Error::invalid("train", format!("cannot catch Ctrl-C: {e}")))?;
+    let stop = Stop::install()?;
 
     let progress = Progress::new(&trainer);
     progress.line(&format!(
@@ -234,21 +278,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
             trainer.save(&out)?;
             last_saved = Some(report.step);
         }
-        if interrupted.load(Ordering::SeqCst) {
+        if stop.requested() {
             if last_saved != Some(report.step) {
                 trainer.save(&out)?;
             }
             progress.finish();
             eprintln!(
-                "interrupted: checkpoint of step {} saved in {}; continue with --resume {}",
+                "{}: checkpoint of step {} saved in {}; continue with --resume {}",
+                stop.name(),
                 report.step,
                 out.display(),
                 out.display()
             );
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            return Ok(ExitCode::from(stop.exit_code()));
         }
     }
     progress.finish();
+    if stop.requested() {
+        eprintln!("{}: the run is complete and saved", stop.name());
+        return Ok(ExitCode::from(stop.exit_code()));
+    }
     let final_eval = trainer.evaluate_all()?;
     println!("{}", summary(&trainer, &final_eval, &out));
     if args.sample_tokens > 0 {

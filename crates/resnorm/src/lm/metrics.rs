@@ -75,7 +75,10 @@ impl MetricsLog {
         if path.exists() {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             let mut kept = String::new();
-            for line in text.lines() {
+            // A line without its newline was cut short by a kill: it is dropped, like every
+            // line after the checkpoint.
+            let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+            for line in complete.lines() {
                 let record: MetricsRecord =
                     serde_json::from_str(line).map_err(|e| Error::Format {
                         path: path.to_path_buf(),

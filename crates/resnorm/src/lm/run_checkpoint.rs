@@ -1,5 +1,7 @@
-//! A training run's checkpoint: one directory holding everything needed to sample from the
-//! model, evaluate it, or resume training bit for bit.
+//! A training run's checkpoint: one [checkpoint set](crate::checkpoint_set) holding
+//! everything needed to sample from the model, evaluate it, or resume training bit for bit.
+//! It lives in `RUN/checkpoint/` (`RUN` is the trainer's `--out`) and appears there complete
+//! or not at all.
 //!
 //! | file | contents |
 //! |---|---|
@@ -8,20 +10,20 @@
 //! | `config.json` | the model's [`GptConfig`] |
 //! | `tokenizer.json` | the [`Tokenizer`] (with its character vocabulary) |
 //! | `train.json` | the run's [`TrainConfig`] |
-//! | `state.json` | [`TrainState`]: step, data RNG state, elapsed time — written last |
+//! | `state.json` | [`TrainState`]: step, data RNG state, elapsed time |
+//! | `set.json` | the set's manifest: the step, each file's length and checksum |
 //!
-//! Every file is written atomically (temporary file, `fsync`, rename). `state.json` comes
-//! last and the step is recorded in the model and optimizer files too, so a save that was
-//! interrupted half-way is detected when loading (the steps disagree) rather than resumed
-//! from a mixture. Loading reports a missing, truncated, corrupt or mismatched file by path.
+//! The manifest binds every file to the step, and the model, optimizer and state files record
+//! it too: loading checks them all, so a torn or damaged set is refused with the file's path
+//! rather than resumed from a mixture.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{assign_params, read_tensors, save_params, write_json_atomic};
+use crate::checkpoint::{assign_params, TensorFile, TensorRef};
+use crate::checkpoint_set::{save_set, CheckpointSet};
 use crate::data::text::Tokenizer;
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::optim::{AdamW, Optimizer, OptimizerState};
@@ -39,7 +41,7 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// The training settings.
 pub const TRAIN_CONFIG_FILE: &str = "train.json";
-/// The step and RNG state, written last.
+/// The step and RNG state.
 pub const STATE_FILE: &str = "state.json";
 
 /// Where a run stands between two steps.
@@ -71,47 +73,56 @@ pub struct SavedModel {
     pub state: TrainState,
 }
 
-/// Writes a checkpoint of `model`, `optimizer`, `tokenizer`, `train` and `state` into `dir`
-/// (created if needed), `state.json` last.
+/// Saves a checkpoint of `model`, `optimizer`, `tokenizer`, `train` and `state` as the live
+/// set of the run directory `run` (created if needed), replacing the previous one atomically.
 pub fn save_checkpoint(
-    dir: &Path,
+    run: &Path,
     model: &Gpt,
     optimizer: &AdamW,
     tokenizer: &Tokenizer,
     train: &TrainConfig,
     state: &TrainState,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut params = Vec::new();
     model.visit_params(&mut |p| params.push(p.clone()));
+    let tensors: Vec<TensorRef<'_>> = params
+        .iter()
+        .map(|p| TensorRef {
+            name: &p.name,
+            shape: &p.shape,
+            data: &p.value,
+        })
+        .collect();
     let metadata = BTreeMap::from([("step".to_string(), state.step.to_string())]);
-    save_params(dir.join(MODEL_FILE), &params, &metadata)?;
-    optimizer.state().save(dir.join(OPTIMIZER_FILE))?;
-    write_json_atomic(dir.join(CONFIG_FILE), model.config())?;
-    write_json_atomic(dir.join(TOKENIZER_FILE), tokenizer)?;
-    write_json_atomic(dir.join(TRAIN_CONFIG_FILE), train)?;
-    write_json_atomic(dir.join(STATE_FILE), state)
+    let model_file = TensorFile::new(&tensors, &metadata)?;
+    let optimizer_state = optimizer.state();
+    let optimizer_file = optimizer_state.tensor_file()?;
+    save_set(run, state.step, |set| {
+        set.file(MODEL_FILE, |out| model_file.write_to(out))?;
+        set.file(OPTIMIZER_FILE, |out| optimizer_file.write_to(out))?;
+        set.json(CONFIG_FILE, model.config())?;
+        set.json(TOKENIZER_FILE, tokenizer)?;
+        set.json(TRAIN_CONFIG_FILE, train)?;
+        set.json(STATE_FILE, state)
+    })
 }
 
-/// Loads the model, tokenizer, settings and state of the checkpoint in `dir`.
+/// Loads the model, tokenizer, settings and state of the checkpoint that `dir` names: a run
+/// directory or its `checkpoint/` set (see [`CheckpointSet::open`]).
 pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
-    if !dir.is_dir() {
-        return Err(Error::Format {
-            path: dir.to_path_buf(),
-            detail: "not a checkpoint directory (it does not exist or is a file)".into(),
-        });
-    }
-    let state: TrainState = read_json(&dir.join(STATE_FILE))?;
-    let config: GptConfig = read_json(&dir.join(CONFIG_FILE))?;
+    let set = CheckpointSet::open(dir)?;
+    let state: TrainState = set.read_json(STATE_FILE)?;
+    set.check_step(STATE_FILE, Some(state.step))?;
+    let config: GptConfig = set.read_json(CONFIG_FILE)?;
     config.validate().map_err(|e| Error::Format {
-        path: dir.join(CONFIG_FILE),
+        path: set.dir().join(CONFIG_FILE),
         detail: e.to_string(),
     })?;
-    let tokenizer: Tokenizer = read_json(&dir.join(TOKENIZER_FILE))?;
-    let train: TrainConfig = read_json(&dir.join(TRAIN_CONFIG_FILE))?;
+    let tokenizer: Tokenizer = set.read_json(TOKENIZER_FILE)?;
+    let train: TrainConfig = set.read_json(TRAIN_CONFIG_FILE)?;
     if tokenizer.vocab_size() != config.vocab {
         return Err(Error::Format {
-            path: dir.join(TOKENIZER_FILE),
+            path: set.dir().join(TOKENIZER_FILE),
             detail: format!(
                 "the tokenizer has {} ids, the model's vocabulary {}",
                 tokenizer.vocab_size(),
@@ -119,11 +130,15 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
             ),
         });
     }
-    let model_path = dir.join(MODEL_FILE);
-    let checkpoint = read_tensors(&model_path)?;
-    check_step(&model_path, checkpoint.metadata.get("step"), state.step)?;
+    let checkpoint = set.read_tensors(MODEL_FILE)?;
+    let step = checkpoint.metadata.get("step").and_then(|s| s.parse().ok());
+    set.check_step(MODEL_FILE, step)?;
     let mut model = Gpt::new(config, 0)?;
-    assign_params(&model_path, &checkpoint.tensors, &mut model.params_mut())?;
+    assign_params(
+        &set.dir().join(MODEL_FILE),
+        &checkpoint.tensors,
+        &mut model.params_mut(),
+    )?;
     Ok(SavedModel {
         model,
         tokenizer,
@@ -132,12 +147,13 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
     })
 }
 
-/// The optimizer saved in `dir`, rebuilt with `train`'s hyperparameters; its step count
-/// must be `step`.
-pub fn load_optimizer(dir: &Path, train: &TrainConfig, step: u64) -> Result<AdamW> {
-    let path = dir.join(OPTIMIZER_FILE);
-    let state = OptimizerState::load(&path)?;
-    check_step(&path, Some(&state.step.to_string()), step)?;
+/// The optimizer saved in the checkpoint that `dir` names, rebuilt with `train`'s
+/// hyperparameters; its step count must be the set's.
+pub fn load_optimizer(dir: &Path, train: &TrainConfig) -> Result<AdamW> {
+    let set = CheckpointSet::open(dir)?;
+    let path = set.dir().join(OPTIMIZER_FILE);
+    let state = OptimizerState::from_checkpoint(&path, set.read_tensors(OPTIMIZER_FILE)?)?;
+    set.check_step(OPTIMIZER_FILE, Some(state.step))?;
     let mut optimizer =
         AdamW::new(train.adamw_config()).map_err(|e| Error::Config(e.to_string()))?;
     optimizer.load_state(state).map_err(|e| Error::Format {
@@ -145,25 +161,4 @@ pub fn load_optimizer(dir: &Path, train: &TrainConfig, step: u64) -> Result<Adam
         detail: e.to_string(),
     })?;
     Ok(optimizer)
-}
-
-fn check_step(path: &Path, found: Option<&String>, step: u64) -> Result<()> {
-    if found.map(String::as_str) == Some(step.to_string().as_str()) {
-        return Ok(());
-    }
-    Err(Error::Format {
-        path: path.to_path_buf(),
-        detail: format!(
-            "holds step {}, but {STATE_FILE} says {step} (an interrupted save?)",
-            found.map_or("(none)", String::as_str)
-        ),
-    })
-}
-
-fn read_json<T: DeserializeOwned>(path: &PathBuf) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Format {
-        path: path.clone(),
-        detail: format!("not a valid checkpoint file: {e}"),
-    })
 }

@@ -117,7 +117,7 @@ impl Trainer {
             model.config(),
             &config.gpt_config(tokenizer.vocab_size()),
         )?;
-        let optimizer = load_optimizer(dir, &config, state.step)?;
+        let optimizer = load_optimizer(dir, &config)?;
         let data = load_data(&config, Some(&tokenizer))?;
         let rng = Rng::from_state(state.rng_state);
         Self::assemble(config, data, model, optimizer, rng, Some(state))
@@ -234,7 +234,8 @@ impl Trainer {
         evaluate(&mut self.model, &self.data, self.config.batch, None)
     }
 
-    /// Writes a checkpoint of the run into `dir`.
+    /// Saves a checkpoint of the run as the live set of the run directory `dir` (see
+    /// [`crate::checkpoint_set`]).
     pub fn save(&self, dir: &Path) -> Result<()> {
         let state = TrainState {
             step: self.step,

@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::checkpoint::{read_tensors, write_tensors, TensorRef};
+use crate::checkpoint::{read_tensors, write_atomic_with, Checkpoint, TensorFile, TensorRef};
 use crate::nn::Param;
 use crate::{Error, Result, Tensor};
 
@@ -51,6 +51,17 @@ pub struct OptimizerState {
 impl OptimizerState {
     /// Writes the state to a safetensors file at `path`, atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let file = self.tensor_file()?;
+        write_atomic_with(path, |out| {
+            let mut out = std::io::BufWriter::new(out);
+            file.write_to(&mut out)?;
+            std::io::Write::flush(&mut out)
+        })
+    }
+
+    /// The state as a safetensors file, ready to be written anywhere.
+    pub fn tensor_file(&self) -> Result<TensorFile<'_>> {
         let params = serde_json::to_string(&self.params)
             .map_err(|e| Error::invalid("OptimizerState::save", e.to_string()))?;
         let metadata = BTreeMap::from([
@@ -67,7 +78,7 @@ impl OptimizerState {
                 data: tensor.data(),
             })
             .collect();
-        write_tensors(path, &tensors, &metadata)
+        TensorFile::new(&tensors, &metadata)
     }
 
     /// Reads a state written by [`OptimizerState::save`].
@@ -76,7 +87,12 @@ impl OptimizerState {
     /// `params` metadata, or with unparsable values there, is an [`Error::Format`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let checkpoint = read_tensors(path)?;
+        Self::from_checkpoint(path, read_tensors(path)?)
+    }
+
+    /// The state in `checkpoint`, a file read from `path` (named in errors); the checks of
+    /// [`OptimizerState::load`].
+    pub fn from_checkpoint(path: &Path, checkpoint: Checkpoint) -> Result<Self> {
         let format = |detail: String| Error::Format {
             path: path.to_path_buf(),
             detail,

@@ -1,15 +1,19 @@
-//! Vision checkpoints: a folder that resumes a run exactly or serves evaluation.
+//! Vision checkpoints: a [checkpoint set](crate::checkpoint_set) that resumes a run exactly,
+//! even from the middle of an epoch, or serves evaluation.
 //!
 //! ```text
-//! DIR/model.safetensors      parameters and BatchNorm running statistics (torchvision names
-//!                            for ResNets), metadata: config, num_classes, image, normalization
-//! DIR/optimizer.safetensors  SGD momentum buffers and step count
-//! DIR/trainer.json           epoch, step, data generator state, every epoch's report
+//! RUN/checkpoint/model.safetensors      parameters and BatchNorm running statistics
+//!                                       (torchvision names for ResNets), metadata: card
+//!                                       (config, num_classes, image, normalization), step
+//! RUN/checkpoint/optimizer.safetensors  SGD momentum buffers and step count
+//! RUN/checkpoint/trainer.json           epoch, step, data generator state, every epoch's
+//!                                       report, the progress through an unfinished epoch,
+//!                                       kernel threads
+//! RUN/checkpoint/set.json               the manifest: step, each file's length and checksum
 //! ```
 //!
-//! Each file is written atomically, in the order model, optimizer, trainer; a resume checks
-//! that the optimizer's step count equals the trainer's, so a save interrupted between two
-//! files is refused rather than resumed from a mixture.
+//! The set appears complete or not at all; loading checks every file against the manifest
+//! and the step recorded in each of the three files, so a torn set is refused by file.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use super::data::ImageSplits;
-use super::trainer::{EpochReport, Trainer};
-use crate::checkpoint::{read_tensors, write_json_atomic, write_tensors, TensorRef};
+use super::trainer::{EpochProgress, EpochReport, Trainer};
+use crate::checkpoint::{TensorFile, TensorRef};
+use crate::checkpoint_set::{save_set, CheckpointSet};
 use crate::data::image::Normalization;
 use crate::models::ImageClassifier;
 use crate::nn::{ImageShape, Param};
@@ -33,11 +38,14 @@ const TRAINER_FILE: &str = "trainer.json";
 
 /// `trainer.json`.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TrainerState {
     epoch: usize,
     step: u64,
     rng_state: [u64; 4],
     history: Vec<EpochReport>,
+    progress: Option<EpochProgress>,
+    threads: usize,
 }
 
 /// What `model.safetensors`'s metadata records about the network and its inputs.
@@ -80,31 +88,29 @@ fn format_error(path: &Path, detail: impl Into<String>) -> Error {
     }
 }
 
-/// Writes `model`'s parameters and buffers with `card` to `path`, atomically.
-pub fn save_model(path: &Path, model: &dyn ImageClassifier, card: &ModelCard) -> Result<()> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+/// Copies of `model`'s parameters and buffers: (name, shape, values).
+type OwnedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+fn model_tensors(model: &dyn ImageClassifier) -> OwnedTensors {
+    let mut tensors = Vec::new();
     let mut push = |p: &Param| tensors.push((p.name.clone(), p.shape.clone(), p.value.to_vec()));
     model.visit_params(&mut push);
     model.visit_buffers(&mut push);
-    let refs: Vec<TensorRef<'_>> = tensors
-        .iter()
-        .map(|(name, shape, data)| TensorRef { name, shape, data })
-        .collect();
-    let card_json =
-        serde_json::to_string(card).map_err(|e| Error::invalid("save_model", e.to_string()))?;
-    let metadata = BTreeMap::from([("card".to_string(), card_json)]);
-    write_tensors(path, &refs, &metadata)
+    tensors
 }
 
-/// Reads the card of the model file at `path`.
-pub fn read_card(path: &Path) -> Result<(ModelCard, BTreeMap<String, Tensor>)> {
-    let checkpoint = read_tensors(path)?;
+/// The card and tensors of the model file of `set`, its step checked.
+fn read_card(set: &CheckpointSet) -> Result<(ModelCard, BTreeMap<String, Tensor>)> {
+    let path = set.dir().join(MODEL_FILE);
+    let checkpoint = set.read_tensors(MODEL_FILE)?;
+    let step = checkpoint.metadata.get("step").and_then(|s| s.parse().ok());
+    set.check_step(MODEL_FILE, step)?;
     let card = checkpoint
         .metadata
         .get("card")
-        .ok_or_else(|| format_error(path, "no `card` metadata: not a resnorm vision model"))?;
+        .ok_or_else(|| format_error(&path, "no `card` metadata: not a resnorm vision model"))?;
     let card: ModelCard = serde_json::from_str(card)
-        .map_err(|e| format_error(path, format!("unreadable model card: {e}")))?;
+        .map_err(|e| format_error(&path, format!("unreadable model card: {e}")))?;
     Ok((card, checkpoint.tensors))
 }
 
@@ -152,12 +158,13 @@ pub fn assign_model(
     Ok(())
 }
 
-/// Loads the model folder `dir` (as written by [`Trainer::save`]) for evaluation.
+/// Loads the model of the checkpoint that `dir` names (a run directory written by
+/// [`Trainer::save`], or its `checkpoint/` set) for evaluation.
 pub fn load_model(dir: &Path) -> Result<(ModelCard, Box<dyn ImageClassifier + Send>)> {
-    let path = dir.join(MODEL_FILE);
-    let (card, tensors) = read_card(&path)?;
+    let set = CheckpointSet::open(dir)?;
+    let (card, tensors) = read_card(&set)?;
     let mut model = card.build()?;
-    assign_model(&path, model.as_mut(), &tensors)?;
+    assign_model(&set.dir().join(MODEL_FILE), model.as_mut(), &tensors)?;
     Ok((card, model))
 }
 
@@ -175,25 +182,45 @@ impl Trainer {
         }
     }
 
-    /// Writes the run to the folder `dir` (created if needed): model, optimizer, trainer.
+    /// Saves the run, between two steps, as the live set of the run directory `dir`
+    /// (created if needed), replacing the previous one atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        save_model(&dir.join(MODEL_FILE), self.model.as_ref(), &self.card())?;
-        self.optimizer.state().save(dir.join(OPTIMIZER_FILE))?;
+        let card = serde_json::to_string(&self.card())
+            .map_err(|e| Error::invalid("Trainer::save", e.to_string()))?;
+        let metadata = BTreeMap::from([
+            ("card".to_string(), card),
+            ("step".to_string(), self.step.to_string()),
+        ]);
+        let tensors = model_tensors(self.model.as_ref());
+        let refs: Vec<TensorRef<'_>> = tensors
+            .iter()
+            .map(|(name, shape, data)| TensorRef { name, shape, data })
+            .collect();
+        let model_file = TensorFile::new(&refs, &metadata)?;
+        let optimizer = self.optimizer.state();
+        let optimizer_file = optimizer.tensor_file()?;
         let state = TrainerState {
             epoch: self.epoch,
             step: self.step,
             rng_state: self.rng.state(),
             history: self.history.clone(),
+            progress: self.progress.clone(),
+            threads: crate::threads::num_threads(),
         };
-        write_json_atomic(dir.join(TRAINER_FILE), &state)
+        save_set(dir, self.step, |set| {
+            set.file(MODEL_FILE, |out| model_file.write_to(out))?;
+            set.file(OPTIMIZER_FILE, |out| optimizer_file.write_to(out))?;
+            set.json(TRAINER_FILE, &state)
+        })
     }
 
-    /// Continues the run saved in `dir` on `splits`; `epochs`, when given, replaces the
-    /// planned number of epochs (to extend a finished run).
+    /// Continues the run saved in the checkpoint that `dir` names, on `splits`, with the
+    /// saved settings; `epochs`, when given, replaces the planned number of epochs (to extend
+    /// a finished run).
     pub fn resume(dir: &Path, splits: ImageSplits, epochs: Option<usize>) -> Result<Self> {
-        let path = dir.join(MODEL_FILE);
-        let (card, tensors) = read_card(&path)?;
+        let set = CheckpointSet::open(dir)?;
+        let path = set.dir().join(MODEL_FILE);
+        let (card, tensors) = read_card(&set)?;
         let mut config = card.config.clone();
         if let Some(epochs) = epochs {
             config.epochs = epochs;
@@ -207,28 +234,19 @@ impl Trainer {
             ));
         }
         assign_model(&path, trainer.model.as_mut(), &tensors)?;
-        trainer
-            .optimizer
-            .load_state(OptimizerState::load(dir.join(OPTIMIZER_FILE))?)?;
-        let trainer_path = dir.join(TRAINER_FILE);
-        let text =
-            std::fs::read_to_string(&trainer_path).map_err(|e| Error::io(&trainer_path, e))?;
-        let state: TrainerState = serde_json::from_str(&text)
-            .map_err(|e| format_error(&trainer_path, format!("unreadable trainer state: {e}")))?;
-        if state.step != trainer.optimizer.steps() {
-            return Err(format_error(
-                &trainer_path,
-                format!(
-                    "step {} but the optimizer has taken {}",
-                    state.step,
-                    trainer.optimizer.steps()
-                ),
-            ));
-        }
+        let optimizer_path = set.dir().join(OPTIMIZER_FILE);
+        let optimizer =
+            OptimizerState::from_checkpoint(&optimizer_path, set.read_tensors(OPTIMIZER_FILE)?)?;
+        set.check_step(OPTIMIZER_FILE, Some(optimizer.step))?;
+        trainer.optimizer.load_state(optimizer)?;
+        let state: TrainerState = set.read_json(TRAINER_FILE)?;
+        set.check_step(TRAINER_FILE, Some(state.step))?;
         trainer.epoch = state.epoch;
         trainer.step = state.step;
         trainer.rng = Rng::from_state(state.rng_state);
         trainer.history = state.history;
+        trainer.progress = state.progress;
+        trainer.threads_saved = state.threads;
         Ok(trainer)
     }
 }

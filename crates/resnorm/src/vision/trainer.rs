@@ -6,6 +6,9 @@
 //! backward, `Sgd::step` at the scheduled rate. The last incomplete batch of an epoch is
 //! dropped, so every step sees `batch_size` images (BatchNorm statistics stay comparable).
 //! Evaluation switches BatchNorm to its running statistics and walks the set in order.
+//! [`Trainer::train_epoch_until`] can stop between two steps (on a signal) and keeps its place
+//! in the epoch ([`EpochProgress`], saved with the checkpoint), so a resumed run continues
+//! mid-epoch bit for bit.
 
 use std::time::Instant;
 
@@ -75,6 +78,24 @@ pub struct EpochReport {
     pub images_per_second: f64,
 }
 
+/// How far an interrupted epoch got: enough to continue it bit for bit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochProgress {
+    /// The data generator's state before the epoch's shuffle (replayed to rebuild the order).
+    order_rng: [u64; 4],
+    /// Batches of the epoch already trained.
+    batches: usize,
+    /// Sum of their losses.
+    loss_sum: f64,
+    /// Images they classified correctly.
+    correct: usize,
+    /// Seconds they took.
+    seconds: f64,
+    /// Learning rate of the last of them.
+    lr: f32,
+}
+
 /// A training run in progress.
 pub struct Trainer {
     pub(super) config: TrainConfig,
@@ -87,6 +108,8 @@ pub struct Trainer {
     pub(super) epoch: usize,
     pub(super) step: u64,
     pub(super) history: Vec<EpochReport>,
+    pub(super) progress: Option<EpochProgress>,
+    pub(super) threads_saved: usize,
     images: Vec<f32>,
     labels: Vec<u32>,
     losses: Vec<f32>,
@@ -146,12 +169,20 @@ impl Trainer {
             epoch: 0,
             step: 0,
             history: Vec::new(),
+            progress: None,
+            threads_saved: crate::threads::num_threads(),
             images: Vec::new(),
             labels: Vec::new(),
             losses: Vec::new(),
             logsumexp: Vec::new(),
             dlogits: Vec::new(),
         })
+    }
+
+    /// Kernel threads the run had when it was last saved (now, for a fresh run): results
+    /// are bit-identical only with the same count.
+    pub fn threads_saved(&self) -> usize {
+        self.threads_saved
     }
 
     /// The run's settings.
@@ -192,6 +223,18 @@ impl Trainer {
     /// Trains one epoch, calling `on_batch` after every step, then evaluates on the test
     /// set; returns (and records) the epoch's report.
     pub fn train_epoch(&mut self, on_batch: &mut dyn FnMut(&BatchReport)) -> Result<EpochReport> {
+        self.train_epoch_until(on_batch, &|| false)?
+            .ok_or_else(|| Error::invalid("Trainer::train_epoch", "the epoch stopped unasked"))
+    }
+
+    /// [`Trainer::train_epoch`] that checks `stop` before every step: once it says true, the
+    /// trainer keeps its place in the epoch (saved by [`Trainer::save`]) and returns `None`;
+    /// the next call, here or after a resume, continues the epoch exactly where it stopped.
+    pub fn train_epoch_until(
+        &mut self,
+        on_batch: &mut dyn FnMut(&BatchReport),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<EpochReport>> {
         let batch_size = self.config.batch_size;
         let batches = self.batches_per_epoch();
         let augmentation = Augmentation {
@@ -209,10 +252,35 @@ impl Trainer {
         self.logsumexp.resize(batch_size, 0.0);
         self.dlogits.resize(batch_size * classes, 0.0);
         self.model.set_training(true);
-        let order = self.train.shuffled_order(&mut self.rng);
+        let (mut progress, order) = match self.progress.take() {
+            Some(progress) => {
+                let order = (self.train).shuffled_order(&mut Rng::from_state(progress.order_rng));
+                (progress, order)
+            }
+            None => {
+                let order_rng = self.rng.state();
+                let progress = EpochProgress {
+                    order_rng,
+                    batches: 0,
+                    loss_sum: 0.0,
+                    correct: 0,
+                    seconds: 0.0,
+                    lr: 0.0,
+                };
+                (progress, self.train.shuffled_order(&mut self.rng))
+            }
+        };
         let started = Instant::now();
-        let (mut loss_sum, mut correct_sum, mut lr) = (0.0f64, 0usize, 0.0);
-        for (index, indices) in order.chunks_exact(batch_size).enumerate() {
+        for (index, indices) in order
+            .chunks_exact(batch_size)
+            .enumerate()
+            .skip(progress.batches)
+        {
+            if stop() {
+                progress.seconds += started.elapsed().as_secs_f64();
+                self.progress = Some(progress);
+                return Ok(None);
+            }
             self.train.fill_batch(
                 indices,
                 &augmentation,
@@ -220,7 +288,7 @@ impl Trainer {
                 &mut self.images,
                 &mut self.labels,
             )?;
-            lr = self.config.lr_at(self.step, batches as u64)?;
+            let lr = self.config.lr_at(self.step, batches as u64)?;
             let (loss, correct) = crate::threads::busy(|| self.train_batch(shape, lr))?;
             if !loss.is_finite() {
                 return Err(Error::invalid(
@@ -229,8 +297,10 @@ impl Trainer {
                 ));
             }
             self.step += 1;
-            loss_sum += loss as f64;
-            correct_sum += correct;
+            progress.batches = index + 1;
+            progress.loss_sum += loss as f64;
+            progress.correct += correct;
+            progress.lr = lr;
             on_batch(&BatchReport {
                 epoch: self.epoch + 1,
                 batch: index + 1,
@@ -241,23 +311,23 @@ impl Trainer {
                 lr,
             });
         }
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = progress.seconds + started.elapsed().as_secs_f64();
         let test = self.evaluate_test()?;
         self.epoch += 1;
         let seen = batches * batch_size;
         let report = EpochReport {
             epoch: self.epoch,
             step: self.step,
-            train_loss: (loss_sum / batches as f64) as f32,
-            train_error: 1.0 - correct_sum as f32 / seen as f32,
+            train_loss: (progress.loss_sum / batches as f64) as f32,
+            train_error: 1.0 - progress.correct as f32 / seen as f32,
             test_loss: test.loss,
             test_error: 1.0 - test.accuracy,
-            lr,
+            lr: progress.lr,
             seconds,
             images_per_second: seen as f64 / seconds,
         };
         self.history.push(report.clone());
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// One SGD step on the batch in `images`/`labels`; returns its mean loss and how many
