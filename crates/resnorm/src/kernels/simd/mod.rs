@@ -11,6 +11,11 @@
 //! cap in CI. A cap above what the CPU has is lowered to what it has; any other value is
 //! ignored with a warning on standard error (a kernel library has no better place to say it).
 //!
+//! The layer, one concept per file: the vector type every hand-vectorized kernel is written
+//! over (`vector`, with its x86-64 registers in `x86`), the one run-time dispatch to a copy
+//! compiled for the level (`dispatch!`), the one split of rows into blocks per thread
+//! (`blocks`), and the cache hints (`cache`).
+//!
 //! ```
 //! use resnorm::kernels::simd::{level, Level};
 //! // Whatever the CPU, the level is one of the three, and never above what it detects.
@@ -19,6 +24,23 @@
 //! ```
 
 use std::sync::OnceLock;
+
+mod blocks;
+mod cache;
+mod dispatch;
+mod vector;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub(crate) use blocks::run_blocks;
+pub use blocks::{rows_per_block, ONE_BLOCK_PER_THREAD, ROW_KERNEL_BLOCKS_PER_THREAD};
+pub(crate) use cache::{prefetch, prefetch_lines, streaming_fence, LINE_BYTES};
+pub(crate) use dispatch::dispatch;
+#[cfg(test)]
+pub(crate) use dispatch::each_level;
+pub(crate) use vector::{Scalar, Vector, LANES};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512};
 
 /// The name of the environment variable that caps [`level`].
 pub const CAP_VARIABLE: &str = "RESNORM_SIMD";
