@@ -2,8 +2,8 @@
 //!
 //! Every hand-vectorized kernel exists in one copy per [`Level`]: AVX-512 (16 lanes in one
 //! register, masked loads), AVX2 with FMA (two 256-bit registers; every x86-64 CPU since
-//! 2013 and every AMD EPYC has it), and scalar (plain arrays, which the compiler turns into
-//! SSE2 on any x86-64 and into whatever another target has). [`level`] picks the widest
+//! 2013 and every AMD EPYC has it), and scalar (the target's baseline: SSE2 registers on
+//! x86-64, plain arrays that the compiler vectorizes elsewhere). [`level`] picks the widest
 //! one the CPU runs, once per process.
 //!
 //! The environment variable `RESNORM_SIMD` (`avx512`, `avx2` or `scalar`) caps that choice,
@@ -38,9 +38,11 @@ pub(crate) use cache::{prefetch, prefetch_lines, streaming_fence, LINE_BYTES};
 pub(crate) use dispatch::dispatch;
 #[cfg(test)]
 pub(crate) use dispatch::each_level;
-pub(crate) use vector::{Scalar, Vector, LANES};
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) use vector::Scalar;
+pub(crate) use vector::{Vector, LANES};
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{Avx2, Avx512};
+pub(crate) use x86::{Avx2, Avx512, Scalar};
 
 /// The name of the environment variable that caps [`level`].
 pub const CAP_VARIABLE: &str = "RESNORM_SIMD";

@@ -1,5 +1,5 @@
 //! [`Vector`]: sixteen `f32` lanes, the one vector type every hand-vectorized kernel is
-//! written over once, generically, and [`Scalar`], its implementation on plain arrays.
+//! written over once, generically, and its scalar level on targets other than x86-64.
 //!
 //! Written out because LLVM's SLP vectorizer, given several accumulators updated in one loop
 //! (Σd and Σd² together), packs the wrong elements together and leaves the arithmetic
@@ -9,7 +9,7 @@
 //! Every operation except [`Vector::mul_add`] gives the same bits on every level (IEEE
 //! arithmetic lane by lane, lanes summed in one fixed pairwise order), so the norm kernels,
 //! written without it, agree bit for bit across levels; `mul_add` is fused (one rounding) on
-//! AVX2 and AVX-512, not on [`Scalar`].
+//! AVX2 and AVX-512, not on the scalar level.
 //!
 //! ```
 //! // The pairwise order of `Vector::sum`: the upper half of the lanes onto the lower,
@@ -59,7 +59,7 @@ pub(crate) trait Vector:
     /// `g` in the lanes where `self > 0` or is NaN, 0 elsewhere: a ReLU's gradient gate
     /// (`self` its input or output), and with `g = self` the ReLU itself.
     fn relu_gate(self, g: Self) -> Self;
-    /// `self + a · b`: fused (one rounding) on AVX2 and AVX-512, two roundings on [`Scalar`].
+    /// `self + a · b`: fused (one rounding) on AVX2 and AVX-512, two on the scalar level.
     #[cfg_attr(not(test), expect(dead_code, reason = "for kernels/vector.rs's users"))]
     fn mul_add(self, a: Self, b: Self) -> Self;
 
@@ -103,11 +103,13 @@ pub(crate) trait Vector:
     }
 }
 
-/// Plain arrays: the level every CPU runs, which the compiler vectorizes for the target's
-/// baseline (four SSE registers on x86-64).
+/// Plain arrays, which the compiler vectorizes for the target's baseline: the scalar level
+/// on targets other than x86-64 (where it is four SSE registers, `x86::Scalar`).
+#[cfg(not(target_arch = "x86_64"))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Scalar([f32; LANES]);
 
+#[cfg(not(target_arch = "x86_64"))]
 impl Scalar {
     #[inline(always)]
     fn map2(self, other: Scalar, f: impl Fn(f32, f32) -> f32) -> Scalar {
@@ -115,6 +117,7 @@ impl Scalar {
     }
 }
 
+#[cfg(not(target_arch = "x86_64"))]
 impl Add for Scalar {
     type Output = Scalar;
     #[inline(always)]
@@ -123,6 +126,7 @@ impl Add for Scalar {
     }
 }
 
+#[cfg(not(target_arch = "x86_64"))]
 impl Sub for Scalar {
     type Output = Scalar;
     #[inline(always)]
@@ -131,6 +135,7 @@ impl Sub for Scalar {
     }
 }
 
+#[cfg(not(target_arch = "x86_64"))]
 impl Mul for Scalar {
     type Output = Scalar;
     #[inline(always)]
@@ -139,6 +144,7 @@ impl Mul for Scalar {
     }
 }
 
+#[cfg(not(target_arch = "x86_64"))]
 impl AddAssign for Scalar {
     #[inline(always)]
     fn add_assign(&mut self, other: Scalar) {
@@ -146,6 +152,7 @@ impl AddAssign for Scalar {
     }
 }
 
+#[cfg(not(target_arch = "x86_64"))]
 impl Vector for Scalar {
     #[inline(always)]
     fn splat(value: f32) -> Scalar {
@@ -174,22 +181,11 @@ impl Vector for Scalar {
         unsafe { data.cast::<[f32; LANES]>().write_unaligned(self.0) }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    const STREAM_ALIGN: usize = 16;
-    #[cfg(not(target_arch = "x86_64"))]
     const STREAM_ALIGN: usize = std::mem::align_of::<f32>();
 
-    /// SSE2's streaming stores on x86-64 (every x86-64 CPU has them), plain stores elsewhere.
+    /// Plain stores: no streaming stores without a written-out implementation.
     #[inline(always)]
     unsafe fn stream(self, chunk: &mut [f32; LANES]) {
-        #[cfg(target_arch = "x86_64")]
-        for (quarter, values) in chunk.chunks_exact_mut(4).zip(self.0.chunks_exact(4)) {
-            use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
-            // SAFETY: SSE2 is baseline on x86-64; each store writes 4 elements of `chunk`, at
-            // a 16-byte boundary since `chunk` starts at one (the caller's contract).
-            unsafe { _mm_stream_ps(quarter.as_mut_ptr(), _mm_loadu_ps(values.as_ptr())) };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
         self.write(chunk);
     }
 
@@ -207,7 +203,7 @@ impl Vector for Scalar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::simd::{each_level, Level};
+    use crate::kernels::simd::{each_level, Level, Scalar};
 
     fn bits(values: &[f32]) -> Vec<u32> {
         values.iter().map(|v| v.to_bits()).collect()

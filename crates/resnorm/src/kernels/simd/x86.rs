@@ -1,11 +1,12 @@
-//! [`Vector`] on x86-64 registers: [`Avx512`] (one 512-bit register, masked loads) and
-//! [`Avx2`] (two 256-bit registers, fused multiply-add).
+//! [`Vector`] on x86-64 registers: [`Avx512`] (one 512-bit register, masked loads),
+//! [`Avx2`] (two 256-bit registers, fused multiply-add) and [`Scalar`] (four SSE registers,
+//! the baseline every x86-64 CPU has).
 //!
-//! A value of either type exists only where [`level`](super::level) (or a test that checked
+//! A value of the first two exists only where [`level`](super::level) (or a test that checked
 //! [`Level::detected`](super::Level::detected)) established that the CPU has its instruction
 //! set; the kernels use them inside functions compiled for it by
 //! [`dispatch!`](super::dispatch), where the intrinsics below are inlined. That is the
-//! safety argument of every `unsafe` block in this file; loads and stores besides follow the
+//! safety argument of every `unsafe` block for them; loads and stores besides follow the
 //! trait's contracts.
 
 use super::{Vector, LANES};
@@ -194,5 +195,74 @@ impl Vector for Avx512 {
             let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
             sum_eight(_mm256_add_ps(_mm512_castps512_ps256(v), high))
         }
+    }
+}
+
+/// Four SSE registers: the scalar level on x86-64, where every CPU has SSE2 (safe to use
+/// without a check). Written out because the plain arrays that other targets use ran the
+/// norm kernels about 2x slower here (docs/benchmarks.md, "SIMD layer: AVX-512 and AVX2").
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scalar([__m128; 4]);
+
+operators!(Scalar, _mm_add_ps, _mm_sub_ps, _mm_mul_ps);
+
+impl Vector for Scalar {
+    #[inline(always)]
+    fn splat(value: f32) -> Scalar {
+        // SAFETY: SSE2 is baseline on x86-64.
+        Scalar([unsafe { _mm_set1_ps(value) }; 4])
+    }
+
+    #[inline(always)]
+    unsafe fn load(data: *const f32) -> Scalar {
+        // SAFETY: SSE2 is baseline on x86-64; the caller's contract.
+        Scalar(std::array::from_fn(|i| unsafe {
+            _mm_loadu_ps(data.add(4 * i))
+        }))
+    }
+
+    #[inline(always)]
+    unsafe fn load_kept(data: *const f32, keep: u16) -> Scalar {
+        // SAFETY: SSE2 is baseline on x86-64; the caller's contract. Lane l of quarter i is
+        // kept when bit 4i + l of `keep` is set: its bit, isolated, equals its selector.
+        Scalar(std::array::from_fn(|i| unsafe {
+            let select = _mm_setr_epi32(1, 2, 4, 8);
+            let bits = _mm_and_si128(_mm_set1_epi32(i32::from(keep >> (4 * i))), select);
+            let mask = _mm_castsi128_ps(_mm_cmpeq_epi32(bits, select));
+            _mm_and_ps(_mm_loadu_ps(data.add(4 * i)), mask)
+        }))
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, data: *mut f32) {
+        for (i, register) in self.0.into_iter().enumerate() {
+            // SAFETY: SSE2 is baseline on x86-64; the caller's contract.
+            unsafe { _mm_storeu_ps(data.add(4 * i), register) };
+        }
+    }
+
+    const STREAM_ALIGN: usize = 16;
+
+    #[inline(always)]
+    unsafe fn stream(self, chunk: &mut [f32; LANES]) {
+        for (i, register) in self.0.into_iter().enumerate() {
+            // SAFETY: SSE2 is baseline on x86-64; each store writes 4 elements of `chunk`, at
+            // a 16-byte boundary since `chunk` starts at one (the caller's contract).
+            unsafe { _mm_stream_ps(chunk[4 * i..].as_mut_ptr(), register) };
+        }
+    }
+
+    #[inline(always)]
+    fn relu_gate(self, g: Scalar) -> Scalar {
+        // SAFETY: SSE2 is baseline on x86-64; registers only. "Not <=" is true for NaN.
+        Scalar(std::array::from_fn(|i| unsafe {
+            _mm_and_ps(_mm_cmpnle_ps(self.0[i], _mm_setzero_ps()), g.0[i])
+        }))
+    }
+
+    /// Two roundings: SSE2 has no fused multiply-add.
+    #[inline(always)]
+    fn mul_add(self, a: Scalar, b: Scalar) -> Scalar {
+        self + a * b
     }
 }
