@@ -5,7 +5,7 @@
 //! A value of the first two exists only where [`level`](super::level) (or a test that checked
 //! [`Level::detected`](super::Level::detected)) established that the CPU has its instruction
 //! set; the kernels use them inside functions compiled for it by
-//! [`dispatch!`](super::dispatch), where the intrinsics below are inlined. That is the
+//! `simd::dispatch!`, where the intrinsics below are inlined. That is the
 //! safety argument of every `unsafe` block for them; loads and stores besides follow the
 //! trait's contracts.
 
