@@ -2,7 +2,7 @@
 //! backward pass needs, and the affine output pass with its activation, over the contiguous
 //! `H·W` planes of an NCHW buffer.
 //!
-//! Every loop is written in [`Vector`] (AVX when the CPU has it): LLVM's auto-vectorizer
+//! Every loop is written in [`Vector`] at the level of `simd::level`: LLVM's auto-vectorizer
 //! leaves loops with several accumulators, or with a ReLU's select, scalar. Each reduction
 //! keeps sixteen independent partial sums and folds them in a fixed order, so results depend
 //! only on the data, not on the thread or the instruction set that ran them.
@@ -35,7 +35,7 @@ dispatch! {
 #[inline(always)]
 fn channel_stats_with<V: Vector>(x: &[f32], shape: BatchNormShape, c: usize) -> ChannelStats {
     // Plain loops: a closure handed to an iterator adapter is compiled without the
-    // caller's AVX, and the lanes' intrinsics inside it would become calls.
+    // caller's instruction set, and the vector's intrinsics inside it would become calls.
     let count = shape.per_channel() as f32;
     let mut total = 0.0f32;
     for plane in shape.planes(x, c) {

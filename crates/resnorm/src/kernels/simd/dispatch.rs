@@ -91,3 +91,29 @@ macro_rules! each_level {
 }
 #[cfg(test)]
 pub(crate) use each_level;
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::simd::{level, Level, Vector};
+
+    dispatch! {
+        /// The name of the vector type the dispatched copy runs with.
+        fn vector_in_force() -> &'static str => vector_name
+    }
+
+    #[inline(always)]
+    fn vector_name<V: Vector>() -> &'static str {
+        std::any::type_name::<V>()
+    }
+
+    /// The copy that runs is the one for `level()`, cap included (CI runs this under each).
+    #[test]
+    fn runs_the_copy_for_the_level_in_force() {
+        let want = match level() {
+            Level::Scalar => "::Scalar",
+            Level::Avx2 => "::Avx2",
+            Level::Avx512 => "::Avx512",
+        };
+        assert!(vector_in_force().ends_with(want), "{}", vector_in_force());
+    }
+}
