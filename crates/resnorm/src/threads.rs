@@ -75,14 +75,6 @@ pub fn num_threads() -> usize {
     pool().current_num_threads()
 }
 
-/// Splits `rows` into at most `num_threads()` contiguous blocks of whole rows and returns the
-/// block length in rows (at least 1). Kernels that reduce over rows give each block its own
-/// partial sum and add the partials in block order, so results depend only on the thread
-/// count, never on scheduling.
-pub fn rows_per_block(rows: usize) -> usize {
-    rows.div_ceil(num_threads()).max(1)
-}
-
 /// Runs `body` on the pool while every other worker stays awake, spinning for work instead
 /// of sleeping, until `body` returns (or until it has found no work for
 /// 500 µs, when it sleeps as usual).

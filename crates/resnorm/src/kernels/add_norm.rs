@@ -39,14 +39,12 @@
 //! assert_eq!(dx, [1.0, -1.0, 2.0, 0.0]);
 //! ```
 
-use super::lanes::{simd_dispatch, Lanes};
 use super::norm::{
     check_grads, check_len, check_optional_mean, check_weights, rows_of, BackwardRow, NormGrads,
     NormKind, NormStats, NormStatsMut, NormWeights,
 };
-use super::rows::{
-    self, add_partials, partial_len, run_blocks, split_partial, zeroed_partials, RowSource, SumOf,
-};
+use super::rows::{add_partials, partial_len, split_partial, zeroed_partials, RowSource, SumOf};
+use super::simd::{dispatch, rows_per_block, run_blocks, Vector, ROW_KERNEL_BLOCKS_PER_THREAD};
 use super::stores::{write_row, Stores};
 use super::{layer_norm, rms_norm};
 use crate::Result;
@@ -90,7 +88,7 @@ pub fn add_norm_forward(
         }
     };
     let stores = Stores::for_call(4 * std::mem::size_of_val(x));
-    let block_rows = rows::rows_per_block(rows);
+    let block_rows = rows_per_block(rows, ROW_KERNEL_BLOCKS_PER_THREAD);
     let block_len = block_rows * cols;
     let mut mean_blocks = mean.chunks_mut(block_rows);
     let blocks: Vec<_> = x
@@ -134,13 +132,13 @@ pub fn add_norm_forward(
     Ok(())
 }
 
-simd_dispatch! {
+dispatch! {
     /// Writes `sum = x + residual` for one row.
     fn add_row(x: &[f32], residual: &[f32], sum: &mut [f32], stores: Stores) => add_row_with
 }
 
 #[inline(always)]
-fn add_row_with<L: Lanes>(x: &[f32], residual: &[f32], sum: &mut [f32], stores: Stores) {
+fn add_row_with<V: Vector>(x: &[f32], residual: &[f32], sum: &mut [f32], stores: Stores) {
     let row = SumOf(&x[..sum.len()], &residual[..sum.len()]);
     write_row(
         sum,
@@ -148,7 +146,7 @@ fn add_row_with<L: Lanes>(x: &[f32], residual: &[f32], sum: &mut [f32], stores: 
         &mut (),
         |_, k| {
             row.prefetch_ahead(k);
-            row.lanes::<L>(k)
+            row.lanes::<V>(k)
         },
         |_, i| row.at(i),
     );
@@ -187,7 +185,7 @@ pub fn add_norm_backward(
     check_grads(OP, weights, &grads)?;
     let tensors = if upstream.dsum.is_some() { 4 } else { 3 };
     let stores = Stores::for_call(tensors * std::mem::size_of_val(sum));
-    let block_rows = rows::rows_per_block(rows);
+    let block_rows = rows_per_block(rows, ROW_KERNEL_BLOCKS_PER_THREAD);
     let block_len = block_rows * cols;
     let has_bias = weights.bias.is_some();
     let partial_len = partial_len(cols, has_bias);
@@ -236,4 +234,24 @@ pub fn add_norm_backward(
     });
     add_partials(&partials, grads.dweight, grads.dbias);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::each_level;
+
+    #[test]
+    fn the_sum_row_is_exact_on_every_level() {
+        for cols in [1, 16, 37] {
+            let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+            let residual: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.91).cos()).collect();
+            let want: Vec<f32> = x.iter().zip(&residual).map(|(a, b)| a + b).collect();
+            each_level!(|V, level| {
+                let mut sum = vec![f32::NAN; cols];
+                add_row_with::<V>(&x, &residual, &mut sum, Stores::Cached);
+                assert_eq!(sum, want, "cols {cols}, {level}");
+            });
+        }
+    }
 }

@@ -19,7 +19,7 @@
 //! assert!(add_column_sums(&mut db, &dy[..5]).is_err());
 //! ```
 
-use super::rows::run_blocks;
+use super::simd::run_blocks;
 use crate::{Error, Result};
 
 /// Rows per block of a column sum.

@@ -35,7 +35,8 @@
 //! assert!(cross_entropy_forward(&logits, &[2, 0], 2, &mut losses, &mut lse).is_err());
 //! ```
 
-use super::exp::{exp, row_max, wide, wide_fn};
+use super::exp::{exp, row_max};
+use super::simd::{dispatch, rows_per_block, ONE_BLOCK_PER_THREAD};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -79,15 +80,14 @@ pub fn cross_entropy_forward(
     if logits.len() < PARALLEL_MIN_LEN {
         block(0, logits, losses, logsumexp);
     } else {
-        let pool = crate::threads::pool();
-        let rows_per_block = rows.div_ceil(pool.current_num_threads());
-        pool.install(|| {
+        let block_rows = rows_per_block(rows, ONE_BLOCK_PER_THREAD);
+        crate::threads::pool().install(|| {
             logits
-                .par_chunks(rows_per_block * vocab)
-                .zip(losses.par_chunks_mut(rows_per_block))
-                .zip(logsumexp.par_chunks_mut(rows_per_block))
+                .par_chunks(block_rows * vocab)
+                .zip(losses.par_chunks_mut(block_rows))
+                .zip(logsumexp.par_chunks_mut(block_rows))
                 .enumerate()
-                .for_each(|(b, ((z, loss), lse))| block(b * rows_per_block, z, loss, lse));
+                .for_each(|(b, ((z, loss), lse))| block(b * block_rows, z, loss, lse));
         });
     }
     let total: f64 = losses.iter().map(|&l| l as f64).sum();
@@ -146,7 +146,7 @@ fn backward_rows(z: &mut [f32], logsumexp: &[f32], targets: &[u32], vocab: usize
     let scale = dloss / targets.len() as f32;
     let block = |z: &mut [f32], lse: &[f32], targets: &[u32]| {
         for ((z, &lse), &target) in z.chunks_exact_mut(vocab).zip(lse).zip(targets) {
-            wide(|| z.iter_mut().for_each(|v| *v = exp(*v - lse) * scale));
+            softmax_row(z, lse, scale);
             z[target as usize] -= scale;
         }
     };
@@ -154,19 +154,28 @@ fn backward_rows(z: &mut [f32], logsumexp: &[f32], targets: &[u32], vocab: usize
         block(z, logsumexp, targets);
         return;
     }
-    let pool = crate::threads::pool();
-    let rows_per_block = targets.len().div_ceil(pool.current_num_threads());
-    pool.install(|| {
-        z.par_chunks_mut(rows_per_block * vocab)
-            .zip(logsumexp.par_chunks(rows_per_block))
-            .zip(targets.par_chunks(rows_per_block))
+    let block_rows = rows_per_block(targets.len(), ONE_BLOCK_PER_THREAD);
+    crate::threads::pool().install(|| {
+        z.par_chunks_mut(block_rows * vocab)
+            .zip(logsumexp.par_chunks(block_rows))
+            .zip(targets.par_chunks(block_rows))
             .for_each(|((z, lse), t)| block(z, lse, t));
     });
 }
 
-wide_fn! {
+dispatch! {
+    /// `z ← exp(z - lse) · scale`: one row's softmax, scaled.
+    fn softmax_row(z: &mut [f32], lse: f32, scale: f32) => auto softmax_row_with
+}
+
+#[inline(always)]
+fn softmax_row_with(z: &mut [f32], lse: f32, scale: f32) {
+    z.iter_mut().for_each(|v| *v = exp(*v - lse) * scale);
+}
+
+dispatch! {
     /// `max + ln Σ exp(z - max)`, the sum kept in eight partial sums.
-    fn row_logsumexp(z: &[f32]) -> f32 => logsumexp
+    fn row_logsumexp(z: &[f32]) -> f32 => auto logsumexp
 }
 
 #[inline(always)]

@@ -1,4 +1,4 @@
-//! `eˣ` that the compiler can vectorize, and the wide-register switch for element-wise loops.
+//! `eˣ` that the compiler can vectorize, and the row maximum a softmax subtracts first.
 //!
 //! `f32::exp` is a call into libm, which no loop around it can vectorize; in a GPT training
 //! step the softmaxes, the GELUs and the cross-entropy spent ~10 % of the time there. [`exp`]
@@ -15,10 +15,9 @@
 //! kernels use it where that cannot matter (`σ(u) = 1/(1+e⁻ᵘ)` is then `0` or `1` to within
 //! `10⁻³⁸`; a softmax subtracts its row maximum first).
 //!
-//! [`wide`] runs a closure (and `wide_fn!` a function) compiled for AVX-512 or AVX2 when
-//! the CPU has them, so that the loops inlined into it use 512- or 256-bit registers; every
-//! operation is element-wise IEEE arithmetic (no fused multiply-add), so the bits do not
-//! depend on the register width.
+//! Loops around it run in functions compiled for the instruction-set level (`simd::dispatch!`'s
+//! `auto` form); every operation is element-wise IEEE arithmetic (no fused multiply-add), so
+//! the bits do not depend on the register width.
 //!
 //! ```
 //! use resnorm::kernels::exp;
@@ -65,30 +64,28 @@ pub fn exp(x: f32) -> f32 {
     e_r * two_n
 }
 
-/// Runs `f` compiled for AVX-512 or AVX2 on CPUs that have them (plainly elsewhere).
-///
-/// Only as far as LLVM inlines `f` into the wide copies: `f` is called on every path, so a
-/// large closure stays a separate function compiled for none of them. Loops of more than a
-/// few lines use `wide_fn!` instead.
+/// Runs `f` compiled for the instruction set of [`simd::level`](super::simd::level), as far
+/// as LLVM inlines `f` into that copy (a large closure stays a separate function compiled for
+/// none). Kept for the attention and the convolution until they move onto `simd::dispatch!`.
 #[inline(always)]
 pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
+        use super::simd::{level, Level};
         #[target_feature(enable = "avx512f")]
         unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        #[target_feature(enable = "avx2")]
+        #[target_feature(enable = "avx2,fma")]
         unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { with_avx512(f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { with_avx2(f) };
+        match level() {
+            // SAFETY: the level never exceeds what the CPU has (`Level::detected`).
+            Level::Avx512 => return unsafe { with_avx512(f) },
+            // SAFETY: as above.
+            Level::Avx2 => return unsafe { with_avx2(f) },
+            Level::Scalar => {}
         }
     }
     f()
@@ -112,37 +109,12 @@ pub(crate) fn row_max(z: &[f32]) -> f32 {
     partial.iter().fold(tail, |m, &v| m.max(v))
 }
 
-/// Defines `fn $name(args) -> ret` that runs `$body(args)`, an `#[inline(always)]` function,
-/// compiled for AVX-512 or AVX2 on CPUs that have them (plainly elsewhere): [`wide`] for
-/// loops too large for LLVM to inline a closure (the GELU backward's closure ran with
-/// 128-bit registers, 4% of a GPT training step, until it moved into such a body). GELU on
-/// one core, ns per element forward / backward: 1.23 / 1.63 with AVX2, 0.68 / 0.85 with
-/// AVX-512 (the loops are bound by their arithmetic, ~40 operations per vector).
+/// `simd::dispatch!`'s `auto` form under its former name, kept for the attention until it
+/// moves onto `simd::dispatch!`.
 macro_rules! wide_fn {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
-        $(#[$meta])*
-        #[inline]
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn with_avx512($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2")]
-                unsafe fn with_avx2($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F, checked just above.
-                    return unsafe { with_avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2, checked just above.
-                    return unsafe { with_avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
+        $crate::kernels::simd::dispatch! {
+            $(#[$meta])* $vis fn $name($($arg: $ty),*) $(-> $ret)? => auto $body
         }
     };
 }
@@ -176,11 +148,36 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), exp(MIN_ARG));
     }
 
+    #[inline(always)]
+    fn exp_all(xs: &[f32]) -> Vec<f32> {
+        xs.iter().map(|&x| exp(x)).collect()
+    }
+
+    /// The same bits compiled for every level the CPU has, and through [`wide`].
     #[test]
-    fn same_bits_with_and_without_wide_registers() {
+    fn same_bits_on_every_level() {
         let xs: Vec<f32> = (0..1000).map(|i| i as f32 * 0.173 - 86.0).collect();
-        let plain: Vec<f32> = xs.iter().map(|&x| exp(x)).collect();
-        let wide_bits = wide(|| xs.iter().map(|&x| exp(x)).collect::<Vec<_>>());
-        assert_eq!(plain, wide_bits);
+        let plain = exp_all(&xs);
+        assert_eq!(wide(|| exp_all(&xs)), plain);
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::kernels::simd::Level;
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn with_avx2(xs: &[f32]) -> Vec<f32> {
+                exp_all(xs)
+            }
+            #[target_feature(enable = "avx512f")]
+            unsafe fn with_avx512(xs: &[f32]) -> Vec<f32> {
+                exp_all(xs)
+            }
+            if Level::detected() >= Level::Avx2 {
+                // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                assert_eq!(unsafe { with_avx2(&xs) }, plain, "avx2");
+            }
+            if Level::detected() >= Level::Avx512 {
+                // SAFETY: the CPU has AVX-512F, checked just above.
+                assert_eq!(unsafe { with_avx512(&xs) }, plain, "avx512");
+            }
+        }
     }
 }

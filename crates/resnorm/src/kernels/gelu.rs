@@ -26,7 +26,7 @@
 //! two routes give the same bits.
 //!
 //! Slices are split into one block per thread of [`crate::threads::pool`], run on it when
-//! they are long (as the row kernels, `rows::run_blocks`); each element is computed alone,
+//! they are long (as the row kernels, `simd::run_blocks`); each element is computed alone,
 //! so the result never depends on the split.
 //!
 //! ```
@@ -51,9 +51,8 @@
 //! ```
 
 use super::column_sums::{sum_row_blocks, SUM_BLOCK_ROWS};
-use super::exp::{exp, wide_fn};
-use super::rows::run_blocks;
-use crate::threads::rows_per_block;
+use super::exp::exp;
+use super::simd::{dispatch, rows_per_block, run_blocks, ONE_BLOCK_PER_THREAD};
 use crate::{Error, Result};
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -126,7 +125,10 @@ pub fn bias_gelu_forward_keeping_slope(
         [out.len(), u_then_slope.len()],
         bias.len(),
     )?;
-    let (len, block) = (out.len(), rows_per_block(rows) * bias.len());
+    let (len, block) = (
+        out.len(),
+        rows_per_block(rows, ONE_BLOCK_PER_THREAD) * bias.len(),
+    );
     let blocks = out.chunks_mut(block).zip(u_then_slope.chunks_mut(block));
     run_blocks(blocks.collect(), len, |(out, u)| {
         forward_bias_slope_block(out, u, bias)
@@ -202,9 +204,9 @@ fn backward_blocks(
     Ok(())
 }
 
-wide_fn! {
+dispatch! {
     /// `out = gelu(x)` on one block.
-    fn forward_block(out: &mut [f32], x: &[f32]) => forward_elements
+    fn forward_block(out: &mut [f32], x: &[f32]) => auto forward_elements
 }
 
 #[inline(always)]
@@ -214,9 +216,9 @@ fn forward_elements(out: &mut [f32], x: &[f32]) {
     }
 }
 
-wide_fn! {
+dispatch! {
     /// `out = gelu(x)` and `x` overwritten by `gelu'(x)`, on one block.
-    fn forward_slope_block(out: &mut [f32], x_then_slope: &mut [f32]) => forward_slope_elements
+    fn forward_slope_block(out: &mut [f32], x_then_slope: &mut [f32]) => auto forward_slope_elements
 }
 
 #[inline(always)]
@@ -228,9 +230,9 @@ fn forward_slope_elements(out: &mut [f32], x_then_slope: &mut [f32]) {
     }
 }
 
-wide_fn! {
+dispatch! {
     /// `dx = dy ⊙ gelu'(x)` on one block.
-    fn backward_block(dx: &mut [f32], x: &[f32], dy: &[f32]) => backward_elements
+    fn backward_block(dx: &mut [f32], x: &[f32], dy: &[f32]) => auto backward_elements
 }
 
 #[inline(always)]
@@ -240,9 +242,9 @@ fn backward_elements(dx: &mut [f32], x: &[f32], dy: &[f32]) {
     }
 }
 
-wide_fn! {
+dispatch! {
     /// `dx = dy ⊙ slope` on one block.
-    fn backward_slope_block(dx: &mut [f32], slope: &[f32], dy: &[f32]) => backward_slope_elements
+    fn backward_slope_block(dx: &mut [f32], slope: &[f32], dy: &[f32]) => auto backward_slope_elements
 }
 
 #[inline(always)]
@@ -252,9 +254,9 @@ fn backward_slope_elements(dx: &mut [f32], slope: &[f32], dy: &[f32]) {
     }
 }
 
-wide_fn! {
+dispatch! {
     /// `out = gelu(u + b)` and `u` overwritten by `gelu'(u + b)`, on one block of rows.
-    fn forward_bias_slope_block(out: &mut [f32], u_then_slope: &mut [f32], bias: &[f32]) => forward_bias_slope_elements
+    fn forward_bias_slope_block(out: &mut [f32], u_then_slope: &mut [f32], bias: &[f32]) => auto forward_bias_slope_elements
 }
 
 #[inline(always)]
@@ -272,9 +274,9 @@ fn forward_bias_slope_elements(out: &mut [f32], u_then_slope: &mut [f32], bias: 
     }
 }
 
-wide_fn! {
+dispatch! {
     /// `dx = dy ⊙ slope` on one block of rows, each row of `dx` added into `partial`.
-    fn backward_slope_summing_block(dx: &mut [f32], slope: &[f32], dy: &[f32], partial: &mut [f32]) => backward_slope_summing_elements
+    fn backward_slope_summing_block(dx: &mut [f32], slope: &[f32], dy: &[f32], partial: &mut [f32]) => auto backward_slope_summing_elements
 }
 
 #[inline(always)]
@@ -309,5 +311,5 @@ fn slope(x: f32, s: f32) -> f32 {
 
 /// Elements per block: one block per thread of the pool.
 fn block_len(len: usize) -> usize {
-    len.div_ceil(crate::threads::num_threads()).max(1)
+    rows_per_block(len, ONE_BLOCK_PER_THREAD)
 }

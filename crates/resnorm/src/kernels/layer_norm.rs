@@ -48,13 +48,15 @@
 //! assert_eq!(dbias, [2.0; 4]);
 //! ```
 
-use super::lanes::{simd_dispatch, Lanes, LANES};
 use super::norm::{
     check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
 use super::rows::{
     self, add_partials, chunk, chunk_mut, partial_len, prefetch_ahead, prefetch_ahead_of,
-    run_blocks, split_partial, zeroed_partials, RowSource, SumOf,
+    split_partial, zeroed_partials, RowSource, SumOf,
+};
+use super::simd::{
+    dispatch, rows_per_block, run_blocks, Vector, LANES, ROW_KERNEL_BLOCKS_PER_THREAD,
 };
 use super::stores::{output_ahead, write_row, Stores};
 use crate::Result;
@@ -75,7 +77,7 @@ pub fn layer_norm_forward(
     check_len(OP, "mean", mean.len(), rows)?;
     check_len(OP, "rstd", rstd.len(), rows)?;
     let stores = Stores::for_call(2 * std::mem::size_of_val(x));
-    let block_rows = rows::rows_per_block(rows);
+    let block_rows = rows_per_block(rows, ROW_KERNEL_BLOCKS_PER_THREAD);
     let blocks: Vec<_> = x
         .chunks(block_rows * cols)
         .zip(out.chunks_mut(block_rows * cols))
@@ -111,7 +113,7 @@ pub fn layer_norm_backward(
     check_len(OP, "rstd", rstd.len(), rows)?;
     check_grads(OP, weights, &grads)?;
     let stores = Stores::for_call(3 * std::mem::size_of_val(x));
-    let block_rows = rows::rows_per_block(rows);
+    let block_rows = rows_per_block(rows, ROW_KERNEL_BLOCKS_PER_THREAD);
     let partial_len = partial_len(cols, weights.bias.is_some());
     let mut partials = zeroed_partials(rows.div_ceil(block_rows), partial_len);
     let blocks: Vec<_> = dy
@@ -141,7 +143,7 @@ pub fn layer_norm_backward(
     Ok(())
 }
 
-simd_dispatch! {
+dispatch! {
     /// LayerNorm of one row, `x` or `x + residual` when a residual is given, into `out`;
     /// returns `(mean, rstd)`.
     pub(crate) fn forward_row(
@@ -154,7 +156,7 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn forward_row_of<L: Lanes>(
+fn forward_row_of<V: Vector>(
     x: &[f32],
     residual: Option<&[f32]>,
     weights: &NormWeights<'_>,
@@ -164,47 +166,47 @@ fn forward_row_of<L: Lanes>(
     let n = out.len();
     let (x, weights) = (&x[..n], &weights.cut(n));
     match residual {
-        None => forward_row_with::<L>(x, weights, out, stores),
-        Some(residual) => forward_row_with::<L>(SumOf(x, &residual[..n]), weights, out, stores),
+        None => forward_row_with::<V>(x, weights, out, stores),
+        Some(residual) => forward_row_with::<V>(SumOf(x, &residual[..n]), weights, out, stores),
     }
 }
 
 #[inline(always)]
-fn forward_row_with<L: Lanes>(
+fn forward_row_with<V: Vector>(
     x: impl RowSource,
     weights: &NormWeights<'_>,
     out: &mut [f32],
     stores: Stores,
 ) -> (f32, f32) {
     let n = x.len() as f32;
-    let (center, dev_sum, dev_sq) = rows::deviation_sums::<L>(x);
+    let (center, dev_sum, dev_sq) = rows::deviation_sums::<V>(x);
     let correction = dev_sum / n;
     let var = ((dev_sq - dev_sum * correction) / n).max(0.0);
     let rstd = 1.0 / (var + weights.eps).sqrt();
     let xhat = |v: f32| ((v - center) - correction) * rstd;
-    let [center_l, correction_l, rstd_l] = [center, correction, rstd].map(L::splat);
-    let xhat_l = |v: L| ((v - center_l) - correction_l) * rstd_l;
+    let [center_l, correction_l, rstd_l] = [center, correction, rstd].map(V::splat);
+    let xhat_l = |v: V| ((v - center_l) - correction_l) * rstd_l;
     let w = weights.weight;
     match weights.bias {
         Some(b) => write_row(
             out,
             stores,
             &mut (),
-            |_, k| xhat_l(x.lanes(k)) * L::load(chunk(w, k)) + L::load(chunk(b, k)),
+            |_, k| xhat_l(x.lanes(k)) * V::read(chunk(w, k)) + V::read(chunk(b, k)),
             |_, i| xhat(x.at(i)) * w[i] + b[i],
         ),
         None => write_row(
             out,
             stores,
             &mut (),
-            |_, k| xhat_l(x.lanes(k)) * L::load(chunk(w, k)),
+            |_, k| xhat_l(x.lanes(k)) * V::read(chunk(w, k)),
             |_, i| xhat(x.at(i)) * w[i],
         ),
     }
     (center + correction, rstd)
 }
 
-simd_dispatch! {
+dispatch! {
     /// LayerNorm backward of one row: writes `dx` (plus `row.dsum` when given) and adds into
     /// `grads`; `stats` is the row's `(mean, rstd)`.
     pub(crate) fn backward_row(
@@ -218,7 +220,7 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn backward_row_with<L: Lanes>(
+fn backward_row_with<V: Vector>(
     row: BackwardRow<'_>,
     weights: &NormWeights<'_>,
     (mean, rstd): (f32, f32),
@@ -231,29 +233,29 @@ fn backward_row_with<L: Lanes>(
     let grads = &mut grads.cut(len);
     let n = x.len() as f32;
     let w = weights.weight;
-    let (sum_dyw, sum_dyw_dev, sum_dev) = backward_sums::<L>(dy, x, w, mean);
+    let (sum_dyw, sum_dyw_dev, sum_dev) = backward_sums::<V>(dy, x, w, mean);
     let correction = sum_dev / n;
     let mean_dyw = sum_dyw / n;
     let mean_dyw_xhat = rstd * (sum_dyw_dev - correction * sum_dyw) / n;
     let [mean_l, correction_l, rstd_l, mean_dyw_l, mean_dyw_xhat_l] =
-        [mean, correction, rstd, mean_dyw, mean_dyw_xhat].map(L::splat);
+        [mean, correction, rstd, mean_dyw, mean_dyw_xhat].map(V::splat);
     let dx_ahead = output_ahead(dx, stores);
     let vector = |grads: &mut NormGrads<'_>, k: usize| {
         if let Some(dx) = dx_ahead {
             prefetch_ahead_of(dx, k);
         }
-        let (g, w) = (L::load(chunk(dy, k)), L::load(chunk(w, k)));
-        let xhat = ((L::load(chunk(x, k)) - mean_l) - correction_l) * rstd_l;
+        let (g, w) = (V::read(chunk(dy, k)), V::read(chunk(w, k)));
+        let xhat = ((V::read(chunk(x, k)) - mean_l) - correction_l) * rstd_l;
         let dw = chunk_mut(grads.dweight, k);
-        (L::load(dw) + g * xhat).store(dw);
+        (V::read(dw) + g * xhat).write(dw);
         if let Some(dbias) = grads.dbias.as_deref_mut() {
             let db = chunk_mut(dbias, k);
-            (L::load(db) + g).store(db);
+            (V::read(db) + g).write(db);
         }
         let d = rstd_l * (g * w - mean_dyw_l - xhat * mean_dyw_xhat_l);
         dsum.map_or(d, |s| {
             prefetch_ahead(s, k);
-            d + L::load(chunk(s, k))
+            d + V::read(chunk(s, k))
         })
     };
     let scalar = |grads: &mut NormGrads<'_>, i: usize| {
@@ -271,14 +273,14 @@ fn backward_row_with<L: Lanes>(
 
 /// `(Σ dy⊙w, Σ dy⊙w⊙(x - mean), Σ (x - mean))` over one row.
 #[inline(always)]
-fn backward_sums<L: Lanes>(dy: &[f32], x: &[f32], w: &[f32], mean: f32) -> (f32, f32, f32) {
-    let (mut dyw, mut dyw_dev, mut dev) = (L::zero(), L::zero(), L::zero());
-    let mean_lanes = L::splat(mean);
+fn backward_sums<V: Vector>(dy: &[f32], x: &[f32], w: &[f32], mean: f32) -> (f32, f32, f32) {
+    let (mut dyw, mut dyw_dev, mut dev) = (V::zero(), V::zero(), V::zero());
+    let mean_lanes = V::splat(mean);
     for k in 0..dy.len() / LANES {
         prefetch_ahead(dy, k);
         prefetch_ahead(x, k);
-        let g_w = L::load(chunk(dy, k)) * L::load(chunk(w, k));
-        let d = L::load(chunk(x, k)) - mean_lanes;
+        let g_w = V::read(chunk(dy, k)) * V::read(chunk(w, k));
+        let d = V::read(chunk(x, k)) - mean_lanes;
         dyw += g_w;
         dyw_dev += g_w * d;
         dev += d;
@@ -296,4 +298,107 @@ fn backward_sums<L: Lanes>(dy: &[f32], x: &[f32], w: &[f32], mean: f32) -> (f32,
         dyw_dev.sum() + dyw_dev_tail,
         dev.sum() + dev_tail,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::each_level;
+
+    /// A backward row run from the forward's `(mean, rstd)`.
+    type Backward<'a> = &'a dyn Fn((f32, f32), &mut [f32], &mut NormGrads<'_>);
+
+    fn values(len: usize, k: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32 + k) * 0.731).sin() * 3.0 + 0.5)
+            .collect()
+    }
+
+    /// The rows at every level: within rounding of an `f64` reference, and the same bits as
+    /// the dispatched rows (the vector's non-fused operations are exact on every level).
+    #[test]
+    fn rows_match_the_reference_with_the_same_bits_on_every_level() {
+        for cols in [1, 15, 16, 37, 130] {
+            let (x, residual, dy, dsum) = (
+                values(cols, 0.0),
+                values(cols, 1.0),
+                values(cols, 2.0),
+                values(cols, 3.0),
+            );
+            let (weight, bias) = (values(cols, 4.0), values(cols, 5.0));
+            let weights = NormWeights {
+                weight: &weight,
+                bias: Some(&bias),
+                eps: 1e-5,
+            };
+            let sum: Vec<f32> = x.iter().zip(&residual).map(|(a, b)| a + b).collect();
+            let n = cols as f64;
+            let mean = sum.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = sum.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let rstd = 1.0 / (var + 1e-5).sqrt();
+            let xhat: Vec<f64> = sum.iter().map(|&v| (v as f64 - mean) * rstd).collect();
+            let g: Vec<f64> = (0..cols).map(|i| dy[i] as f64 * weight[i] as f64).collect();
+            let mean_g = g.iter().sum::<f64>() / n;
+            let mean_gx = g.iter().zip(&xhat).map(|(g, x)| g * x).sum::<f64>() / n;
+            let run = |forward: &dyn Fn(&mut [f32]) -> (f32, f32), backward: Backward<'_>| {
+                let mut out = vec![0.0; cols];
+                let stats = forward(&mut out);
+                let (mut dx, mut dweight, mut dbias) =
+                    (vec![0.0; cols], vec![0.0; cols], vec![0.0; cols]);
+                let mut grads = NormGrads {
+                    dweight: &mut dweight,
+                    dbias: Some(&mut dbias),
+                };
+                backward(stats, &mut dx, &mut grads);
+                for i in 0..cols {
+                    let y = xhat[i] * weight[i] as f64 + bias[i] as f64;
+                    assert!(
+                        (out[i] as f64 - y).abs() < 1e-5 * (1.0 + y.abs()),
+                        "y, {cols}"
+                    );
+                    let d = rstd * (g[i] - mean_g - xhat[i] * mean_gx) + dsum[i] as f64;
+                    assert!(
+                        (dx[i] as f64 - d).abs() < 1e-4 * (1.0 + d.abs()),
+                        "dx, {cols}"
+                    );
+                    let dw = dy[i] as f64 * xhat[i];
+                    assert!(
+                        (dweight[i] as f64 - dw).abs() < 1e-5 * (1.0 + dw.abs()),
+                        "dw"
+                    );
+                    assert_eq!(dbias[i], dy[i]);
+                }
+                [out, dx, dweight, dbias, vec![stats.0, stats.1]]
+                    .concat()
+                    .into_iter()
+                    .map(f32::to_bits)
+                    .collect::<Vec<_>>()
+            };
+            let dispatched = run(
+                &|out| forward_row(&x, Some(&residual), &weights, out, Stores::Cached),
+                &|stats, dx, grads| {
+                    let row = BackwardRow {
+                        dy: &dy,
+                        x: &sum,
+                        dsum: Some(&dsum),
+                    };
+                    backward_row(row, &weights, stats, dx, grads, Stores::Cached)
+                },
+            );
+            each_level!(|V, level| {
+                let at_level = run(
+                    &|out| forward_row_of::<V>(&x, Some(&residual), &weights, out, Stores::Cached),
+                    &|stats, dx, grads| {
+                        let row = BackwardRow {
+                            dy: &dy,
+                            x: &sum,
+                            dsum: Some(&dsum),
+                        };
+                        backward_row_with::<V>(row, &weights, stats, dx, grads, Stores::Cached)
+                    },
+                );
+                assert_eq!(at_level, dispatched, "cols {cols}, {level}");
+            });
+        }
+    }
 }

@@ -19,6 +19,7 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::simd::{rows_per_block, ONE_BLOCK_PER_THREAD};
 use crate::threads;
 use crate::{Error, Result};
 
@@ -43,7 +44,7 @@ fn blockwise(values: &mut [f32], body: impl Fn(usize, &mut [f32]) + Sync) {
         body(0, values);
         return;
     }
-    let block = threads::rows_per_block(values.len());
+    let block = rows_per_block(values.len(), ONE_BLOCK_PER_THREAD);
     threads::pool().install(|| {
         values
             .par_chunks_mut(block)

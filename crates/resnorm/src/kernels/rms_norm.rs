@@ -36,13 +36,15 @@
 //! assert!((dx[0] * x[0] + dx[1] * x[1]).abs() < 1e-5);
 //! ```
 
-use super::lanes::{simd_dispatch, Lanes, LANES};
 use super::norm::{
     check_grads, check_len, check_weights, rows_of, BackwardRow, NormGrads, NormKind, NormWeights,
 };
 use super::rows::{
     self, add_partials, chunk, chunk_mut, partial_len, prefetch_ahead, prefetch_ahead_of,
-    run_blocks, split_partial, zeroed_partials, RowSource, SumOf,
+    split_partial, zeroed_partials, RowSource, SumOf,
+};
+use super::simd::{
+    dispatch, rows_per_block, run_blocks, Vector, LANES, ROW_KERNEL_BLOCKS_PER_THREAD,
 };
 use super::stores::{output_ahead, write_row, Stores};
 use crate::Result;
@@ -61,7 +63,7 @@ pub fn rms_norm_forward(
     check_len(OP, "out", out.len(), x.len())?;
     check_len(OP, "rstd", rstd.len(), rows)?;
     let stores = Stores::for_call(2 * std::mem::size_of_val(x));
-    let block_rows = rows::rows_per_block(rows);
+    let block_rows = rows_per_block(rows, ROW_KERNEL_BLOCKS_PER_THREAD);
     let blocks: Vec<_> = x
         .chunks(block_rows * cols)
         .zip(out.chunks_mut(block_rows * cols))
@@ -95,7 +97,7 @@ pub fn rms_norm_backward(
     check_len(OP, "rstd", rstd.len(), rows)?;
     check_grads(OP, weights, &grads)?;
     let stores = Stores::for_call(3 * std::mem::size_of_val(x));
-    let block_rows = rows::rows_per_block(rows);
+    let block_rows = rows_per_block(rows, ROW_KERNEL_BLOCKS_PER_THREAD);
     let partial_len = partial_len(cols, false);
     let mut partials = zeroed_partials(rows.div_ceil(block_rows), partial_len);
     let blocks: Vec<_> = dy
@@ -123,7 +125,7 @@ pub fn rms_norm_backward(
     Ok(())
 }
 
-simd_dispatch! {
+dispatch! {
     /// RMSNorm of one row, `x` or `x + residual` when a residual is given, into `out`;
     /// returns `rstd`.
     pub(crate) fn forward_row(
@@ -137,7 +139,7 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn forward_row_of<L: Lanes>(
+fn forward_row_of<V: Vector>(
     x: &[f32],
     residual: Option<&[f32]>,
     weight: &[f32],
@@ -148,32 +150,32 @@ fn forward_row_of<L: Lanes>(
     let n = out.len();
     let (x, weight) = (&x[..n], &weight[..n]);
     match residual {
-        None => forward_row_with::<L>(x, weight, eps, out, stores),
-        Some(residual) => forward_row_with::<L>(SumOf(x, &residual[..n]), weight, eps, out, stores),
+        None => forward_row_with::<V>(x, weight, eps, out, stores),
+        Some(residual) => forward_row_with::<V>(SumOf(x, &residual[..n]), weight, eps, out, stores),
     }
 }
 
 #[inline(always)]
-fn forward_row_with<L: Lanes>(
+fn forward_row_with<V: Vector>(
     x: impl RowSource,
     w: &[f32],
     eps: f32,
     out: &mut [f32],
     stores: Stores,
 ) -> f32 {
-    let rstd = 1.0 / (rows::sum_sq::<L>(x) / x.len() as f32 + eps).sqrt();
-    let rstd_l = L::splat(rstd);
+    let rstd = 1.0 / (rows::sum_sq::<V>(x) / x.len() as f32 + eps).sqrt();
+    let rstd_l = V::splat(rstd);
     write_row(
         out,
         stores,
         &mut (),
-        |_, k| x.lanes::<L>(k) * rstd_l * L::load(chunk(w, k)),
+        |_, k| x.lanes::<V>(k) * rstd_l * V::read(chunk(w, k)),
         |_, i| x.at(i) * rstd * w[i],
     );
     rstd
 }
 
-simd_dispatch! {
+dispatch! {
     /// RMSNorm backward of one row: writes `dx` (plus `row.dsum` when given) and adds
     /// `dy ⊙ xhat` into `dweight`.
     pub(crate) fn backward_row(
@@ -187,7 +189,7 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn backward_row_with<L: Lanes>(
+fn backward_row_with<V: Vector>(
     row: BackwardRow<'_>,
     w: &[f32],
     rstd: f32,
@@ -197,21 +199,21 @@ fn backward_row_with<L: Lanes>(
 ) {
     let n = dx.len();
     let (BackwardRow { dy, x, dsum }, w, dweight) = (row.cut(n), &w[..n], &mut dweight[..n]);
-    let mean_dyw_xhat = rstd * dot3::<L>(dy, w, x) / x.len() as f32;
-    let [rstd_l, mean_dyw_xhat_l] = [rstd, mean_dyw_xhat].map(L::splat);
+    let mean_dyw_xhat = rstd * dot3::<V>(dy, w, x) / x.len() as f32;
+    let [rstd_l, mean_dyw_xhat_l] = [rstd, mean_dyw_xhat].map(V::splat);
     let dx_ahead = output_ahead(dx, stores);
     let vector = |dweight: &mut &mut [f32], k: usize| {
         if let Some(dx) = dx_ahead {
             prefetch_ahead_of(dx, k);
         }
-        let (g, w) = (L::load(chunk(dy, k)), L::load(chunk(w, k)));
-        let xhat = L::load(chunk(x, k)) * rstd_l;
+        let (g, w) = (V::read(chunk(dy, k)), V::read(chunk(w, k)));
+        let xhat = V::read(chunk(x, k)) * rstd_l;
         let dw = chunk_mut(dweight, k);
-        (L::load(dw) + g * xhat).store(dw);
+        (V::read(dw) + g * xhat).write(dw);
         let d = rstd_l * (g * w - xhat * mean_dyw_xhat_l);
         dsum.map_or(d, |s| {
             prefetch_ahead(s, k);
-            d + L::load(chunk(s, k))
+            d + V::read(chunk(s, k))
         })
     };
     let scalar = |dweight: &mut &mut [f32], i: usize| {
@@ -226,12 +228,12 @@ fn backward_row_with<L: Lanes>(
 
 /// `Σ dy ⊙ w ⊙ x`, asking for `dy` and `x` ahead as it reads them (the weight stays cached).
 #[inline(always)]
-fn dot3<L: Lanes>(dy: &[f32], w: &[f32], x: &[f32]) -> f32 {
-    let mut acc = L::zero();
+fn dot3<V: Vector>(dy: &[f32], w: &[f32], x: &[f32]) -> f32 {
+    let mut acc = V::zero();
     for k in 0..dy.len() / LANES {
         prefetch_ahead(dy, k);
         prefetch_ahead(x, k);
-        acc += L::load(chunk(dy, k)) * L::load(chunk(w, k)) * L::load(chunk(x, k));
+        acc += V::read(chunk(dy, k)) * V::read(chunk(w, k)) * V::read(chunk(x, k));
     }
     let done = dy.len() - dy.len() % LANES;
     let tail: f32 = dy[done..]
@@ -241,4 +243,89 @@ fn dot3<L: Lanes>(dy: &[f32], w: &[f32], x: &[f32]) -> f32 {
         .map(|((g, w), x)| g * w * x)
         .sum();
     acc.sum() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::each_level;
+
+    /// A backward row run from the forward's `rstd`, writing `dx` and `dweight`.
+    type Backward<'a> = &'a dyn Fn(f32, &mut [f32], &mut [f32]);
+
+    fn values(len: usize, k: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32 + k) * 0.731).sin() * 3.0 + 0.5)
+            .collect()
+    }
+
+    /// The rows at every level: within rounding of an `f64` reference, and the same bits as
+    /// the dispatched rows (the vector's non-fused operations are exact on every level).
+    #[test]
+    fn rows_match_the_reference_with_the_same_bits_on_every_level() {
+        for cols in [1, 15, 16, 37, 130] {
+            let (x, residual, dy, dsum, weight) = (
+                values(cols, 0.0),
+                values(cols, 1.0),
+                values(cols, 2.0),
+                values(cols, 3.0),
+                values(cols, 4.0),
+            );
+            let sum: Vec<f32> = x.iter().zip(&residual).map(|(a, b)| a + b).collect();
+            let n = cols as f64;
+            let rstd =
+                1.0 / (sum.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n + 1e-5).sqrt();
+            let xhat: Vec<f64> = sum.iter().map(|&v| v as f64 * rstd).collect();
+            let g: Vec<f64> = (0..cols).map(|i| dy[i] as f64 * weight[i] as f64).collect();
+            let mean_gx = g.iter().zip(&xhat).map(|(g, x)| g * x).sum::<f64>() / n;
+            let run = |forward: &dyn Fn(&mut [f32]) -> f32, backward: Backward<'_>| {
+                let mut out = vec![0.0; cols];
+                let rstd_row = forward(&mut out);
+                let (mut dx, mut dweight) = (vec![0.0; cols], vec![0.0; cols]);
+                backward(rstd_row, &mut dx, &mut dweight);
+                for i in 0..cols {
+                    let y = xhat[i] * weight[i] as f64;
+                    assert!(
+                        (out[i] as f64 - y).abs() < 1e-5 * (1.0 + y.abs()),
+                        "y, {cols}"
+                    );
+                    let d = rstd * (g[i] - xhat[i] * mean_gx) + dsum[i] as f64;
+                    assert!(
+                        (dx[i] as f64 - d).abs() < 1e-4 * (1.0 + d.abs()),
+                        "dx, {cols}"
+                    );
+                    let dw = dy[i] as f64 * xhat[i];
+                    assert!(
+                        (dweight[i] as f64 - dw).abs() < 1e-5 * (1.0 + dw.abs()),
+                        "dw"
+                    );
+                }
+                [out, dx, dweight, vec![rstd_row]]
+                    .concat()
+                    .into_iter()
+                    .map(f32::to_bits)
+                    .collect::<Vec<_>>()
+            };
+            let row = BackwardRow {
+                dy: &dy,
+                x: &sum,
+                dsum: Some(&dsum),
+            };
+            let dispatched = run(
+                &|out| forward_row(&x, Some(&residual), &weight, 1e-5, out, Stores::Cached),
+                &|rstd, dx, dweight| backward_row(row, &weight, rstd, dx, dweight, Stores::Cached),
+            );
+            each_level!(|V, level| {
+                let at_level = run(
+                    &|out| {
+                        forward_row_of::<V>(&x, Some(&residual), &weight, 1e-5, out, Stores::Cached)
+                    },
+                    &|rstd, dx, dweight| {
+                        backward_row_with::<V>(row, &weight, rstd, dx, dweight, Stores::Cached)
+                    },
+                );
+                assert_eq!(at_level, dispatched, "cols {cols}, {level}");
+            });
+        }
+    }
 }

@@ -1,20 +1,15 @@
 //! The machinery of row-wise kernels: reductions over one row in explicit vector lanes, the
-//! rows they read ([`RowSource`]), prefetching ahead of the reads, and the split of
-//! `[rows, cols]` work into contiguous blocks of rows, [`BLOCKS_PER_THREAD`] per thread.
+//! rows they read ([`RowSource`]), prefetching ahead of the reads, and the per-block
+//! parameter-gradient partials (the blocks themselves come from
+//! [`simd::rows_per_block`](super::simd::rows_per_block)).
 //!
 //! A plain `iter().sum()` is one dependent chain of additions, which LLVM may not reorder for
-//! floats; the reductions here keep [`LANES`] independent partial sums ([`Lanes`]) over
+//! floats; the reductions here keep [`LANES`] independent partial sums ([`Vector`]) over
 //! chunks of `LANES` elements, so each step is a few vector adds, and fold the lanes in a
 //! fixed order at the end. The result differs from a sequential sum only by rounding.
 
-use super::lanes::{prefetch_lines, Lanes, LANES};
+use super::simd::{prefetch_lines, Vector, LANES};
 use crate::aligned::AlignedVec;
-use crate::threads;
-use std::convert::Infallible;
-
-/// Below this many elements a kernel runs its blocks on the calling thread: entering the
-/// pool costs ~10 µs, about what streaming 32 K floats costs.
-const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
 /// One row of a kernel's input, read by chunks of [`LANES`] or by element: a slice, or the
 /// element-wise [`SumOf`] two slices (the fused residual add, recomputed instead of read
@@ -24,7 +19,7 @@ pub(crate) trait RowSource: Copy {
     fn len(self) -> usize;
     /// The lanes of chunk `k`, elements `k * LANES..(k + 1) * LANES`; panics past the last
     /// whole chunk.
-    fn lanes<L: Lanes>(self, k: usize) -> L;
+    fn lanes<V: Vector>(self, k: usize) -> V;
     /// Element `i`; panics past the end.
     fn at(self, i: usize) -> f32;
     /// [`prefetch_ahead`] of chunk `k` of every slice the row reads.
@@ -52,8 +47,8 @@ impl RowSource for &[f32] {
     }
 
     #[inline(always)]
-    fn lanes<L: Lanes>(self, k: usize) -> L {
-        L::load(chunk(self, k))
+    fn lanes<V: Vector>(self, k: usize) -> V {
+        V::read(chunk(self, k))
     }
 
     #[inline(always)]
@@ -78,8 +73,8 @@ impl RowSource for SumOf<'_> {
     }
 
     #[inline(always)]
-    fn lanes<L: Lanes>(self, k: usize) -> L {
-        L::load(chunk(self.0, k)) + L::load(chunk(self.1, k))
+    fn lanes<V: Vector>(self, k: usize) -> V {
+        V::read(chunk(self.0, k)) + V::read(chunk(self.1, k))
     }
 
     #[inline(always)]
@@ -107,17 +102,17 @@ fn body_len(x: impl RowSource) -> usize {
 /// more than two bits (`(Σd)²/n > ¾ Σd²`), a second pass sums around the mean just found:
 /// the corrected two-pass algorithm, whose first sum measures the rounding of the centre.
 #[inline(always)]
-pub(crate) fn deviation_sums<L: Lanes>(x: impl RowSource) -> (f32, f32, f32) {
+pub(crate) fn deviation_sums<V: Vector>(x: impl RowSource) -> (f32, f32, f32) {
     let center = if x.len() >= LANES {
-        x.lanes::<L>(0).sum() / LANES as f32
+        x.lanes::<V>(0).sum() / LANES as f32
     } else {
         (0..x.len()).map(|i| x.at(i)).sum::<f32>() / x.len().max(1) as f32
     };
-    let (dev_sum, dev_sq) = centered_sums::<L>(x, center);
+    let (dev_sum, dev_sq) = centered_sums::<V>(x, center);
     let n = x.len() as f32;
     if 4.0 * dev_sum * (dev_sum / n) > 3.0 * dev_sq {
         let center = center + dev_sum / n;
-        let (dev_sum, dev_sq) = centered_sums::<L>(x, center);
+        let (dev_sum, dev_sq) = centered_sums::<V>(x, center);
         return (center, dev_sum, dev_sq);
     }
     (center, dev_sum, dev_sq)
@@ -125,8 +120,8 @@ pub(crate) fn deviation_sums<L: Lanes>(x: impl RowSource) -> (f32, f32, f32) {
 
 /// `(Σ (x - center), Σ (x - center)²)`.
 #[inline(always)]
-pub(crate) fn centered_sums<L: Lanes>(x: impl RowSource, center: f32) -> (f32, f32) {
-    let (mut acc, mut acc_sq) = (L::zero(), L::zero());
+pub(crate) fn centered_sums<V: Vector>(x: impl RowSource, center: f32) -> (f32, f32) {
+    let (mut acc, mut acc_sq) = (V::zero(), V::zero());
     let body = body_len(x);
     let (mut tail, mut tail_sq) = (0.0, 0.0);
     for i in body..x.len() {
@@ -134,10 +129,10 @@ pub(crate) fn centered_sums<L: Lanes>(x: impl RowSource, center: f32) -> (f32, f
         tail += d;
         tail_sq += d * d;
     }
-    let center = L::splat(center);
+    let center = V::splat(center);
     for k in 0..body / LANES {
         x.prefetch_ahead(k);
-        let d = x.lanes::<L>(k) - center;
+        let d = x.lanes::<V>(k) - center;
         acc += d;
         acc_sq += d * d;
     }
@@ -146,13 +141,13 @@ pub(crate) fn centered_sums<L: Lanes>(x: impl RowSource, center: f32) -> (f32, f
 
 /// `Σ x²`.
 #[inline(always)]
-pub(crate) fn sum_sq<L: Lanes>(x: impl RowSource) -> f32 {
-    let mut acc = L::zero();
+pub(crate) fn sum_sq<V: Vector>(x: impl RowSource) -> f32 {
+    let mut acc = V::zero();
     let body = body_len(x);
     let tail: f32 = (body..x.len()).map(|i| x.at(i) * x.at(i)).sum();
     for k in 0..body / LANES {
         x.prefetch_ahead(k);
-        let v = x.lanes::<L>(k);
+        let v = x.lanes::<V>(k);
         acc += v * v;
     }
     acc.sum() + tail
@@ -160,11 +155,8 @@ pub(crate) fn sum_sq<L: Lanes>(x: impl RowSource) -> f32 {
 
 /// How far ahead of the chunk it reads a kernel's first pass over a row asks for memory:
 /// one line per chunk, this many bytes further on, so that the requests are spread over the
-/// pass and the next rows arrive while this one is worked on. Measured with a scratch
-/// program (LayerNorm forward, 2 threads, one process alternating): 4 KB ahead, line by
-/// line, 1.01-1.03 ms at 8192x768 and 0.59-0.67 at 4096x1024, against 1.19 and 0.72-0.79
-/// asking for a whole row 2 KB ahead at once at the start of each row, and 1.04-1.08 and
-/// 0.63-0.71 line by line 2 KB ahead.
+/// pass and the next rows arrive while this one is worked on (faster than a whole row at
+/// once, or 2 KB ahead: docs/benchmarks.md, "Norm kernels: reading ahead").
 const READ_AHEAD_FLOATS: usize = 4096 / std::mem::size_of::<f32>();
 
 /// Asks for the cache line [`READ_AHEAD_FLOATS`] past chunk `k` of `row`. The address may lie
@@ -179,41 +171,6 @@ pub(crate) fn prefetch_ahead(row: &[f32], k: usize) {
 #[inline(always)]
 pub(crate) fn prefetch_ahead_of(start: *const f32, k: usize) {
     prefetch_lines(start.wrapping_add(k * LANES + READ_AHEAD_FLOATS), 1);
-}
-
-/// Blocks of rows per thread in a row kernel. With more than one, a thread done with its own
-/// blocks takes over the other's last ones (rayon's stealing). `resnorm bench norms
-/// --threads 2`, three rounds alternating one block and four per thread (medians):
-/// LayerNorm forward+backward 8192x768 4.22 -> 3.17 ms, 16384x384 4.18 -> 2.92, forward
-/// 16384x384 1.44 -> 0.96; RMSNorm and add+LayerNorm alike at the large shapes. Uneven
-/// threads are the likely cause, not a proven one: GELU's element-wise blocks and the
-/// matrix products, measured the same way (alternating in one process), did not change.
-const BLOCKS_PER_THREAD: usize = 4;
-
-/// Rows per block for a row kernel over `rows` rows: [`BLOCKS_PER_THREAD`] contiguous blocks
-/// of whole rows per thread (at least one row each). Kernels that reduce over rows give each
-/// block its own partial and add the partials in block order, so results depend only on the
-/// thread count, never on scheduling.
-pub(crate) fn rows_per_block(rows: usize) -> usize {
-    rows.div_ceil(threads::num_threads() * BLOCKS_PER_THREAD)
-        .max(1)
-}
-
-/// Runs `work` on every block, in parallel on [`threads::pool`] unless the kernel touches
-/// fewer than [`PARALLEL_MIN_ELEMENTS`] elements. Blocks are built by the caller from
-/// `chunks(rows_per_block(rows) * cols)` of its buffers, so the split, and with it every
-/// result, depends only on the thread count. The threads are joined by
-/// [`threads::for_each_chunk_spinning`], so the one done first does not fall asleep.
-pub(crate) fn run_blocks<B: Send>(blocks: Vec<B>, elements: usize, work: impl Fn(B) + Sync + Send) {
-    if blocks.len() <= 1 || elements < PARALLEL_MIN_ELEMENTS {
-        blocks.into_iter().for_each(work);
-    } else {
-        let mut blocks: Vec<Option<B>> = blocks.into_iter().map(Some).collect();
-        let Ok(()) = threads::for_each_chunk_spinning(&mut blocks, 1, &|_, block| {
-            block.iter_mut().filter_map(Option::take).for_each(&work);
-            Ok::<(), Infallible>(())
-        });
-    }
 }
 
 /// Entries of one block's parameter-gradient partial: `dweight`, then `dbias` if any, then
@@ -262,27 +219,37 @@ pub(crate) fn add_partials(partials: &[f32], dweight: &mut [f32], mut dbias: Opt
 mod tests {
     use super::*;
 
-    #[cfg(target_arch = "x86_64")]
-    type Default = crate::kernels::lanes::Sse;
-    #[cfg(not(target_arch = "x86_64"))]
-    type Default = crate::kernels::lanes::Portable;
+    use crate::kernels::simd::{each_level, Scalar};
 
+    /// The reductions at every level: within rounding of the exact sums, and the same bits as
+    /// the scalar level's (the vector's non-fused operations are exact on every level).
     #[test]
     fn reductions_match_sequential_sums_with_and_without_a_tail() {
         for len in [0, 1, 7, 8, 13, 64, 77] {
             let x: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
             let exact = |f: &dyn Fn(f64) -> f64| x.iter().map(|&v| f(v as f64)).sum::<f64>();
-            assert!(
-                (sum_sq::<Default>(&x[..]) as f64 - exact(&|v| v * v)).abs() < 1e-5,
-                "sum_sq, len {len}"
+            let scalar = (
+                sum_sq::<Scalar>(&x[..]),
+                centered_sums::<Scalar>(&x[..], 0.25),
             );
-            let (s, q) = centered_sums::<Default>(&x[..], 0.25);
-            assert!(
-                (s as f64 - exact(&|v| v - 0.25)).abs() < 1e-5,
-                "centered sum, len {len}"
-            );
-            let sq = exact(&|v| (v - 0.25) * (v - 0.25));
-            assert!((q as f64 - sq).abs() < 1e-5, "centered squares, len {len}");
+            each_level!(|V, level| {
+                let sq = sum_sq::<V>(&x[..]);
+                assert!(
+                    (sq as f64 - exact(&|v| v * v)).abs() < 1e-5,
+                    "sum_sq, len {len}, {level}"
+                );
+                let (s, q) = centered_sums::<V>(&x[..], 0.25);
+                assert!(
+                    (s as f64 - exact(&|v| v - 0.25)).abs() < 1e-5,
+                    "centered sum, len {len}, {level}"
+                );
+                let want = exact(&|v| (v - 0.25) * (v - 0.25));
+                assert!(
+                    (q as f64 - want).abs() < 1e-5,
+                    "centered squares, len {len}"
+                );
+                assert_eq!((sq, (s, q)), scalar, "len {len}, {level}");
+            });
         }
     }
 
@@ -295,25 +262,27 @@ mod tests {
         let n = x.len() as f64;
         let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
         let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-        let (center, dev_sum, dev_sq) = deviation_sums::<Default>(&x[..]);
-        assert!(
-            (center as f64 - mean).abs() < 1e-3 * mean,
-            "re-centred on the mean, {center}"
-        );
-        let got_mean = center as f64 + dev_sum as f64 / n;
-        assert!(
-            (got_mean - mean).abs() < 1e-6 * mean,
-            "{got_mean} vs {mean}"
-        );
-        let got_var = (dev_sq as f64 - dev_sum as f64 * dev_sum as f64 / n) / n;
-        assert!((got_var - var).abs() < 1e-5 * var, "{got_var} vs {var}");
+        each_level!(|V, level| {
+            let (center, dev_sum, dev_sq) = deviation_sums::<V>(&x[..]);
+            assert!(
+                (center as f64 - mean).abs() < 1e-3 * mean,
+                "re-centred on the mean, {center}, {level}"
+            );
+            let got_mean = center as f64 + dev_sum as f64 / n;
+            assert!(
+                (got_mean - mean).abs() < 1e-6 * mean,
+                "{got_mean} vs {mean}, {level}"
+            );
+            let got_var = (dev_sq as f64 - dev_sum as f64 * dev_sum as f64 / n) / n;
+            assert!(
+                (got_var - var).abs() < 1e-5 * var,
+                "{got_var} vs {var}, {level}"
+            );
 
-        assert_eq!(
-            deviation_sums::<Default>(&[3.0f32; 40][..]),
-            (3.0, 0.0, 0.0)
-        );
-        let (center, dev_sum, dev_sq) = deviation_sums::<Default>(&[1.0f32, 3.0][..]);
-        assert_eq!((center, dev_sum, dev_sq), (2.0, 0.0, 2.0));
+            assert_eq!(deviation_sums::<V>(&[3.0f32; 40][..]), (3.0, 0.0, 0.0));
+            let (center, dev_sum, dev_sq) = deviation_sums::<V>(&[1.0f32, 3.0][..]);
+            assert_eq!((center, dev_sum, dev_sq), (2.0, 0.0, 2.0), "{level}");
+        });
     }
 
     #[test]

@@ -8,14 +8,13 @@
 //! next must then fetch it from memory; [`Stores::for_call`] chooses by the size of the call.
 //! Rows that do not start on a cache line always get plain stores (see [`write_row`]).
 //!
-//! Measured on one core of the 2-core x86-64 machine (medians, interleaved runs, AVX):
-//! LayerNorm forward 8192x768 15.3 → 9.1 ms (copy through the cache 8.7 ms), backward
-//! 26 → 20 ms; for 2 MB to 8 MB tensors streaming was a loss or even, for 16 MB a win.
+//! The threshold and the gains are measured in docs/benchmarks.md ("Norm kernels: streaming
+//! stores").
 //!
 //! Which elements take the streaming path depends only on addresses, and every element is
 //! computed by the same operations either way, so both choices give the same bits.
 
-use super::lanes::{streaming_fence, Lanes, LANES};
+use super::simd::{streaming_fence, Vector, LANES, LINE_BYTES};
 
 const _: () = assert!(LANES * std::mem::size_of::<f32>() == LINE_BYTES);
 
@@ -53,18 +52,12 @@ impl Stores {
 /// Where a backward row asks for the lines of its output `dx` ahead of writing them (see
 /// [`prefetch_ahead_of`](super::rows::prefetch_ahead_of)): the start of `dx` when it goes
 /// through the cache, none when it is streamed (a streamed line is never read). A backward
-/// chunk stores `dx` and the parameter-gradient partials, stores retire in order, and one
-/// waiting for its line held up those behind it: asked ahead, LayerNorm backward took
-/// 0.22 ms instead of 0.26 at 2048x384 and 0.48 instead of 0.57 at 2048x768 (2 threads, one
-/// process alternating). The forwards, one store per chunk, measured slower asking ahead
-/// (0.14 ms instead of 0.12 at 2048x384) and do not.
+/// chunk stores `dx` and the parameter-gradient partials, and stores retire in order, so one
+/// waiting for its line holds up those behind it; the forwards, one store per chunk, were
+/// slower asking ahead and do not (docs/benchmarks.md, "Norm kernels: reading ahead").
 pub(crate) fn output_ahead(dx: &[f32], stores: Stores) -> Option<*const f32> {
     (stores == Stores::Cached).then_some(dx.as_ptr())
 }
-
-/// Bytes per cache line. Streaming stores must fill whole lines: a line written partly by
-/// them and partly by plain stores is flushed piecemeal (measured 4x slower at 128 columns).
-const LINE_BYTES: usize = 64;
 
 /// Writes every element of `out`: `vector(state, k)` gives the lanes of chunk `k` (elements
 /// `k * LANES..(k + 1) * LANES`, see [`rows::chunk`](super::rows::chunk)), `scalar(state, i)`
@@ -72,26 +65,27 @@ const LINE_BYTES: usize = 64;
 /// way; `state` is what both may update on the way (a row's parameter-gradient partials).
 /// With [`Stores::Streaming`] the chunks of a row that starts on a cache line are streamed,
 /// each filling one whole line; a row that does not start on one gets plain stores, as do
-/// the elements past its last chunk (a line of their own).
+/// the elements past its last chunk (a line of their own): a line written partly by
+/// streaming and partly by plain stores is flushed piecemeal, 4x slower at 128 columns.
 #[inline(always)]
-pub(crate) fn write_row<L: Lanes, S>(
+pub(crate) fn write_row<V: Vector, S>(
     out: &mut [f32],
     stores: Stores,
     state: &mut S,
-    vector: impl Fn(&mut S, usize) -> L,
+    vector: impl Fn(&mut S, usize) -> V,
     scalar: impl Fn(&mut S, usize) -> f32,
 ) {
     let stores = match out.as_ptr().align_offset(LINE_BYTES) {
         0 => stores,
         _ => Stores::Cached,
     };
-    const { assert!(LINE_BYTES.is_multiple_of(L::STREAM_ALIGN)) };
+    const { assert!(LINE_BYTES.is_multiple_of(V::STREAM_ALIGN)) };
     let (body, tail) = out.as_chunks_mut::<LANES>();
     let done = body.len() * LANES;
     for (k, chunk) in body.iter_mut().enumerate() {
         let lanes = vector(state, k);
         match stores {
-            Stores::Cached => lanes.store(chunk),
+            Stores::Cached => lanes.write(chunk),
             // SAFETY: streaming only when `out` starts on a cache line (above), so chunk `k`
             // starts `k` lines further on, a multiple of STREAM_ALIGN bytes (asserted above).
             Stores::Streaming => unsafe { lanes.stream(chunk) },

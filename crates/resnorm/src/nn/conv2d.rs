@@ -52,6 +52,7 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::simd::{rows_per_block, ONE_BLOCK_PER_THREAD};
 use crate::kernels::{
     col2im, col2im_add, conv3x3_forward, conv3x3_weight_grad, im2col, matmul, Conv3x3Layout,
     Conv3x3Weights, MatDims, PatchGeometry, Trans,
@@ -172,7 +173,7 @@ impl Conv2d {
 
     /// Images per block and number of blocks: one block of whole images per thread.
     fn blocking(batch: usize) -> (usize, usize) {
-        let per_block = threads::rows_per_block(batch);
+        let per_block = rows_per_block(batch, ONE_BLOCK_PER_THREAD);
         (per_block, batch.div_ceil(per_block))
     }
 

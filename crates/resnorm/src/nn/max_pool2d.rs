@@ -31,6 +31,7 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::simd::{rows_per_block, ONE_BLOCK_PER_THREAD};
 use crate::nn::ImageShape;
 use crate::threads;
 use crate::{Error, Result};
@@ -101,7 +102,7 @@ impl MaxPool2d {
         self.argmax.resize(out.len(), 0);
         self.last_input = Some(shape);
         let planes = shape.batch * shape.channels;
-        let per_block = threads::rows_per_block(planes);
+        let per_block = rows_per_block(planes, ONE_BLOCK_PER_THREAD);
         let (k, s, p) = (self.kernel_size, self.stride, self.padding);
         threads::pool().install(|| {
             input
@@ -156,7 +157,7 @@ impl MaxPool2d {
         shape.check_len(OP, "dinput", dinput)?;
         let out = self.output_shape(shape)?;
         out.check_len(OP, "doutput", doutput)?;
-        let per_block = threads::rows_per_block(shape.batch * shape.channels);
+        let per_block = rows_per_block(shape.batch * shape.channels, ONE_BLOCK_PER_THREAD);
         threads::pool().install(|| {
             dinput
                 .par_chunks_mut(per_block * shape.plane_len())

@@ -34,7 +34,7 @@
 
 use super::state::{OptimizerState, Slots};
 use super::{check_lr, DecayScope, Optimizer};
-use crate::kernels::exp::wide_fn;
+use crate::kernels::simd::dispatch;
 use crate::nn::Param;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -140,10 +140,10 @@ struct StepScalars {
     eps: f32,
 }
 
-wide_fn! {
-    /// The update of one chunk of a parameter, in one pass, in the widest registers the CPU
-    /// has (every operation is IEEE arithmetic, so the bits do not depend on the width).
-    fn update_chunk(value: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: StepScalars) => update_elements
+dispatch! {
+    /// The update of one chunk of a parameter, in one pass, at the instruction-set level of
+    /// `simd::level` (every operation is IEEE arithmetic, so the bits do not depend on it).
+    fn update_chunk(value: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: StepScalars) => auto update_elements
 }
 
 #[inline(always)]

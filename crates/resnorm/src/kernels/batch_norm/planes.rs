@@ -2,15 +2,15 @@
 //! backward pass needs, and the affine output pass with its activation, over the contiguous
 //! `H·W` planes of an NCHW buffer.
 //!
-//! Every loop is written in [`Lanes`] (AVX when the CPU has it): LLVM's auto-vectorizer
+//! Every loop is written in [`Vector`] at the level of `simd::level`: LLVM's auto-vectorizer
 //! leaves loops with several accumulators, or with a ReLU's select, scalar. Each reduction
 //! keeps sixteen independent partial sums and folds them in a fixed order, so results depend
 //! only on the data, not on the thread or the instruction set that ran them.
 
 use super::{Activation, BatchNormShape};
-use crate::kernels::lanes::{simd_dispatch, Lanes, LANES};
 use crate::kernels::relu::{relu, relu_gate};
 use crate::kernels::rows;
+use crate::kernels::simd::{dispatch, Vector, LANES};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -25,7 +25,7 @@ pub(super) struct ChannelStats {
     pub(super) var: f32,
 }
 
-simd_dispatch! {
+dispatch! {
     /// Channel `c`'s statistics by the corrected two-pass algorithm: a provisional mean
     /// `m₀`, then `Σ (x - m₀)` and `Σ (x - m₀)²` over its planes.
     pub(super) fn channel_stats(x: &[f32], shape: BatchNormShape, c: usize) -> ChannelStats
@@ -33,18 +33,18 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn channel_stats_with<L: Lanes>(x: &[f32], shape: BatchNormShape, c: usize) -> ChannelStats {
+fn channel_stats_with<V: Vector>(x: &[f32], shape: BatchNormShape, c: usize) -> ChannelStats {
     // Plain loops: a closure handed to an iterator adapter is compiled without the
-    // caller's AVX, and the lanes' intrinsics inside it would become calls.
+    // caller's instruction set, and the vector's intrinsics inside it would become calls.
     let count = shape.per_channel() as f32;
     let mut total = 0.0f32;
     for plane in shape.planes(x, c) {
-        total += sum::<L>(plane);
+        total += sum::<V>(plane);
     }
     let provisional = total / count;
     let (mut deviation, mut squares) = (0.0f32, 0.0f32);
     for plane in shape.planes(x, c) {
-        let (d, s) = rows::centered_sums::<L>(plane, provisional);
+        let (d, s) = rows::centered_sums::<V>(plane, provisional);
         deviation += d;
         squares += s;
     }
@@ -59,11 +59,11 @@ fn channel_stats_with<L: Lanes>(x: &[f32], shape: BatchNormShape, c: usize) -> C
 
 /// `Σ v`.
 #[inline(always)]
-fn sum<L: Lanes>(values: &[f32]) -> f32 {
+fn sum<V: Vector>(values: &[f32]) -> f32 {
     let body = values.len() - values.len() % LANES;
-    let mut acc = L::zero();
+    let mut acc = V::zero();
     for chunk in values[..body].chunks_exact(LANES) {
-        acc += L::load(chunk);
+        acc += V::read(chunk);
     }
     values[body..].iter().fold(acc.sum(), |t, &v| t + v)
 }
@@ -107,12 +107,12 @@ impl Affine {
     }
 
     #[inline(always)]
-    fn lanes<L: Lanes>(self, x: L) -> L {
-        (x - L::splat(self.center)) * L::splat(self.scale) + L::splat(self.shift)
+    fn lanes<V: Vector>(self, x: V) -> V {
+        (x - V::splat(self.center)) * V::splat(self.scale) + V::splat(self.shift)
     }
 }
 
-simd_dispatch! {
+dispatch! {
     /// `out = act(v)` with `v = affine(x)` over one plane; an [`Activation::AddRelu`]
     /// holds that plane of the skip input.
     pub(super) fn affine_plane(
@@ -124,12 +124,12 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn affine_plane_with<L: Lanes>(out: &mut [f32], x: &[f32], affine: Affine, act: Activation) {
+fn affine_plane_with<V: Vector>(out: &mut [f32], x: &[f32], affine: Affine, act: Activation) {
     match act {
         Activation::Identity => {
-            map_plane::<L>(out, x, x, |v, _| affine.lanes(v), |v, _| affine.at(v));
+            map_plane::<V>(out, x, x, |v, _| affine.lanes(v), |v, _| affine.at(v));
         }
-        Activation::Relu => map_plane::<L>(
+        Activation::Relu => map_plane::<V>(
             out,
             x,
             x,
@@ -139,7 +139,7 @@ fn affine_plane_with<L: Lanes>(out: &mut [f32], x: &[f32], affine: Affine, act: 
             },
             |v, _| relu(affine.at(v)),
         ),
-        Activation::AddRelu(skip) => map_plane::<L>(
+        Activation::AddRelu(skip) => map_plane::<V>(
             out,
             x,
             skip,
@@ -154,25 +154,25 @@ fn affine_plane_with<L: Lanes>(out: &mut [f32], x: &[f32], affine: Affine, act: 
 
 /// `out[i] = f(a[i], b[i])`: by lanes over whole chunks, then one by one.
 #[inline(always)]
-fn map_plane<L: Lanes>(
+fn map_plane<V: Vector>(
     out: &mut [f32],
     a: &[f32],
     b: &[f32],
-    f: impl Fn(L, L) -> L,
+    f: impl Fn(V, V) -> V,
     f_one: impl Fn(f32, f32) -> f32,
 ) {
     let body = out.len() - out.len() % LANES;
     let (out_body, out_tail) = out.split_at_mut(body);
     let chunks = out_body.chunks_exact_mut(LANES);
     for ((o, a), b) in chunks.zip(a.chunks_exact(LANES)).zip(b.chunks_exact(LANES)) {
-        f(L::load(a), L::load(b)).store(o);
+        f(V::read(a), V::read(b)).write(o);
     }
     for ((o, &a), &b) in out_tail.iter_mut().zip(&a[body..]).zip(&b[body..]) {
         *o = f_one(a, b);
     }
 }
 
-simd_dispatch! {
+dispatch! {
     /// `[Σ ȳ, Σ ȳ·(x - center), Σ (x - center)]` over one plane, where `ȳ = dy`, or, given
     /// the map `v = relu(x)` to the values the forward's ReLU saw, `dy` where `v > 0`.
     pub(super) fn backward_sums(
@@ -184,15 +184,15 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn backward_sums_with<L: Lanes>(
+fn backward_sums_with<V: Vector>(
     dy: &[f32],
     x: &[f32],
     center: f32,
     relu: Option<Affine>,
 ) -> [f32; 3] {
     match relu {
-        None => gated_sums::<L>(dy, x, center, |_, g| g, |_, g| g),
-        Some(v) => gated_sums::<L>(
+        None => gated_sums::<V>(dy, x, center, |_, g| g, |_, g| g),
+        Some(v) => gated_sums::<V>(
             dy,
             x,
             center,
@@ -203,19 +203,19 @@ fn backward_sums_with<L: Lanes>(
 }
 
 #[inline(always)]
-fn gated_sums<L: Lanes>(
+fn gated_sums<V: Vector>(
     dy: &[f32],
     x: &[f32],
     center: f32,
-    gate: impl Fn(L, L) -> L,
+    gate: impl Fn(V, V) -> V,
     gate_one: impl Fn(f32, f32) -> f32,
 ) -> [f32; 3] {
-    let (mut g, mut gd, mut d) = (L::zero(), L::zero(), L::zero());
-    let center_lanes = L::splat(center);
+    let (mut g, mut gd, mut d) = (V::zero(), V::zero(), V::zero());
+    let center_lanes = V::splat(center);
     let body = dy.len() - dy.len() % LANES;
     for (dy, x) in dy[..body].chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
-        let x = L::load(x);
-        let (dev, gy) = (x - center_lanes, gate(x, L::load(dy)));
+        let x = V::read(x);
+        let (dev, gy) = (x - center_lanes, gate(x, V::read(dy)));
         g += gy;
         gd += gy * dev;
         d += dev;
@@ -228,7 +228,7 @@ fn gated_sums<L: Lanes>(
     sums
 }
 
-simd_dispatch! {
+dispatch! {
     /// `dx = k·ȳ + q·(x - center) + r` over one plane, `ȳ` as in [`backward_sums`];
     /// `coefficients` is `[center, k, q, r]`.
     pub(super) fn backward_plane(
@@ -241,24 +241,100 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn backward_plane_with<L: Lanes>(
+fn backward_plane_with<V: Vector>(
     dx: &mut [f32],
     dy: &[f32],
     x: &[f32],
     [center, k, q, r]: [f32; 4],
     relu: Option<Affine>,
 ) {
-    let [center_l, k_l, q_l, r_l] = [center, k, q, r].map(L::splat);
-    let lanes = |x: L, g: L| k_l * g + q_l * (x - center_l) + r_l;
+    let [center_l, k_l, q_l, r_l] = [center, k, q, r].map(V::splat);
+    let lanes = |x: V, g: V| k_l * g + q_l * (x - center_l) + r_l;
     let one = |x: f32, g: f32| k * g + q * (x - center) + r;
     match relu {
-        None => map_plane::<L>(dx, x, dy, lanes, one),
-        Some(v) => map_plane::<L>(
+        None => map_plane::<V>(dx, x, dy, lanes, one),
+        Some(v) => map_plane::<V>(
             dx,
             x,
             dy,
             |x, g| lanes(x, v.lanes(x).relu_gate(g)),
             |x, g| one(x, relu_gate(v.at(x), g)),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::each_level;
+
+    fn values(len: usize, k: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32 + k) * 0.731).sin() * 3.0 + 0.5)
+            .collect()
+    }
+
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Every plane loop at every level gives the dispatched loop's bits (which the kernel
+    /// tests compare with references): the vector's non-fused operations are exact.
+    #[test]
+    fn plane_loops_give_the_same_bits_on_every_level() {
+        let shape = BatchNormShape {
+            batch: 2,
+            channels: 3,
+            spatial: 37,
+        };
+        let len = shape.batch * shape.channels * shape.spatial;
+        let (x, dy, skip) = (values(len, 0.0), values(len, 1.0), values(len, 2.0));
+        let plane = shape.spatial;
+        let affine = Affine {
+            center: 0.4,
+            scale: 1.3,
+            shift: -0.2,
+        };
+        let stats = |s: ChannelStats| bits(&[s.mean, s.mean_residual, s.var]);
+        let activations = [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::AddRelu(&skip[..plane]),
+        ];
+        let run_all = |stats_of: &dyn Fn(usize) -> Vec<u32>,
+                       affine_of: &dyn Fn(&mut [f32], Activation<'_>),
+                       sums_of: &dyn Fn(Option<Affine>) -> [f32; 3],
+                       backward_of: &dyn Fn(&mut [f32], Option<Affine>)| {
+            let mut all: Vec<u32> = (0..shape.channels).flat_map(stats_of).collect();
+            for act in activations {
+                let mut out = vec![0.0; plane];
+                affine_of(&mut out, act);
+                all.extend(bits(&out));
+            }
+            for relu in [None, Some(affine)] {
+                all.extend(bits(&sums_of(relu)));
+                let mut dx = vec![0.0; plane];
+                backward_of(&mut dx, relu);
+                all.extend(bits(&dx));
+            }
+            all
+        };
+        let (x_plane, dy_plane) = (&x[..plane], &dy[..plane]);
+        let coefficients = [0.3, 0.7, -0.4, 0.05];
+        let dispatched = run_all(
+            &|c| stats(channel_stats(&x, shape, c)),
+            &|out, act| affine_plane(out, x_plane, affine, act),
+            &|relu| backward_sums(dy_plane, x_plane, 0.3, relu),
+            &|dx, relu| backward_plane(dx, dy_plane, x_plane, coefficients, relu),
+        );
+        each_level!(|V, level| {
+            let at_level = run_all(
+                &|c| stats(channel_stats_with::<V>(&x, shape, c)),
+                &|out, act| affine_plane_with::<V>(out, x_plane, affine, act),
+                &|relu| backward_sums_with::<V>(dy_plane, x_plane, 0.3, relu),
+                &|dx, relu| backward_plane_with::<V>(dx, dy_plane, x_plane, coefficients, relu),
+            );
+            assert_eq!(at_level, dispatched, "{level}");
+        });
     }
 }

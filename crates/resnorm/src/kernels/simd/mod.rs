@@ -2,14 +2,19 @@
 //!
 //! Every hand-vectorized kernel exists in one copy per [`Level`]: AVX-512 (16 lanes in one
 //! register, masked loads), AVX2 with FMA (two 256-bit registers; every x86-64 CPU since
-//! 2013 and every AMD EPYC has it), and scalar (plain arrays, which the compiler turns into
-//! SSE2 on any x86-64 and into whatever another target has). [`level`] picks the widest
+//! 2013 and every AMD EPYC has it), and scalar (the target's baseline: SSE2 registers on
+//! x86-64, plain arrays that the compiler vectorizes elsewhere). [`level`] picks the widest
 //! one the CPU runs, once per process.
 //!
 //! The environment variable `RESNORM_SIMD` (`avx512`, `avx2` or `scalar`) caps that choice,
 //! so that one machine can run, test and measure every path: the test suite runs under each
 //! cap in CI. A cap above what the CPU has is lowered to what it has; any other value is
 //! ignored with a warning on standard error (a kernel library has no better place to say it).
+//!
+//! The layer, one concept per file: the vector type every hand-vectorized kernel is written
+//! over (`vector`, with its x86-64 registers in `x86`), the one run-time dispatch to a copy
+//! compiled for the level (`dispatch!`), the one split of rows into blocks per thread
+//! (`blocks`), and the cache hints (`cache`).
 //!
 //! ```
 //! use resnorm::kernels::simd::{level, Level};
@@ -19,6 +24,25 @@
 //! ```
 
 use std::sync::OnceLock;
+
+mod blocks;
+mod cache;
+mod dispatch;
+mod vector;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub(crate) use blocks::run_blocks;
+pub use blocks::{rows_per_block, ONE_BLOCK_PER_THREAD, ROW_KERNEL_BLOCKS_PER_THREAD};
+pub(crate) use cache::{prefetch, prefetch_lines, streaming_fence, LINE_BYTES};
+pub(crate) use dispatch::dispatch;
+#[cfg(test)]
+pub(crate) use dispatch::each_level;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) use vector::Scalar;
+pub(crate) use vector::{Vector, LANES};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512, Scalar};
 
 /// The name of the environment variable that caps [`level`].
 pub const CAP_VARIABLE: &str = "RESNORM_SIMD";
