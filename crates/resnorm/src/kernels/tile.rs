@@ -266,7 +266,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_tiles_match_a_triple_loop() {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if crate::kernels::simd::Level::detected() >= crate::kernels::simd::Level::Avx512 {
             check::<crate::kernels::vector::Avx512>();
         }
     }

@@ -15,12 +15,12 @@ const CHANNEL_GROUP: usize = 8;
 /// vectors, as those of a group of small images do (about `GROUP_POSITIONS / LANES`).
 const SEGMENT: usize = 64;
 
-/// The conv kernels' entry points on a [`Vector`]: the AVX-512 vector overrides them with
-/// instances compiled for its registers.
+/// The conv kernels' entry points on a [`Vector`]: the AVX-512 and AVX2 vectors override
+/// them with instances compiled for their registers.
 pub(super) trait ConvVector: Vector {
-    /// [`block_strip`] on this vector. (The AVX-512 one compiles each instance as a function
-    /// of its own, whose registers its accumulators have to themselves: inlined into a
-    /// larger function, LLVM was seen to spill them in the innermost loop, 2x slower.)
+    /// [`block_strip`] on this vector. (The AVX-512 and AVX2 ones compile each instance as a
+    /// function of its own, whose registers its accumulators have to themselves: inlined into
+    /// a larger function, LLVM was seen to spill them in the innermost loop, 2x slower.)
     ///
     /// # Safety
     /// As for [`block_strip`].
