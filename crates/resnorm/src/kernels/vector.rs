@@ -103,7 +103,7 @@ mod avx512 {
     use super::Vector;
 
     /// One 512-bit register. Only for code compiled with `avx512f` that runs on CPUs that
-    /// have it (checked by the caller with `is_x86_feature_detected!`).
+    /// have it (checked by the caller through `simd::level`).
     #[derive(Clone, Copy)]
     pub(crate) struct Avx512(__m512);
 
