@@ -438,8 +438,9 @@ pub(super) mod avx2 {
     /// strip's four edge masks: 15 of 16 registers.
     pub(super) const OUT_BLOCK: usize = 4;
     const STRIP: usize = 1;
-    /// 1 × 3 accumulators (6 registers), 3 vectors of inputs (6) and one of `dy` (2).
-    const GRAD_BLOCK: usize = 1;
+    /// 4 × 3 accumulators would take 24 registers: some live in memory, yet four channels
+    /// measured 1.4x faster than one (whose 6 fit), as each masked input load serves four.
+    const GRAD_BLOCK: usize = 4;
 
     impl ConvVector for Avx2 {
         unsafe fn block_strip<const B: usize, const S: usize>(
