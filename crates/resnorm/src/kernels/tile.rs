@@ -7,9 +7,10 @@
 //!
 //! The rows of `c` are computed in blocks of [`ROWS`], each with its own columns `0..width`
 //! and its own range `span` of the sum, so that a causal product stops at the diagonal. A
-//! block's `ROWS × 4` vectors of `c` stay in registers for the whole sum: per `p`, four
-//! vectors of `b`'s row are loaded once and multiplied by each of the `ROWS` elements
-//! `a[i, p]`, broadcast. `a` is read element by element, so it may be stored either way round
+//! tile of `ROWS × COLUMN_VECTORS` vectors of `c` stays in registers for the whole sum: per
+//! `p`, the tile's vectors of `b`'s row are loaded once and multiplied by each of the `ROWS`
+//! elements `a[i, p]`, broadcast. [`TileVector::COLUMN_VECTORS`] is 4 on AVX-512 (16 of its
+//! 32 registers) and 1 on AVX2 (8 of its 16: two registers per vector). `a` is read element by element, so it may be stored either way round
 //! (`dSᵀ` is `dS` with its strides swapped); `b` must be row-major with whole vectors of
 //! columns, which the callers arrange by padding their copies to [`LANES`].
 //!
@@ -23,8 +24,6 @@ use super::vector::{Portable, Vector, LANES};
 
 /// Rows of `c` per block.
 pub(crate) const ROWS: usize = 4;
-/// Vectors of columns per tile: `ROWS × COLUMN_VECTORS` accumulators.
-const COLUMN_VECTORS: usize = 4;
 
 /// A matrix read element by element: `(i, p)` at `data[i·row_stride + p·col_stride]`.
 #[derive(Clone, Copy)]
@@ -43,9 +42,13 @@ pub(crate) struct Block {
     pub span: std::ops::Range<usize>,
 }
 
-/// The tile kernel on a [`Vector`]; the AVX-512 vector compiles each instance for its
-/// registers.
+/// The tile kernel on a [`Vector`]; the AVX-512 and AVX2 vectors compile each instance for
+/// their registers.
 pub(crate) trait TileVector: Vector {
+    /// Vectors of columns per tile (1 to 4): `ROWS × COLUMN_VECTORS` accumulators, which
+    /// must fit the registers with the row of `b` and a broadcast beside them.
+    const COLUMN_VECTORS: usize = 4;
+
     /// [`tile`] on this vector.
     ///
     /// # Safety
@@ -87,7 +90,7 @@ pub(crate) fn product<V: TileVector>(
         };
         let b_block = b[(span.start * b_stride).min(b.len())..].as_ptr();
         let c_block = c[row * c_stride..].as_mut_ptr();
-        for first in (0..width).step_by(COLUMN_VECTORS * LANES) {
+        for first in (0..width).step_by(V::COLUMN_VECTORS * LANES) {
             let out = Out {
                 // SAFETY: `first < width`, and the rows of `c` hold `width` columns (asserted).
                 data: unsafe { c_block.add(first) },
@@ -97,11 +100,11 @@ pub(crate) fn product<V: TileVector>(
             // rows `row..=last_row`, columns `first..first + N·LANES <= width`, `p < k`.
             unsafe {
                 let b = (b_block.add(first), b_stride);
-                match (width - first) / LANES {
+                match ((width - first) / LANES).min(V::COLUMN_VECTORS) {
                     1 => V::tile::<1>(a_block, b, k, out),
                     2 => V::tile::<2>(a_block, b, k, out),
                     3 => V::tile::<3>(a_block, b, k, out),
-                    _ => V::tile::<COLUMN_VECTORS>(a_block, b, k, out),
+                    _ => V::tile::<4>(a_block, b, k, out),
                 }
             }
         }
@@ -162,6 +165,28 @@ mod avx512 {
         c: Out,
     ) {
         super::tile::<Avx512, N>(a, b, k, c)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Out, Strided, TileVector};
+    use crate::kernels::vector::Avx2;
+
+    impl TileVector for Avx2 {
+        /// Four rows of one vector: 8 accumulators, 2 for the row of `b`, 1 broadcast.
+        const COLUMN_VECTORS: usize = 1;
+
+        unsafe fn tile<const N: usize>(a: Strided<'_>, b: (*const f32, usize), k: usize, c: Out) {
+            tile_avx2::<N>(a, b, k, c)
+        }
+    }
+
+    /// As the AVX-512 instance, compiled for AVX2 with FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn tile_avx2<const N: usize>(a: Strided<'_>, b: (*const f32, usize), k: usize, c: Out) {
+        super::tile::<Avx2, N>(a, b, k, c)
     }
 }
 
@@ -241,8 +266,16 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_tiles_match_a_triple_loop() {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if crate::kernels::simd::Level::detected() >= crate::kernels::simd::Level::Avx512 {
             check::<crate::kernels::vector::Avx512>();
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_tiles_match_a_triple_loop() {
+        if crate::kernels::simd::Level::detected() >= crate::kernels::simd::Level::Avx2 {
+            check::<crate::kernels::vector::Avx2>();
         }
     }
 

@@ -1,27 +1,26 @@
 //! The inner loops: the forward and weight-gradient kernels, written once over a
-//! [`Vector`] of 16 lanes.
+//! [`Vector`] of 16 lanes, and instantiated per level with tile shapes that fit its
+//! registers: `OUT_BLOCK` output channels by `STRIP` vectors of positions in the forward
+//! kernel, `GRAD_BLOCK` output channels (three taps each) in the weight gradient's.
 
 use super::layout::Columns;
-use super::{Conv3x3Layout, Conv3x3Weights, OUT_BLOCK};
+use super::{Conv3x3Layout, Conv3x3Weights};
+use crate::kernels::simd::Level;
 use crate::kernels::vector::{Portable, Vector, LANES};
 
-/// Vectors of positions per step of the forward kernel.
-const STRIP: usize = 3;
 /// Input channels summed in registers before their sum is added to the output.
 const CHANNEL_GROUP: usize = 8;
-/// Output channels per block of the weight-gradient kernel.
-const GRAD_BLOCK: usize = 4;
 /// Vectors per segment of the weight gradient's span, each summed in registers and then
 /// added to `dweight`: the sums of a large image's span run in chains of at most this many
 /// vectors, as those of a group of small images do (about `GROUP_POSITIONS / LANES`).
 const SEGMENT: usize = 64;
 
-/// The conv kernels' entry points on a [`Vector`]: the AVX-512 vector overrides them with
-/// instances compiled for its registers.
+/// The conv kernels' entry points on a [`Vector`]: the AVX-512 and AVX2 vectors override
+/// them with instances compiled for their registers.
 pub(super) trait ConvVector: Vector {
-    /// [`block_strip`] on this vector. (The AVX-512 one compiles each instance as a function
-    /// of its own, whose registers its accumulators have to themselves: inlined into a
-    /// larger function, LLVM was seen to spill them in the innermost loop, 2x slower.)
+    /// [`block_strip`] on this vector. (The AVX-512 and AVX2 ones compile each instance as a
+    /// function of its own, whose registers its accumulators have to themselves: inlined into
+    /// a larger function, LLVM was seen to spill them in the innermost loop, 2x slower.)
     ///
     /// # Safety
     /// As for [`block_strip`].
@@ -65,10 +64,21 @@ fn check_reach(layout: &Conv3x3Layout, padded: &[f32], span_len: usize) {
     );
 }
 
-/// The forward kernel: [`OUT_BLOCK`] output channels by [`STRIP`] vectors of positions in
-/// registers, one pass over every input channel and tap.
+/// The output-channel block that [`Conv3x3Weights`] are packed in for `level`'s kernel.
+pub(super) fn out_block(level: Level) -> usize {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => avx512::OUT_BLOCK,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => avx2::OUT_BLOCK,
+        _ => portable::OUT_BLOCK,
+    }
+}
+
+/// The forward kernel: `B` output channels by `S` vectors of positions in registers, one
+/// pass over every input channel and tap. The weights are packed in blocks of `B`.
 #[inline(always)]
-pub(super) fn forward<V: ConvVector>(
+fn forward<V: ConvVector, const B: usize, const S: usize>(
     layout: &Conv3x3Layout,
     weights: &Conv3x3Weights,
     padded: &[f32],
@@ -80,10 +90,14 @@ pub(super) fn forward<V: ConvVector>(
     let in_channels = weights.in_channels;
     assert_eq!(padded.len(), in_channels * len);
     assert_eq!(span.len(), weights.out_channels * span_len);
-    for (first, block) in super::out_blocks(weights.out_channels) {
+    assert_eq!(
+        weights.out_block, B,
+        "conv3x3: weights packed for another level"
+    );
+    for (first, block) in super::out_blocks(weights.out_channels, B) {
         let w = &weights.packed[first * in_channels * 9..][..block * in_channels * 9];
         let out = &mut span[first * span_len..][..block * span_len];
-        let wide = span_len / (STRIP * LANES) * (STRIP * LANES);
+        let wide = span_len / (S * LANES) * (S * LANES);
         let x = padded.as_ptr();
         // SAFETY: `start + S·LANES <= span_len`, every tap is at most `2·origin`, and each
         // of the `in_channels` channels holds `2·origin + span_len` floats (check_reach);
@@ -96,16 +110,16 @@ pub(super) fn forward<V: ConvVector>(
                 channel_len: len,
                 start,
             };
-            for start in (0..wide).step_by(STRIP * LANES) {
-                match block {
-                    OUT_BLOCK => V::block_strip::<OUT_BLOCK, STRIP>(strip(start), w, out),
-                    _ => V::block_strip::<1, STRIP>(strip(start), w, out),
+            for start in (0..wide).step_by(S * LANES) {
+                match block == B {
+                    true => V::block_strip::<B, S>(strip(start), w, out),
+                    false => V::block_strip::<1, S>(strip(start), w, out),
                 }
             }
             for start in (wide..span_len).step_by(LANES) {
-                match block {
-                    OUT_BLOCK => V::block_strip::<OUT_BLOCK, 1>(strip(start), w, out),
-                    _ => V::block_strip::<1, 1>(strip(start), w, out),
+                match block == B {
+                    true => V::block_strip::<B, 1>(strip(start), w, out),
+                    false => V::block_strip::<1, 1>(strip(start), w, out),
                 }
             }
         }
@@ -203,11 +217,11 @@ fn multiply_add<V: Vector, const B: usize, const S: usize>(
     acc
 }
 
-/// The weight-gradient kernel: for [`GRAD_BLOCK`] output channels and one input channel,
-/// nine taps each, accumulated over a segment of the span in registers and summed once.
-/// The edge masks of a segment's vectors are worked out once, for every channel.
+/// The weight-gradient kernel: for `B` output channels and one input channel, nine taps
+/// each, accumulated over a segment of the span in registers and summed once. The edge
+/// masks of a segment's vectors are worked out once, for every channel.
 #[inline(always)]
-pub(super) fn weight_grad<V: ConvVector>(
+fn weight_grad<V: ConvVector, const B: usize>(
     layout: &Conv3x3Layout,
     padded_input: &[f32],
     padded_doutput: &[f32],
@@ -234,8 +248,8 @@ pub(super) fn weight_grad<V: ConvVector>(
         };
         let mut first = 0;
         while first < out_channels {
-            let block = match out_channels - first >= GRAD_BLOCK {
-                true => GRAD_BLOCK,
+            let block = match out_channels - first >= B {
+                true => B,
                 false => 1,
             };
             let dy = &padded_doutput[first * len..][..block * len];
@@ -244,9 +258,9 @@ pub(super) fn weight_grad<V: ConvVector>(
                 // SAFETY: `dy` is `block` channels and `x` one channel of a laid-out group
                 // that fits the layout (check_reach above), the segment lies in its span.
                 unsafe {
-                    match block {
-                        GRAD_BLOCK => V::tap_sums::<GRAD_BLOCK>(layout, &segment, dy, x, c, dw),
-                        _ => V::tap_sums::<1>(layout, &segment, dy, x, c, dw),
+                    match block == B {
+                        true => V::tap_sums::<B>(layout, &segment, dy, x, c, dw),
+                        false => V::tap_sums::<1>(layout, &segment, dy, x, c, dw),
                     }
                 }
             }
@@ -309,11 +323,45 @@ unsafe fn tap_sums<V: Vector, const B: usize>(
 
 impl ConvVector for Portable {}
 
+pub(super) mod portable {
+    //! The kernels on plain arrays, vectorized by the compiler (see [`crate::kernels::exp::wide`]).
+    use super::{Conv3x3Layout, Conv3x3Weights, Portable};
+
+    /// AVX-512's shapes: the plain arrays are compiled for it where the CPU has it.
+    pub(super) const OUT_BLOCK: usize = 8;
+    const STRIP: usize = 3;
+    const GRAD_BLOCK: usize = 4;
+
+    pub(in crate::kernels::conv3x3) fn forward(
+        layout: &Conv3x3Layout,
+        weights: &Conv3x3Weights,
+        padded: &[f32],
+        span: &mut [f32],
+    ) {
+        super::forward::<Portable, OUT_BLOCK, STRIP>(layout, weights, padded, span)
+    }
+
+    pub(in crate::kernels::conv3x3) fn weight_grad(
+        layout: &Conv3x3Layout,
+        padded_input: &[f32],
+        padded_doutput: &[f32],
+        dweight: &mut [f32],
+    ) {
+        super::weight_grad::<Portable, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512 {
     //! The kernels compiled for 512-bit registers with fused multiply-add.
     use super::{Conv3x3Layout, Conv3x3Weights, ConvVector, Segment, Strip};
     use crate::kernels::vector::Avx512;
+
+    /// 8 × 3 accumulators, 3 vectors of inputs and a broadcast: 28 of 32 registers.
+    pub(super) const OUT_BLOCK: usize = 8;
+    const STRIP: usize = 3;
+    /// 4 × 3 accumulators, 3 vectors of inputs and one of `dy`: 16 of 32 registers.
+    const GRAD_BLOCK: usize = 4;
 
     impl ConvVector for Avx512 {
         unsafe fn block_strip<const B: usize, const S: usize>(
@@ -365,7 +413,7 @@ pub(super) mod avx512 {
         padded: &[f32],
         span: &mut [f32],
     ) {
-        super::forward::<Avx512>(layout, weights, padded, span)
+        super::forward::<Avx512, OUT_BLOCK, STRIP>(layout, weights, padded, span)
     }
 
     #[target_feature(enable = "avx512f")]
@@ -375,6 +423,85 @@ pub(super) mod avx512 {
         padded_doutput: &[f32],
         dweight: &mut [f32],
     ) {
-        super::weight_grad::<Avx512>(layout, padded_input, padded_doutput, dweight)
+        super::weight_grad::<Avx512, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx2 {
+    //! The kernels compiled for AVX2 with fused multiply-add: sixteen 256-bit registers, two
+    //! per vector, so smaller tiles than AVX-512's.
+    use super::{Conv3x3Layout, Conv3x3Weights, ConvVector, Segment, Strip};
+    use crate::kernels::vector::Avx2;
+
+    /// 4 × 1 accumulators (8 registers), one vector of inputs (2), a broadcast and the
+    /// strip's four edge masks: 15 of 16 registers.
+    pub(super) const OUT_BLOCK: usize = 4;
+    const STRIP: usize = 1;
+    /// 4 × 3 accumulators would take 24 registers: some live in memory, yet four channels
+    /// measured 1.4x faster than one (whose 6 fit), as each masked input load serves four.
+    const GRAD_BLOCK: usize = 4;
+
+    impl ConvVector for Avx2 {
+        unsafe fn block_strip<const B: usize, const S: usize>(
+            strip: Strip,
+            weights: &[f32],
+            out: &mut [f32],
+        ) {
+            block_strip_avx2::<B, S>(strip, weights, out)
+        }
+        unsafe fn tap_sums<const B: usize>(
+            layout: &Conv3x3Layout,
+            segment: &Segment<'_>,
+            dy: &[f32],
+            x: &[f32],
+            c: usize,
+            dweight: &mut [f32],
+        ) {
+            tap_sums_avx2::<B>(layout, segment, dy, x, c, dweight)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn block_strip_avx2<const B: usize, const S: usize>(
+        strip: Strip,
+        weights: &[f32],
+        out: &mut [f32],
+    ) {
+        super::block_strip::<Avx2, B, S>(strip, weights, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn tap_sums_avx2<const B: usize>(
+        layout: &Conv3x3Layout,
+        segment: &Segment<'_>,
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
+        dweight: &mut [f32],
+    ) {
+        super::tap_sums::<Avx2, B>(layout, segment, dy, x, c, dweight)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(in crate::kernels::conv3x3) fn forward(
+        layout: &Conv3x3Layout,
+        weights: &Conv3x3Weights,
+        padded: &[f32],
+        span: &mut [f32],
+    ) {
+        super::forward::<Avx2, OUT_BLOCK, STRIP>(layout, weights, padded, span)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(in crate::kernels::conv3x3) fn weight_grad(
+        layout: &Conv3x3Layout,
+        padded_input: &[f32],
+        padded_doutput: &[f32],
+        dweight: &mut [f32],
+    ) {
+        super::weight_grad::<Avx2, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
     }
 }

@@ -25,9 +25,9 @@
 //! ```
 //!
 //! (the zero rows of `dyp` make the sum over the span exactly the sum over the pixels).
-//! Sums run in a fixed order, so results depend only on the CPU's instruction set: AVX-512
-//! (fused multiply-add, masked loads) when the CPU has it, else plain 16-lane arrays (AVX2
-//! when present).
+//! Sums run in a fixed order, so results depend only on the instruction-set level
+//! ([`simd::level`]): AVX-512 (fused multiply-add, masked loads), AVX2 with FMA (smaller
+//! tiles for its sixteen registers), or plain 16-lane arrays.
 //!
 //! ```
 //! use resnorm::kernels::{conv3x3_forward, Conv3x3Layout, Conv3x3Weights};
@@ -50,21 +50,21 @@ mod layout;
 
 pub use layout::Conv3x3Layout;
 
-use crate::kernels::vector::{Portable, LANES};
+use crate::kernels::simd::{self, Level};
+use crate::kernels::vector::LANES;
 #[cfg(target_arch = "x86_64")]
-use kernels::avx512;
-use kernels::{forward, weight_grad};
-
-/// Output channels per block of the forward kernel (fewer for the last ones).
-const OUT_BLOCK: usize = 8;
+use kernels::{avx2, avx512};
+use kernels::{out_block, portable};
 
 /// A 3x3 weight rearranged for [`conv3x3_forward`]: blocks of output channels, each as
-/// `[in_channels, 9 taps, block]`, so the kernel reads its multipliers in order.
+/// `[in_channels, 9 taps, block]`, so the kernel reads its multipliers in order. The block
+/// is that of the level in force ([`simd::level`]).
 #[derive(Clone, Debug, Default)]
 pub struct Conv3x3Weights {
     packed: Vec<f32>,
     in_channels: usize,
     out_channels: usize,
+    out_block: usize,
 }
 
 impl Conv3x3Weights {
@@ -85,6 +85,18 @@ impl Conv3x3Weights {
         in_channels: usize,
         transposed: bool,
     ) -> Result<()> {
+        self.repack_for(simd::level(), weight, out_channels, in_channels, transposed)
+    }
+
+    /// [`Conv3x3Weights::repack`] for the kernel of `level`.
+    fn repack_for(
+        &mut self,
+        level: Level,
+        weight: &[f32],
+        out_channels: usize,
+        in_channels: usize,
+        transposed: bool,
+    ) -> Result<()> {
         let len = out_channels * in_channels * 9;
         check_len("Conv3x3Weights::repack", "weight", weight, len)?;
         let (kernel_out, kernel_in) = match transposed {
@@ -96,7 +108,8 @@ impl Conv3x3Weights {
             true => weight[(c * in_channels + o) * 9 + 8 - t],
         };
         self.packed.clear();
-        for (first, block) in out_blocks(kernel_out) {
+        self.out_block = out_block(level);
+        for (first, block) in out_blocks(kernel_out, self.out_block) {
             for c in 0..kernel_in {
                 for t in 0..9 {
                     self.packed
@@ -109,11 +122,11 @@ impl Conv3x3Weights {
     }
 }
 
-/// The forward kernel's output-channel blocks, `(first channel, size)`: [`OUT_BLOCK`] wide,
+/// The forward kernel's output-channel blocks, `(first channel, size)`: `out_block` wide,
 /// then one at a time.
-fn out_blocks(channels: usize) -> impl Iterator<Item = (usize, usize)> {
-    let full = channels / OUT_BLOCK * OUT_BLOCK;
-    let wide = (0..full).step_by(OUT_BLOCK).map(|o| (o, OUT_BLOCK));
+fn out_blocks(channels: usize, out_block: usize) -> impl Iterator<Item = (usize, usize)> {
+    let full = channels / out_block * out_block;
+    let wide = (0..full).step_by(out_block).map(move |o| (o, out_block));
     wide.chain((full..channels).map(|o| (o, 1)))
 }
 
@@ -138,14 +151,27 @@ pub fn conv3x3_forward(
     const OP: &str = "conv3x3_forward";
     check_len(OP, "padded", padded, layout.padded_len(weights.in_channels))?;
     check_len(OP, "span", span, layout.span_len(weights.out_channels))?;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        unsafe { avx512::forward(layout, weights, padded, span) };
-        return Ok(());
-    }
-    crate::kernels::exp::wide(|| forward::<Portable>(layout, weights, padded, span));
+    forward_at(simd::level(), layout, weights, padded, span);
     Ok(())
+}
+
+/// The forward kernel of `level`, which the CPU runs, on weights packed for it.
+fn forward_at(
+    level: Level,
+    layout: &Conv3x3Layout,
+    weights: &Conv3x3Weights,
+    padded: &[f32],
+    span: &mut [f32],
+) {
+    assert!(level <= Level::detected());
+    match level {
+        // SAFETY: the CPU has the level's instructions, asserted just above.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { avx512::forward(layout, weights, padded, span) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { avx2::forward(layout, weights, padded, span) },
+        _ => crate::kernels::exp::wide(|| portable::forward(layout, weights, padded, span)),
+    }
 }
 
 /// Adds `∂L/∂w` (`[out, in, 3, 3]`) into `dweight`, from the padded group of the layer's
@@ -172,16 +198,28 @@ pub fn conv3x3_weight_grad(
         layout.padded_len(out_channels),
     )?;
     check_len(OP, "dweight", dweight, out_channels * in_channels * 9)?;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        unsafe { avx512::weight_grad(layout, padded_input, padded_doutput, dweight) };
-        return Ok(());
-    }
-    crate::kernels::exp::wide(|| {
-        weight_grad::<Portable>(layout, padded_input, padded_doutput, dweight)
-    });
+    weight_grad_at(simd::level(), layout, padded_input, padded_doutput, dweight);
     Ok(())
+}
+
+/// The weight-gradient kernel of `level`, which the CPU runs.
+fn weight_grad_at(
+    level: Level,
+    layout: &Conv3x3Layout,
+    padded_input: &[f32],
+    padded_doutput: &[f32],
+    dweight: &mut [f32],
+) {
+    assert!(level <= Level::detected());
+    let (x, dy) = (padded_input, padded_doutput);
+    match level {
+        // SAFETY: the CPU has the level's instructions, asserted just above.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { avx512::weight_grad(layout, x, dy, dweight) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { avx2::weight_grad(layout, x, dy, dweight) },
+        _ => crate::kernels::exp::wide(|| portable::weight_grad(layout, x, dy, dweight)),
+    }
 }
 
 #[cfg(test)]
@@ -189,12 +227,12 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// Both implementations of both kernels, on a group of three 9x11 images with channel
-    /// counts that leave partial blocks: the same sums, rounded differently (fused
-    /// multiply-adds), so equal to 1e-5 of the terms' scale. (The layer tests compare the
-    /// dispatched kernels with direct f64 loops.)
+    /// Every level's kernels that the CPU runs against the portable ones, on a group of three
+    /// 9x11 images with channel counts that leave partial blocks at every level: the same
+    /// sums, rounded differently (fused multiply-adds), so equal to 1e-5 of the terms'
+    /// scale. (The layer tests compare the dispatched kernels with direct f64 loops.)
     #[test]
-    fn portable_kernels_agree_with_the_dispatched_ones() {
+    fn every_level_agrees_with_the_portable_kernels() {
         let mut rng = Rng::new(3);
         let (c_in, c_out) = (9, 11);
         let layout = Conv3x3Layout::new(9, 11, 3).unwrap();
@@ -218,25 +256,57 @@ mod tests {
                 );
             }
         };
-        for transposed in [false, true] {
-            let mut weights = Conv3x3Weights::default();
-            weights.repack(&w, c_out, c_in, transposed).unwrap();
-            let (input, channels) = if transposed {
-                (&pdy, c_in)
-            } else {
-                (&px, c_out)
+        let levels = Level::ALL.into_iter().filter(|&l| l <= Level::detected());
+        for level in levels.filter(|&l| l > Level::Scalar) {
+            for transposed in [false, true] {
+                let forward = |level| {
+                    let mut weights = Conv3x3Weights::default();
+                    weights
+                        .repack_for(level, &w, c_out, c_in, transposed)
+                        .unwrap();
+                    let (input, channels) = match transposed {
+                        true => (&pdy, c_in),
+                        false => (&px, c_out),
+                    };
+                    let mut span = vec![0.0; layout.span_len(channels)];
+                    forward_at(level, &layout, &weights, input, &mut span);
+                    span
+                };
+                close(
+                    &format!("{level} forward"),
+                    &forward(Level::Scalar),
+                    &forward(level),
+                );
+            }
+            let weight_grad = |level| {
+                let mut dweight = vec![0.0; w.len()];
+                weight_grad_at(level, &layout, &px, &pdy, &mut dweight);
+                dweight
             };
-            let mut dispatched = vec![0.0; layout.span_len(channels)];
-            conv3x3_forward(&layout, &weights, input, &mut dispatched).unwrap();
-            let mut portable = vec![0.0; layout.span_len(channels)];
-            forward::<Portable>(&layout, &weights, input, &mut portable);
-            close("forward", &portable, &dispatched);
+            close(
+                &format!("{level} weight_grad"),
+                &weight_grad(Level::Scalar),
+                &weight_grad(level),
+            );
         }
-        let mut dispatched = vec![0.0; w.len()];
-        conv3x3_weight_grad(&layout, &px, &pdy, &mut dispatched).unwrap();
-        let mut portable = vec![0.0; w.len()];
-        weight_grad::<Portable>(&layout, &px, &pdy, &mut portable);
-        close("weight_grad", &portable, &dispatched);
+    }
+
+    #[test]
+    fn weights_packed_for_one_level_are_refused_by_another() {
+        if Level::detected() < Level::Avx2 {
+            return;
+        }
+        let layout = Conv3x3Layout::new(2, 2, 1).unwrap();
+        let mut weights = Conv3x3Weights::default();
+        weights
+            .repack_for(Level::Scalar, &[0.0; 8 * 9], 8, 1, false)
+            .unwrap();
+        let padded = vec![0.0; layout.padded_len(1)];
+        let mut span = vec![0.0; layout.span_len(8)];
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            forward_at(Level::Avx2, &layout, &weights, &padded, &mut span)
+        }));
+        assert!(refused.is_err());
     }
 
     #[test]
