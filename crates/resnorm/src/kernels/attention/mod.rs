@@ -65,6 +65,8 @@ mod decode;
 mod head;
 mod shape;
 mod softmax;
+#[cfg(test)]
+mod tests;
 
 pub use decode::attention_decode;
 pub use shape::{AttentionShape, GradTarget, Grads, Rows};
