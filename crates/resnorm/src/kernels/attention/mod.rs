@@ -21,9 +21,9 @@
 //! ```
 //!
 //! Keys at or past `len_b` are neither attended nor given gradient (their `dK`, `dV` rows
-//! are zero). A query that sees no key (`len_b = 0`) outputs zeros and passes no gradient:
-//! PyTorch's `scaled_dot_product_attention` gives NaN there, which a padded batch would
-//! spread into every gradient. Causal alignment is bottom-right: the same as PyTorch's
+//! are zero). A query that sees no key (`len_b = 0`) outputs zeros and passes no gradient,
+//! as recent PyTorch's `scaled_dot_product_attention` does (older versions gave NaN, which a
+//! padded batch spreads into every gradient). Causal alignment is bottom-right: the same as PyTorch's
 //! `is_causal` for `Tq = Tk`, and what decoding with a cache needs for `Tq < Tk` (new queries
 //! are the last positions).
 //!
