@@ -252,13 +252,15 @@ impl Packed {
     }
 }
 
-/// Runs the kernels' forward and backward on `mode`: `(out, probs, [dq, dk, dv])`, the
-/// gradients dense.
+/// What [`run_kernels`] returns: the output, the probabilities and `[dq, dk, dv]`, dense.
+pub type KernelResults = (Vec<f32>, Vec<f32>, [Vec<f32>; 3]);
+
+/// Runs the kernels' forward and backward on `mode`.
 pub fn run_kernels(
     mode: &Mode,
     (q, k, v): (&[f32], &[f32], &[f32]),
     dout: &[f32],
-) -> crate::Result<(Vec<f32>, Vec<f32>, [Vec<f32>; 3])> {
+) -> crate::Result<KernelResults> {
     let s = &mode.shape;
     let lengths = mode.key_lengths.as_deref();
     let packed = Packed::new(mode, (q, k, v));

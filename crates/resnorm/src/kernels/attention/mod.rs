@@ -208,6 +208,8 @@ pub fn attention_backward(
         with_head_scratch(|scratch| {
             // SAFETY: as in `attention_forward`, for the group's columns of the targets.
             on_widest_vector!(V, unsafe {
+                // `on_widest_vector!` writes its body twice: `sums` is reborrowed, not moved.
+                #[allow(clippy::needless_option_as_deref)]
                 let sinks = GradSinks {
                     targets,
                     bias_sums: sums.as_deref_mut(),

@@ -72,7 +72,7 @@ impl AttentionShape {
     /// Keys that query `i` of a sequence with `len` valid keys sees: `0..visible(i, len)`.
     pub fn visible(&self, i: usize, len: usize) -> usize {
         match self.causal {
-            true => len.min(i + self.kv_len - self.q_len + 1),
+            true => len.min((i + self.kv_len + 1).saturating_sub(self.q_len)),
             false => len,
         }
     }
