@@ -49,7 +49,9 @@
 //! assert_eq!(&probs[..3], &[1.0, 0.0, 0.0]); // the first token sees only itself
 //! assert_eq!(&out[..2], &qkv[8..10]); // so head 0's output is its own value
 //!
-//! // The same with the third key padded away: the last query sees two keys.
+//! // The same with the third key padded away: the last query sees two keys (and the
+//! // probability of the third is not written: it stays as the zeroed buffer has it).
+//! probs.fill(0.0);
 //! attention_forward(&mut out, &mut probs, (q, k, v), &shape, Some(&[2])).unwrap();
 //! assert!((probs[6] + probs[7] - 1.0).abs() < 1e-6 && probs[8] == 0.0);
 //!
