@@ -31,8 +31,8 @@
 
 use super::columns::SharedColumns;
 use super::head::head_rows;
-use super::softmax::softmax;
-use super::{check, check_len, with_head_scratch, AttentionShape, Rows};
+use super::softmax::{dot, softmax};
+use super::{start_forward, with_head_scratch, AttentionShape, Rows};
 use crate::kernels::exp::wide_fn;
 use crate::threads::for_each_chunk_spinning;
 use crate::{Error, Result};
@@ -48,20 +48,13 @@ pub fn attention_decode(
     key_lengths: Option<&[usize]>,
 ) -> Result<()> {
     const OP: &str = "attention_decode";
-    check(OP, shape, (&q, &k, &v), key_lengths)?;
-    check_len(OP, "out", out.len(), shape.out_len())?;
-    check_len(OP, "probs", probs.len(), shape.probs_len())?;
     if [q.bias, k.bias, v.bias].iter().any(Option::is_some) {
         return Err(Error::invalid(
             OP,
             "decoding reads finished rows: add the biases before caching",
         ));
     }
-    if shape.batch * shape.q_len == 0 {
-        return Ok(());
-    }
-    if shape.kv_len == 0 {
-        out.fill(0.0);
+    if !start_forward(OP, (out, probs.len()), (&q, &k, &v), shape, key_lengths)? {
         return Ok(());
     }
     let (heads, d) = (shape.heads, shape.head_dim);
@@ -127,20 +120,4 @@ fn query_row_body(
         let value = &v[j * vs + vc..][..d];
         y.iter_mut().zip(value).for_each(|(y, v)| *y += p * v);
     }
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut partial = [0.0f32; 16];
-    let (mut a_chunks, mut b_chunks) = (a.chunks_exact(16), b.chunks_exact(16));
-    for (a, b) in (&mut a_chunks).zip(&mut b_chunks) {
-        for ((s, a), b) in partial.iter_mut().zip(a).zip(b) {
-            *s += a * b;
-        }
-    }
-    let tail: f32 = (a_chunks.remainder().iter())
-        .zip(b_chunks.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    partial.iter().sum::<f32>() + tail
 }

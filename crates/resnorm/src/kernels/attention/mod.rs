@@ -118,15 +118,13 @@ pub fn attention_forward(
     shape: &AttentionShape,
     key_lengths: Option<&[usize]>,
 ) -> Result<()> {
-    const OP: &str = "attention_forward";
-    check(OP, shape, (&q, &k, &v), key_lengths)?;
-    check_len(OP, "out", out.len(), shape.out_len())?;
-    check_len(OP, "probs", probs.len(), shape.probs_len())?;
-    if shape.batch * shape.q_len == 0 {
-        return Ok(());
-    }
-    if shape.kv_len == 0 {
-        out.fill(0.0);
+    if !start_forward(
+        "attention_forward",
+        (out, probs.len()),
+        (&q, &k, &v),
+        shape,
+        key_lengths,
+    )? {
         return Ok(());
     }
     let heads = shape.heads;
@@ -242,6 +240,24 @@ pub fn attention_backward(
     }
     BIAS_SUMS.set(sums);
     Ok(())
+}
+
+/// The checks of a forward, and its trivial cases: `Ok(false)` when there is nothing left to
+/// compute (no query; or no key, and `out` zeroed).
+fn start_forward(
+    op: &'static str,
+    (out, probs_len): (&mut [f32], usize),
+    operands: (&Rows<'_>, &Rows<'_>, &Rows<'_>),
+    shape: &AttentionShape,
+    key_lengths: Option<&[usize]>,
+) -> Result<bool> {
+    check(op, shape, operands, key_lengths)?;
+    check_len(op, "out", out.len(), shape.out_len())?;
+    check_len(op, "probs", probs_len, shape.probs_len())?;
+    if shape.kv_len == 0 {
+        out.fill(0.0);
+    }
+    Ok(shape.batch * shape.q_len * shape.kv_len > 0)
 }
 
 /// Checks the shape and the operands: `q` holds `H` heads at `Tq` positions, `k` and `v`

@@ -48,24 +48,31 @@ wide_fn! {
     pub(super) fn softmax_backward(ds: &mut [f32], p: &[f32], scale: f32) => softmax_backward_row
 }
 
-/// [`softmax_backward`]'s body, the dot product in sixteen partial sums (as the forward's).
+/// [`softmax_backward`]'s body.
 #[inline(always)]
 fn softmax_backward_row(seen: &mut [f32], p: &[f32], scale: f32) {
-    let mut partial = [0.0f32; 16];
-    let (mut d_chunks, mut p_chunks) = (seen.chunks_exact(16), p.chunks_exact(16));
-    for (d, p) in (&mut d_chunks).zip(&mut p_chunks) {
-        for ((sum, d), p) in partial.iter_mut().zip(d).zip(p) {
-            *sum += d * p;
-        }
-    }
-    let tail: f32 = (d_chunks.remainder().iter())
-        .zip(p_chunks.remainder())
-        .map(|(d, p)| d * p)
-        .sum();
-    let dot = partial.iter().sum::<f32>() + tail;
+    let dot = dot(seen, p);
     for (d, &p) in seen.iter_mut().zip(p) {
         *d = scale * p * (*d - dot);
     }
+}
+
+/// `Σ a ⊙ b` in sixteen partial sums, so that it vectorizes (one running sum is a chain of
+/// dependent additions).
+#[inline(always)]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut partial = [0.0f32; 16];
+    let (mut a_chunks, mut b_chunks) = (a.chunks_exact(16), b.chunks_exact(16));
+    for (a, b) in (&mut a_chunks).zip(&mut b_chunks) {
+        for ((s, a), b) in partial.iter_mut().zip(a).zip(b) {
+            *s += a * b;
+        }
+    }
+    let tail: f32 = (a_chunks.remainder().iter())
+        .zip(b_chunks.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    partial.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
