@@ -58,7 +58,8 @@ fn softmax_backward_row(seen: &mut [f32], p: &[f32], scale: f32) {
 }
 
 /// `Σ a ⊙ b` in sixteen partial sums, so that it vectorizes (one running sum is a chain of
-/// dependent additions).
+/// dependent additions), added up by halves: decoding takes one per cached key, where
+/// adding the sixteen one after another cost more than the products.
 #[inline(always)]
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut partial = [0.0f32; 16];
@@ -72,7 +73,14 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
         .zip(b_chunks.remainder())
         .map(|(a, b)| a * b)
         .sum();
-    partial.iter().sum::<f32>() + tail
+    let mut width = 16;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            partial[i] += partial[i + width];
+        }
+    }
+    partial[0] + tail
 }
 
 #[cfg(test)]
