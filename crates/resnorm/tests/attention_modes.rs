@@ -56,6 +56,7 @@ fn all_modes() -> Vec<Mode> {
     ] {
         all.push(Mode {
             name,
+            fused: name.contains("self"),
             shape,
             key_lengths,
         });
@@ -137,6 +138,7 @@ fn padding_is_neither_attended_nor_given_gradient() {
     let mut rng = Rng::new(7);
     let mode = Mode {
         name: "nan padding",
+        fused: false,
         shape: AttentionShape::new(3, 2, 9, 21, 16).grouped(1),
         key_lengths: Some(vec![21, 6, 0]),
     };

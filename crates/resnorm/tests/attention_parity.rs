@@ -34,6 +34,7 @@ fn mode(name: &'static str, f: &Fixture) -> Mode {
     let lengths = f.get("lengths").data.iter().map(|&l| l as usize).collect();
     Mode {
         name,
+        fused: name.contains("self"),
         shape,
         key_lengths: Some(lengths),
     }

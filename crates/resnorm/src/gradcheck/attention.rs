@@ -22,7 +22,8 @@ const STEP: f64 = 1e-4;
 /// Largest relative error accepted (see [`compare`]).
 const TOLERANCE: f64 = 1e-4;
 
-/// One mode of attention to check: a name, a shape and the valid keys per sequence.
+/// One mode of attention to check: a name, a shape, the valid keys per sequence and the
+/// layout of the operands.
 #[derive(Clone, Debug)]
 pub struct Mode {
     /// What the mode covers, e.g. `causal self grouped`.
@@ -31,13 +32,9 @@ pub struct Mode {
     pub shape: AttentionShape,
     /// Valid keys per sequence (all of them without).
     pub key_lengths: Option<Vec<usize>>,
-}
-
-impl Mode {
-    /// Whether queries and keys come from the same sequence (and so one fused buffer).
-    pub fn is_self(&self) -> bool {
-        self.shape.q_len == self.shape.kv_len && !self.name.contains("cross")
-    }
+    /// `q`, `k` and `v` in one fused buffer ([`Grads::Packed`], self-attention), rather than
+    /// `q` in one and `k`, `v` in another ([`Grads::Split`]); needs `q_len == kv_len`.
+    pub fused: bool,
 }
 
 /// Every mode, small and odd-sized: 2 sequences, heads of 3 features.
@@ -46,36 +43,43 @@ pub fn modes() -> Vec<Mode> {
     vec![
         Mode {
             name: "causal self",
+            fused: true,
             shape: base(7, 7).causal(),
             key_lengths: None,
         },
         Mode {
             name: "causal self padded grouped",
+            fused: true,
             shape: base(7, 7).causal().grouped(2),
             key_lengths: Some(vec![7, 4]),
         },
         Mode {
             name: "bidirectional self padded",
+            fused: true,
             shape: base(6, 6),
             key_lengths: Some(vec![6, 2]),
         },
         Mode {
             name: "bidirectional self grouped",
+            fused: true,
             shape: base(5, 5).grouped(1),
             key_lengths: None,
         },
         Mode {
             name: "cross padded grouped",
+            fused: false,
             shape: base(5, 9).grouped(2),
             key_lengths: Some(vec![9, 4]),
         },
         Mode {
             name: "cross with an empty source",
+            fused: false,
             shape: base(4, 6),
             key_lengths: Some(vec![0, 5]),
         },
         Mode {
             name: "causal cache (new queries last)",
+            fused: false,
             shape: base(3, 8).causal().grouped(2),
             key_lengths: Some(vec![8, 6]),
         },
@@ -202,7 +206,7 @@ impl Packed {
                 })
                 .collect()
         };
-        if mode.is_self() {
+        if mode.fused {
             let n = s.batch * s.q_len;
             let stride = qw + 2 * kw;
             Packed {
@@ -222,7 +226,7 @@ impl Packed {
     /// The kernels' views of `q`, `k`, `v`.
     pub fn views(&self, mode: &Mode) -> (Rows<'_>, Rows<'_>, Rows<'_>) {
         let s = &mode.shape;
-        let kv = if mode.is_self() {
+        let kv = if mode.fused {
             &self.first
         } else {
             &self.second
@@ -239,7 +243,7 @@ impl Packed {
     pub fn unpack(&self, mode: &Mode, first: &[f32], second: &[f32]) -> [Vec<f32>; 3] {
         let s = &mode.shape;
         let (qw, kw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        let kv = if mode.is_self() { first } else { second };
+        let kv = if mode.fused { first } else { second };
         let sources = [first, kv, kv];
         let counts = [s.batch * s.q_len, s.batch * s.kv_len, s.batch * s.kv_len];
         let widths = [qw, kw, kw];
@@ -269,7 +273,7 @@ pub fn run_kernels(
     attention_forward(&mut out, &mut probs, packed.views(mode), s, lengths)?;
     let mut first = vec![f32::NAN; packed.first.len()];
     let mut second = vec![f32::NAN; packed.second.len()];
-    let grads = match mode.is_self() {
+    let grads = match mode.fused {
         true => Grads::Packed(GradTarget::new(&mut first)),
         false => Grads::Split {
             dq: GradTarget::new(&mut first),

@@ -16,6 +16,7 @@ fn the_portable_path_from_nan_scratch_matches() {
     let mut all = modes();
     all.push(Mode {
         name: "causal self grouped 37",
+        fused: true,
         shape: super::AttentionShape::new(2, 4, 37, 37, 20)
             .causal()
             .grouped(2),
@@ -34,7 +35,7 @@ fn the_portable_path_from_nan_scratch_matches() {
             vec![0.0; packed.first.len()],
             vec![0.0; packed.second.len()],
         );
-        let grads = match mode.is_self() {
+        let grads = match mode.fused {
             true => Grads::Packed(GradTarget::new(&mut dq)),
             false => Grads::Split {
                 dq: GradTarget::new(&mut dq),
@@ -71,7 +72,7 @@ fn the_portable_path_from_nan_scratch_matches() {
         {
             let first = SharedColumns::new(&mut dq_p, views.0.row_stride);
             let second = SharedColumns::new(&mut dkv_p, views.1.row_stride);
-            let targets = match mode.is_self() {
+            let targets = match mode.fused {
                 true => [&first; 3],
                 false => [&first, &second, &second],
             };
