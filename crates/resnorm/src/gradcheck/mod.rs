@@ -17,6 +17,7 @@
 //! assert!(check.passed, "{check:?}");
 //! ```
 
+pub mod attention;
 pub mod batch_norm;
 pub mod gpt;
 pub mod layers;
@@ -95,6 +96,7 @@ pub fn all_checks() -> Vec<CheckResult> {
     results.extend(batch_norm::checks());
     results.extend(residual::checks());
     results.extend(layers::checks());
+    results.extend(attention::checks());
     results.extend(vision::checks());
     results.extend(resnet::checks());
     results.extend(gpt::checks());

@@ -18,6 +18,7 @@
 //! - hand-vectorized kernels run at the one instruction-set level of [`simd::level`].
 
 pub mod add_norm;
+pub mod attention;
 pub mod batch_norm;
 pub mod column_sums;
 pub mod conv3x3;

@@ -48,8 +48,7 @@
 use super::head::HeadActs;
 use super::unit::UnitActs;
 use super::{Gpt, Sublayer};
-use crate::kernels::{matmul_strided, MatDims, MatMut, MatRef};
-use crate::nn::attention::softmax;
+use crate::kernels::attention::{attention_decode, AttentionShape, Rows};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -215,9 +214,7 @@ impl<'m> Decoder<'m> {
 }
 
 /// Stores this token's key and value at `position`, then attends its query to the cached
-/// rows `0..=position`, head by head (heads shared between the threads), writing the heads'
-/// outputs side by side. Per head both steps are one-row products with the cached block:
-/// `scores = q · K[0..=t]ᵀ`, then `y = softmax(scale · scores) · V[0..=t]`.
+/// rows `0..=position` ([`attention_decode`]), writing the heads' outputs side by side.
 fn cached_attention(
     qkv: &[f32],
     (keys, values): (&mut [f32], &mut [f32]),
@@ -227,56 +224,17 @@ fn cached_attention(
     scores: &mut [f32],
 ) -> Result<()> {
     let width = out.len();
-    let d = width / heads;
-    let scale = 1.0 / (d as f32).sqrt();
+    let context = keys.len() / width;
     keys[position * width..][..width].copy_from_slice(&qkv[width..2 * width]);
     values[position * width..][..width].copy_from_slice(&qkv[2 * width..]);
-    let (keys, values) = (&*keys, &*values);
     let seen = position + 1;
-    let context = scores.len() / heads;
-    crate::threads::for_each_chunk_spinning(scores, context, &|h, scores| {
-        let scores = &mut scores[..seen];
-        let dims = MatDims {
-            m: 1,
-            k: d,
-            n: seen,
-        };
-        let (q, k) = (
-            head(qkv, width, h * d, false),
-            head(keys, width, h * d, true),
-        );
-        let scores_row = MatMut {
-            data: scores,
-            row_stride: seen,
-        };
-        matmul_strided(scores_row, q, k, dims, false)?;
-        softmax(scores, scale);
-        Ok(())
-    })?;
-    let scores = &*scores;
-    crate::threads::for_each_chunk_spinning(out, d, &|h, y| {
-        let p = head(&scores[h * context..], seen, 0, false);
-        let dims = MatDims {
-            m: 1,
-            k: seen,
-            n: d,
-        };
-        let v = head(values, width, h * d, false);
-        let y = MatMut {
-            data: y,
-            row_stride: d,
-        };
-        matmul_strided(y, p, v, dims, false)
-    })
-}
-
-/// A `[rows, d]` block starting at column `column` of rows `row_stride` apart.
-fn head(rows: &[f32], row_stride: usize, column: usize, transposed: bool) -> MatRef<'_> {
-    MatRef {
-        data: &rows[column..],
-        row_stride,
-        transposed,
-    }
+    let shape = AttentionShape::new(1, heads, 1, seen, width / heads).causal();
+    let (q, k, v) = (
+        Rows::new(qkv, 3 * width, 0, 1),
+        Rows::new(keys, width, 0, context),
+        Rows::new(values, width, 0, context),
+    );
+    attention_decode(out, &mut scores[..heads * seen], (q, k, v), &shape, None)
 }
 
 /// Samples `count` tokens after `prompt` (nonempty; only its last `context` tokens are
