@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::config::TrainConfig;
 use super::data::ImageSplits;
 use super::trainer::{EpochReport, Trainer};
-use crate::checkpoint::{read_tensors, write_json_atomic, write_tensors, TensorRef};
+use crate::checkpoint::{check_finite, read_tensors, write_json_atomic, write_tensors, TensorRef};
 use crate::data::image::Normalization;
 use crate::models::ImageClassifier;
 use crate::nn::{ImageShape, Param};
@@ -109,7 +109,8 @@ pub fn read_card(path: &Path) -> Result<(ModelCard, BTreeMap<String, Tensor>)> {
 }
 
 /// Copies `tensors` into `model`'s parameters and buffers by name, after checking that
-/// names and shapes match one to one (nothing is changed on a mismatch).
+/// names and shapes match one to one and every value is finite (nothing is changed on a
+/// mismatch).
 pub fn assign_model(
     path: &Path,
     model: &mut dyn ImageClassifier,
@@ -144,6 +145,9 @@ pub fn assign_model(
             path,
             format!("{} tensors for a model of {count}", tensors.len()),
         ));
+    }
+    for (name, tensor) in tensors {
+        check_finite(path, name, tensor.data())?;
     }
     for p in model.params_mut() {
         p.value.copy_from_slice(tensors[&p.name].data());
@@ -227,7 +231,8 @@ impl Trainer {
         }
         trainer.epoch = state.epoch;
         trainer.step = state.step;
-        trainer.rng = Rng::from_state(state.rng_state);
+        trainer.rng = Rng::from_state(state.rng_state)
+            .map_err(|e| format_error(&trainer_path, format!("`rng_state`: {e}")))?;
         trainer.history = state.history;
         Ok(trainer)
     }
