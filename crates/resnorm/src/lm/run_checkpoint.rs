@@ -122,6 +122,18 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
     let model_path = dir.join(MODEL_FILE);
     let checkpoint = read_tensors(&model_path)?;
     check_step(&model_path, checkpoint.metadata.get("step"), state.step)?;
+    // Sizes come from config.json: compare them with the values the file really holds before
+    // allocating a model of that size.
+    let stored: u64 = checkpoint.tensors.values().map(|t| t.len() as u64).sum();
+    let needed = config.num_params()?;
+    if needed != stored {
+        return Err(Error::Format {
+            path: model_path,
+            detail: format!(
+                "holds {stored} values, but the model of {CONFIG_FILE} has {needed} parameters"
+            ),
+        });
+    }
     let mut model = Gpt::new(config, 0)?;
     assign_params(&model_path, &checkpoint.tensors, &mut model.params_mut())?;
     Ok(SavedModel {

@@ -96,7 +96,8 @@ pub fn save_model(path: &Path, model: &dyn ImageClassifier, card: &ModelCard) ->
     write_tensors(path, &refs, &metadata)
 }
 
-/// Reads the card of the model file at `path`.
+/// Reads the card of the model file at `path`, checking its settings and that the file
+/// holds at least as many values as the model it describes has parameters.
 pub fn read_card(path: &Path) -> Result<(ModelCard, BTreeMap<String, Tensor>)> {
     let checkpoint = read_tensors(path)?;
     let card = checkpoint
@@ -105,6 +106,23 @@ pub fn read_card(path: &Path) -> Result<(ModelCard, BTreeMap<String, Tensor>)> {
         .ok_or_else(|| format_error(path, "no `card` metadata: not a resnorm vision model"))?;
     let card: ModelCard = serde_json::from_str(card)
         .map_err(|e| format_error(path, format!("unreadable model card: {e}")))?;
+    card.config
+        .validate()
+        .map_err(|e| format_error(path, format!("model card: {e}")))?;
+    // The card's sizes decide what `build` allocates: it must not exceed what the file holds
+    // (parameters plus BatchNorm statistics).
+    let stored: u64 = checkpoint.tensors.values().map(|t| t.len() as u64).sum();
+    let needed = card
+        .config
+        .model
+        .num_params(card.image, card.num_classes)
+        .map_err(|e| format_error(path, format!("model card: {e}")))?;
+    if needed > stored {
+        return Err(format_error(
+            path,
+            format!("holds {stored} values, but the model of its card has {needed} parameters"),
+        ));
+    }
     Ok((card, checkpoint.tensors))
 }
 
