@@ -6,6 +6,7 @@
 //! as one `error: ...` line on stderr; 130 `train` interrupted by Ctrl-C after saving.
 
 mod commands;
+mod memory;
 mod report;
 
 use clap::{Parser, Subcommand};

@@ -78,8 +78,11 @@ impl MemoryEstimate {
 }
 
 impl fmt::Display for MemoryEstimate {
-    /// `about 2.1 GiB (weights 0.5 GiB, activations 1.6 GiB)`.
+    /// `about 2.1 GiB (weights 0.5 GiB, activations 1.6 GiB)`; `about 2.1 GiB` without weights.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.weight_bytes == 0 {
+            return write!(f, "about {}", gib(self.total_bytes()));
+        }
         write!(
             f,
             "about {} (weights {}, activations {})",

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use resnorm::memory::Workload;
 use resnorm::vision::{
     load_image_splits, BatchReport, EpochReport, LrSchedule, ModelSpec, TrainConfig, Trainer,
 };
 use resnorm::Error;
+
+use crate::memory;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -194,9 +197,21 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
             )));
         }
     }
+    let shape = splits.train.shape;
+    let image = [shape.channels, shape.height, shape.width];
+    let classes = [&splits.train.labels, &splits.test.labels]
+        .iter()
+        .flat_map(|l| l.iter())
+        .max()
+        .map_or(0, |&m| m as usize + 1);
+    let estimate = |c: &TrainConfig| c.memory_estimate(image, classes, Workload::Train);
     let mut trainer = if args.resume {
-        Trainer::resume(&args.out, splits, Some(args.epochs))?
+        let trainer = Trainer::resume(&args.out, splits, Some(args.epochs))?;
+        // The model came from its file; the batch's activations are allocated later.
+        memory::check_fits("training", &estimate(trainer.config())?)?;
+        trainer
     } else {
+        memory::check_fits("training", &estimate(&config)?)?;
         Trainer::new(config, splits)?
     };
     let label = trainer.config().model.label();
