@@ -33,14 +33,17 @@ const HUGE: [u64; 6] = [
     1 << 31,
     0x7fff_fff0,
 ];
-/// Numbers written over digits in text formats.
-const HUGE_TEXT: [&str; 6] = [
+/// Numbers written over digits in text formats: overflowing, negative, fractional, and
+/// sizes that fit every type but no machine's memory.
+const HUGE_TEXT: [&str; 8] = [
     "18446744073709551615",
     "99999999999999999999999",
     "1099511627776",
     "-1",
     "1e39",
     "4294967296",
+    "1000000",
+    "65536",
 ];
 
 /// One mutation of `base`: one to three edits, some of them using bytes of `donors`.
