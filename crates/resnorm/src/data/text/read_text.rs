@@ -25,7 +25,7 @@ use crate::{Error, Result};
 /// Reads `path` as text: a file's contents, or a folder's files joined as described in the
 /// module documentation.
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = read_joined(path, &|file, bytes| {
+    let bytes = read_joined(path, |file, bytes| {
         utf8_checked(file, bytes).map(String::into_bytes)
     })?;
     // Valid UTF-8 pieces joined by "\n" are valid UTF-8.
@@ -35,12 +35,12 @@ pub fn read_text(path: &Path) -> Result<String> {
 /// Reads `path` as bytes, UTF-8 or not: a file's contents, or a folder's files joined as
 /// described in the module documentation.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    read_joined(path, &|_, bytes| Ok(bytes))
+    read_joined(path, |_, bytes| Ok(bytes))
 }
 
 /// A file's bytes, or a folder's files' bytes joined by `\n`, each file passed through
 /// `check` first.
-fn read_joined(path: &Path, check: &dyn Fn(&Path, Vec<u8>) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+fn read_joined(path: &Path, check: impl Fn(&Path, Vec<u8>) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
     let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if !metadata.is_dir() {
         return check(path, read_file(path)?);
