@@ -120,19 +120,24 @@ fn a_config_larger_than_its_checkpoint_is_refused_before_allocating() {
     trainer.save(&dir).unwrap();
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).unwrap();
-    for (width, expected) in [
-        (1u64 << 40, "overflow"),
-        (1 << 24, "but the model of config.json has"),
+    for (field, value, expected) in [
+        ("width", 1u64 << 40, "overflow"),
+        (
+            "width",
+            1 << 24,
+            "has shape [40, 16], the model of config.json [40, 16777216]",
+        ),
+        ("layers", 4000, "but the model of config.json has"),
     ] {
         let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        json["width"] = width.into();
+        json[field] = value.into();
         std::fs::write(&path, json.to_string()).unwrap();
         match load_checkpoint(&dir) {
             Err(Error::Format { path: p, detail }) => {
                 assert!(p == path || p == dir.join(MODEL_FILE), "{}", p.display());
                 assert!(detail.contains(expected), "{detail}");
             }
-            other => panic!("width {width}: {other:?}"),
+            other => panic!("{field} {value}: {other:?}"),
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();

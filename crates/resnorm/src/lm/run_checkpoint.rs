@@ -122,8 +122,26 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
     let model_path = dir.join(MODEL_FILE);
     let checkpoint = read_tensors(&model_path)?;
     check_step(&model_path, checkpoint.metadata.get("step"), state.step)?;
-    // Sizes come from config.json: compare them with the values the file really holds before
-    // allocating a model of that size.
+    // Sizes come from config.json: compare them with the tensors the file really holds
+    // before allocating a model of that size (the embeddings first, which name the sizes).
+    let embeddings = [
+        ("wte.weight", [config.vocab, config.width]),
+        ("wpe.weight", [config.context, config.width]),
+    ];
+    for (name, shape) in embeddings {
+        match checkpoint.tensors.get(name) {
+            Some(tensor) if tensor.shape() != shape => {
+                return Err(Error::Format {
+                    path: model_path,
+                    detail: format!(
+                        "tensor `{name}` has shape {:?}, the model of {CONFIG_FILE} {shape:?}",
+                        tensor.shape()
+                    ),
+                })
+            }
+            _ => {}
+        }
+    }
     let stored: u64 = checkpoint.tensors.values().map(|t| t.len() as u64).sum();
     let needed = config.num_params()?;
     if needed != stored {
