@@ -13,7 +13,10 @@
 //! Every file is written atomically (temporary file, `fsync`, rename). `state.json` comes
 //! last and the step is recorded in the model and optimizer files too, so a save that was
 //! interrupted half-way is detected when loading (the steps disagree) rather than resumed
-//! from a mixture. Loading reports a missing, truncated, corrupt or mismatched file by path.
+//! from a mixture. Loading reports a missing, truncated, corrupt or mismatched file by path;
+//! it compares the sizes of `config.json` with the tensors of `model.safetensors` before
+//! allocating the model, and refuses NaN or infinite weights and moments by tensor and
+//! position, and an all-zero data RNG state.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

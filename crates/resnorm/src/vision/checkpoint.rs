@@ -9,7 +9,9 @@
 //!
 //! Each file is written atomically, in the order model, optimizer, trainer; a resume checks
 //! that the optimizer's step count equals the trainer's, so a save interrupted between two
-//! files is refused rather than resumed from a mixture.
+//! files is refused rather than resumed from a mixture. Loading checks the model card's
+//! settings and sizes against the tensors before building the network, and refuses NaN or
+//! infinite values and an all-zero generator state.
 
 use std::collections::BTreeMap;
 use std::path::Path;
