@@ -1,5 +1,5 @@
 //! Sizes beyond the machine and values that would poison a run are one `error:` line and
-//! exit 2: huge widths, batches and benchmark shapes (checked before allocating), `bench
+//! exit 2: huge widths, batches, corpora and benchmark shapes (checked before allocating), `bench
 //! train --steps 0`, a checkpoint holding NaN, an IDX label of 200, a bad model name in a
 //! study; the byte tokenizer trains on bytes that are not UTF-8.
 
@@ -64,6 +64,14 @@ fn sizes_beyond_the_machine_are_refused_before_allocating() {
     let beyond = ["needs about", "GiB", "available on this machine"];
     assert_one_line_error(&train(&["--width", "1000000"]), &beyond);
     assert_one_line_error(&train(&["--batch", "100000000"]), &beyond);
+    assert_one_line_error(&train(&["--corpus-chars", "100000000000"]), &beyond);
+    assert_one_line_error(
+        &resnorm(
+            &["study", "--corpus-chars", "100000000000", "--out", "study"],
+            &dir,
+        ),
+        &beyond,
+    );
     assert_one_line_error(
         &resnorm(&["bench", "norms", "--shape", "100000000x100000000"], &dir),
         &beyond,

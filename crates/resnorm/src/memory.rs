@@ -122,7 +122,7 @@ pub fn sum(what: &str, terms: &[u64]) -> Result<u64> {
 
 fn overflow(what: &str, values: &[u64]) -> Error {
     Error::Config(format!(
-        "the {what} overflow 64 bits (from the sizes {values:?}): far beyond any machine"
+        "computing the {what} overflows 64 bits (from the sizes {values:?}): far beyond any machine"
     ))
 }
 

@@ -2,6 +2,7 @@
 //! are errors, and a checkpoint whose config describes a larger model than its file holds is
 //! refused before anything of that size is allocated.
 
+use resnorm::data::text::Corpus;
 use resnorm::kernels::NormKind;
 use resnorm::lm::{load_checkpoint, load_data, TrainConfig, Trainer, CONFIG_FILE, MODEL_FILE};
 use resnorm::memory::Workload;
@@ -98,6 +99,15 @@ fn estimates_grow_with_the_batch_and_overflow_is_an_error() {
         .unwrap()
         .total_bytes();
     assert!(bytes > 1 << 44, "{bytes}");
+}
+
+#[test]
+fn a_corpus_beyond_any_machine_is_an_error() {
+    assert!(Corpus::memory_estimate(usize::MAX).is_err());
+    let big = Corpus::memory_estimate(100_000_000_000).unwrap();
+    assert_eq!(big.total_bytes(), 1_600_000_000_000);
+    let error = Corpus::generate(0, usize::MAX).unwrap_err().to_string();
+    assert!(error.contains("cannot hold"), "{error}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use resnorm::data::text::Corpus;
 use resnorm::kernels::NormKind;
 use resnorm::lm::{
     load_checkpoint, load_data, Evaluation, MetricsLog, MetricsRecord, TokenizerKind, TrainConfig,
@@ -176,6 +177,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut trainer = match &args.resume {
         Some(dir) => Trainer::resume(dir, config)?,
         None => {
+            if config.data.is_none() {
+                let corpus = Corpus::memory_estimate(config.corpus_chars)?;
+                memory::check_fits("the built-in corpus", &corpus)?;
+            }
             let data = load_data(&config, None)?;
             let model = config.gpt_config(data.tokenizer.vocab_size());
             memory::check_fits(
