@@ -6,7 +6,7 @@ use resnorm::data::text::Corpus;
 use resnorm::kernels::NormKind;
 use resnorm::lm::{load_checkpoint, load_data, TrainConfig, Trainer, CONFIG_FILE, MODEL_FILE};
 use resnorm::memory::Workload;
-use resnorm::models::gpt::{Gpt, GptConfig, Placement};
+use resnorm::models::gpt::{generate, Gpt, GptConfig, Placement, Sampling};
 use resnorm::nn::ImageShape;
 use resnorm::rng::Rng;
 use resnorm::vision::ModelSpec;
@@ -108,6 +108,31 @@ fn a_corpus_beyond_any_machine_is_an_error() {
     assert_eq!(big.total_bytes(), 1_600_000_000_000);
     let error = Corpus::generate(0, usize::MAX).unwrap_err().to_string();
     assert!(error.contains("cannot hold"), "{error}");
+}
+
+#[test]
+fn sampling_more_tokens_than_any_machine_holds_is_an_error() {
+    let config = GptConfig {
+        layers: 1,
+        heads: 2,
+        width: 8,
+        context: 4,
+        vocab: 5,
+        ..GptConfig::default()
+    };
+    let model = Gpt::new(config, 0).unwrap();
+    let sampling = Sampling {
+        temperature: 1.0,
+        top_k: 0,
+    };
+    let error = generate(&model, &[1, 2], usize::MAX, sampling, &mut Rng::new(0)).unwrap_err();
+    assert!(error.to_string().contains("cannot hold"), "{error}");
+    assert_eq!(
+        generate(&model, &[1, 2], 6, sampling, &mut Rng::new(0))
+            .unwrap()
+            .len(),
+        6
+    );
 }
 
 #[test]
