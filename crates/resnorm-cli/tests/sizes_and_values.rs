@@ -84,6 +84,10 @@ fn sizes_beyond_the_machine_are_refused_before_allocating() {
         &resnorm(&["bench", "train", "--steps", "0"], &dir),
         &["--steps must be at least 1"],
     );
+    assert_one_line_error(
+        &resnorm(&["--threads", "1000000", "bench", "norms"], &dir),
+        &["at most 1024"],
+    );
     assert!(!dir.join("run").exists(), "nothing was written");
     std::fs::remove_dir_all(&dir).unwrap();
 }
