@@ -7,6 +7,7 @@
 //! SIGTERM after saving its checkpoint.
 
 mod commands;
+mod memory;
 mod report;
 mod signals;
 

@@ -291,9 +291,9 @@ pub fn save_params<P: Borrow<Param>>(
 
 /// Reads the checkpoint at `path` into `params` (by name) and returns its metadata.
 ///
-/// Every parameter must find a tensor of its own shape and every tensor a parameter;
-/// otherwise an [`Error::Format`] names the tensor and the shapes, and no parameter is
-/// changed.
+/// Every parameter must find a tensor of its own shape and every tensor a parameter, and
+/// every value must be finite; otherwise an [`Error::Format`] names the tensor (and the
+/// shapes, or the position of the first non-finite value), and no parameter is changed.
 pub fn load_params<P: BorrowMut<Param>>(
     path: impl AsRef<Path>,
     params: &mut [P],
@@ -305,7 +305,7 @@ pub fn load_params<P: BorrowMut<Param>>(
 }
 
 /// Copies `tensors` into `params` by name, after checking that they match one to one with
-/// equal shapes. `source` names where the tensors came from, for the error.
+/// equal shapes and finite values. `source` names where the tensors came from, for the error.
 pub fn assign_params<P: BorrowMut<Param>>(
     source: &Path,
     tensors: &BTreeMap<String, Tensor>,
@@ -338,11 +338,32 @@ pub fn assign_params<P: BorrowMut<Param>>(
             "unexpected tensor `{extra}`: no parameter has that name"
         )));
     }
+    for param in params.iter() {
+        let name = &param.borrow().name;
+        check_finite(source, name, tensors[name].data())?;
+    }
     for param in params.iter_mut() {
         let param = param.borrow_mut();
         param.value.copy_from_slice(tensors[&param.name].data());
     }
     Ok(())
+}
+
+/// Checks that every value of the tensor `name` read from `source` is finite.
+///
+/// Saved weights or optimizer moments holding NaN or infinity would evaluate to a NaN loss
+/// or poison every later step; refusing them names the first bad value instead.
+pub fn check_finite(source: &Path, name: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(Error::Format {
+            path: source.to_path_buf(),
+            detail: format!(
+                "tensor `{name}` holds {} at flat index {index}",
+                values[index]
+            ),
+        }),
+    }
 }
 
 /// Writes `bytes` to `path` atomically (see the [module docs](self)).

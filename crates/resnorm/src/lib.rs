@@ -24,6 +24,7 @@ pub mod error;
 pub mod gradcheck;
 pub mod kernels;
 pub mod lm;
+pub mod memory;
 pub mod models;
 pub mod nn;
 pub mod optim;

@@ -10,7 +10,11 @@
 //! assert_eq!(a.next_u64(), b.next_u64());
 //! let u = a.uniform();
 //! assert!((0.0..1.0).contains(&u));
+//! // An all-zero state would return 0 forever: refused.
+//! assert!(Rng::from_state([0; 4]).is_err());
 //! ```
+
+use crate::{Error, Result};
 
 /// xoshiro256** state. Copy it to save it; equal states give equal streams.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,9 +38,16 @@ impl Rng {
         }
     }
 
-    /// Rebuilds a generator from [`Rng::state`].
-    pub fn from_state(state: [u64; 4]) -> Self {
-        Rng { state }
+    /// Rebuilds a generator from [`Rng::state`]. The all-zero state, which xoshiro never
+    /// reaches and never leaves, is an error (a corrupted checkpoint, not a seed).
+    pub fn from_state(state: [u64; 4]) -> Result<Self> {
+        if state == [0; 4] {
+            return Err(Error::invalid(
+                "Rng::from_state",
+                "the generator state is all zeros, which would only ever produce 0",
+            ));
+        }
+        Ok(Rng { state })
     }
 
     /// The four state words, for checkpoints.
@@ -132,7 +143,7 @@ mod tests {
     fn state_round_trips() {
         let mut a = Rng::new(3);
         a.next_u64();
-        let mut b = Rng::from_state(a.state());
+        let mut b = Rng::from_state(a.state()).unwrap();
         assert_eq!(a.next_u64(), b.next_u64());
     }
 }

@@ -12,6 +12,8 @@
 //! ```
 //! let n = resnorm::threads::num_threads();
 //! assert!(n >= 1);
+//! // Refused before any thread starts:
+//! assert!(resnorm::threads::set_threads(resnorm::threads::MAX_THREADS + 1).is_err());
 //! ```
 
 use crate::{Error, Result};
@@ -22,6 +24,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 static POOL: OnceLock<ThreadPool> = OnceLock::new();
+
+/// Most threads [`set_threads`] accepts: more is a typo, not a machine, and every thread
+/// costs a stack (a million of them took minutes to start before failing).
+pub const MAX_THREADS: usize = 1024;
 
 fn build(threads: usize) -> Result<ThreadPool> {
     ThreadPoolBuilder::new()
@@ -42,6 +48,11 @@ pub fn set_threads(threads: usize) -> Result<()> {
         return Err(Error::Threads(
             "the number of threads must be at least 1".into(),
         ));
+    }
+    if threads > MAX_THREADS {
+        return Err(Error::Threads(format!(
+            "the number of threads must be at most {MAX_THREADS}, got {threads}"
+        )));
     }
     let mut built_here = false;
     let pool = POOL.get_or_init(|| {

@@ -11,7 +11,10 @@ use std::process::ExitCode;
 
 use resnorm::data::text::Tokenizer;
 use resnorm::lm::{check_fits_context, evaluate, load_checkpoint, load_data};
+use resnorm::memory::Workload;
 use resnorm::Result;
+
+use crate::memory;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,6 +42,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let context = saved.model.config().context;
     check_fits_context(&data.dataset, context)?;
     let batch = args.batch.unwrap_or(settings.batch);
+    memory::check_fits(
+        "evaluation",
+        &saved
+            .model
+            .config()
+            .memory_estimate(batch, Workload::Evaluate)?,
+    )?;
     let eval = evaluate(&mut saved.model, &data.dataset, batch, None)?;
     let per_char = !matches!(saved.tokenizer, Tokenizer::Gpt2);
     if args.json {

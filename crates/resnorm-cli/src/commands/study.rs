@@ -5,7 +5,7 @@
 
 use crate::report;
 use indicatif::{ProgressBar, ProgressStyle};
-use resnorm::data::text::read_text;
+use resnorm::data::text::{read_text, Corpus};
 use resnorm::study::{
     evaluate, run_study, work_units, write_atomically, Plan, Preset, Progress, Status, StudyData,
 };
@@ -36,7 +36,11 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
     let plan = Plan::preset(args.preset);
     let data = match &args.data {
         Some(path) => StudyData::from_text(&path.display().to_string(), &read_text(path)?)?,
-        None => StudyData::built_in(plan.seed, args.corpus_chars)?,
+        None => {
+            let corpus = Corpus::memory_estimate(args.corpus_chars)?;
+            crate::memory::check_fits("the built-in corpus", &corpus)?;
+            StudyData::built_in(plan.seed, args.corpus_chars)?
+        }
     };
     let specs = plan.specs();
     let bar = ProgressBar::new(specs.iter().map(work_units).sum());

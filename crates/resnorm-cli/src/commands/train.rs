@@ -21,16 +21,19 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use resnorm::data::text::Corpus;
 use resnorm::kernels::NormKind;
 use resnorm::lm::{
     load_checkpoint, load_data, Evaluation, MetricsLog, MetricsRecord, TokenizerKind, TrainConfig,
     Trainer,
 };
+use resnorm::memory::Workload;
 use resnorm::models::gpt::{generate, Placement, Sampling};
 use resnorm::rng::Rng;
 use resnorm::{Error, Result};
 
 use super::run_dir;
+use crate::memory;
 use crate::signals::Stop;
 
 /// Exit code of a run stopped by a NaN or infinite loss.
@@ -219,8 +222,29 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let config = args.settings()?;
     let mut trainer = match &args.resume {
         Some(dir) => Trainer::resume(dir, config)?,
-        None => Trainer::new(config.clone(), load_data(&config, None)?)?,
+        None => {
+            if config.data.is_none() {
+                let corpus = Corpus::memory_estimate(config.corpus_chars)?;
+                memory::check_fits("the built-in corpus", &corpus)?;
+            }
+            let data = load_data(&config, None)?;
+            let model = config.gpt_config(data.tokenizer.vocab_size());
+            memory::check_fits(
+                "training",
+                &model.memory_estimate(config.batch, Workload::Train)?,
+            )?;
+            Trainer::new(config.clone(), data)?
+        }
     };
+    // A resumed model came from its file; its batch's activations are allocated at the
+    // first step, after this check.
+    memory::check_fits(
+        "training",
+        &trainer
+            .model()
+            .config()
+            .memory_estimate(trainer.config().batch, Workload::Train)?,
+    )?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let mut log = MetricsLog::open(&out.join("metrics.jsonl"), trainer.steps_taken())?;
     let stop = Stop::install()?;

@@ -5,7 +5,8 @@
 //! - A file ending in `.bin`, or a folder whose visible files all end in `.bin`: token files
 //!   (nanoGPT raw `uint16` or llm.c shards, see [`read_token_file`]), a folder's files
 //!   concatenated in file-name order. Their ids must fit the tokenizer's vocabulary.
-//! - Anything else: UTF-8 text ([`read_text`]; a file, or a folder's files joined by `"\n"`).
+//! - Anything else: UTF-8 text ([`read_text`]; a file, or a folder's files joined by `"\n"`),
+//!   or, for the byte tokenizer, any bytes ([`read_bytes`]).
 //!
 //! The tokenizer is the checkpoint's when resuming or evaluating; otherwise it is built from
 //! the kind asked for (a character vocabulary from the whole text, training and validation
@@ -15,7 +16,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::text::{
-    read_text, read_token_file, Corpus, TokenDataset, Tokenizer, DEFAULT_VALIDATION_FRACTION,
+    read_bytes, read_text, read_token_file, Corpus, TokenDataset, Tokenizer,
+    DEFAULT_VALIDATION_FRACTION,
 };
 use crate::{Error, Result};
 
@@ -43,13 +45,19 @@ pub fn load_data(config: &TrainConfig, tokenizer: Option<&Tokenizer>) -> Result<
             let corpus = Corpus::generate(CORPUS_SEED, config.corpus_chars)?;
             (Source::Text(corpus.text), Some(corpus.nats_per_char))
         }
-        Some(path) => (read_source(path)?, None),
+        Some(path) => {
+            let any_bytes = match tokenizer {
+                Some(t) => matches!(t, Tokenizer::Byte),
+                None => config.tokenizer == TokenizerKind::Byte,
+            };
+            (read_source(path, any_bytes)?, None)
+        }
     };
     let tokenizer = match tokenizer {
         Some(t) => t.clone(),
         None => match (config.tokenizer, &source) {
             (TokenizerKind::Char, Source::Text(text)) => Tokenizer::char_level(text)?,
-            (TokenizerKind::Char, Source::Tokens(..)) => {
+            (TokenizerKind::Char, Source::Tokens(..) | Source::Bytes(_)) => {
                 return Err(Error::Config(
                     "token files need the byte or gpt2 tokenizer: a character vocabulary can only be built from text"
                         .into(),
@@ -61,6 +69,7 @@ pub fn load_data(config: &TrainConfig, tokenizer: Option<&Tokenizer>) -> Result<
     };
     let tokens = match source {
         Source::Text(text) => tokenizer.encode(&text)?,
+        Source::Bytes(bytes) => bytes.into_iter().map(u32::from).collect(),
         Source::Tokens(tokens, path) => {
             let vocab = tokenizer.vocab_size();
             if let Some(i) = tokens.iter().position(|&t| t as usize >= vocab) {
@@ -102,13 +111,20 @@ pub fn check_fits_context(dataset: &TokenDataset, context: usize) -> Result<()> 
 
 enum Source {
     Text(String),
+    /// Text that need not be UTF-8, for the byte tokenizer.
+    Bytes(Vec<u8>),
     Tokens(Vec<u32>, PathBuf),
 }
 
-fn read_source(path: &Path) -> Result<Source> {
+/// Token files, or text: raw bytes when `any_bytes`, else UTF-8.
+fn read_source(path: &Path, any_bytes: bool) -> Result<Source> {
     let token_files = token_files(path)?;
     if token_files.is_empty() {
-        return Ok(Source::Text(read_text(path)?));
+        return Ok(if any_bytes {
+            Source::Bytes(read_bytes(path)?)
+        } else {
+            Source::Text(read_text(path)?)
+        });
     }
     let mut tokens = Vec::new();
     for file in &token_files {

@@ -15,7 +15,9 @@
 //!
 //! The manifest binds every file to the step, and the model, optimizer and state files record
 //! it too: loading checks them all, so a torn or damaged set is refused with the file's path
-//! rather than resumed from a mixture.
+//! rather than resumed from a mixture. Loading also compares the sizes of `config.json` with
+//! the tensors of `model.safetensors` before allocating the model, and refuses NaN or
+//! infinite weights and moments by tensor and position, and an all-zero data RNG state.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -133,12 +135,39 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
     let checkpoint = set.read_tensors(MODEL_FILE)?;
     let step = checkpoint.metadata.get("step").and_then(|s| s.parse().ok());
     set.check_step(MODEL_FILE, step)?;
+    let model_path = set.dir().join(MODEL_FILE);
+    // Sizes come from config.json: compare them with the tensors the file really holds
+    // before allocating a model of that size (the embeddings first, which name the sizes).
+    let embeddings = [
+        ("wte.weight", [config.vocab, config.width]),
+        ("wpe.weight", [config.context, config.width]),
+    ];
+    for (name, shape) in embeddings {
+        match checkpoint.tensors.get(name) {
+            Some(tensor) if tensor.shape() != shape => {
+                return Err(Error::Format {
+                    path: model_path,
+                    detail: format!(
+                        "tensor `{name}` has shape {:?}, the model of {CONFIG_FILE} {shape:?}",
+                        tensor.shape()
+                    ),
+                })
+            }
+            _ => {}
+        }
+    }
+    let stored: u64 = checkpoint.tensors.values().map(|t| t.len() as u64).sum();
+    let needed = config.num_params()?;
+    if needed != stored {
+        return Err(Error::Format {
+            path: model_path,
+            detail: format!(
+                "holds {stored} values, but the model of {CONFIG_FILE} has {needed} parameters"
+            ),
+        });
+    }
     let mut model = Gpt::new(config, 0)?;
-    assign_params(
-        &set.dir().join(MODEL_FILE),
-        &checkpoint.tensors,
-        &mut model.params_mut(),
-    )?;
+    assign_params(&model_path, &checkpoint.tensors, &mut model.params_mut())?;
     Ok(SavedModel {
         model,
         tokenizer,

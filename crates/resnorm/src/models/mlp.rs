@@ -98,6 +98,31 @@ pub struct MlpConfig {
     pub residual: bool,
 }
 
+impl MlpConfig {
+    /// Exactly the number of parameters [`Mlp::new`] allocates, or an error when it overflows
+    /// 64 bits.
+    pub fn num_params(&self) -> crate::Result<u64> {
+        use crate::memory::{product, sum};
+        let what = "mlp's parameters";
+        let [i, d, w, k] =
+            [self.in_features, self.depth, self.width, self.num_classes].map(|x| x as u64);
+        let norm = match self.norm {
+            MlpNorm::Layer | MlpNorm::Batch => product(what, &[2, w])?,
+            MlpNorm::Rms => w,
+            MlpNorm::None => 0,
+        };
+        let block = sum(what, &[product(what, &[w, w])?, w, norm])?;
+        sum(
+            what,
+            &[
+                product(what, &[sum(what, &[i, 1])?, w])?,
+                product(what, &[d, block])?,
+                product(what, &[sum(what, &[w, 1])?, k])?,
+            ],
+        )
+    }
+}
+
 /// One block's normalization with its saved statistics.
 #[derive(Clone, Debug)]
 enum BlockNorm {

@@ -31,7 +31,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::checkpoint::{read_tensors, write_atomic_with, Checkpoint, TensorFile, TensorRef};
+use crate::checkpoint::{
+    check_finite, read_tensors, write_atomic_with, Checkpoint, TensorFile, TensorRef,
+};
 use crate::nn::Param;
 use crate::{Error, Result, Tensor};
 
@@ -84,7 +86,8 @@ impl OptimizerState {
     /// Reads a state written by [`OptimizerState::save`].
     ///
     /// Besides the errors of [`read_tensors`], a file without the `optimizer`, `step` or
-    /// `params` metadata, or with unparsable values there, is an [`Error::Format`].
+    /// `params` metadata, with unparsable values there, or with a NaN or infinite value in a
+    /// buffer is an [`Error::Format`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         Self::from_checkpoint(path, read_tensors(path)?)
@@ -113,6 +116,9 @@ impl OptimizerState {
                 "metadata `params` is not a JSON list of names: {e}"
             ))
         })?;
+        for (name, tensor) in &checkpoint.tensors {
+            check_finite(path, name, tensor.data())?;
+        }
         Ok(OptimizerState {
             optimizer,
             step,

@@ -13,7 +13,9 @@
 //! ```
 //!
 //! The set appears complete or not at all; loading checks every file against the manifest
-//! and the step recorded in each of the three files, so a torn set is refused by file.
+//! and the step recorded in each of the three files, so a torn set is refused by file. It
+//! also checks the model card's settings and sizes against the tensors before building the
+//! network, and refuses NaN or infinite values and an all-zero generator state.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::config::TrainConfig;
 use super::data::ImageSplits;
 use super::trainer::{EpochProgress, EpochReport, Trainer};
-use crate::checkpoint::{TensorFile, TensorRef};
+use crate::checkpoint::{check_finite, TensorFile, TensorRef};
 use crate::checkpoint_set::{save_set, CheckpointSet};
 use crate::data::image::Normalization;
 use crate::models::ImageClassifier;
@@ -99,7 +101,8 @@ fn model_tensors(model: &dyn ImageClassifier) -> OwnedTensors {
     tensors
 }
 
-/// The card and tensors of the model file of `set`, its step checked.
+/// The card and tensors of the model file of `set`, its step checked, its settings checked,
+/// and that the file holds at least as many values as the model it describes has parameters.
 fn read_card(set: &CheckpointSet) -> Result<(ModelCard, BTreeMap<String, Tensor>)> {
     let path = set.dir().join(MODEL_FILE);
     let checkpoint = set.read_tensors(MODEL_FILE)?;
@@ -111,11 +114,29 @@ fn read_card(set: &CheckpointSet) -> Result<(ModelCard, BTreeMap<String, Tensor>
         .ok_or_else(|| format_error(&path, "no `card` metadata: not a resnorm vision model"))?;
     let card: ModelCard = serde_json::from_str(card)
         .map_err(|e| format_error(&path, format!("unreadable model card: {e}")))?;
+    card.config
+        .validate()
+        .map_err(|e| format_error(&path, format!("model card: {e}")))?;
+    // The card's sizes decide what `build` allocates: it must not exceed what the file holds
+    // (parameters plus BatchNorm statistics).
+    let stored: u64 = checkpoint.tensors.values().map(|t| t.len() as u64).sum();
+    let needed = card
+        .config
+        .model
+        .num_params(card.image, card.num_classes)
+        .map_err(|e| format_error(&path, format!("model card: {e}")))?;
+    if needed > stored {
+        return Err(format_error(
+            &path,
+            format!("holds {stored} values, but the model of its card has {needed} parameters"),
+        ));
+    }
     Ok((card, checkpoint.tensors))
 }
 
 /// Copies `tensors` into `model`'s parameters and buffers by name, after checking that
-/// names and shapes match one to one (nothing is changed on a mismatch).
+/// names and shapes match one to one and every value is finite (nothing is changed on a
+/// mismatch).
 pub fn assign_model(
     path: &Path,
     model: &mut dyn ImageClassifier,
@@ -150,6 +171,9 @@ pub fn assign_model(
             path,
             format!("{} tensors for a model of {count}", tensors.len()),
         ));
+    }
+    for (name, tensor) in tensors {
+        check_finite(path, name, tensor.data())?;
     }
     for p in model.params_mut() {
         p.value.copy_from_slice(tensors[&p.name].data());
@@ -243,8 +267,15 @@ impl Trainer {
         set.check_step(TRAINER_FILE, Some(state.step))?;
         trainer.epoch = state.epoch;
         trainer.step = state.step;
-        trainer.rng = Rng::from_state(state.rng_state);
+        trainer.rng = Rng::from_state(state.rng_state).map_err(|e| {
+            format_error(&set.dir().join(TRAINER_FILE), format!("`rng_state`: {e}"))
+        })?;
         trainer.history = state.history;
+        if let Some(progress) = &state.progress {
+            Rng::from_state(progress.order_rng).map_err(|e| {
+                format_error(&set.dir().join(TRAINER_FILE), format!("`order_rng`: {e}"))
+            })?;
+        }
         trainer.progress = state.progress;
         trainer.threads_saved = state.threads;
         Ok(trainer)

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::memory::{product, sum, MemoryEstimate, Workload};
 use crate::models::mlp::{Mlp, MlpConfig, MlpNorm};
 use crate::models::resnet::{ResNet, ResNetConfig, Stem};
 use crate::models::ImageClassifier;
@@ -52,6 +53,79 @@ impl ModelSpec {
                 format!("mlp-d{depth}-{norm}-{skip}")
             }
         }
+    }
+
+    /// Exactly the number of parameters of the network [`ModelSpec::build`] makes for
+    /// `[channels, height, width]` images and `num_classes` classes; an error for an unknown
+    /// model or sizes that overflow.
+    pub fn num_params(&self, image: [usize; 3], num_classes: usize) -> Result<u64> {
+        match self {
+            ModelSpec::Resnet {
+                arch, small_stem, ..
+            } => {
+                let mut config = ResNetConfig::named(arch, image[0], num_classes)?;
+                if *small_stem {
+                    config.stem = Stem::Small;
+                }
+                config.num_params()
+            }
+            ModelSpec::Mlp {
+                depth,
+                width,
+                norm,
+                residual,
+            } => MlpConfig {
+                in_features: product("mlp's input features", &image.map(|x| x as u64))?
+                    .try_into()
+                    .map_err(|_| Error::Config(format!("images of {image:?} are too large")))?,
+                depth: *depth,
+                width: *width,
+                num_classes,
+                norm: norm.parse::<MlpNorm>()?,
+                residual: *residual,
+            }
+            .num_params(),
+        }
+    }
+
+    /// Floats of activations and gradients one image keeps through a forward and backward
+    /// pass: an upper bound counted from the layers' buffers (for a ResNet, 24 maps of each
+    /// block's output size and the stem's 7x7 unfolding; for an MLP, 8 per hidden unit).
+    fn activations_per_image(&self, image: [usize; 3], num_classes: usize) -> Result<u64> {
+        let what = "activation sizes";
+        let [c, h, w] = image.map(|x| x as u64);
+        let k = num_classes as u64;
+        let base = sum(
+            what,
+            &[product(what, &[2, c, h, w])?, product(what, &[3, k])?],
+        )?;
+        let body = match self {
+            ModelSpec::Resnet { arch, .. } => {
+                let config = ResNetConfig::named(arch, image[0], num_classes)?;
+                // The stem unfolds up to 7x7 windows of every input channel at full size.
+                let mut floats = product(what, &[c, 49, h, w])?;
+                let first = config.stage_channels.first().copied().unwrap_or(0) as u64;
+                floats = sum(what, &[floats, product(what, &[6, first, h, w])?])?;
+                let (mut sh, mut sw) = (h, w);
+                for (stage, (&blocks, &channels)) in config
+                    .stage_blocks
+                    .iter()
+                    .zip(&config.stage_channels)
+                    .enumerate()
+                {
+                    if stage > 0 {
+                        (sh, sw) = (sh.div_ceil(2), sw.div_ceil(2));
+                    }
+                    let block = product(what, &[24, channels as u64, sh, sw])?;
+                    floats = sum(what, &[floats, product(what, &[blocks as u64, block])?])?;
+                }
+                floats
+            }
+            ModelSpec::Mlp { depth, width, .. } => {
+                product(what, &[8, sum(what, &[*depth as u64, 1])?, *width as u64])?
+            }
+        };
+        sum(what, &[base, body])
     }
 
     /// Builds the network for images of shape `image` (batch ignored) and `num_classes`
@@ -212,6 +286,25 @@ impl TrainConfig {
             return bad("train and test limits must be at least 1 image".to_string());
         }
         Ok(())
+    }
+
+    /// The memory training (values, gradients, SGD momentum; activations of one batch) or
+    /// evaluating (no momentum) this run's network needs for `[channels, height, width]`
+    /// images and `num_classes` classes; see [`crate::memory`].
+    pub fn memory_estimate(
+        &self,
+        image: [usize; 3],
+        num_classes: usize,
+        workload: Workload,
+    ) -> Result<MemoryEstimate> {
+        let parameters = self.model.num_params(image, num_classes)?;
+        let per_image = self.model.activations_per_image(image, num_classes)?;
+        let activations = product("activation sizes", &[self.batch_size as u64, per_image])?;
+        let per_parameter = match workload {
+            Workload::Evaluate => 2,
+            Workload::Train => 3,
+        };
+        MemoryEstimate::new(parameters, per_parameter, activations)
     }
 
     /// The learning rate at `step` of a run of `steps_per_epoch` steps per epoch.

@@ -176,41 +176,75 @@ fn run_config(study: &StudyConfig, model: ModelSpec, epochs: usize) -> TrainConf
     }
 }
 
-/// Runs the whole study on `splits`, reporting progress to `on_event`.
+impl StudyConfig {
+    /// The settings of every run, residual panel first, then the feed-forward panel (for
+    /// each depth: layer norm and none, each with and without skips).
+    fn runs(&self) -> (Vec<TrainConfig>, Vec<TrainConfig>) {
+        let resnets = self
+            .resnet_models
+            .iter()
+            .map(|arch| {
+                let model = ModelSpec::Resnet {
+                    arch: arch.clone(),
+                    small_stem: false,
+                    zero_init_residual: false,
+                };
+                TrainConfig {
+                    train_limit: self.resnet_train_limit,
+                    crop_padding: self.resnet_crop_padding,
+                    flip: self.resnet_flip,
+                    ..run_config(self, model, self.resnet_epochs)
+                }
+            })
+            .collect();
+        let mut mlps = Vec::new();
+        for &depth in &self.mlp_depths {
+            for norm in ["layer", "none"] {
+                for residual in [true, false] {
+                    let model = ModelSpec::Mlp {
+                        depth,
+                        width: self.mlp_width,
+                        norm: norm.to_string(),
+                        residual,
+                    };
+                    mlps.push(TrainConfig {
+                        lr: self.mlp_lr,
+                        train_limit: self.mlp_train_limit,
+                        ..run_config(self, model, self.mlp_epochs)
+                    });
+                }
+            }
+        }
+        (resnets, mlps)
+    }
+
+    /// Checks the settings of every run (model names among them), so that a bad one is
+    /// refused before hours of training the ones before it.
+    pub fn validate(&self) -> Result<()> {
+        let (resnets, mlps) = self.runs();
+        resnets
+            .iter()
+            .chain(&mlps)
+            .try_for_each(TrainConfig::validate)
+    }
+}
+
+/// Runs the whole study on `splits`, reporting progress to `on_event`; every run's settings
+/// are checked ([`StudyConfig::validate`]) before the first starts.
 pub fn run_study(
     splits: &ImageSplits,
     study: &StudyConfig,
     on_event: &mut dyn FnMut(StudyEvent),
 ) -> Result<StudyResults> {
+    study.validate()?;
+    let (resnet_runs, mlp_runs) = study.runs();
     let mut resnets = Vec::new();
-    for arch in &study.resnet_models {
-        let model = ModelSpec::Resnet {
-            arch: arch.clone(),
-            small_stem: false,
-            zero_init_residual: false,
-        };
-        let mut config = run_config(study, model, study.resnet_epochs);
-        config.train_limit = study.resnet_train_limit;
-        config.crop_padding = study.resnet_crop_padding;
-        config.flip = study.resnet_flip;
+    for config in resnet_runs {
         resnets.push(residual_run(splits, study, config, on_event)?);
     }
     let mut mlps = Vec::new();
-    for &depth in &study.mlp_depths {
-        for norm in ["layer", "none"] {
-            for residual in [true, false] {
-                let model = ModelSpec::Mlp {
-                    depth,
-                    width: study.mlp_width,
-                    norm: norm.to_string(),
-                    residual,
-                };
-                let mut config = run_config(study, model, study.mlp_epochs);
-                config.lr = study.mlp_lr;
-                config.train_limit = study.mlp_train_limit;
-                mlps.push(feed_forward_run(splits, study, config, on_event)?);
-            }
-        }
+    for config in mlp_runs {
+        mlps.push(feed_forward_run(splits, study, config, on_event)?);
     }
     Ok(StudyResults {
         config: study.clone(),

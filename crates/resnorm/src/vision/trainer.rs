@@ -83,7 +83,7 @@ pub struct EpochReport {
 #[serde(deny_unknown_fields)]
 pub struct EpochProgress {
     /// The data generator's state before the epoch's shuffle (replayed to rebuild the order).
-    order_rng: [u64; 4],
+    pub(crate) order_rng: [u64; 4],
     /// Batches of the epoch already trained.
     batches: usize,
     /// Sum of their losses.
@@ -254,7 +254,7 @@ impl Trainer {
         self.model.set_training(true);
         let (mut progress, order) = match self.progress.take() {
             Some(progress) => {
-                let order = (self.train).shuffled_order(&mut Rng::from_state(progress.order_rng));
+                let order = (self.train).shuffled_order(&mut Rng::from_state(progress.order_rng)?);
                 (progress, order)
             }
             None => {

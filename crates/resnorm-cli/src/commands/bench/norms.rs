@@ -14,6 +14,7 @@ use resnorm::kernels::add_norm::{add_norm_backward, add_norm_forward, UpstreamGr
 use resnorm::kernels::layer_norm::{layer_norm_backward, layer_norm_forward};
 use resnorm::kernels::norm::{NormGrads, NormKind, NormStats, NormStatsMut, NormWeights};
 use resnorm::kernels::rms_norm::{rms_norm_backward, rms_norm_forward};
+use resnorm::memory::{product, sum, MemoryEstimate};
 use resnorm::rng::Rng;
 use resnorm::threads;
 use resnorm::AlignedVec;
@@ -50,6 +51,22 @@ fn parse_shape(s: &str) -> Result<(usize, usize), String> {
         return Err(bad());
     }
     Ok((r, c))
+}
+
+/// The memory one shape needs: seven `rows x cols` buffers, the weights and statistics, and
+/// the copy-bandwidth comparison's two buffers (as large as the biggest pass moves).
+fn footprint(rows: usize, cols: usize) -> resnorm::Result<MemoryEstimate> {
+    let what = "benchmark sizes";
+    let (r, c) = (rows as u64, cols as u64);
+    let floats = sum(
+        what,
+        &[
+            product(what, &[14, r, c])?,
+            product(what, &[4, c])?,
+            product(what, &[4, r])?,
+        ],
+    )?;
+    MemoryEstimate::new(0, 0, floats)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -209,6 +226,12 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
     } else {
         args.shapes
     };
+    for &(rows, cols) in &shapes {
+        crate::memory::check_fits(
+            &format!("bench norms {rows}x{cols}"),
+            &footprint(rows, cols)?,
+        )?;
+    }
     let threads = threads::num_threads();
     let reps = Repetitions::default();
     if !args.json {

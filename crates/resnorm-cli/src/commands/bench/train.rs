@@ -13,6 +13,7 @@
 
 use super::timing::median;
 use resnorm::kernels::{matmul, MatDims, NormKind, Trans};
+use resnorm::memory::Workload;
 use resnorm::models::gpt::{Gpt, GptConfig, Placement};
 use resnorm::optim::{clip_grad_norm, AdamW, AdamWConfig, Optimizer};
 use resnorm::rng::Rng;
@@ -65,6 +66,16 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
         norm: args.norm,
         ..GptConfig::default()
     };
+    if args.steps == 0 {
+        return Err(resnorm::Error::invalid(
+            "bench train",
+            "--steps must be at least 1 (the median of no steps is undefined)",
+        ));
+    }
+    crate::memory::check_fits(
+        "bench train",
+        &config.memory_estimate(args.batch, Workload::Train)?,
+    )?;
     let mut model = Gpt::new(config, 1337)?;
     let mut optimizer = AdamW::new(AdamWConfig {
         beta2: 0.95,

@@ -4,8 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use resnorm::data::image::ImageDataset;
-use resnorm::vision::{evaluate, load_image_splits, load_model};
+use resnorm::memory::Workload;
+use resnorm::vision::{evaluate, load_image_splits, load_model, TrainConfig};
 use resnorm::Error;
+
+use crate::memory;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,6 +36,14 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
         )));
     }
     let test = ImageDataset::new(splits.test, card.normalization()?.as_ref())?;
+    let batch = TrainConfig {
+        batch_size: args.batch_size,
+        ..card.config.clone()
+    };
+    memory::check_fits(
+        "evaluation",
+        &batch.memory_estimate(card.image, card.num_classes, Workload::Evaluate)?,
+    )?;
     let result = evaluate(model.as_mut(), &test, args.batch_size)?;
     let label = card.config.model.label();
     if args.json {

@@ -85,6 +85,7 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
         response_images: 500,
         seed: args.seed,
     };
+    study.validate()?; // a bad model name fails now, not after training the ones before it
     let splits = load_image_splits(&args.data)?;
     let mut bar: Option<ProgressBar> = None;
     let results = run_study(&splits, &study, &mut |event| match event {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use resnorm::memory::Workload;
 use resnorm::vision::{
     load_image_splits, load_model, BatchReport, EpochReport, LrSchedule, ModelCard, ModelSpec,
     TrainConfig, Trainer,
@@ -18,6 +19,7 @@ use resnorm::vision::{
 use resnorm::Error;
 
 use crate::commands::run_dir;
+use crate::memory;
 use crate::signals::Stop;
 
 #[derive(clap::Args)]
@@ -297,6 +299,14 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
             )));
         }
     }
+    let shape = splits.train.shape;
+    let image = [shape.channels, shape.height, shape.width];
+    let classes = [&splits.train.labels, &splits.test.labels]
+        .iter()
+        .flat_map(|l| l.iter())
+        .max()
+        .map_or(0, |&m| m as usize + 1);
+    let estimate = |c: &TrainConfig| c.memory_estimate(image, classes, Workload::Train);
     let mut trainer = if args.resume {
         let saved = saved_run(&args.out)?;
         let asked = config(&args, Some(&saved.config))?;
@@ -316,9 +326,13 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
             )));
         }
         run_dir::warn_threads(trainer.threads_saved());
+        // The model came from its file; the batch's activations are allocated later.
+        memory::check_fits("training", &estimate(trainer.config())?)?;
         trainer
     } else {
-        Trainer::new(config(&args, None)?, splits)?
+        let config = config(&args, None)?;
+        memory::check_fits("training", &estimate(&config)?)?;
+        Trainer::new(config, splits)?
     };
     let label = trainer.config().model.label();
     if args.resume {

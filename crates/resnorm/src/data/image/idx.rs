@@ -26,6 +26,9 @@ use crate::{Error, Result};
 
 /// The IDX type code of unsigned bytes.
 pub const IDX_TYPE_U8: u8 = 0x08;
+/// Classes of MNIST and Fashion-MNIST; a larger label is corruption, not a new class (it
+/// would silently grow the classifier's output layer).
+pub const MNIST_CLASSES: usize = 10;
 
 /// The contents of a `u8` IDX file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +108,8 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 }
 
 /// Reads an images file (`[N, H, W]`) and its labels file (`[N]`), checking that the counts
-/// agree, and scales pixels from `0..=255` to `[0, 1]` (one channel).
+/// agree and that every label is below [`MNIST_CLASSES`], and scales pixels from `0..=255`
+/// to `[0, 1]` (one channel).
 pub fn read_mnist(images_path: &Path, labels_path: &Path) -> Result<LabeledImages> {
     let images = read_idx(images_path)?;
     let labels = read_idx(labels_path)?;
@@ -129,6 +133,20 @@ pub fn read_mnist(images_path: &Path, labels_path: &Path) -> Result<LabeledImage
             detail: format!(
                 "{label_count} labels, but {} holds {count} images",
                 images_path.display()
+            ),
+        });
+    }
+    if let Some(record) = labels
+        .data
+        .iter()
+        .position(|&l| usize::from(l) >= MNIST_CLASSES)
+    {
+        return Err(Error::Format {
+            path: labels_path.to_path_buf(),
+            detail: format!(
+                "label {} of record {record} is not one of the {MNIST_CLASSES} classes (0..={})",
+                labels.data[record],
+                MNIST_CLASSES - 1
             ),
         });
     }

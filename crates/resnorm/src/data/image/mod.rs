@@ -30,5 +30,7 @@ mod labeled_images;
 pub use augment::Augmentation;
 pub use dataset::ImageDataset;
 pub use digits::{read_digits_csv, DIGITS_MAX_PIXEL, DIGITS_SIDE};
-pub use idx::{read_idx, read_mnist, read_mnist_split, IdxArray, MnistSplit, IDX_TYPE_U8};
+pub use idx::{
+    read_idx, read_mnist, read_mnist_split, IdxArray, MnistSplit, IDX_TYPE_U8, MNIST_CLASSES,
+};
 pub use labeled_images::{LabeledImages, Normalization};

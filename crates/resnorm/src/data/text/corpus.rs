@@ -53,6 +53,7 @@
 //! assert_eq!(corpus, Corpus::generate(1, 2_000).unwrap());
 //! ```
 
+use crate::memory::{product, MemoryEstimate};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -115,6 +116,12 @@ pub struct Corpus {
 }
 
 impl Corpus {
+    /// The memory a corpus of `target_chars` characters takes once tokenized and split: the
+    /// text, its `u32` tokens and their split, at most 16 bytes per character.
+    pub fn memory_estimate(target_chars: usize) -> Result<MemoryEstimate> {
+        MemoryEstimate::new(0, 0, product("corpus size", &[target_chars as u64, 4])?)
+    }
+
     /// Whole stories from the grammar, seeded by `seed`, until the text holds at least
     /// `target_chars` characters.
     pub fn generate(seed: u64, target_chars: usize) -> Result<Corpus> {
@@ -124,10 +131,20 @@ impl Corpus {
                 "target size must be at least 1 character",
             ));
         }
+        let mut text = String::new();
+        // A size from a flag: refused with an error where the allocator cannot serve it,
+        // instead of aborting (callers compare `memory_estimate` with the machine first).
+        text.try_reserve(target_chars.saturating_add(1024))
+            .map_err(|e| {
+                Error::invalid(
+                    "Corpus::generate",
+                    format!("cannot hold {target_chars} characters: {e}"),
+                )
+            })?;
         let mut source = Source {
             rng: Rng::new(seed),
             nats: 0.0,
-            text: String::with_capacity(target_chars + 1024),
+            text,
         };
         while source.text.len() < target_chars {
             if !source.text.is_empty() {

@@ -33,7 +33,7 @@ pub use corpus::{
     MIN_SENTENCES, RELATIVE_CLAUSE_PROBABILITIES, SENTENCE_WEIGHTS,
 };
 pub use dataset::{TokenDataset, DEFAULT_VALIDATION_FRACTION};
-pub use read_text::read_text;
+pub use read_text::{read_bytes, read_text};
 pub use token_file::{
     read_token_file, read_token_file_as, write_token_file, TokenFile, TokenFileFormat,
     LLMC_HEADER_INTS, LLMC_MAGIC, LLMC_VERSION,

@@ -2,8 +2,9 @@
 //!
 //! A folder is read as the concatenation of the regular files directly inside it (no
 //! recursion, names starting with `.` skipped), in byte order of their file names, joined
-//! by a single `"\n"`. Every file must be nonempty, valid UTF-8; an invalid file is named
-//! in the error together with the byte offset of its first invalid byte.
+//! by a single `"\n"`. Every file must be nonempty. [`read_text`] also needs valid UTF-8
+//! and names an invalid file together with the byte offset of its first invalid byte;
+//! [`read_bytes`], for the byte tokenizer, takes any bytes.
 //!
 //! ```
 //! let dir = std::env::temp_dir().join(format!("resnorm-text-doc-{}", std::process::id()));
@@ -11,6 +12,9 @@
 //! std::fs::write(dir.join("b.txt"), "second").unwrap();
 //! std::fs::write(dir.join("a.txt"), "first").unwrap();
 //! assert_eq!(resnorm::data::text::read_text(&dir).unwrap(), "first\nsecond");
+//! std::fs::write(dir.join("c.bin"), b"caf\xE9").unwrap();
+//! assert!(resnorm::data::text::read_text(&dir).is_err());
+//! assert_eq!(resnorm::data::text::read_bytes(&dir).unwrap(), b"first\nsecond\ncaf\xE9");
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
@@ -21,19 +25,35 @@ use crate::{Error, Result};
 /// Reads `path` as text: a file's contents, or a folder's files joined as described in the
 /// module documentation.
 pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = read_joined(path, |file, bytes| {
+        utf8_checked(file, bytes).map(String::into_bytes)
+    })?;
+    // Valid UTF-8 pieces joined by "\n" are valid UTF-8.
+    utf8_checked(path, bytes)
+}
+
+/// Reads `path` as bytes, UTF-8 or not: a file's contents, or a folder's files joined as
+/// described in the module documentation.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    read_joined(path, |_, bytes| Ok(bytes))
+}
+
+/// A file's bytes, or a folder's files' bytes joined by `\n`, each file passed through
+/// `check` first.
+fn read_joined(path: &Path, check: impl Fn(&Path, Vec<u8>) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
     let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if !metadata.is_dir() {
-        return read_text_file(path);
+        return check(path, read_file(path)?);
     }
     let files = text_files_in(path)?;
-    let mut text = String::new();
+    let mut joined = Vec::new();
     for (i, file) in files.iter().enumerate() {
         if i > 0 {
-            text.push('\n');
+            joined.push(b'\n');
         }
-        text.push_str(&read_text_file(file)?);
+        joined.extend(check(file, read_file(file)?)?);
     }
-    Ok(text)
+    Ok(joined)
 }
 
 /// The regular, non-hidden files directly inside `dir`, sorted by file name.
@@ -57,8 +77,8 @@ fn text_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// One nonempty UTF-8 file.
-fn read_text_file(path: &Path) -> Result<String> {
+/// One nonempty file's bytes.
+fn read_file(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if bytes.is_empty() {
         return Err(Error::Format {
@@ -66,6 +86,11 @@ fn read_text_file(path: &Path) -> Result<String> {
             detail: "file is empty".into(),
         });
     }
+    Ok(bytes)
+}
+
+/// `bytes` as a `String`, or an error naming `path` and the first invalid byte.
+fn utf8_checked(path: &Path, bytes: Vec<u8>) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         Error::Format {

@@ -11,6 +11,7 @@
 
 use super::Placement;
 use crate::kernels::NormKind;
+use crate::memory::{product, sum, MemoryEstimate, Workload};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +108,87 @@ impl GptConfig {
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return fail(format!("eps must be finite and positive, got {}", self.eps));
         }
-        Ok(())
+        self.memory_estimate(1, Workload::Evaluate).map(|_| ())
+    }
+
+    /// Exactly the number of parameters [`super::Gpt::new`] allocates, or an error when it
+    /// overflows 64 bits.
+    pub fn num_params(&self) -> Result<u64> {
+        let [l, c, t, v] = [self.layers, self.width, self.context, self.vocab].map(|x| x as u64);
+        let what = "model's parameters";
+        let norm = match self.norm {
+            NormKind::Layer => product(what, &[2, c])?,
+            NormKind::Rms => c,
+        };
+        let norms_per_unit = match self.placement {
+            Placement::Sandwich => 2,
+            Placement::ReZero | Placement::NoNorm => 0,
+            _ => 1,
+        };
+        let gates_per_unit = u64::from(self.placement == Placement::ReZero);
+        // c_attn 3C² + 3C, attn.c_proj C² + C, c_fc 4C² + 4C, mlp.c_proj 4C² + C.
+        let matrices = product(what, &[12, c, c])?;
+        let per_layer = sum(
+            what,
+            &[
+                matrices,
+                product(what, &[9, c])?,
+                product(what, &[2, norms_per_unit, norm])?,
+                2 * gates_per_unit,
+            ],
+        )?;
+        let final_norm = if self.placement.has_final_norm() {
+            norm
+        } else {
+            0
+        };
+        sum(
+            what,
+            &[
+                product(what, &[l, per_layer])?,
+                product(what, &[sum(what, &[v, t])?, c])?,
+                final_norm,
+            ],
+        )
+    }
+
+    /// The memory a forward and backward pass over `batch` windows of `context` tokens
+    /// need, with AdamW's two moments per parameter when training. Every buffer is counted
+    /// (an upper bound: norms and dual streams as if present); see [`crate::memory`].
+    pub fn memory_estimate(&self, batch: usize, workload: Workload) -> Result<MemoryEstimate> {
+        let [l, h, c, t, v, b] = [
+            self.layers,
+            self.heads,
+            self.width,
+            self.context,
+            self.vocab,
+            batch,
+        ]
+        .map(|x| x as u64);
+        let what = "activation sizes";
+        // Per token: 2L+1 streams (twice for resi-dual); per layer the units' inputs, outputs
+        // and norm statistics (6C + 8), attention's qkv, y and scores (4C + H·T), the MLP's
+        // two 4C buffers; the logits; the shared gradient scratch and the head (21C + 8).
+        let streams = product(what, &[2, sum(what, &[product(what, &[2, l])?, 1])?, c])?;
+        let per_layer = sum(
+            what,
+            &[product(what, &[18, c])?, product(what, &[h, t])?, 8],
+        )?;
+        let per_token = sum(
+            what,
+            &[
+                streams,
+                product(what, &[l, per_layer])?,
+                v,
+                product(what, &[21, c])?,
+                8,
+            ],
+        )?;
+        let activations = product(what, &[b, t, per_token])?;
+        let per_parameter = match workload {
+            Workload::Evaluate => 2,
+            Workload::Train => 4,
+        };
+        MemoryEstimate::new(self.num_params()?, per_parameter, activations)
     }
 }

@@ -267,7 +267,12 @@ pub fn generate(
             decoder.push(token)?;
         }
         let mut weights = Vec::with_capacity(model.config().vocab);
-        let mut sampled = Vec::with_capacity(count);
+        // `count` comes from a flag: a size no allocator can serve is an error, not an abort.
+        let mut sampled = Vec::new();
+        sampled
+            .try_reserve_exact(count)
+            .and_then(|()| tokens.try_reserve_exact(count))
+            .map_err(|e| Error::invalid(OP, format!("cannot hold {count} tokens: {e}")))?;
         for i in 0..count {
             let next = sample(decoder.logits(), sampling, rng, &mut weights);
             sampled.push(next);

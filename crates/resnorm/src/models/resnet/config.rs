@@ -107,6 +107,53 @@ impl ResNetConfig {
         }
     }
 
+    /// Exactly the number of parameters [`super::ResNet::new`] allocates (convolutions, BN
+    /// weights and biases, the classifier), or an error when it overflows 64 bits.
+    pub fn num_params(&self) -> Result<u64> {
+        use crate::memory::{product, sum};
+        let what = "ResNet's parameters";
+        // A convolution without bias and its BatchNorm.
+        let conv_bn = |cin: usize, cout: usize, k: u64| {
+            sum(
+                what,
+                &[
+                    product(what, &[cin as u64, cout as u64, k, k])?,
+                    product(what, &[2, cout as u64])?,
+                ],
+            )
+        };
+        let first = self.stage_channels.first().copied().unwrap_or(0);
+        let stem_kernel = match self.stem {
+            Stem::ImageNet => 7,
+            Stem::Small => 3,
+        };
+        let mut total = conv_bn(self.in_channels, first, stem_kernel)?;
+        let mut cin = first;
+        for (stage, (&blocks, &cout)) in self
+            .stage_blocks
+            .iter()
+            .zip(&self.stage_channels)
+            .enumerate()
+        {
+            for index in 0..blocks {
+                let stride = if stage > 0 && index == 0 { 2 } else { 1 };
+                let projection = if self.shortcuts && (stride != 1 || cin != cout) {
+                    conv_bn(cin, cout, 1)?
+                } else {
+                    0
+                };
+                let block = sum(
+                    what,
+                    &[conv_bn(cin, cout, 3)?, conv_bn(cout, cout, 3)?, projection],
+                )?;
+                total = sum(what, &[total, block])?;
+                cin = cout;
+            }
+        }
+        let classifier = product(what, &[cin as u64 + 1, self.num_classes as u64])?;
+        sum(what, &[total, classifier])
+    }
+
     /// Number of weighted layers (convolutions on the main path plus the classifier), the
     /// number in a name like `resnet56`.
     pub fn depth(&self) -> usize {

@@ -1,0 +1,222 @@
+//! Sizes beyond the machine and values that would poison a run are one `error:` line and
+//! exit 2: huge widths, batches, corpora and benchmark shapes (checked before allocating), `bench
+//! train --steps 0`, a checkpoint holding NaN, an IDX label of 200, a bad model name in a
+//! study; the byte tokenizer trains on bytes that are not UTF-8.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use resnorm::checkpoint::{read_tensors, write_tensors, TensorRef};
+
+const TINY: &[&str] = &[
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--width",
+    "16",
+    "--context",
+    "16",
+    "--batch",
+    "4",
+    "--corpus-chars",
+    "5000",
+    "--sample-tokens",
+    "0",
+];
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("resnorm-sizes-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn resnorm(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resnorm"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs")
+}
+
+/// Exit code 2 and exactly one line on stderr, an `error:` containing every one of `expected`.
+fn assert_one_line_error(out: &Output, expected: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for part in expected {
+        assert!(err.contains(part), "`{part}` not in: {err}");
+    }
+}
+
+#[test]
+fn sizes_beyond_the_machine_are_refused_before_allocating() {
+    let dir = temp_dir("huge");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train"];
+        args.extend_from_slice(TINY);
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--steps", "1", "--out", "run"]);
+        resnorm(&args, &dir)
+    };
+    let beyond = ["needs about", "GiB", "available on this machine"];
+    assert_one_line_error(&train(&["--width", "1000000"]), &beyond);
+    assert_one_line_error(&train(&["--batch", "100000000"]), &beyond);
+    assert_one_line_error(&train(&["--corpus-chars", "100000000000"]), &beyond);
+    assert_one_line_error(
+        &resnorm(
+            &["study", "--corpus-chars", "100000000000", "--out", "study"],
+            &dir,
+        ),
+        &beyond,
+    );
+    assert_one_line_error(
+        &resnorm(&["bench", "norms", "--shape", "100000000x100000000"], &dir),
+        &beyond,
+    );
+    assert_one_line_error(
+        &resnorm(&["bench", "train", "--width", "1000000"], &dir),
+        &beyond,
+    );
+    assert_one_line_error(
+        &resnorm(&["bench", "train", "--steps", "0"], &dir),
+        &["--steps must be at least 1"],
+    );
+    assert_one_line_error(
+        &resnorm(&["--threads", "1000000", "bench", "norms"], &dir),
+        &["at most 1024"],
+    );
+    assert!(!dir.join("run").exists(), "nothing was written");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_checkpoint_holding_nan_is_refused_by_eval() {
+    let dir = temp_dir("nan");
+    let mut args = vec!["train"];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&["--steps", "2", "--out", "run"]);
+    assert_eq!(resnorm(&args, &dir).status.code(), Some(0));
+    let model = dir.join("run/model.safetensors");
+    let mut checkpoint = read_tensors(&model).unwrap();
+    checkpoint
+        .tensors
+        .get_mut("ln_f.weight")
+        .unwrap()
+        .data_mut()[7] = f32::NAN;
+    let refs: Vec<TensorRef<'_>> = checkpoint
+        .tensors
+        .iter()
+        .map(|(name, t)| TensorRef {
+            name,
+            shape: t.shape(),
+            data: t.data(),
+        })
+        .collect();
+    write_tensors(&model, &refs, &checkpoint.metadata).unwrap();
+    assert_one_line_error(
+        &resnorm(&["eval", "--checkpoint", "run", "--json"], &dir),
+        &[
+            "model.safetensors",
+            "`ln_f.weight` holds NaN at flat index 7",
+        ],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_byte_tokenizer_trains_on_bytes_that_are_not_utf8() {
+    let dir = temp_dir("latin1");
+    let text: Vec<u8> = b"caf\xE9 au lait, cr\xE8me br\xFBl\xE9e. "
+        .iter()
+        .copied()
+        .cycle()
+        .take(3000)
+        .collect();
+    std::fs::write(dir.join("latin1.txt"), text).unwrap();
+    let mut args = vec!["train"];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&[
+        "--data",
+        "latin1.txt",
+        "--tokenizer",
+        "byte",
+        "--steps",
+        "2",
+        "--out",
+        "run",
+    ]);
+    let out = resnorm(&args, &dir);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0, 0, 8, dims.len() as u8];
+    bytes.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+#[test]
+fn vision_refuses_bad_labels_and_bad_model_names_before_training() {
+    let dir = temp_dir("vision");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for split in ["train", "t10k"] {
+        let images = idx(&[8, 4, 4], &[128; 8 * 16]);
+        std::fs::write(data.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
+        let labels = idx(&[8], &[0, 1, 2, 3, 4, 5, 6, 7]);
+        std::fs::write(data.join(format!("{split}-labels-idx1-ubyte")), labels).unwrap();
+    }
+    // A bad name is refused before the data are even read, let alone resnet20 trained.
+    let study = resnorm(
+        &[
+            "vision",
+            "study",
+            "--data",
+            "data",
+            "--models",
+            "resnet20,bogus",
+            "--out",
+            "study",
+        ],
+        &dir,
+    );
+    assert_one_line_error(&study, &["bogus"]);
+    assert!(!dir.join("study").exists());
+    let labels = idx(&[8], &[0, 1, 2, 3, 200, 5, 6, 7]);
+    std::fs::write(data.join("train-labels-idx1-ubyte"), labels).unwrap();
+    let train = resnorm(
+        &[
+            "vision", "train", "--data", "data", "--model", "mlp", "--out", "run",
+        ],
+        &dir,
+    );
+    assert_one_line_error(
+        &train,
+        &["train-labels-idx1-ubyte", "label 200 of record 4"],
+    );
+    let labels = idx(&[8], &[0, 1, 2, 3, 4, 5, 6, 7]);
+    std::fs::write(data.join("train-labels-idx1-ubyte"), labels).unwrap();
+    let wide = resnorm(
+        &[
+            "vision", "train", "--data", "data", "--model", "mlp", "--width", "10000000", "--out",
+            "run",
+        ],
+        &dir,
+    );
+    assert_one_line_error(
+        &wide,
+        &["training needs about", "available on this machine"],
+    );
+    assert!(!dir.join("run").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
