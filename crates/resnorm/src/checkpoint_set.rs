@@ -329,9 +329,18 @@ impl CheckpointSet {
         if previous.exists() {
             return Self::at(&previous);
         }
+        // Before checkpoint sets, a run kept its files directly in its directory.
+        let detail = match path.join("state.json").exists() || path.join("trainer.json").exists() {
+            true => format!(
+                "holds a checkpoint from an older resnorm (files directly in the run \
+                 directory, no {LIVE_DIR}/{MANIFEST_FILE}), which this version does not read; \
+                 train it again with this version"
+            ),
+            false => format!("holds no checkpoint (no {LIVE_DIR}/{MANIFEST_FILE})"),
+        };
         Err(Error::Format {
             path: path.to_path_buf(),
-            detail: format!("holds no checkpoint (no {LIVE_DIR}/{MANIFEST_FILE})"),
+            detail,
         })
     }
 
@@ -448,6 +457,18 @@ mod tests {
             set.json("state.json", &serde_json::json!({ "step": step }))?;
             set.file("body.bin", |out| out.write_all(body))
         })
+    }
+
+    #[test]
+    fn a_run_from_before_sets_is_named_as_such() {
+        let run = temp_run("old-layout");
+        fs::create_dir_all(&run).unwrap();
+        let empty = CheckpointSet::open(&run).unwrap_err().to_string();
+        assert!(empty.contains("holds no checkpoint"), "{empty}");
+        fs::write(run.join("state.json"), "{}").unwrap();
+        let old = CheckpointSet::open(&run).unwrap_err().to_string();
+        assert!(old.contains("older resnorm"), "{old}");
+        fs::remove_dir_all(&run).unwrap();
     }
 
     /// A writer that accepts `budget` bytes, then fails like a full disk.
