@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use resnorm::checkpoint::{read_tensors, write_tensors, TensorRef};
+use resnorm::checkpoint_set::{LIVE_DIR, MANIFEST_FILE};
 use resnorm::data::image::read_mnist;
 use resnorm::lm::{
     load_checkpoint, load_data, TokenizerKind, TrainConfig, Trainer, MODEL_FILE, OPTIMIZER_FILE,
@@ -52,7 +53,25 @@ fn saved_run(dir: &Path) -> TrainConfig {
     config
 }
 
-/// Rewrites the safetensors file at `path` with `value` at flat index `index` of `tensor`.
+/// Rewrites the manifest of the checkpoint set beside `path` to the files as they now are, as
+/// another writer could: the loaders' value checks, not the manifest's checksum, must answer.
+fn reseal(path: &Path) {
+    let set = path.parent().unwrap();
+    let manifest = set.join(MANIFEST_FILE);
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    for (name, digest) in json["files"].as_object_mut().unwrap() {
+        let bytes = std::fs::read(set.join(name)).unwrap();
+        let fnv1a64 = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
+            (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        *digest = serde_json::json!({ "bytes": bytes.len(), "fnv1a64": fnv1a64 });
+    }
+    std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
+}
+
+/// Rewrites the safetensors file at `path` with `value` at flat index `index` of `tensor`,
+/// and reseals its set.
 fn poison(path: &Path, tensor: &str, index: usize, value: f32) {
     let mut checkpoint = read_tensors(path).unwrap();
     let target = checkpoint.tensors.get_mut(tensor).unwrap();
@@ -67,13 +86,14 @@ fn poison(path: &Path, tensor: &str, index: usize, value: f32) {
         })
         .collect();
     write_tensors(path, &refs, &checkpoint.metadata).unwrap();
+    reseal(path);
 }
 
 #[test]
 fn non_finite_weights_are_refused_by_tensor_and_position() {
     let dir = temp_dir("nan-weights");
     saved_run(&dir);
-    let model = dir.join(MODEL_FILE);
+    let model = dir.join(LIVE_DIR).join(MODEL_FILE);
     poison(&model, "h.0.attn.c_proj.weight", 37, f32::NAN);
     let detail = format_detail(load_checkpoint(&dir), &model);
     assert_eq!(
@@ -91,7 +111,7 @@ fn non_finite_weights_are_refused_by_tensor_and_position() {
 fn non_finite_optimizer_state_is_refused_by_tensor_and_position() {
     let dir = temp_dir("nan-moments");
     let config = saved_run(&dir);
-    let optimizer = dir.join(OPTIMIZER_FILE);
+    let optimizer = dir.join(LIVE_DIR).join(OPTIMIZER_FILE);
     poison(&optimizer, "v.wpe.weight", 5, f32::INFINITY);
     let detail = format_detail(OptimizerState::load(&optimizer), &optimizer);
     assert_eq!(detail, "tensor `v.wpe.weight` holds inf at flat index 5");
@@ -104,11 +124,12 @@ fn non_finite_optimizer_state_is_refused_by_tensor_and_position() {
 fn an_all_zero_generator_state_is_refused() {
     let dir = temp_dir("zero-rng");
     let config = saved_run(&dir);
-    let state_path = dir.join(STATE_FILE);
+    let state_path = dir.join(LIVE_DIR).join(STATE_FILE);
     let mut state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
     state["rng_state"] = serde_json::json!([0, 0, 0, 0]);
     std::fs::write(&state_path, state.to_string()).unwrap();
+    reseal(&state_path);
     let detail = format_detail(Trainer::resume(&dir, config).map(|_| ()), &state_path);
     assert!(
         detail.contains("rng_state") && detail.contains("all zeros"),

@@ -29,6 +29,7 @@ use crate::checkpoint_set::{save_set, CheckpointSet};
 use crate::data::text::Tokenizer;
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::optim::{AdamW, Optimizer, OptimizerState};
+use crate::rng::Rng;
 use crate::{Error, Result};
 
 use super::TrainConfig;
@@ -115,6 +116,10 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
     let set = CheckpointSet::open(dir)?;
     let state: TrainState = set.read_json(STATE_FILE)?;
     set.check_step(STATE_FILE, Some(state.step))?;
+    Rng::from_state(state.rng_state).map_err(|e| Error::Format {
+        path: set.dir().join(STATE_FILE),
+        detail: format!("`rng_state`: {e}"),
+    })?;
     let config: GptConfig = set.read_json(CONFIG_FILE)?;
     config.validate().map_err(|e| Error::Format {
         path: set.dir().join(CONFIG_FILE),

@@ -119,10 +119,8 @@ impl Trainer {
         )?;
         let optimizer = load_optimizer(dir, &config)?;
         let data = load_data(&config, Some(&tokenizer))?;
-        let rng = Rng::from_state(state.rng_state).map_err(|e| Error::Format {
-            path: dir.join(super::STATE_FILE),
-            detail: format!("`rng_state`: {e}"),
-        })?;
+        // load_checkpoint refused an all-zero state, naming its file.
+        let rng = Rng::from_state(state.rng_state)?;
         Self::assemble(config, data, model, optimizer, rng, Some(state))
     }
 
