@@ -128,6 +128,25 @@ fn metrics_lines(run: &Path) -> usize {
 
 const LM_FILES: &[&str] = &["model.safetensors", "optimizer.safetensors"];
 
+/// The run in `run_dir` has finished: the same weights, optimizer, generator state and last
+/// loss as the uninterrupted run in `straight`, and nothing left of its saves.
+fn assert_finished_like(run_dir: &Path, straight: &Path) {
+    assert_eq!(
+        final_state(run_dir, LM_FILES),
+        final_state(straight, LM_FILES)
+    );
+    assert_eq!(lm_state(run_dir), lm_state(straight));
+    let mut left: Vec<String> = std::fs::read_dir(run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["checkpoint", "metrics.jsonl"]);
+}
+
+/// Kills runs at random moments until `KILLS` kills have landed; a run that finishes first is
+/// checked against the uninterrupted one and started again, so that the count does not
+/// depend on how fast this machine trains.
 #[test]
 fn sigkill_at_random_points_never_loses_the_checkpoint() {
     const KILLS: usize = 50;
@@ -135,18 +154,22 @@ fn sigkill_at_random_points_never_loses_the_checkpoint() {
     let steps = ["--steps", "120", "--save-every", "1"];
     let reference = run(&strs(&with(&[TINY, &steps, &["--out", "straight"]])), &dir);
     assert!(reference.status.success(), "{}", stderr(&reference));
+    let straight = dir.join("straight");
 
     let run_dir = dir.join("run");
     let fresh = with(&[TINY, &steps, &["--out", "run", "--overwrite"]]);
     let resume = with(&[TINY, &["--resume", "run"]]);
     let mut delays = Delays(0x25);
-    let (mut kills, mut mid_saves, mut last_step) = (0, 0, None::<u64>);
+    let (mut kills, mut mid_saves, mut finished, mut last_step) = (0, 0, 0, None::<u64>);
     while kills < KILLS {
         let args = if last_step.is_some() { &resume } else { &fresh };
         let mut child = spawn(&strs(args), &dir);
         std::thread::sleep(Duration::from_millis(5 + delays.next_ms(200)));
-        if child.try_wait().unwrap().is_some() {
-            break; // finished before the kill came: the rest is checked below
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "a run ended with {status}");
+            assert_finished_like(&run_dir, &straight);
+            (finished, last_step) = (finished + 1, None);
+            continue;
         }
         child.kill().unwrap();
         child.wait().unwrap();
@@ -165,22 +188,16 @@ fn sigkill_at_random_points_never_loses_the_checkpoint() {
         );
         last_step = Some(step);
     }
-    assert_eq!(kills, KILLS, "the run ended before {KILLS} kills");
-    eprintln!("{kills} kills, {mid_saves} of them in the middle of a save");
-    let finish = run(&strs(&resume), &dir);
-    assert!(finish.status.success(), "{}", stderr(&finish));
-    let straight = dir.join("straight");
-    assert_eq!(
-        final_state(&run_dir, LM_FILES),
-        final_state(&straight, LM_FILES)
+    eprintln!(
+        "{kills} kills, {mid_saves} of them in the middle of a save; {finished} runs finished \
+         between kills"
     );
-    assert_eq!(lm_state(&run_dir), lm_state(&straight));
-    let mut left: Vec<String> = std::fs::read_dir(&run_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    left.sort();
-    assert_eq!(left, ["checkpoint", "metrics.jsonl"]);
+    let finish = run(
+        &strs(if last_step.is_some() { &resume } else { &fresh }),
+        &dir,
+    );
+    assert!(finish.status.success(), "{}", stderr(&finish));
+    assert_finished_like(&run_dir, &straight);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

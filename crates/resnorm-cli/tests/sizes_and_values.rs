@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use resnorm::checkpoint::{read_tensors, write_tensors, TensorRef};
+use resnorm::checkpoint_set::{save_set, CheckpointSet, MANIFEST_FILE};
 
 const TINY: &[&str] = &[
     "--layers",
@@ -99,7 +100,9 @@ fn a_checkpoint_holding_nan_is_refused_by_eval() {
     args.extend_from_slice(TINY);
     args.extend_from_slice(&["--steps", "2", "--out", "run"]);
     assert_eq!(resnorm(&args, &dir).status.code(), Some(0));
-    let model = dir.join("run/model.safetensors");
+    let run = dir.join("run");
+    let set = CheckpointSet::open(&run).unwrap();
+    let model = set.dir().join("model.safetensors");
     let mut checkpoint = read_tensors(&model).unwrap();
     checkpoint
         .tensors
@@ -116,6 +119,18 @@ fn a_checkpoint_holding_nan_is_refused_by_eval() {
         })
         .collect();
     write_tensors(&model, &refs, &checkpoint.metadata).unwrap();
+    // Saved again as a consistent set, as another writer could: the value check, not the
+    // manifest's checksum, must refuse it.
+    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(set.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f != MANIFEST_FILE)
+        .map(|f| (f.clone(), std::fs::read(set.dir().join(&f)).unwrap()))
+        .collect();
+    save_set(&run, set.step(), |w| {
+        (files.iter()).try_for_each(|(f, bytes)| w.file(f, |out| out.write_all(bytes)))
+    })
+    .unwrap();
     assert_one_line_error(
         &resnorm(&["eval", "--checkpoint", "run", "--json"], &dir),
         &[

@@ -11,6 +11,8 @@ use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use resnorm::checkpoint::read_tensors;
 use resnorm::checkpoint_set::{LIVE_DIR, MANIFEST_FILE};
 use resnorm::data::image::{read_digits_csv, read_idx, read_mnist, LabeledImages};
@@ -138,24 +140,13 @@ fn target(name: &'static str, path: &Path, load: impl Fn() -> bool + 'static) ->
     }
 }
 
-/// Rewrites the manifest of the checkpoint set `set` to the files as they now are (unless
-/// the mutated file is the manifest itself), as another writer could: without it every
-/// mutation would stop at the manifest's checksum, and the parsers behind it go untested.
+/// Reseals the checkpoint set `set` after a mutation of its file `mutated`, unless that is the
+/// manifest itself: without it every mutation would stop at the manifest's checksum, and the
+/// parsers behind it would go untested.
 fn reseal(set: &Path, mutated: &str) {
-    if mutated == MANIFEST_FILE {
-        return;
+    if mutated != MANIFEST_FILE {
+        common::reseal_set(set);
     }
-    let manifest = set.join(MANIFEST_FILE);
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    for (name, digest) in json["files"].as_object_mut().unwrap() {
-        let bytes = std::fs::read(set.join(name)).unwrap();
-        let fnv1a64 = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
-            (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        *digest = serde_json::json!({ "bytes": bytes.len(), "fnv1a64": fnv1a64 });
-    }
-    std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

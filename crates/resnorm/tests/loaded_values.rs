@@ -5,8 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use resnorm::checkpoint::{read_tensors, write_tensors, TensorRef};
-use resnorm::checkpoint_set::{LIVE_DIR, MANIFEST_FILE};
+use resnorm::checkpoint_set::LIVE_DIR;
 use resnorm::data::image::read_mnist;
 use resnorm::lm::{
     load_checkpoint, load_data, TokenizerKind, TrainConfig, Trainer, MODEL_FILE, OPTIMIZER_FILE,
@@ -53,23 +55,6 @@ fn saved_run(dir: &Path) -> TrainConfig {
     config
 }
 
-/// Rewrites the manifest of the checkpoint set beside `path` to the files as they now are, as
-/// another writer could: the loaders' value checks, not the manifest's checksum, must answer.
-fn reseal(path: &Path) {
-    let set = path.parent().unwrap();
-    let manifest = set.join(MANIFEST_FILE);
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    for (name, digest) in json["files"].as_object_mut().unwrap() {
-        let bytes = std::fs::read(set.join(name)).unwrap();
-        let fnv1a64 = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
-            (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        *digest = serde_json::json!({ "bytes": bytes.len(), "fnv1a64": fnv1a64 });
-    }
-    std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
-}
-
 /// Rewrites the safetensors file at `path` with `value` at flat index `index` of `tensor`,
 /// and reseals its set.
 fn poison(path: &Path, tensor: &str, index: usize, value: f32) {
@@ -86,7 +71,7 @@ fn poison(path: &Path, tensor: &str, index: usize, value: f32) {
         })
         .collect();
     write_tensors(path, &refs, &checkpoint.metadata).unwrap();
-    reseal(path);
+    common::reseal_set(path.parent().unwrap());
 }
 
 #[test]
@@ -129,7 +114,7 @@ fn an_all_zero_generator_state_is_refused() {
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
     state["rng_state"] = serde_json::json!([0, 0, 0, 0]);
     std::fs::write(&state_path, state.to_string()).unwrap();
-    reseal(&state_path);
+    common::reseal_set(state_path.parent().unwrap());
     let detail = format_detail(Trainer::resume(&dir, config).map(|_| ()), &state_path);
     assert!(
         detail.contains("rng_state") && detail.contains("all zeros"),

@@ -2,6 +2,9 @@
 //! are errors, and a checkpoint whose config describes a larger model than its file holds is
 //! refused before anything of that size is allocated.
 
+mod common;
+
+use resnorm::checkpoint_set::LIVE_DIR;
 use resnorm::data::text::Corpus;
 use resnorm::kernels::NormKind;
 use resnorm::lm::{load_checkpoint, load_data, TrainConfig, Trainer, CONFIG_FILE, MODEL_FILE};
@@ -153,7 +156,8 @@ fn a_config_larger_than_its_checkpoint_is_refused_before_allocating() {
     let mut trainer = Trainer::new(config.clone(), load_data(&config, None).unwrap()).unwrap();
     trainer.step().unwrap();
     trainer.save(&dir).unwrap();
-    let path = dir.join(CONFIG_FILE);
+    let set = dir.join(LIVE_DIR);
+    let path = set.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).unwrap();
     for (field, value, expected) in [
         ("width", 1u64 << 40, "overflow"),
@@ -167,9 +171,10 @@ fn a_config_larger_than_its_checkpoint_is_refused_before_allocating() {
         let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
         json[field] = value.into();
         std::fs::write(&path, json.to_string()).unwrap();
+        common::reseal_set(&set);
         match load_checkpoint(&dir) {
             Err(Error::Format { path: p, detail }) => {
-                assert!(p == path || p == dir.join(MODEL_FILE), "{}", p.display());
+                assert!(p == path || p == set.join(MODEL_FILE), "{}", p.display());
                 assert!(detail.contains(expected), "{detail}");
             }
             other => panic!("{field} {value}: {other:?}"),

@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One tensor read from a fixture: shape and values (integers are converted to f32).
 #[derive(Clone, Debug)]
@@ -167,4 +167,22 @@ pub fn is_shape(r: resnorm::Result<impl std::fmt::Debug>) -> bool {
 /// Whether `r` is an invalid-argument error.
 pub fn is_invalid(r: resnorm::Result<impl std::fmt::Debug>) -> bool {
     matches!(r, Err(resnorm::Error::InvalidArgument { .. }))
+}
+
+/// Rewrites the manifest (`set.json`) of the checkpoint set in the directory `set` to the
+/// files as they now are, as another writer could: tests that damage a file's contents use it
+/// so that the loaders' own checks, not the manifest's checksum, must answer.
+pub fn reseal_set(set: &Path) {
+    let manifest = set.join(resnorm::checkpoint_set::MANIFEST_FILE);
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    for (name, digest) in json["files"].as_object_mut().unwrap() {
+        let bytes = std::fs::read(set.join(name)).unwrap();
+        // FNV-1a 64, the manifest's checksum.
+        let fnv1a64 = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
+            (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        *digest = serde_json::json!({ "bytes": bytes.len(), "fnv1a64": fnv1a64 });
+    }
+    std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
 }
