@@ -6,10 +6,7 @@
 use super::layout::Columns;
 use super::{Conv3x3Layout, Conv3x3Weights};
 use crate::kernels::simd::Level;
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::simd::{Avx2, Avx512};
-use crate::kernels::simd::{Kernel, Scalar, Vector, LANES};
-use std::marker::PhantomData;
+use crate::kernels::simd::{Scalar, Vector, LANES};
 
 /// Input channels summed in registers before their sum is added to the output.
 const CHANNEL_GROUP: usize = 8;
@@ -18,43 +15,39 @@ const CHANNEL_GROUP: usize = 8;
 /// vectors, as those of a group of small images do (about `GROUP_POSITIONS / LANES`).
 const SEGMENT: usize = 64;
 
-/// A [`Vector`] with the conv kernels' shapes that fit its registers.
+/// The conv kernels' entry points on a [`Vector`]: the AVX-512 and AVX2 vectors override
+/// them with instances compiled for their registers.
 pub(super) trait ConvVector: Vector {
-    /// Output channels per block of the forward kernel, and of the weights packed for it.
-    const OUT_BLOCK: usize;
+    /// [`block_strip`] on this vector. (The AVX-512 and AVX2 ones compile each instance as a
+    /// function of its own, whose registers its accumulators have to themselves: inlined into
+    /// a larger function, LLVM was seen to spill them in the innermost loop, 2x slower.)
+    ///
+    /// # Safety
+    /// As for [`block_strip`].
+    #[inline(always)]
+    unsafe fn block_strip<const B: usize, const S: usize>(
+        strip: Strip,
+        weights: &[f32],
+        out: &mut [f32],
+    ) {
+        block_strip::<Self, B, S>(strip, weights, out)
+    }
 
-    /// [`forward`] with this vector's shapes.
-    fn forward(layout: &Conv3x3Layout, weights: &Conv3x3Weights, padded: &[f32], span: &mut [f32]);
-
-    /// [`weight_grad`] with this vector's shape.
-    fn weight_grad(
+    /// [`tap_sums`] on this vector, compiled like [`Vector::block_strip`].
+    ///
+    /// # Safety
+    /// As for [`tap_sums`].
+    #[inline(always)]
+    unsafe fn tap_sums<const B: usize>(
         layout: &Conv3x3Layout,
-        padded_input: &[f32],
-        padded_doutput: &[f32],
+        segment: &Segment<'_>,
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
         dweight: &mut [f32],
-    );
-}
-
-/// The forward kernel on `V`: the body that `simd::dispatch!` compiles per level.
-#[inline(always)]
-pub(super) fn forward_with<V: ConvVector>(
-    layout: &Conv3x3Layout,
-    weights: &Conv3x3Weights,
-    padded: &[f32],
-    span: &mut [f32],
-) {
-    V::forward(layout, weights, padded, span)
-}
-
-/// The weight-gradient kernel on `V`, as [`forward_with`].
-#[inline(always)]
-pub(super) fn weight_grad_with<V: ConvVector>(
-    layout: &Conv3x3Layout,
-    padded_input: &[f32],
-    padded_doutput: &[f32],
-    dweight: &mut [f32],
-) {
-    V::weight_grad(layout, padded_input, padded_doutput, dweight)
+    ) {
+        tap_sums::<Self, B>(layout, segment, dy, x, c, dweight)
+    }
 }
 
 /// The bounds every kernel's pointer arithmetic relies on: each padded channel reaches
@@ -75,10 +68,10 @@ fn check_reach(layout: &Conv3x3Layout, padded: &[f32], span_len: usize) {
 pub(super) fn out_block(level: Level) -> usize {
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => <Avx512 as ConvVector>::OUT_BLOCK,
+        Level::Avx512 => avx512::OUT_BLOCK,
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => <Avx2 as ConvVector>::OUT_BLOCK,
-        _ => <Scalar as ConvVector>::OUT_BLOCK,
+        Level::Avx2 => avx2::OUT_BLOCK,
+        _ => scalar::OUT_BLOCK,
     }
 }
 
@@ -119,14 +112,14 @@ fn forward<V: ConvVector, const B: usize, const S: usize>(
             };
             for start in (0..wide).step_by(S * LANES) {
                 match block == B {
-                    true => V::compiled(BlockStrip::<V, B, S>::new(strip(start), w, out)),
-                    false => V::compiled(BlockStrip::<V, 1, S>::new(strip(start), w, out)),
+                    true => V::block_strip::<B, S>(strip(start), w, out),
+                    false => V::block_strip::<1, S>(strip(start), w, out),
                 }
             }
             for start in (wide..span_len).step_by(LANES) {
                 match block == B {
-                    true => V::compiled(BlockStrip::<V, B, 1>::new(strip(start), w, out)),
-                    false => V::compiled(BlockStrip::<V, 1, 1>::new(strip(start), w, out)),
+                    true => V::block_strip::<B, 1>(strip(start), w, out),
+                    false => V::block_strip::<1, 1>(strip(start), w, out),
                 }
             }
         }
@@ -143,39 +136,6 @@ pub(super) struct Strip {
     x: *const f32,
     channel_len: usize,
     start: usize,
-}
-
-/// [`block_strip`] as a [`Kernel`]: each vector compiles each shape as a function of its own,
-/// whose registers its accumulators have to themselves (inlined into a larger function, LLVM
-/// was seen to spill them in the innermost loop, 2x slower).
-struct BlockStrip<'a, V, const B: usize, const S: usize> {
-    strip: Strip,
-    weights: &'a [f32],
-    out: &'a mut [f32],
-    vector: PhantomData<V>,
-}
-
-impl<'a, V, const B: usize, const S: usize> BlockStrip<'a, V, B, S> {
-    #[inline(always)]
-    fn new(strip: Strip, weights: &'a [f32], out: &'a mut [f32]) -> Self {
-        let vector = PhantomData;
-        BlockStrip {
-            strip,
-            weights,
-            out,
-            vector,
-        }
-    }
-}
-
-impl<V: Vector, const B: usize, const S: usize> Kernel for BlockStrip<'_, V, B, S> {
-    type Output = ();
-
-    #[inline(always)]
-    unsafe fn run(self) {
-        // SAFETY: the contract of `block_strip`, which the caller of `compiled` keeps.
-        unsafe { block_strip::<V, B, S>(self.strip, self.weights, self.out) }
-    }
 }
 
 /// `B` output channels times `S` vectors of positions from `strip.start`.
@@ -298,10 +258,9 @@ fn weight_grad<V: ConvVector, const B: usize>(
                 // SAFETY: `dy` is `block` channels and `x` one channel of a laid-out group
                 // that fits the layout (check_reach above), the segment lies in its span.
                 unsafe {
-                    let operands = (layout, &segment, dy, x);
                     match block == B {
-                        true => V::compiled(TapSums::<V, B>::new(operands, c, dw)),
-                        false => V::compiled(TapSums::<V, 1>::new(operands, c, dw)),
+                        true => V::tap_sums::<B>(layout, &segment, dy, x, c, dw),
+                        false => V::tap_sums::<1>(layout, &segment, dy, x, c, dw),
                     }
                 }
             }
@@ -315,56 +274,6 @@ fn weight_grad<V: ConvVector, const B: usize>(
 pub(super) struct Segment<'a> {
     start: usize,
     keep: &'a [(u16, u16)],
-}
-
-/// [`tap_sums`] as a [`Kernel`], compiled like [`BlockStrip`].
-struct TapSums<'a, V, const B: usize> {
-    layout: &'a Conv3x3Layout,
-    segment: &'a Segment<'a>,
-    dy: &'a [f32],
-    x: &'a [f32],
-    c: usize,
-    dweight: &'a mut [f32],
-    vector: PhantomData<V>,
-}
-
-impl<'a, V, const B: usize> TapSums<'a, V, B> {
-    #[inline(always)]
-    fn new(
-        (layout, segment, dy, x): (&'a Conv3x3Layout, &'a Segment<'a>, &'a [f32], &'a [f32]),
-        c: usize,
-        dweight: &'a mut [f32],
-    ) -> Self {
-        let vector = PhantomData;
-        TapSums {
-            layout,
-            segment,
-            dy,
-            x,
-            c,
-            dweight,
-            vector,
-        }
-    }
-}
-
-impl<V: Vector, const B: usize> Kernel for TapSums<'_, V, B> {
-    type Output = ();
-
-    #[inline(always)]
-    unsafe fn run(self) {
-        let TapSums {
-            layout,
-            segment,
-            dy,
-            x,
-            c,
-            dweight,
-            ..
-        } = self;
-        // SAFETY: the contract of `tap_sums`, which the caller of `compiled` keeps.
-        unsafe { tap_sums::<V, B>(layout, segment, dy, x, c, dweight) }
-    }
 }
 
 /// Adds `Σ_q dy[b, origin + q] · m_j(q) · x[q + tap]` over the segment's positions `q` for `B`
@@ -412,45 +321,187 @@ unsafe fn tap_sums<V: Vector, const B: usize>(
     }
 }
 
-/// Implements [`ConvVector`] for `$vector`: `$out` output channels by `$strip` vectors of
-/// positions forward, `$grad` output channels in the weight gradient.
-macro_rules! shapes {
-    ($vector:ty, $out:literal, $strip:literal, $grad:literal) => {
-        impl ConvVector for $vector {
-            const OUT_BLOCK: usize = $out;
+impl ConvVector for Scalar {}
 
-            #[inline(always)]
-            fn forward(
-                layout: &Conv3x3Layout,
-                weights: &Conv3x3Weights,
-                padded: &[f32],
-                span: &mut [f32],
-            ) {
-                forward::<Self, $out, $strip>(layout, weights, padded, span)
-            }
+pub(super) mod scalar {
+    //! The kernels at the scalar level.
+    use super::{Conv3x3Layout, Conv3x3Weights, Scalar};
 
-            #[inline(always)]
-            fn weight_grad(
-                layout: &Conv3x3Layout,
-                padded_input: &[f32],
-                padded_doutput: &[f32],
-                dweight: &mut [f32],
-            ) {
-                weight_grad::<Self, $grad>(layout, padded_input, padded_doutput, dweight)
-            }
-        }
-    };
+    /// AVX-512's shapes, not tuned for the sixteen 4-lane SSE registers.
+    pub(super) const OUT_BLOCK: usize = 8;
+    const STRIP: usize = 3;
+    const GRAD_BLOCK: usize = 4;
+
+    pub(in crate::kernels::conv3x3) fn forward(
+        layout: &Conv3x3Layout,
+        weights: &Conv3x3Weights,
+        padded: &[f32],
+        span: &mut [f32],
+    ) {
+        super::forward::<Scalar, OUT_BLOCK, STRIP>(layout, weights, padded, span)
+    }
+
+    pub(in crate::kernels::conv3x3) fn weight_grad(
+        layout: &Conv3x3Layout,
+        padded_input: &[f32],
+        padded_doutput: &[f32],
+        dweight: &mut [f32],
+    ) {
+        super::weight_grad::<Scalar, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
+    }
 }
 
-// AVX-512: 8 × 3 accumulators, 3 vectors of inputs and a broadcast: 28 of 32 registers;
-// 4 × 3 accumulators, 3 vectors of inputs and one of `dy` in the weight gradient: 16.
 #[cfg(target_arch = "x86_64")]
-shapes!(Avx512, 8, 3, 4);
-// AVX2: 4 × 1 accumulators (8 registers), one vector of inputs (2), a broadcast and the
-// strip's four edge masks: 15 of 16 registers. In the weight gradient 4 × 3 accumulators
-// would take 24: some live in memory, yet four channels measured 1.4x faster than one
-// (whose 6 fit), as each masked input load serves four.
+pub(super) mod avx512 {
+    //! The kernels compiled for 512-bit registers with fused multiply-add.
+    use super::{Conv3x3Layout, Conv3x3Weights, ConvVector, Segment, Strip};
+    use crate::kernels::simd::Avx512;
+
+    /// 8 × 3 accumulators, 3 vectors of inputs and a broadcast: 28 of 32 registers.
+    pub(super) const OUT_BLOCK: usize = 8;
+    const STRIP: usize = 3;
+    /// 4 × 3 accumulators, 3 vectors of inputs and one of `dy`: 16 of 32 registers.
+    const GRAD_BLOCK: usize = 4;
+
+    impl ConvVector for Avx512 {
+        unsafe fn block_strip<const B: usize, const S: usize>(
+            strip: Strip,
+            weights: &[f32],
+            out: &mut [f32],
+        ) {
+            block_strip_avx512::<B, S>(strip, weights, out)
+        }
+        unsafe fn tap_sums<const B: usize>(
+            layout: &Conv3x3Layout,
+            segment: &Segment<'_>,
+            dy: &[f32],
+            x: &[f32],
+            c: usize,
+            dweight: &mut [f32],
+        ) {
+            tap_sums_avx512::<B>(layout, segment, dy, x, c, dweight)
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    unsafe fn block_strip_avx512<const B: usize, const S: usize>(
+        strip: Strip,
+        weights: &[f32],
+        out: &mut [f32],
+    ) {
+        super::block_strip::<Avx512, B, S>(strip, weights, out)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    unsafe fn tap_sums_avx512<const B: usize>(
+        layout: &Conv3x3Layout,
+        segment: &Segment<'_>,
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
+        dweight: &mut [f32],
+    ) {
+        super::tap_sums::<Avx512, B>(layout, segment, dy, x, c, dweight)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::kernels::conv3x3) fn forward(
+        layout: &Conv3x3Layout,
+        weights: &Conv3x3Weights,
+        padded: &[f32],
+        span: &mut [f32],
+    ) {
+        super::forward::<Avx512, OUT_BLOCK, STRIP>(layout, weights, padded, span)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::kernels::conv3x3) fn weight_grad(
+        layout: &Conv3x3Layout,
+        padded_input: &[f32],
+        padded_doutput: &[f32],
+        dweight: &mut [f32],
+    ) {
+        super::weight_grad::<Avx512, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
-shapes!(Avx2, 4, 1, 4);
-// The scalar level keeps AVX-512's shapes, which the plain arrays had before.
-shapes!(Scalar, 8, 3, 4);
+pub(super) mod avx2 {
+    //! The kernels compiled for AVX2 with fused multiply-add: sixteen 256-bit registers, two
+    //! per vector, so smaller tiles than AVX-512's.
+    use super::{Conv3x3Layout, Conv3x3Weights, ConvVector, Segment, Strip};
+    use crate::kernels::simd::Avx2;
+
+    /// 4 × 1 accumulators (8 registers), one vector of inputs (2), a broadcast and the
+    /// strip's four edge masks: 15 of 16 registers.
+    pub(super) const OUT_BLOCK: usize = 4;
+    const STRIP: usize = 1;
+    /// 4 × 3 accumulators would take 24 registers: some live in memory, yet four channels
+    /// measured 1.4x faster than one (whose 6 fit), as each masked input load serves four.
+    const GRAD_BLOCK: usize = 4;
+
+    impl ConvVector for Avx2 {
+        unsafe fn block_strip<const B: usize, const S: usize>(
+            strip: Strip,
+            weights: &[f32],
+            out: &mut [f32],
+        ) {
+            block_strip_avx2::<B, S>(strip, weights, out)
+        }
+        unsafe fn tap_sums<const B: usize>(
+            layout: &Conv3x3Layout,
+            segment: &Segment<'_>,
+            dy: &[f32],
+            x: &[f32],
+            c: usize,
+            dweight: &mut [f32],
+        ) {
+            tap_sums_avx2::<B>(layout, segment, dy, x, c, dweight)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn block_strip_avx2<const B: usize, const S: usize>(
+        strip: Strip,
+        weights: &[f32],
+        out: &mut [f32],
+    ) {
+        super::block_strip::<Avx2, B, S>(strip, weights, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn tap_sums_avx2<const B: usize>(
+        layout: &Conv3x3Layout,
+        segment: &Segment<'_>,
+        dy: &[f32],
+        x: &[f32],
+        c: usize,
+        dweight: &mut [f32],
+    ) {
+        super::tap_sums::<Avx2, B>(layout, segment, dy, x, c, dweight)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(in crate::kernels::conv3x3) fn forward(
+        layout: &Conv3x3Layout,
+        weights: &Conv3x3Weights,
+        padded: &[f32],
+        span: &mut [f32],
+    ) {
+        super::forward::<Avx2, OUT_BLOCK, STRIP>(layout, weights, padded, span)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(in crate::kernels::conv3x3) fn weight_grad(
+        layout: &Conv3x3Layout,
+        padded_input: &[f32],
+        padded_doutput: &[f32],
+        dweight: &mut [f32],
+    ) {
+        super::weight_grad::<Avx2, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
+    }
+}

@@ -27,7 +27,7 @@
 //! (the zero rows of `dyp` make the sum over the span exactly the sum over the pixels).
 //! Sums run in a fixed order, so results depend only on the instruction-set level
 //! ([`simd::level`]): AVX-512 (fused multiply-add, masked loads), AVX2 with FMA (smaller
-//! tiles for its sixteen registers), or plain 16-lane arrays.
+//! tiles for its sixteen registers), or the scalar level (SSE on x86-64, no fused multiply-add).
 //!
 //! ```
 //! use resnorm::kernels::{conv3x3_forward, Conv3x3Layout, Conv3x3Weights};
@@ -51,7 +51,9 @@ mod layout;
 pub use layout::Conv3x3Layout;
 
 use crate::kernels::simd::{self, Level, LANES};
-use kernels::{forward_with, out_block, weight_grad_with};
+#[cfg(target_arch = "x86_64")]
+use kernels::{avx2, avx512};
+use kernels::{out_block, scalar};
 
 /// A 3x3 weight rearranged for [`conv3x3_forward`]: blocks of output channels, each as
 /// `[in_channels, 9 taps, block]`, so the kernel reads its multipliers in order. The block
@@ -148,18 +150,27 @@ pub fn conv3x3_forward(
     const OP: &str = "conv3x3_forward";
     check_len(OP, "padded", padded, layout.padded_len(weights.in_channels))?;
     check_len(OP, "span", span, layout.span_len(weights.out_channels))?;
-    forward_in_force(layout, weights, padded, span);
+    forward_at(simd::level(), layout, weights, padded, span);
     Ok(())
 }
 
-simd::dispatch! {
-    /// The forward kernel of the level in force, on weights packed for it.
-    fn forward_in_force(
-        layout: &Conv3x3Layout,
-        weights: &Conv3x3Weights,
-        padded: &[f32],
-        span: &mut [f32],
-    ) => forward_with
+/// The forward kernel of `level`, which the CPU runs, on weights packed for it.
+fn forward_at(
+    level: Level,
+    layout: &Conv3x3Layout,
+    weights: &Conv3x3Weights,
+    padded: &[f32],
+    span: &mut [f32],
+) {
+    assert!(level <= Level::detected());
+    match level {
+        // SAFETY: the CPU has the level's instructions, asserted just above.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { avx512::forward(layout, weights, padded, span) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { avx2::forward(layout, weights, padded, span) },
+        _ => scalar::forward(layout, weights, padded, span),
+    }
 }
 
 /// Adds `∂L/∂w` (`[out, in, 3, 3]`) into `dweight`, from the padded group of the layer's
@@ -186,50 +197,34 @@ pub fn conv3x3_weight_grad(
         layout.padded_len(out_channels),
     )?;
     check_len(OP, "dweight", dweight, out_channels * in_channels * 9)?;
-    weight_grad_in_force(layout, padded_input, padded_doutput, dweight);
+    weight_grad_at(simd::level(), layout, padded_input, padded_doutput, dweight);
     Ok(())
 }
 
-simd::dispatch! {
-    /// The weight-gradient kernel of the level in force.
-    fn weight_grad_in_force(
-        layout: &Conv3x3Layout,
-        padded_input: &[f32],
-        padded_doutput: &[f32],
-        dweight: &mut [f32],
-    ) => weight_grad_with
+/// The weight-gradient kernel of `level`, which the CPU runs.
+fn weight_grad_at(
+    level: Level,
+    layout: &Conv3x3Layout,
+    padded_input: &[f32],
+    padded_doutput: &[f32],
+    dweight: &mut [f32],
+) {
+    assert!(level <= Level::detected());
+    let (x, dy) = (padded_input, padded_doutput);
+    match level {
+        // SAFETY: the CPU has the level's instructions, asserted just above.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { avx512::weight_grad(layout, x, dy, dweight) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { avx2::weight_grad(layout, x, dy, dweight) },
+        _ => scalar::weight_grad(layout, x, dy, dweight),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::Rng;
-
-    /// The forward results (weights as they are, then transposed) and the weight gradient of
-    /// `V`'s kernels, with weights packed for its `level`.
-    fn results<V: kernels::ConvVector>(
-        level: Level,
-        layout: &Conv3x3Layout,
-        (w, c_in, c_out): (&[f32], usize, usize),
-        (px, pdy): (&[f32], &[f32]),
-    ) -> [Vec<f32>; 3] {
-        let forward = |transposed| {
-            let mut weights = Conv3x3Weights::default();
-            weights
-                .repack_for(level, w, c_out, c_in, transposed)
-                .unwrap();
-            let (input, channels) = match transposed {
-                true => (pdy, c_in),
-                false => (px, c_out),
-            };
-            let mut span = vec![0.0; layout.span_len(channels)];
-            forward_with::<V>(layout, &weights, input, &mut span);
-            span
-        };
-        let mut dweight = vec![0.0; w.len()];
-        weight_grad_with::<V>(layout, px, pdy, &mut dweight);
-        [forward(false), forward(true), dweight]
-    }
 
     /// Every level's kernels that the CPU runs against the scalar ones, on a group of three
     /// 9x11 images with channel counts that leave partial blocks at every level: the same
@@ -252,25 +247,49 @@ mod tests {
         );
         layout.pad(&x, c_in, &mut px).unwrap();
         layout.pad(&dy, c_out, &mut pdy).unwrap();
-        let operands = ((&w[..], c_in, c_out), (&px[..], &pdy[..]));
-        let want = results::<simd::Scalar>(Level::Scalar, &layout, operands.0, operands.1);
-        simd::each_level!(|V, level| {
-            let got = results::<V>(level, &layout, operands.0, operands.1);
-            for (what, (got, want)) in ["forward", "transposed", "weight_grad"]
-                .into_iter()
-                .zip(got.iter().zip(&want))
-            {
-                for (i, (a, b)) in got.iter().zip(want).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                        "{level} {what}[{i}]: {a} vs {b}"
-                    );
-                }
+        let close = |what: &str, a: &[f32], b: &[f32]| {
+            for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{what}[{i}]: {a} vs {b}"
+                );
             }
-        });
+        };
+        let levels = Level::ALL.into_iter().filter(|&l| l <= Level::detected());
+        for level in levels.filter(|&l| l > Level::Scalar) {
+            for transposed in [false, true] {
+                let forward = |level| {
+                    let mut weights = Conv3x3Weights::default();
+                    weights
+                        .repack_for(level, &w, c_out, c_in, transposed)
+                        .unwrap();
+                    let (input, channels) = match transposed {
+                        true => (&pdy, c_in),
+                        false => (&px, c_out),
+                    };
+                    let mut span = vec![0.0; layout.span_len(channels)];
+                    forward_at(level, &layout, &weights, input, &mut span);
+                    span
+                };
+                close(
+                    &format!("{level} forward"),
+                    &forward(Level::Scalar),
+                    &forward(level),
+                );
+            }
+            let weight_grad = |level| {
+                let mut dweight = vec![0.0; w.len()];
+                weight_grad_at(level, &layout, &px, &pdy, &mut dweight);
+                dweight
+            };
+            close(
+                &format!("{level} weight_grad"),
+                &weight_grad(Level::Scalar),
+                &weight_grad(level),
+            );
+        }
     }
 
-    #[cfg(target_arch = "x86_64")]
     #[test]
     fn weights_packed_for_one_level_are_refused_by_another() {
         if Level::detected() < Level::Avx2 {
@@ -284,7 +303,7 @@ mod tests {
         let padded = vec![0.0; layout.padded_len(1)];
         let mut span = vec![0.0; layout.span_len(8)];
         let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            forward_with::<simd::Avx2>(&layout, &weights, &padded, &mut span)
+            forward_at(Level::Avx2, &layout, &weights, &padded, &mut span)
         }));
         assert!(refused.is_err());
     }
