@@ -26,8 +26,7 @@
 //!     assert!(rel < 3e-7, "x = {x}: {rel}");
 //! }
 //! assert_eq!(exp::exp(0.0), 1.0);
-//! assert_eq!(exp::wide(|| 1.5f32.max(2.0)), 2.0);
-//! ```
+//! //! ```
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// `ln 2` split so that `n · LN2_HI` is exact for `|n| ≤ 2⁹`.
@@ -64,33 +63,6 @@ pub fn exp(x: f32) -> f32 {
     e_r * two_n
 }
 
-/// Runs `f` compiled for the instruction set of [`simd::level`](super::simd::level), as far
-/// as LLVM inlines `f` into that copy (a large closure stays a separate function compiled for
-/// none). Kept for the attention and the convolution until they move onto `simd::dispatch!`.
-#[inline(always)]
-pub fn wide<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use super::simd::{level, Level};
-        #[target_feature(enable = "avx512f")]
-        unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        match level() {
-            // SAFETY: the level never exceeds what the CPU has (`Level::detected`).
-            Level::Avx512 => return unsafe { with_avx512(f) },
-            // SAFETY: as above.
-            Level::Avx2 => return unsafe { with_avx2(f) },
-            Level::Scalar => {}
-        }
-    }
-    f()
-}
-
 /// The largest element (`-∞` for an empty row; NaNs are skipped), in sixteen running
 /// maxima so that the loop vectorizes: what a softmax subtracts before [`exp`].
 #[inline(always)]
@@ -108,17 +80,6 @@ pub(crate) fn row_max(z: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     partial.iter().fold(tail, |m, &v| m.max(v))
 }
-
-/// `simd::dispatch!`'s `auto` form under its former name, kept for the attention until it
-/// moves onto `simd::dispatch!`.
-macro_rules! wide_fn {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
-        $crate::kernels::simd::dispatch! {
-            $(#[$meta])* $vis fn $name($($arg: $ty),*) $(-> $ret)? => auto $body
-        }
-    };
-}
-pub(crate) use wide_fn;
 
 #[cfg(test)]
 mod tests {
@@ -153,31 +114,15 @@ mod tests {
         xs.iter().map(|&x| exp(x)).collect()
     }
 
-    /// The same bits compiled for every level the CPU has, and through [`wide`].
+    crate::kernels::simd::dispatch! {
+        fn exp_in_force(xs: &[f32]) -> Vec<f32> => auto exp_all
+    }
+
+    /// The same bits compiled for the level in force as for the baseline (the suite runs
+    /// under each `RESNORM_SIMD` cap).
     #[test]
-    fn same_bits_on_every_level() {
+    fn same_bits_at_the_level_in_force() {
         let xs: Vec<f32> = (0..1000).map(|i| i as f32 * 0.173 - 86.0).collect();
-        let plain = exp_all(&xs);
-        assert_eq!(wide(|| exp_all(&xs)), plain);
-        #[cfg(target_arch = "x86_64")]
-        {
-            use crate::kernels::simd::Level;
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn with_avx2(xs: &[f32]) -> Vec<f32> {
-                exp_all(xs)
-            }
-            #[target_feature(enable = "avx512f")]
-            unsafe fn with_avx512(xs: &[f32]) -> Vec<f32> {
-                exp_all(xs)
-            }
-            if Level::detected() >= Level::Avx2 {
-                // SAFETY: the CPU has AVX2 and FMA, checked just above.
-                assert_eq!(unsafe { with_avx2(&xs) }, plain, "avx2");
-            }
-            if Level::detected() >= Level::Avx512 {
-                // SAFETY: the CPU has AVX-512F, checked just above.
-                assert_eq!(unsafe { with_avx512(&xs) }, plain, "avx512");
-            }
-        }
+        assert_eq!(exp_in_force(&xs), exp_all(&xs));
     }
 }

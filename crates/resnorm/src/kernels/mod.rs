@@ -26,7 +26,6 @@ pub mod cross_entropy;
 pub mod exp;
 pub mod gelu;
 pub mod im2col;
-pub(crate) mod lanes;
 pub mod layer_norm;
 pub mod matmul;
 pub mod norm;
@@ -37,7 +36,6 @@ mod rows;
 pub mod simd;
 mod stores;
 pub(crate) mod tile;
-pub(crate) mod vector;
 
 pub use conv3x3::{conv3x3_forward, conv3x3_weight_grad, Conv3x3Layout, Conv3x3Weights};
 pub use cross_entropy::{

@@ -10,7 +10,8 @@
 //! tile of `ROWS × COLUMN_VECTORS` vectors of `c` stays in registers for the whole sum: per
 //! `p`, the tile's vectors of `b`'s row are loaded once and multiplied by each of the `ROWS`
 //! elements `a[i, p]`, broadcast. [`TileVector::COLUMN_VECTORS`] is 4 on AVX-512 (16 of its
-//! 32 registers) and 1 on AVX2 (8 of its 16: two registers per vector). `a` is read element by element, so it may be stored either way round
+//! 32 registers) and 1 on AVX2 (8 of its 16: two registers per vector). `a` is read element
+//! by element, so it may be stored either way round
 //! (`dSᵀ` is `dS` with its strides swapped); `b` must be row-major with whole vectors of
 //! columns, which the callers arrange by padding their copies to [`LANES`].
 //!
@@ -20,7 +21,8 @@
 //! ~150 for large products). Each element of `c` is one sum in `p` order: results do not
 //! depend on threads.
 
-use super::vector::{Portable, Vector, LANES};
+use super::simd::{Kernel, Scalar, Vector, LANES};
+use std::marker::PhantomData;
 
 /// Rows of `c` per block.
 pub(crate) const ROWS: usize = 4;
@@ -42,24 +44,28 @@ pub(crate) struct Block {
     pub span: std::ops::Range<usize>,
 }
 
-/// The tile kernel on a [`Vector`]; the AVX-512 and AVX2 vectors compile each instance for
-/// their registers.
+/// A [`Vector`] with the tile shape that fits its registers.
 pub(crate) trait TileVector: Vector {
     /// Vectors of columns per tile (1 to 4): `ROWS × COLUMN_VECTORS` accumulators, which
     /// must fit the registers with the row of `b` and a broadcast beside them.
-    const COLUMN_VECTORS: usize = 4;
-
-    /// [`tile`] on this vector.
-    ///
-    /// # Safety
-    /// As for [`tile`].
-    #[inline(always)]
-    unsafe fn tile<const N: usize>(a: Strided<'_>, b: (*const f32, usize), k: usize, c: Out) {
-        tile::<Self, N>(a, b, k, c)
-    }
+    const COLUMN_VECTORS: usize;
 }
 
-impl TileVector for Portable {}
+impl TileVector for Scalar {
+    const COLUMN_VECTORS: usize = 4;
+}
+
+/// 16 of AVX-512's 32 registers.
+#[cfg(target_arch = "x86_64")]
+impl TileVector for super::simd::Avx512 {
+    const COLUMN_VECTORS: usize = 4;
+}
+
+/// Four rows of one vector: 8 accumulators, 2 for the row of `b`, 1 broadcast.
+#[cfg(target_arch = "x86_64")]
+impl TileVector for super::simd::Avx2 {
+    const COLUMN_VECTORS: usize = 1;
+}
 
 /// Where a tile writes: `ROWS` rows of `row_stride`.
 #[derive(Clone, Copy)]
@@ -96,15 +102,41 @@ pub(crate) fn product<V: TileVector>(
                 data: unsafe { c_block.add(first) },
                 row_stride: c_stride,
             };
-            // SAFETY: the asserts above bound every element the tile reads and writes:
-            // rows `row..=last_row`, columns `first..first + N·LANES <= width`, `p < k`.
+            // SAFETY: `product`'s callers run it at a level the CPU has; the asserts above
+            // bound every element the tile reads and writes: rows `row..=last_row`, columns
+            // `first..first + N·LANES <= width`, `p < k`.
             unsafe {
                 let b = (b_block.add(first), b_stride);
+                let a = a_block;
                 match ((width - first) / LANES).min(V::COLUMN_VECTORS) {
-                    1 => V::tile::<1>(a_block, b, k, out),
-                    2 => V::tile::<2>(a_block, b, k, out),
-                    3 => V::tile::<3>(a_block, b, k, out),
-                    _ => V::tile::<4>(a_block, b, k, out),
+                    1 => V::compiled(Tile::<V, 1> {
+                        a,
+                        b,
+                        k,
+                        c: out,
+                        vector: PhantomData,
+                    }),
+                    2 => V::compiled(Tile::<V, 2> {
+                        a,
+                        b,
+                        k,
+                        c: out,
+                        vector: PhantomData,
+                    }),
+                    3 => V::compiled(Tile::<V, 3> {
+                        a,
+                        b,
+                        k,
+                        c: out,
+                        vector: PhantomData,
+                    }),
+                    _ => V::compiled(Tile::<V, 4> {
+                        a,
+                        b,
+                        k,
+                        c: out,
+                        vector: PhantomData,
+                    }),
                 }
             }
         }
@@ -143,50 +175,23 @@ unsafe fn tile<V: Vector, const N: usize>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{Out, Strided, TileVector};
-    use crate::kernels::vector::Avx512;
-
-    impl TileVector for Avx512 {
-        unsafe fn tile<const N: usize>(a: Strided<'_>, b: (*const f32, usize), k: usize, c: Out) {
-            tile_avx512::<N>(a, b, k, c)
-        }
-    }
-
-    /// One instance per width, a function of its own so that its accumulators have the
-    /// registers to themselves (as the convolution's kernels).
-    #[target_feature(enable = "avx512f")]
-    #[inline(never)]
-    unsafe fn tile_avx512<const N: usize>(
-        a: Strided<'_>,
-        b: (*const f32, usize),
-        k: usize,
-        c: Out,
-    ) {
-        super::tile::<Avx512, N>(a, b, k, c)
-    }
+/// [`tile`] as a [`Kernel`], so that each vector compiles each width in a function of its
+/// own, whose registers its accumulators have to themselves (as the convolution's kernels).
+struct Tile<'a, V, const N: usize> {
+    a: Strided<'a>,
+    b: (*const f32, usize),
+    k: usize,
+    c: Out,
+    vector: PhantomData<V>,
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Out, Strided, TileVector};
-    use crate::kernels::vector::Avx2;
+impl<V: Vector, const N: usize> Kernel for Tile<'_, V, N> {
+    type Output = ();
 
-    impl TileVector for Avx2 {
-        /// Four rows of one vector: 8 accumulators, 2 for the row of `b`, 1 broadcast.
-        const COLUMN_VECTORS: usize = 1;
-
-        unsafe fn tile<const N: usize>(a: Strided<'_>, b: (*const f32, usize), k: usize, c: Out) {
-            tile_avx2::<N>(a, b, k, c)
-        }
-    }
-
-    /// As the AVX-512 instance, compiled for AVX2 with FMA.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline(never)]
-    unsafe fn tile_avx2<const N: usize>(a: Strided<'_>, b: (*const f32, usize), k: usize, c: Out) {
-        super::tile::<Avx2, N>(a, b, k, c)
+    #[inline(always)]
+    unsafe fn run(self) {
+        // SAFETY: the caller's contract, as for `tile`.
+        unsafe { tile::<V, N>(self.a, self.b, self.k, self.c) }
     }
 }
 
@@ -194,7 +199,7 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    /// Every block against a plain triple loop, on both vectors.
+    /// Every block against a plain triple loop.
     fn check<V: TileVector>() {
         let (rows, depth, cols) = (8, 37, 80);
         let a: Vec<f32> = (0..rows * depth).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -259,24 +264,8 @@ mod tests {
     }
 
     #[test]
-    fn portable_tiles_match_a_triple_loop() {
-        check::<Portable>();
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx512_tiles_match_a_triple_loop() {
-        if crate::kernels::simd::Level::detected() >= crate::kernels::simd::Level::Avx512 {
-            check::<crate::kernels::vector::Avx512>();
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx2_tiles_match_a_triple_loop() {
-        if crate::kernels::simd::Level::detected() >= crate::kernels::simd::Level::Avx2 {
-            check::<crate::kernels::vector::Avx2>();
-        }
+    fn tiles_match_a_triple_loop_on_every_level() {
+        crate::kernels::simd::each_level!(|V, _level| check::<V>());
     }
 
     #[test]
@@ -293,6 +282,6 @@ mod tests {
             width: 16,
             span: 0..4,
         };
-        product::<Portable>((&mut c, 16), a, (&b, 16), std::iter::once(block));
+        product::<Scalar>((&mut c, 16), a, (&b, 16), std::iter::once(block));
     }
 }

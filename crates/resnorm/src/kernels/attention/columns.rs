@@ -1,7 +1,7 @@
 //! A buffer whose column blocks several threads write at once, each its own heads' columns
 //! of its own sequences' rows, so that no element is written by two.
 
-use crate::kernels::lanes::prefetch_lines;
+use crate::kernels::simd::prefetch_lines;
 use std::marker::PhantomData;
 
 /// Rows ahead that the writes ask the cache for: a head's rows are a whole row stride apart,

@@ -33,7 +33,7 @@ use super::columns::SharedColumns;
 use super::head::head_rows;
 use super::softmax::{dot, softmax};
 use super::{start_forward, with_head_scratch, AttentionShape, Rows};
-use crate::kernels::exp::wide_fn;
+use crate::kernels::simd;
 use crate::threads::for_each_chunk_spinning;
 use crate::{Error, Result};
 
@@ -84,7 +84,7 @@ pub fn attention_decode(
 
 type HeadRows<'a> = (&'a [f32], usize, usize);
 
-wide_fn! {
+simd::dispatch! {
     /// Query `i`'s probabilities over its `seen` keys (zeros after) into `probs`, and its
     /// output into `y`.
     fn query_row(
@@ -93,7 +93,7 @@ wide_fn! {
         operands: (HeadRows<'_>, HeadRows<'_>, HeadRows<'_>),
         at: (usize, usize, usize),
         scale: f32,
-    ) => query_row_body
+    ) => auto query_row_body
 }
 
 /// [`query_row`]'s body: one dot product per key, in sixteen partial sums so that it

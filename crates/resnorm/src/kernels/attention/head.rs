@@ -26,9 +26,8 @@ use super::columns::{SharedColumns, PREFETCH_ROWS};
 use super::softmax::{softmax, softmax_backward};
 use super::{AttentionShape, Rows};
 use crate::kernels::column_sums::add_rows;
-use crate::kernels::lanes::prefetch;
+use crate::kernels::simd::{self, prefetch, LANES};
 use crate::kernels::tile::{product, Block, Strided, TileVector, ROWS};
-use crate::kernels::vector::LANES;
 
 /// The sizes of one sequence's work: the call's shape and the sequence's valid keys.
 #[derive(Clone, Copy, Debug)]
@@ -200,13 +199,45 @@ pub(super) fn head_rows<'a>(
     )
 }
 
+simd::dispatch! {
+    /// [`forward`] at the level in force.
+    ///
+    /// # Safety
+    /// No other thread touches this head's columns of sequence `b`'s rows of `out`.
+    pub(super) unsafe fn forward_in_force(
+        shape: &HeadShape,
+        bh: (usize, usize),
+        operands: (&Rows<'_>, &Rows<'_>, &Rows<'_>),
+        probs: &mut [f32],
+        out: &SharedColumns<'_>,
+        scratch: &mut Vec<f32>,
+    ) => forward
+}
+
+simd::dispatch! {
+    /// [`backward`] at the level in force.
+    ///
+    /// # Safety
+    /// As for [`forward_in_force`], for the group's columns of the three targets.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn backward_in_force(
+        shape: &HeadShape,
+        bg: (usize, usize),
+        operands: (&Rows<'_>, &Rows<'_>, &Rows<'_>),
+        dout: &[f32],
+        probs: &[f32],
+        sinks: GradSinks<'_, '_>,
+        scratch: &mut Vec<f32>,
+    ) => backward
+}
+
 /// Head `h` of sequence `b`: writes its `[Tq, Tk]` probabilities into `probs` (only those
 /// each query sees) and its output into `out` (`[B·Tq, H·d]`, this head's columns).
 ///
 /// # Safety
 /// `V`'s instructions run on this CPU, and no other thread touches this head's columns of
 /// sequence `b`'s rows of `out`.
-#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(super) unsafe fn forward<V: TileVector>(
     shape: &HeadShape,
     (b, h): (usize, usize),
@@ -261,6 +292,7 @@ pub(super) struct GradSinks<'s, 'a> {
 /// # Safety
 /// As for [`forward`], for these columns of the three targets.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(super) unsafe fn backward<V: TileVector>(
     shape: &HeadShape,
     (b, g): (usize, usize),

@@ -87,26 +87,6 @@ thread_local! {
     static BIAS_SUMS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `$body` with `$v` the widest tile vector of the SIMD level in force: AVX-512 at
-/// [`crate::kernels::simd::Level::Avx512`], else plain arrays inside
-/// [`crate::kernels::exp::wide`]. The one place in attention that picks a vector type.
-macro_rules! on_widest_vector {
-    ($v:ident, $body:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        let done = crate::kernels::simd::level() == crate::kernels::simd::Level::Avx512 && {
-            type $v = crate::kernels::vector::Avx512;
-            $body;
-            true
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let done = false;
-        if !done {
-            type $v = crate::kernels::vector::Portable;
-            crate::kernels::exp::wide(|| $body);
-        }
-    }};
-}
-
 /// Writes `out` (`[B, Tq, H·d]`, heads side by side) and the probabilities `probs`
 /// (`[B, H, Tq, Tk]`; only those of the keys each query sees are written, the others are
 /// left as they were) from `q` (`H` heads) and `k`, `v` (`H_kv` heads each), with
@@ -136,11 +116,10 @@ pub fn attention_forward(
             len: shape.key_length(key_lengths, b),
         };
         with_head_scratch(|scratch| {
-            // SAFETY: the vector runs on this CPU (on_widest_vector); task `bh` alone
-            // writes head `h`'s columns of sequence `b`'s rows.
-            on_widest_vector!(V, unsafe {
-                head::forward::<V>(&head_shape, (b, h), (&q, &k, &v), probs, &out, scratch)
-            })
+            // SAFETY: task `bh` alone writes head `h`'s columns of sequence `b`'s rows.
+            unsafe {
+                head::forward_in_force(&head_shape, (b, h), (&q, &k, &v), probs, &out, scratch)
+            }
         });
         Ok(())
     })
@@ -204,19 +183,17 @@ pub fn attention_backward(
             len: shape.key_length(key_lengths, b),
         };
         let probs = &probs[b * heads * shape.q_len * shape.kv_len..];
-        let mut sums = with_bias.then_some(sums);
+        let sums = with_bias.then_some(sums);
         with_head_scratch(|scratch| {
+            let sinks = GradSinks {
+                targets,
+                bias_sums: sums,
+            };
+            let operands = (&q, &k, &v);
             // SAFETY: as in `attention_forward`, for the group's columns of the targets.
-            on_widest_vector!(V, unsafe {
-                // `on_widest_vector!` writes its body twice: `sums` is reborrowed, not moved.
-                #[allow(clippy::needless_option_as_deref)]
-                let sinks = GradSinks {
-                    targets,
-                    bias_sums: sums.as_deref_mut(),
-                };
-                let operands = (&q, &k, &v);
-                head::backward::<V>(&head_shape, (b, g), operands, dout, probs, sinks, scratch)
-            })
+            unsafe {
+                head::backward_in_force(&head_shape, (b, g), operands, dout, probs, sinks, scratch)
+            }
         });
         Ok::<(), std::convert::Infallible>(())
     });

@@ -6,11 +6,12 @@
 //! backward  dz_j = s · p_j · (dp_j - Σ_k p_k dp_k)
 //! ```
 
-use crate::kernels::exp::{exp, row_max, wide_fn};
+use crate::kernels::exp::{exp, row_max};
+use crate::kernels::simd;
 
-wide_fn! {
+simd::dispatch! {
     /// `row` becomes `softmax(scale · row)`; `scale > 0`, `row` not empty.
-    pub(crate) fn softmax(row: &mut [f32], scale: f32) => softmax_row
+    pub(crate) fn softmax(row: &mut [f32], scale: f32) => auto softmax_row
 }
 
 /// [`softmax`]'s body. The maximum and the sum run in sixteen partial results, so that they
@@ -43,9 +44,9 @@ fn softmax_row(row: &mut [f32], scale: f32) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
-wide_fn! {
+simd::dispatch! {
     /// A row of `dP` becomes `dS = scale · P ⊙ (dP - Σ P ⊙ dP)` (`p` as long as `ds`).
-    pub(super) fn softmax_backward(ds: &mut [f32], p: &[f32], scale: f32) => softmax_backward_row
+    pub(super) fn softmax_backward(ds: &mut [f32], p: &[f32], scale: f32) => auto softmax_backward_row
 }
 
 /// [`softmax_backward`]'s body.

@@ -1,5 +1,5 @@
-//! The plain-array path (CPUs without AVX-512) run head by head from buffers left full of
-//! NaN, against the public functions (AVX-512 where this test runs): the same results to
+//! The scalar level's path run head by head from buffers left full of NaN, against the
+//! public functions (at the level in force): the same results to
 //! rounding, so the padding and the blocks' reach are cleared by the head code and nothing
 //! else left over is read.
 
@@ -7,11 +7,11 @@ use super::columns::SharedColumns;
 use super::head::{self, GradSinks, HeadShape};
 use super::{attention_backward, attention_forward, GradTarget, Grads};
 use crate::gradcheck::attention::{modes, operands, Mode, Packed};
-use crate::kernels::vector::Portable;
+use crate::kernels::simd::Scalar;
 use crate::rng::Rng;
 
 #[test]
-fn the_portable_path_from_nan_scratch_matches() {
+fn the_scalar_path_from_nan_scratch_matches() {
     let mut rng = Rng::new(3);
     let mut all = modes();
     all.push(Mode {
@@ -56,9 +56,9 @@ fn the_portable_path_from_nan_scratch_matches() {
             let (q, k, v) = (&views.0, &views.1, &views.2);
             for (bh, probs) in probs_p.chunks_exact_mut(s.q_len * s.kv_len).enumerate() {
                 let (b, h) = (bh / s.heads, bh % s.heads);
-                // SAFETY: plain arrays run anywhere; one head at a time.
+                // SAFETY: the scalar level runs anywhere; one head at a time.
                 unsafe {
-                    head::forward::<Portable>(
+                    head::forward::<Scalar>(
                         &head_shape(b),
                         (b, h),
                         (q, k, v),
@@ -86,7 +86,7 @@ fn the_portable_path_from_nan_scratch_matches() {
                 let operands = (&views.0, &views.1, &views.2);
                 // SAFETY: as above.
                 unsafe {
-                    head::backward::<Portable>(
+                    head::backward::<Scalar>(
                         &head_shape(b),
                         (b, g),
                         operands,

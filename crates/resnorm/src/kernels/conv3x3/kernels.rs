@@ -6,7 +6,7 @@
 use super::layout::Columns;
 use super::{Conv3x3Layout, Conv3x3Weights};
 use crate::kernels::simd::Level;
-use crate::kernels::vector::{Portable, Vector, LANES};
+use crate::kernels::simd::{Scalar, Vector, LANES};
 
 /// Input channels summed in registers before their sum is added to the output.
 const CHANNEL_GROUP: usize = 8;
@@ -71,7 +71,7 @@ pub(super) fn out_block(level: Level) -> usize {
         Level::Avx512 => avx512::OUT_BLOCK,
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => avx2::OUT_BLOCK,
-        _ => portable::OUT_BLOCK,
+        _ => scalar::OUT_BLOCK,
     }
 }
 
@@ -321,13 +321,13 @@ unsafe fn tap_sums<V: Vector, const B: usize>(
     }
 }
 
-impl ConvVector for Portable {}
+impl ConvVector for Scalar {}
 
-pub(super) mod portable {
-    //! The kernels on plain arrays, vectorized by the compiler (see [`crate::kernels::exp::wide`]).
-    use super::{Conv3x3Layout, Conv3x3Weights, Portable};
+pub(super) mod scalar {
+    //! The kernels at the scalar level.
+    use super::{Conv3x3Layout, Conv3x3Weights, Scalar};
 
-    /// AVX-512's shapes: the plain arrays are compiled for it where the CPU has it.
+    /// AVX-512's shapes, not tuned for the sixteen 4-lane SSE registers.
     pub(super) const OUT_BLOCK: usize = 8;
     const STRIP: usize = 3;
     const GRAD_BLOCK: usize = 4;
@@ -338,7 +338,7 @@ pub(super) mod portable {
         padded: &[f32],
         span: &mut [f32],
     ) {
-        super::forward::<Portable, OUT_BLOCK, STRIP>(layout, weights, padded, span)
+        super::forward::<Scalar, OUT_BLOCK, STRIP>(layout, weights, padded, span)
     }
 
     pub(in crate::kernels::conv3x3) fn weight_grad(
@@ -347,7 +347,7 @@ pub(super) mod portable {
         padded_doutput: &[f32],
         dweight: &mut [f32],
     ) {
-        super::weight_grad::<Portable, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
+        super::weight_grad::<Scalar, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
     }
 }
 
@@ -355,7 +355,7 @@ pub(super) mod portable {
 pub(super) mod avx512 {
     //! The kernels compiled for 512-bit registers with fused multiply-add.
     use super::{Conv3x3Layout, Conv3x3Weights, ConvVector, Segment, Strip};
-    use crate::kernels::vector::Avx512;
+    use crate::kernels::simd::Avx512;
 
     /// 8 × 3 accumulators, 3 vectors of inputs and a broadcast: 28 of 32 registers.
     pub(super) const OUT_BLOCK: usize = 8;
@@ -432,7 +432,7 @@ pub(super) mod avx2 {
     //! The kernels compiled for AVX2 with fused multiply-add: sixteen 256-bit registers, two
     //! per vector, so smaller tiles than AVX-512's.
     use super::{Conv3x3Layout, Conv3x3Weights, ConvVector, Segment, Strip};
-    use crate::kernels::vector::Avx2;
+    use crate::kernels::simd::Avx2;
 
     /// 4 × 1 accumulators (8 registers), one vector of inputs (2), a broadcast and the
     /// strip's four edge masks: 15 of 16 registers.

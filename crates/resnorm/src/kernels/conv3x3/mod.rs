@@ -27,7 +27,7 @@
 //! (the zero rows of `dyp` make the sum over the span exactly the sum over the pixels).
 //! Sums run in a fixed order, so results depend only on the instruction-set level
 //! ([`simd::level`]): AVX-512 (fused multiply-add, masked loads), AVX2 with FMA (smaller
-//! tiles for its sixteen registers), or plain 16-lane arrays.
+//! tiles for its sixteen registers), or the scalar level (SSE on x86-64, no fused multiply-add).
 //!
 //! ```
 //! use resnorm::kernels::{conv3x3_forward, Conv3x3Layout, Conv3x3Weights};
@@ -50,11 +50,10 @@ mod layout;
 
 pub use layout::Conv3x3Layout;
 
-use crate::kernels::simd::{self, Level};
-use crate::kernels::vector::LANES;
+use crate::kernels::simd::{self, Level, LANES};
 #[cfg(target_arch = "x86_64")]
 use kernels::{avx2, avx512};
-use kernels::{out_block, portable};
+use kernels::{out_block, scalar};
 
 /// A 3x3 weight rearranged for [`conv3x3_forward`]: blocks of output channels, each as
 /// `[in_channels, 9 taps, block]`, so the kernel reads its multipliers in order. The block
@@ -170,7 +169,7 @@ fn forward_at(
         Level::Avx512 => unsafe { avx512::forward(layout, weights, padded, span) },
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { avx2::forward(layout, weights, padded, span) },
-        _ => crate::kernels::exp::wide(|| portable::forward(layout, weights, padded, span)),
+        _ => scalar::forward(layout, weights, padded, span),
     }
 }
 
@@ -218,7 +217,7 @@ fn weight_grad_at(
         Level::Avx512 => unsafe { avx512::weight_grad(layout, x, dy, dweight) },
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { avx2::weight_grad(layout, x, dy, dweight) },
-        _ => crate::kernels::exp::wide(|| portable::weight_grad(layout, x, dy, dweight)),
+        _ => scalar::weight_grad(layout, x, dy, dweight),
     }
 }
 
@@ -227,12 +226,12 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// Every level's kernels that the CPU runs against the portable ones, on a group of three
+    /// Every level's kernels that the CPU runs against the scalar ones, on a group of three
     /// 9x11 images with channel counts that leave partial blocks at every level: the same
     /// sums, rounded differently (fused multiply-adds), so equal to 1e-5 of the terms'
     /// scale. (The layer tests compare the dispatched kernels with direct f64 loops.)
     #[test]
-    fn every_level_agrees_with_the_portable_kernels() {
+    fn every_level_agrees_with_the_scalar_kernels() {
         let mut rng = Rng::new(3);
         let (c_in, c_out) = (9, 11);
         let layout = Conv3x3Layout::new(9, 11, 3).unwrap();

@@ -4,11 +4,14 @@
 //!
 //! Two forms:
 //! - `=> body` for a body generic over [`Vector`](super::Vector): it runs as `body::<Avx512>`,
-//!   `body::<Avx2>` or `body::<Scalar>`;
+//!   `body::<Avx2>` or `body::<Scalar>` (`unsafe fn` for an unsafe body, whose contract the
+//!   defined function takes over);
 //! - `=> auto body` for element-wise loops written on `f32` that the compiler vectorizes:
 //!   the same `body` in each copy, with registers as wide as the copy's instruction set.
 //!
-//! The body must be `#[inline(always)]`, so that it is compiled inside each copy.
+//! The body must be `#[inline(always)]`, so that it is compiled inside each copy. Within it, a
+//! register-tiled kernel runs in a function of its own through
+//! [`Vector::compiled`](super::Vector::compiled) and a [`Kernel`].
 //!
 //! ```text
 //! simd::dispatch! {
@@ -24,22 +27,33 @@
 macro_rules! dispatch {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
         => auto $body:path) => {
-        $crate::kernels::simd::dispatch!(@define [$(#[$meta])*] $vis $name [$($arg: $ty),*]
+        $crate::kernels::simd::dispatch!(@define [$(#[$meta])*] [] $vis $name [$($arg: $ty),*]
             [$($ret)?] [$body] [$body] [$body]);
+    };
+    ($(#[$meta:meta])* $vis:vis unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?)
+        $(-> $ret:ty)? => $body:ident) => {
+        $crate::kernels::simd::dispatch!(@generic [$(#[$meta])*] [unsafe] $vis $name
+            [$($arg: $ty),*] [$($ret)?] $body);
     };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
         => $body:ident) => {
-        $crate::kernels::simd::dispatch!(@define [$(#[$meta])*] $vis $name [$($arg: $ty),*]
-            [$($ret)?]
+        $crate::kernels::simd::dispatch!(@generic [$(#[$meta])*] [] $vis $name
+            [$($arg: $ty),*] [$($ret)?] $body);
+    };
+    (@generic [$(#[$meta:meta])*] [$($unsafety:tt)?] $vis:vis $name:ident
+        [$($arg:ident: $ty:ty),*] [$($ret:ty)?] $body:ident) => {
+        $crate::kernels::simd::dispatch!(@define [$(#[$meta])*] [$($unsafety)?] $vis $name
+            [$($arg: $ty),*] [$($ret)?]
             [$body::<$crate::kernels::simd::Avx512>]
             [$body::<$crate::kernels::simd::Avx2>]
             [$body::<$crate::kernels::simd::Scalar>]);
     };
-    (@define [$(#[$meta:meta])*] $vis:vis $name:ident [$($arg:ident: $ty:ty),*] [$($ret:ty)?]
+    (@define [$(#[$meta:meta])*] [$($unsafety:tt)?] $vis:vis $name:ident
+        [$($arg:ident: $ty:ty),*] [$($ret:ty)?]
         [$($avx512:tt)*] [$($avx2:tt)*] [$($scalar:tt)*]) => {
         $(#[$meta])*
         #[inline]
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis $($unsafety)? fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
@@ -63,6 +77,19 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+/// A kernel body that [`Vector::compiled`](super::Vector::compiled) runs in a function of its
+/// own, compiled for the vector's instruction set: its arguments, and `run` calling the body.
+pub(crate) trait Kernel {
+    /// What the body returns.
+    type Output;
+    /// Calls the body; `#[inline(always)]` in every implementation, so that the body is
+    /// compiled inside the vector's function.
+    ///
+    /// # Safety
+    /// The contract of the body.
+    unsafe fn run(self) -> Self::Output;
+}
 
 /// Test support: evaluates `$body` once for every level the CPU has, narrowest first, with
 /// the type `$v` naming that level's [`Vector`](super::Vector) and `$level` the level, so that

@@ -35,9 +35,9 @@ mod x86;
 pub(crate) use blocks::run_blocks;
 pub use blocks::{rows_per_block, ONE_BLOCK_PER_THREAD, ROW_KERNEL_BLOCKS_PER_THREAD};
 pub(crate) use cache::{prefetch, prefetch_lines, streaming_fence, LINE_BYTES};
-pub(crate) use dispatch::dispatch;
 #[cfg(test)]
 pub(crate) use dispatch::each_level;
+pub(crate) use dispatch::{dispatch, Kernel};
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) use vector::Scalar;
 pub(crate) use vector::{Vector, LANES};

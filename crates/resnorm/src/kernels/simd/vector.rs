@@ -22,6 +22,7 @@
 //! assert_eq!(lanes, [136.0]);
 //! ```
 
+use super::Kernel;
 use std::ops::{Add, AddAssign, Mul, Sub};
 
 /// Lanes per vector; chunks of rows are this long (one 64-byte cache line).
@@ -41,7 +42,6 @@ pub(crate) trait Vector:
     ///
     /// # Safety
     /// As for [`Vector::load`].
-    #[cfg_attr(not(test), expect(dead_code, reason = "for kernels/vector.rs's users"))]
     unsafe fn load_kept(data: *const f32, keep: u16) -> Self;
     /// # Safety
     /// `data` points at [`LANES`] writable `f32`.
@@ -60,8 +60,14 @@ pub(crate) trait Vector:
     /// (`self` its input or output), and with `g = self` the ReLU itself.
     fn relu_gate(self, g: Self) -> Self;
     /// `self + a · b`: fused (one rounding) on AVX2 and AVX-512, two on the scalar level.
-    #[cfg_attr(not(test), expect(dead_code, reason = "for kernels/vector.rs's users"))]
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// Runs `kernel` in a function of its own, never inlined, compiled for this vector's
+    /// instruction set: a register-tiled kernel's accumulators then have the registers to
+    /// themselves (inlined into a larger function, LLVM was seen to spill them, 2x slower).
+    ///
+    /// # Safety
+    /// The CPU has this vector's instruction set (see `x86`), and `kernel`'s contract holds.
+    unsafe fn compiled<K: Kernel>(kernel: K) -> K::Output;
 
     /// All lanes zero.
     #[inline(always)]
@@ -197,6 +203,17 @@ impl Vector for Scalar {
     #[inline(always)]
     fn mul_add(self, a: Scalar, b: Scalar) -> Scalar {
         Scalar(std::array::from_fn(|l| self.0[l] + a.0[l] * b.0[l]))
+    }
+
+    #[inline(always)]
+    unsafe fn compiled<K: Kernel>(kernel: K) -> K::Output {
+        #[inline(never)]
+        unsafe fn run<K: Kernel>(kernel: K) -> K::Output {
+            // SAFETY: the caller's contract.
+            unsafe { kernel.run() }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { run(kernel) }
     }
 }
 
