@@ -351,27 +351,49 @@ pub(super) mod scalar {
     }
 }
 
+/// The kernels of one instruction set: `ConvVector` for `$vector`, its tiles compiled in
+/// functions of their own with `$features` (so that their accumulators have the registers to
+/// themselves), and `forward` / `weight_grad` at the module's `OUT_BLOCK`, `STRIP` and
+/// `GRAD_BLOCK`.
 #[cfg(target_arch = "x86_64")]
-pub(super) mod avx512 {
-    //! The kernels compiled for 512-bit registers with fused multiply-add.
-    use super::{Conv3x3Layout, Conv3x3Weights, ConvVector, Segment, Strip};
-    use crate::kernels::simd::Avx512;
+macro_rules! level_kernels {
+    ($vector:ident, $features:literal) => {
+        use super::{Conv3x3Layout, Conv3x3Weights, ConvVector, Segment, Strip};
+        use crate::kernels::simd::$vector;
 
-    /// 8 × 3 accumulators, 3 vectors of inputs and a broadcast: 28 of 32 registers.
-    pub(super) const OUT_BLOCK: usize = 8;
-    const STRIP: usize = 3;
-    /// 4 × 3 accumulators, 3 vectors of inputs and one of `dy`: 16 of 32 registers.
-    const GRAD_BLOCK: usize = 4;
+        impl ConvVector for $vector {
+            unsafe fn block_strip<const B: usize, const S: usize>(
+                strip: Strip,
+                weights: &[f32],
+                out: &mut [f32],
+            ) {
+                block_strip_compiled::<B, S>(strip, weights, out)
+            }
+            unsafe fn tap_sums<const B: usize>(
+                layout: &Conv3x3Layout,
+                segment: &Segment<'_>,
+                dy: &[f32],
+                x: &[f32],
+                c: usize,
+                dweight: &mut [f32],
+            ) {
+                tap_sums_compiled::<B>(layout, segment, dy, x, c, dweight)
+            }
+        }
 
-    impl ConvVector for Avx512 {
-        unsafe fn block_strip<const B: usize, const S: usize>(
+        #[target_feature(enable = $features)]
+        #[inline(never)]
+        unsafe fn block_strip_compiled<const B: usize, const S: usize>(
             strip: Strip,
             weights: &[f32],
             out: &mut [f32],
         ) {
-            block_strip_avx512::<B, S>(strip, weights, out)
+            super::block_strip::<$vector, B, S>(strip, weights, out)
         }
-        unsafe fn tap_sums<const B: usize>(
+
+        #[target_feature(enable = $features)]
+        #[inline(never)]
+        unsafe fn tap_sums_compiled<const B: usize>(
             layout: &Conv3x3Layout,
             segment: &Segment<'_>,
             dy: &[f32],
@@ -379,60 +401,48 @@ pub(super) mod avx512 {
             c: usize,
             dweight: &mut [f32],
         ) {
-            tap_sums_avx512::<B>(layout, segment, dy, x, c, dweight)
+            super::tap_sums::<$vector, B>(layout, segment, dy, x, c, dweight)
         }
-    }
 
-    #[target_feature(enable = "avx512f")]
-    #[inline(never)]
-    unsafe fn block_strip_avx512<const B: usize, const S: usize>(
-        strip: Strip,
-        weights: &[f32],
-        out: &mut [f32],
-    ) {
-        super::block_strip::<Avx512, B, S>(strip, weights, out)
-    }
+        #[target_feature(enable = $features)]
+        pub(in crate::kernels::conv3x3) fn forward(
+            layout: &Conv3x3Layout,
+            weights: &Conv3x3Weights,
+            padded: &[f32],
+            span: &mut [f32],
+        ) {
+            super::forward::<$vector, OUT_BLOCK, STRIP>(layout, weights, padded, span)
+        }
 
-    #[target_feature(enable = "avx512f")]
-    #[inline(never)]
-    unsafe fn tap_sums_avx512<const B: usize>(
-        layout: &Conv3x3Layout,
-        segment: &Segment<'_>,
-        dy: &[f32],
-        x: &[f32],
-        c: usize,
-        dweight: &mut [f32],
-    ) {
-        super::tap_sums::<Avx512, B>(layout, segment, dy, x, c, dweight)
-    }
+        #[target_feature(enable = $features)]
+        pub(in crate::kernels::conv3x3) fn weight_grad(
+            layout: &Conv3x3Layout,
+            padded_input: &[f32],
+            padded_doutput: &[f32],
+            dweight: &mut [f32],
+        ) {
+            super::weight_grad::<$vector, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
+        }
+    };
+}
 
-    #[target_feature(enable = "avx512f")]
-    pub(in crate::kernels::conv3x3) fn forward(
-        layout: &Conv3x3Layout,
-        weights: &Conv3x3Weights,
-        padded: &[f32],
-        span: &mut [f32],
-    ) {
-        super::forward::<Avx512, OUT_BLOCK, STRIP>(layout, weights, padded, span)
-    }
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx512 {
+    //! The kernels compiled for 512-bit registers with fused multiply-add.
 
-    #[target_feature(enable = "avx512f")]
-    pub(in crate::kernels::conv3x3) fn weight_grad(
-        layout: &Conv3x3Layout,
-        padded_input: &[f32],
-        padded_doutput: &[f32],
-        dweight: &mut [f32],
-    ) {
-        super::weight_grad::<Avx512, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
-    }
+    /// 8 × 3 accumulators, 3 vectors of inputs and a broadcast: 28 of 32 registers.
+    pub(super) const OUT_BLOCK: usize = 8;
+    const STRIP: usize = 3;
+    /// 4 × 3 accumulators, 3 vectors of inputs and one of `dy`: 16 of 32 registers.
+    const GRAD_BLOCK: usize = 4;
+
+    level_kernels!(Avx512, "avx512f");
 }
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
     //! The kernels compiled for AVX2 with fused multiply-add: sixteen 256-bit registers, two
     //! per vector, so smaller tiles than AVX-512's.
-    use super::{Conv3x3Layout, Conv3x3Weights, ConvVector, Segment, Strip};
-    use crate::kernels::simd::Avx2;
 
     /// 4 × 1 accumulators (8 registers), one vector of inputs (2), a broadcast and the
     /// strip's four edge masks: 15 of 16 registers.
@@ -442,66 +452,5 @@ pub(super) mod avx2 {
     /// measured 1.4x faster than one (whose 6 fit), as each masked input load serves four.
     const GRAD_BLOCK: usize = 4;
 
-    impl ConvVector for Avx2 {
-        unsafe fn block_strip<const B: usize, const S: usize>(
-            strip: Strip,
-            weights: &[f32],
-            out: &mut [f32],
-        ) {
-            block_strip_avx2::<B, S>(strip, weights, out)
-        }
-        unsafe fn tap_sums<const B: usize>(
-            layout: &Conv3x3Layout,
-            segment: &Segment<'_>,
-            dy: &[f32],
-            x: &[f32],
-            c: usize,
-            dweight: &mut [f32],
-        ) {
-            tap_sums_avx2::<B>(layout, segment, dy, x, c, dweight)
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline(never)]
-    unsafe fn block_strip_avx2<const B: usize, const S: usize>(
-        strip: Strip,
-        weights: &[f32],
-        out: &mut [f32],
-    ) {
-        super::block_strip::<Avx2, B, S>(strip, weights, out)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline(never)]
-    unsafe fn tap_sums_avx2<const B: usize>(
-        layout: &Conv3x3Layout,
-        segment: &Segment<'_>,
-        dy: &[f32],
-        x: &[f32],
-        c: usize,
-        dweight: &mut [f32],
-    ) {
-        super::tap_sums::<Avx2, B>(layout, segment, dy, x, c, dweight)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(in crate::kernels::conv3x3) fn forward(
-        layout: &Conv3x3Layout,
-        weights: &Conv3x3Weights,
-        padded: &[f32],
-        span: &mut [f32],
-    ) {
-        super::forward::<Avx2, OUT_BLOCK, STRIP>(layout, weights, padded, span)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(in crate::kernels::conv3x3) fn weight_grad(
-        layout: &Conv3x3Layout,
-        padded_input: &[f32],
-        padded_doutput: &[f32],
-        dweight: &mut [f32],
-    ) {
-        super::weight_grad::<Avx2, GRAD_BLOCK>(layout, padded_input, padded_doutput, dweight)
-    }
+    level_kernels!(Avx2, "avx2,fma");
 }
