@@ -1,67 +1,24 @@
 //! The `resnorm` binary end to end: a tiny training run, resume, eval and sample; and every
 //! kind of bad input answered with one `error:` line and exit code 2 (divergence: exit 1).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-/// A model and corpus small enough that a debug binary trains it in well under a second.
-const TINY: &[&str] = &[
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--width",
-    "16",
-    "--context",
-    "16",
-    "--batch",
-    "4",
-    "--corpus-chars",
-    "5000",
-    "--eval-every",
-    "2",
-    "--sample-tokens",
-    "10",
-];
+use std::path::Path;
+use std::process::Output;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("resnorm-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn resnorm(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resnorm"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the binary runs")
-}
+use common::{assert_one_line_error, resnorm, stderr, temp_dir, tiny};
 
 fn train(dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["train"];
-    args.extend_from_slice(TINY);
+    args.extend(tiny("--eval-every 2 --sample-tokens 10"));
     args.extend_from_slice(extra);
     resnorm(&args, dir)
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Exit code 2 and exactly one line on stderr, an `error:` containing `expected`.
-fn assert_one_line_error(out: &Output, expected: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains(expected), "`{expected}` not in: {err}");
-}
-
 #[test]
 fn train_resume_eval_and_sample() {
-    let dir = temp_dir("flow");
+    let dir = temp_dir("cli", "flow");
     let out = train(&dir, &["--steps", "4", "--out", "run", "--threads", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -102,15 +59,15 @@ fn train_resume_eval_and_sample() {
 
     assert_one_line_error(
         &train(&dir, &["--steps", "4", "--out", "run"]),
-        "--out run already holds a run; pass --resume run to continue it, or --overwrite",
+        &["--out run already holds a run; pass --resume run to continue it, or --overwrite"],
     );
     assert_one_line_error(
         &resnorm(&["train", "--resume", "run", "--steps", "3"], &dir),
-        "--steps 3 is below the saved run's step 4",
+        &["--steps 3 is below the saved run's step 4"],
     );
     assert_one_line_error(
         &resnorm(&["train", "--resume", "run", "--tokenizer", "byte"], &dir),
-        "--tokenizer \"byte\" (the saved run has \"char\")",
+        &["--tokenizer \"byte\" (the saved run has \"char\")"],
     );
     let out = resnorm(
         &["train", "--resume", "run", "--steps", "6", "--threads", "1"],
@@ -161,7 +118,7 @@ fn train_resume_eval_and_sample() {
 
 #[test]
 fn a_toml_config_is_read_and_flags_override_it() {
-    let dir = temp_dir("toml");
+    let dir = temp_dir("cli", "toml");
     std::fs::write(dir.join("run.toml"), "steps = 3\nplacement = \"post-ln\"\n").unwrap();
     let out = train(
         &dir,
@@ -177,21 +134,21 @@ fn a_toml_config_is_read_and_flags_override_it() {
 
     std::fs::write(dir.join("bad.toml"), "stepz = 3\n").unwrap();
     let out = train(&dir, &["--config", "bad.toml"]);
-    assert_one_line_error(&out, "stepz");
+    assert_one_line_error(&out, &["stepz"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_data_is_one_line_and_exit_2() {
-    let dir = temp_dir("data");
+    let dir = temp_dir("cli", "data");
     assert_one_line_error(
         &train(&dir, &["--data", "missing.txt"]),
-        "missing.txt: No such file",
+        &["missing.txt: No such file"],
     );
     std::fs::write(dir.join("empty.txt"), "").unwrap();
     assert_one_line_error(
         &train(&dir, &["--data", "empty.txt"]),
-        "empty.txt: file is empty",
+        &["empty.txt: file is empty"],
     );
     std::fs::write(
         dir.join("short.txt"),
@@ -200,38 +157,41 @@ fn bad_data_is_one_line_and_exit_2() {
     .unwrap();
     assert_one_line_error(
         &train(&dir, &["--data", "short.txt"]),
-        "each part needs at least context + 1 = 17",
+        &["each part needs at least context + 1 = 17"],
     );
     std::fs::write(dir.join("latin1.txt"), b"caf\xE9 au lait").unwrap();
     assert_one_line_error(
         &train(&dir, &["--data", "latin1.txt"]),
-        "not valid UTF-8: byte 0xE9 at byte offset 3",
+        &["not valid UTF-8: byte 0xE9 at byte offset 3"],
     );
     std::fs::write(dir.join("odd.bin"), [1u8, 0, 2]).unwrap();
     assert_one_line_error(
         &train(&dir, &["--data", "odd.bin", "--tokenizer", "gpt2"]),
-        "odd length",
+        &["odd length"],
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_flag_values_are_one_line_and_exit_2() {
-    let dir = temp_dir("flags");
-    assert_one_line_error(&train(&dir, &["--placement", "pre_ln"]), "pre_ln");
-    assert_one_line_error(&train(&dir, &["--tokenizer", "words"]), "words");
-    assert_one_line_error(&train(&dir, &["--norm", "batch"]), "batch");
-    assert_one_line_error(&train(&dir, &["--steps", "-3"]), "'-3'");
-    assert_one_line_error(&train(&dir, &["--steps", "0"]), "steps must be at least 1");
-    assert_one_line_error(&train(&dir, &["--width", "15"]), "divisible");
-    assert_one_line_error(&train(&dir, &["--min-lr", "1"]), "min_lr");
-    assert_one_line_error(&resnorm(&["train", "--bogus"], &dir), "--bogus");
+    let dir = temp_dir("cli", "flags");
+    assert_one_line_error(&train(&dir, &["--placement", "pre_ln"]), &["pre_ln"]);
+    assert_one_line_error(&train(&dir, &["--tokenizer", "words"]), &["words"]);
+    assert_one_line_error(&train(&dir, &["--norm", "batch"]), &["batch"]);
+    assert_one_line_error(&train(&dir, &["--steps", "-3"]), &["'-3'"]);
+    assert_one_line_error(
+        &train(&dir, &["--steps", "0"]),
+        &["steps must be at least 1"],
+    );
+    assert_one_line_error(&train(&dir, &["--width", "15"]), &["divisible"]);
+    assert_one_line_error(&train(&dir, &["--min-lr", "1"]), &["min_lr"]);
+    assert_one_line_error(&resnorm(&["train", "--bogus"], &dir), &["--bogus"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn damaged_or_foreign_checkpoints_are_one_line_and_exit_2() {
-    let dir = temp_dir("checkpoints");
+    let dir = temp_dir("cli", "checkpoints");
     let out = train(
         &dir,
         &["--steps", "2", "--out", "run", "--sample-tokens", "0"],
@@ -239,10 +199,10 @@ fn damaged_or_foreign_checkpoints_are_one_line_and_exit_2() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let out = resnorm(&["train", "--resume", "run", "--layers", "2"], &dir);
-    assert_one_line_error(&out, "--layers 2 (the saved run has 1)");
+    assert_one_line_error(&out, &["--layers 2 (the saved run has 1)"]);
     assert_one_line_error(
         &resnorm(&["eval", "--checkpoint", "nowhere"], &dir),
-        "not a checkpoint directory",
+        &["not a checkpoint directory"],
     );
 
     // Any change to a file of the set is refused by the manifest, naming the file.
@@ -254,7 +214,7 @@ fn damaged_or_foreign_checkpoints_are_one_line_and_exit_2() {
     )
     .unwrap();
     let out = resnorm(&["sample", "--checkpoint", "run"], &dir);
-    assert_one_line_error(&out, "config.json: checksum");
+    assert_one_line_error(&out, &["config.json: checksum"]);
     std::fs::write(&config_path, &config).unwrap();
 
     let model_path = dir.join("run/checkpoint/model.safetensors");
@@ -262,7 +222,7 @@ fn damaged_or_foreign_checkpoints_are_one_line_and_exit_2() {
     std::fs::write(&model_path, &model[..model.len() - 100]).unwrap();
     assert_one_line_error(
         &resnorm(&["eval", "--checkpoint", "run"], &dir),
-        "model.safetensors: 1",
+        &["model.safetensors: 1"],
     );
     std::fs::write(&model_path, &model).unwrap();
     let out = resnorm(&["eval", "--checkpoint", "run"], &dir);
@@ -274,7 +234,7 @@ fn damaged_or_foreign_checkpoints_are_one_line_and_exit_2() {
 /// step overflows: exit code 1, one line naming the step, the checkpoint of step 1 kept.
 #[test]
 fn divergence_stops_with_exit_1_and_keeps_the_last_checkpoint() {
-    let dir = temp_dir("nan");
+    let dir = temp_dir("cli", "nan");
     let out = train(
         &dir,
         &[
@@ -318,17 +278,17 @@ fn divergence_stops_with_exit_1_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn bad_bench_and_thread_flags_are_one_line_and_exit_2() {
-    let dir = temp_dir("bench-flags");
+    let dir = temp_dir("cli", "bench-flags");
     let zero_rows = resnorm(&["bench", "norms", "--shape", "0x768"], &dir);
-    assert_one_line_error(&zero_rows, "ROWSxCOLS");
+    assert_one_line_error(&zero_rows, &["ROWSxCOLS"]);
     let no_x = resnorm(&["bench", "norms", "--shape", "8192"], &dir);
-    assert_one_line_error(&no_x, "ROWSxCOLS");
+    assert_one_line_error(&no_x, &["ROWSxCOLS"]);
     let no_threads = resnorm(&["--threads", "0", "gradcheck"], &dir);
-    assert_one_line_error(&no_threads, "at least 1");
+    assert_one_line_error(&no_threads, &["at least 1"]);
     let bad_model = resnorm(&["bench", "train", "--width", "10", "--heads", "3"], &dir);
-    assert_one_line_error(&bad_model, "divisible");
+    assert_one_line_error(&bad_model, &["divisible"]);
     let bad_sample_model = resnorm(&["bench", "sample", "--width", "10", "--heads", "3"], &dir);
-    assert_one_line_error(&bad_sample_model, "divisible");
+    assert_one_line_error(&bad_sample_model, &["divisible"]);
     let no_tokens = resnorm(&["bench", "sample", "--tokens", "abc"], &dir);
-    assert_one_line_error(&no_tokens, "--tokens");
+    assert_one_line_error(&no_tokens, &["--tokens"]);
 }

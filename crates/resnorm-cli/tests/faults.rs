@@ -10,50 +10,21 @@
 //! Every run uses two threads: results are bit-identical only for one thread count.
 #![cfg(unix)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use resnorm::checkpoint_set::CheckpointSet;
 
-/// A model and corpus that train in about a millisecond a step (debug build).
-const TINY: &[&str] = &[
-    "--threads",
-    "2",
-    "train",
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--width",
-    "16",
-    "--context",
-    "16",
-    "--batch",
-    "4",
-    "--corpus-chars",
-    "5000",
-    "--eval-every",
-    "0",
-    "--sample-tokens",
-    "0",
-];
+mod common;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("resnorm-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{command, resnorm, stderr, temp_dir, tiny};
 
-fn command(args: &[&str], dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_resnorm"));
-    command.args(args).current_dir(dir);
-    command
-}
-
-fn run(args: &[&str], dir: &Path) -> Output {
-    command(args, dir).output().expect("the binary runs")
+/// A model and corpus that train in about a millisecond a step (debug build), on two threads.
+fn tiny_train() -> Vec<&'static str> {
+    let mut args = vec!["--threads", "2", "train"];
+    args.extend(tiny("--eval-every 0 --sample-tokens 0"));
+    args
 }
 
 fn spawn(args: &[&str], dir: &Path) -> Child {
@@ -74,10 +45,6 @@ fn with(parts: &[&[&str]]) -> Vec<String> {
 
 fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The files of a finished run that must be bit-identical to the uninterrupted run's.
@@ -150,15 +117,18 @@ fn assert_finished_like(run_dir: &Path, straight: &Path) {
 #[test]
 fn sigkill_at_random_points_never_loses_the_checkpoint() {
     const KILLS: usize = 50;
-    let dir = temp_dir("sigkill");
+    let dir = temp_dir("faults", "sigkill");
     let steps = ["--steps", "120", "--save-every", "1"];
-    let reference = run(&strs(&with(&[TINY, &steps, &["--out", "straight"]])), &dir);
+    let reference = resnorm(
+        &strs(&with(&[&tiny_train()[..], &steps, &["--out", "straight"]])),
+        &dir,
+    );
     assert!(reference.status.success(), "{}", stderr(&reference));
     let straight = dir.join("straight");
 
     let run_dir = dir.join("run");
-    let fresh = with(&[TINY, &steps, &["--out", "run", "--overwrite"]]);
-    let resume = with(&[TINY, &["--resume", "run"]]);
+    let fresh = with(&[&tiny_train()[..], &steps, &["--out", "run", "--overwrite"]]);
+    let resume = with(&[&tiny_train()[..], &["--resume", "run"]]);
     let mut delays = Delays(0x25);
     let (mut kills, mut mid_saves, mut finished, mut last_step) = (0, 0, 0, None::<u64>);
     while kills < KILLS {
@@ -176,7 +146,7 @@ fn sigkill_at_random_points_never_loses_the_checkpoint() {
         kills += 1;
         let mid_save = ["checkpoint.partial", "checkpoint.previous"];
         mid_saves += usize::from(mid_save.iter().any(|d| run_dir.join(d).exists()));
-        let eval = run(&["eval", "--checkpoint", "run", "--json"], &dir);
+        let eval = resnorm(&["eval", "--checkpoint", "run", "--json"], &dir);
         match last_step {
             None if !eval.status.success() => continue, // killed before its first save
             _ => assert!(eval.status.success(), "kill {kills}: {}", stderr(&eval)),
@@ -192,7 +162,7 @@ fn sigkill_at_random_points_never_loses_the_checkpoint() {
         "{kills} kills, {mid_saves} of them in the middle of a save; {finished} runs finished \
          between kills"
     );
-    let finish = run(
+    let finish = resnorm(
         &strs(if last_step.is_some() { &resume } else { &fresh }),
         &dir,
     );
@@ -214,9 +184,12 @@ fn stop_with(args: &[String], dir: &Path, ready: impl Fn() -> bool, signals: &[&
 
 #[test]
 fn sigint_and_sigterm_stop_the_lm_trainer_resumably() {
-    let dir = temp_dir("lm-signals");
+    let dir = temp_dir("faults", "lm-signals");
     let steps = ["--steps", "2500", "--save-every", "1000"];
-    let reference = run(&strs(&with(&[TINY, &steps, &["--out", "straight"]])), &dir);
+    let reference = resnorm(
+        &strs(&with(&[&tiny_train()[..], &steps, &["--out", "straight"]])),
+        &dir,
+    );
     assert!(reference.status.success(), "{}", stderr(&reference));
     let straight = dir.join("straight");
     // The double signal ends the run at once, so it comes after the first save.
@@ -226,7 +199,7 @@ fn sigint_and_sigterm_stop_the_lm_trainer_resumably() {
         ("int-twice", &["INT", "INT"][..], 130, 1010),
     ] {
         let run_dir = dir.join(name);
-        let args = with(&[TINY, &steps, &["--out", name]]);
+        let args = with(&[&tiny_train()[..], &steps, &["--out", name]]);
         let out = stop_with(&args, &dir, || metrics_lines(&run_dir) >= after, signals);
         assert_eq!(out.status.code(), Some(code), "{name}: {}", stderr(&out));
         if signals.len() == 1 {
@@ -234,9 +207,12 @@ fn sigint_and_sigterm_stop_the_lm_trainer_resumably() {
             let step = CheckpointSet::open(&run_dir).unwrap().step();
             assert!((30..2500).contains(&step), "{name}: saved at step {step}");
         }
-        let eval = run(&["eval", "--checkpoint", name], &dir);
+        let eval = resnorm(&["eval", "--checkpoint", name], &dir);
         assert!(eval.status.success(), "{name}: {}", stderr(&eval));
-        let resumed = run(&strs(&with(&[TINY, &["--resume", name]])), &dir);
+        let resumed = resnorm(
+            &strs(&with(&[&tiny_train()[..], &["--resume", name]])),
+            &dir,
+        );
         assert!(resumed.status.success(), "{name}: {}", stderr(&resumed));
         assert_eq!(
             final_state(&run_dir, LM_FILES),
@@ -266,7 +242,7 @@ fn write_digits(path: &Path) {
 
 #[test]
 fn sigint_and_sigterm_stop_the_vision_trainer_resumably() {
-    let dir = temp_dir("vision-signals");
+    let dir = temp_dir("faults", "vision-signals");
     write_digits(&dir.join("digits.csv"));
     let base = [
         "--threads",
@@ -283,7 +259,7 @@ fn sigint_and_sigterm_stop_the_vision_trainer_resumably() {
         "1",
     ];
     let model = ["--model", "mlp", "--depth", "2", "--width", "16"];
-    let reference = run(&strs(&with(&[&base, &model, &["--out", "straight"]])), &dir);
+    let reference = resnorm(&strs(&with(&[&base, &model, &["--out", "straight"]])), &dir);
     assert!(reference.status.success(), "{}", stderr(&reference));
     let files = &["model.safetensors", "optimizer.safetensors"];
     let straight = final_state(&dir.join("straight"), files);
@@ -296,7 +272,7 @@ fn sigint_and_sigterm_stop_the_vision_trainer_resumably() {
         let args = with(&[&base, &model, &["--out", name]]);
         let out = stop_with(&args, &dir, || metrics_lines(&run_dir) >= 2, signals);
         assert_eq!(out.status.code(), Some(code), "{name}: {}", stderr(&out));
-        let eval = run(
+        let eval = resnorm(
             &[
                 "vision",
                 "eval",
@@ -308,7 +284,7 @@ fn sigint_and_sigterm_stop_the_vision_trainer_resumably() {
             &dir,
         );
         assert!(eval.status.success(), "{name}: {}", stderr(&eval));
-        let resumed = run(&strs(&with(&[&base, &["--out", name, "--resume"]])), &dir);
+        let resumed = resnorm(&strs(&with(&[&base, &["--out", name, "--resume"]])), &dir);
         assert!(resumed.status.success(), "{name}: {}", stderr(&resumed));
         assert_eq!(final_state(&run_dir, files), straight, "{name}");
         let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
@@ -321,7 +297,7 @@ fn sigint_and_sigterm_stop_the_vision_trainer_resumably() {
 /// and the first checkpoint stays whole. Needs root for the 300 KB tmpfs; skipped otherwise.
 #[test]
 fn a_full_disk_during_a_save_keeps_the_previous_checkpoint() {
-    let dir = temp_dir("full-disk");
+    let dir = temp_dir("faults", "full-disk");
     let disk = dir.join("disk");
     std::fs::create_dir_all(&disk).unwrap();
     let mounted = Command::new("mount")
@@ -336,7 +312,7 @@ fn a_full_disk_during_a_save_keeps_the_previous_checkpoint() {
     }
     // Width 32: about 170 KB a checkpoint, so one fits in 300 KB but not two.
     let args = with(&[
-        TINY,
+        &tiny_train()[..],
         &[
             "--width",
             "32",
@@ -348,8 +324,8 @@ fn a_full_disk_during_a_save_keeps_the_previous_checkpoint() {
             "disk/run",
         ],
     ]);
-    let out = run(&strs(&args), &dir);
-    let eval = run(&["eval", "--checkpoint", "disk/run"], &dir);
+    let out = resnorm(&strs(&args), &dir);
+    let eval = resnorm(&["eval", "--checkpoint", "disk/run"], &dir);
     let kept = CheckpointSet::open(&disk.join("run")).and_then(|set| {
         set.verify()?;
         Ok(set.step())

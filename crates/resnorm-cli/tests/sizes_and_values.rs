@@ -3,61 +3,19 @@
 //! train --steps 0`, a checkpoint holding NaN, an IDX label of 200, a bad model name in a
 //! study; the byte tokenizer trains on bytes that are not UTF-8.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{assert_one_line_error, resnorm, temp_dir, tiny};
 
 use resnorm::checkpoint::{read_tensors, write_tensors, TensorRef};
 use resnorm::checkpoint_set::{save_set, CheckpointSet, MANIFEST_FILE};
 
-const TINY: &[&str] = &[
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--width",
-    "16",
-    "--context",
-    "16",
-    "--batch",
-    "4",
-    "--corpus-chars",
-    "5000",
-    "--sample-tokens",
-    "0",
-];
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("resnorm-sizes-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn resnorm(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resnorm"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the binary runs")
-}
-
-/// Exit code 2 and exactly one line on stderr, an `error:` containing every one of `expected`.
-fn assert_one_line_error(out: &Output, expected: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for part in expected {
-        assert!(err.contains(part), "`{part}` not in: {err}");
-    }
-}
-
 #[test]
 fn sizes_beyond_the_machine_are_refused_before_allocating() {
-    let dir = temp_dir("huge");
+    let dir = temp_dir("sizes", "huge");
     let train = |extra: &[&str]| {
         let mut args = vec!["train"];
-        args.extend_from_slice(TINY);
+        args.extend(tiny("--sample-tokens 0"));
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--steps", "1", "--out", "run"]);
         resnorm(&args, &dir)
@@ -95,9 +53,9 @@ fn sizes_beyond_the_machine_are_refused_before_allocating() {
 
 #[test]
 fn a_checkpoint_holding_nan_is_refused_by_eval() {
-    let dir = temp_dir("nan");
+    let dir = temp_dir("sizes", "nan");
     let mut args = vec!["train"];
-    args.extend_from_slice(TINY);
+    args.extend(tiny("--sample-tokens 0"));
     args.extend_from_slice(&["--steps", "2", "--out", "run"]);
     assert_eq!(resnorm(&args, &dir).status.code(), Some(0));
     let run = dir.join("run");
@@ -143,7 +101,7 @@ fn a_checkpoint_holding_nan_is_refused_by_eval() {
 
 #[test]
 fn the_byte_tokenizer_trains_on_bytes_that_are_not_utf8() {
-    let dir = temp_dir("latin1");
+    let dir = temp_dir("sizes", "latin1");
     let text: Vec<u8> = b"caf\xE9 au lait, cr\xE8me br\xFBl\xE9e. "
         .iter()
         .copied()
@@ -152,7 +110,7 @@ fn the_byte_tokenizer_trains_on_bytes_that_are_not_utf8() {
         .collect();
     std::fs::write(dir.join("latin1.txt"), text).unwrap();
     let mut args = vec!["train"];
-    args.extend_from_slice(TINY);
+    args.extend(tiny("--sample-tokens 0"));
     args.extend_from_slice(&[
         "--data",
         "latin1.txt",
@@ -182,7 +140,7 @@ fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn vision_refuses_bad_labels_and_bad_model_names_before_training() {
-    let dir = temp_dir("vision");
+    let dir = temp_dir("sizes", "vision");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     for split in ["train", "t10k"] {

@@ -1,0 +1,52 @@
+//! Helpers shared by the end-to-end tests of the `resnorm` binary.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A model and corpus small enough that a debug binary trains it in well under a second.
+const TINY_MODEL: &str =
+    "--layers 1 --heads 2 --width 16 --context 16 --batch 4 --corpus-chars 5000";
+
+/// The flags of [`TINY_MODEL`] followed by `extra` (space-separated).
+pub fn tiny(extra: &'static str) -> Vec<&'static str> {
+    TINY_MODEL
+        .split(' ')
+        .chain(extra.split_whitespace())
+        .collect()
+}
+
+/// A fresh, empty directory for the test `name` of `suite`.
+pub fn temp_dir(suite: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("resnorm-{suite}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The binary with `args`, run in `dir`.
+pub fn command(args: &[&str], dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_resnorm"));
+    command.args(args).current_dir(dir);
+    command
+}
+
+/// Runs the binary with `args` in `dir` to its end.
+pub fn resnorm(args: &[&str], dir: &Path) -> Output {
+    command(args, dir).output().expect("the binary runs")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Exit code 2 and exactly one line on stderr, an `error:` containing every one of `expected`.
+pub fn assert_one_line_error(out: &Output, expected: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for part in expected {
+        assert!(err.contains(part), "`{part}` not in: {err}");
+    }
+}
