@@ -20,7 +20,7 @@ use resnorm::data::text::{
     read_bytes, read_text, read_token_file, write_token_file, TokenFileFormat,
 };
 use resnorm::lm::{
-    load_checkpoint, load_data, load_optimizer, MetricsLog, MetricsRecord, TrainConfig, Trainer,
+    load_checkpoint, load_optimizer, MetricsLog, MetricsRecord, TrainConfig, Trainer,
 };
 use resnorm::nn::ImageShape;
 use resnorm::optim::OptimizerState;
@@ -168,20 +168,7 @@ fn targets(dir: &Path) -> Vec<Target> {
 
     // A language-model run: model, optimizer, config, tokenizer, settings and state.
     let run = dir.join("run");
-    let config = TrainConfig {
-        layers: 1,
-        heads: 2,
-        width: 8,
-        context: 8,
-        batch: 2,
-        steps: 2,
-        warmup: 1,
-        corpus_chars: 2_000,
-        ..TrainConfig::default()
-    };
-    let mut trainer = Trainer::new(config.clone(), load_data(&config, None).unwrap()).unwrap();
-    trainer.step().unwrap();
-    trainer.save(&run).unwrap();
+    let config = common::saved_tiny_run(&run, 8, 2);
     let set = run.join(LIVE_DIR);
     for file in [
         "model.safetensors",

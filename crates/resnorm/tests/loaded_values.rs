@@ -38,21 +38,7 @@ fn format_detail<T: std::fmt::Debug>(result: resnorm::Result<T>, path: &Path) ->
 
 /// A checkpoint of a one-step run of a tiny model, in `dir`.
 fn saved_run(dir: &Path) -> TrainConfig {
-    let config = TrainConfig {
-        layers: 1,
-        heads: 2,
-        width: 16,
-        context: 16,
-        batch: 2,
-        steps: 2,
-        warmup: 1,
-        corpus_chars: 4_000,
-        ..TrainConfig::default()
-    };
-    let mut trainer = Trainer::new(config.clone(), load_data(&config, None).unwrap()).unwrap();
-    trainer.step().unwrap();
-    trainer.save(dir).unwrap();
-    config
+    common::saved_tiny_run(dir, 16, 2)
 }
 
 /// Rewrites the safetensors file at `path` with `value` at flat index `index` of `tensor`,

@@ -7,7 +7,7 @@ mod common;
 use resnorm::checkpoint_set::LIVE_DIR;
 use resnorm::data::text::Corpus;
 use resnorm::kernels::NormKind;
-use resnorm::lm::{load_checkpoint, load_data, TrainConfig, Trainer, CONFIG_FILE, MODEL_FILE};
+use resnorm::lm::{load_checkpoint, CONFIG_FILE, MODEL_FILE};
 use resnorm::memory::Workload;
 use resnorm::models::gpt::{generate, Gpt, GptConfig, Placement, Sampling};
 use resnorm::nn::ImageShape;
@@ -142,20 +142,7 @@ fn sampling_more_tokens_than_any_machine_holds_is_an_error() {
 fn a_config_larger_than_its_checkpoint_is_refused_before_allocating() {
     let dir = std::env::temp_dir().join(format!("resnorm-memory-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let config = TrainConfig {
-        layers: 1,
-        heads: 2,
-        width: 16,
-        context: 16,
-        batch: 2,
-        steps: 1,
-        warmup: 1,
-        corpus_chars: 4_000,
-        ..TrainConfig::default()
-    };
-    let mut trainer = Trainer::new(config.clone(), load_data(&config, None).unwrap()).unwrap();
-    trainer.step().unwrap();
-    trainer.save(&dir).unwrap();
+    common::saved_tiny_run(&dir, 16, 1);
     let set = dir.join(LIVE_DIR);
     let path = set.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).unwrap();

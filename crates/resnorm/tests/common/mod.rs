@@ -186,3 +186,25 @@ pub fn reseal_set(set: &Path) {
     }
     std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
 }
+
+/// Trains a one-layer GPT of `width` (two heads, context `width`, batch 2, `steps` steps
+/// planned, a built-in corpus of `250·width` characters) for one step and saves it as the
+/// run `dir`; returns its settings.
+pub fn saved_tiny_run(dir: &Path, width: usize, steps: u64) -> resnorm::lm::TrainConfig {
+    use resnorm::lm::{load_data, TrainConfig, Trainer};
+    let config = TrainConfig {
+        layers: 1,
+        heads: 2,
+        width,
+        context: width,
+        batch: 2,
+        steps,
+        warmup: 1,
+        corpus_chars: 250 * width,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(config.clone(), load_data(&config, None).unwrap()).unwrap();
+    trainer.step().unwrap();
+    trainer.save(dir).unwrap();
+    config
+}
