@@ -5,21 +5,18 @@
 //! forward   p_j = exp(s·z_j - max) / Σ_k exp(s·z_k - max)
 //! backward  dz_j = s · p_j · (dp_j - Σ_k p_k dp_k)
 //! ```
+//!
+//! Both are `#[inline(always)]` and written on plain `f32`: their callers are kernels already
+//! compiled for the level in force (`simd::dispatch!`), into which they vectorize.
 
 use crate::kernels::exp::{exp, row_max};
-use crate::kernels::simd;
 
-simd::dispatch! {
-    /// `row` becomes `softmax(scale · row)`; `scale > 0`, `row` not empty.
-    pub(crate) fn softmax(row: &mut [f32], scale: f32) => auto softmax_row
-}
-
-/// [`softmax`]'s body. The maximum and the sum run in sixteen partial results, so that they
-/// vectorize (a plain fold is one chain of dependent operations). The values past the last
+/// `row` becomes `softmax(scale · row)`; `scale > 0`, `row` not empty. The maximum and the
+/// sum run in sixteen partial results, so that they vectorize (a plain fold is one chain of dependent operations). The values past the last
 /// whole vector are computed first, as one vector: the row's last sixteen, the lanes before
 /// them left out of the sum (element by element, their `exp`s are slow).
 #[inline(always)]
-fn softmax_row(row: &mut [f32], scale: f32) {
+pub(super) fn softmax(row: &mut [f32], scale: f32) {
     // scale > 0, so the largest scaled score is scale times the largest score.
     let max = row_max(row);
     let rem = row.len() % 16;
@@ -44,14 +41,9 @@ fn softmax_row(row: &mut [f32], scale: f32) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
-simd::dispatch! {
-    /// A row of `dP` becomes `dS = scale · P ⊙ (dP - Σ P ⊙ dP)` (`p` as long as `ds`).
-    pub(super) fn softmax_backward(ds: &mut [f32], p: &[f32], scale: f32) => auto softmax_backward_row
-}
-
-/// [`softmax_backward`]'s body.
+/// A row of `dP` becomes `dS = scale · P ⊙ (dP - Σ P ⊙ dP)` (`p` as long as `seen`).
 #[inline(always)]
-fn softmax_backward_row(seen: &mut [f32], p: &[f32], scale: f32) {
+pub(super) fn softmax_backward(seen: &mut [f32], p: &[f32], scale: f32) {
     let dot = dot(seen, p);
     for (d, &p) in seen.iter_mut().zip(p) {
         *d = scale * p * (*d - dot);

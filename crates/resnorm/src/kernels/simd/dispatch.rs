@@ -1,4 +1,5 @@
-//! [`dispatch!`]: the one way a kernel reaches its instruction set. It defines a function that
+//! [`dispatch!`]: how a kernel reaches its instruction set (all but the 3x3 convolution, which
+//! keeps per-level wrappers of its own). It defines a function that
 //! runs a body compiled three times, with AVX-512F, with AVX2 and FMA, and plainly, and calls
 //! the copy for [`level`](super::level) (so `RESNORM_SIMD` caps every kernel alike).
 //!

@@ -13,7 +13,9 @@
 //!
 //! The layer, one concept per file: the vector type every hand-vectorized kernel is written
 //! over (`vector`, with its x86-64 registers in `x86`), the one run-time dispatch to a copy
-//! compiled for the level (`dispatch!`), the one split of rows into blocks per thread
+//! compiled for the level (`dispatch!`; the 3x3 convolution alone keeps per-level wrappers of
+//! its own, written by one macro in `conv3x3/kernels.rs`, as `dispatch!` made it slower: see
+//! docs/benchmarks.md), the one split of rows into blocks per thread
 //! (`blocks`), and the cache hints (`cache`).
 //!
 //! ```
