@@ -221,7 +221,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
     run_dir::claim(&out, args.resume.as_deref(), args.overwrite)?;
     let config = args.settings()?;
     let mut trainer = match &args.resume {
-        Some(dir) => Trainer::resume(dir, config)?,
+        Some(dir) => {
+            let trainer = Trainer::resume(dir, config)?;
+            // The model came from its file; its batch's activations are allocated at the
+            // first step, after this check.
+            let model = trainer.model().config();
+            let batch = trainer.config().batch;
+            memory::check_fits("training", &model.memory_estimate(batch, Workload::Train)?)?;
+            trainer
+        }
         None => {
             if config.data.is_none() {
                 let corpus = Corpus::memory_estimate(config.corpus_chars)?;
@@ -236,15 +244,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Trainer::new(config.clone(), data)?
         }
     };
-    // A resumed model came from its file; its batch's activations are allocated at the
-    // first step, after this check.
-    memory::check_fits(
-        "training",
-        &trainer
-            .model()
-            .config()
-            .memory_estimate(trainer.config().batch, Workload::Train)?,
-    )?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let mut log = MetricsLog::open(&out.join("metrics.jsonl"), trainer.steps_taken())?;
     let stop = Stop::install()?;
