@@ -200,3 +200,65 @@ fn a_study_refuses_a_bad_model_name_before_training() {
     assert!(error.to_string().contains("bogus"), "{error}");
     assert_eq!(events, 0, "nothing was trained");
 }
+
+/// Sets every `width` inside `value` to `width`.
+fn set_widths(value: &mut serde_json::Value, width: u64) {
+    match value {
+        serde_json::Value::Object(map) => map.iter_mut().for_each(|(key, v)| match key.as_str() {
+            "width" => *v = width.into(),
+            _ => set_widths(v, width),
+        }),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| set_widths(v, width)),
+        _ => {}
+    }
+}
+
+#[test]
+fn a_vision_card_larger_than_its_model_file_is_refused_before_building() {
+    use resnorm::data::image::LabeledImages;
+    use resnorm::nn::ImageShape;
+    use resnorm::vision::{self, ModelSpec};
+
+    let dir = temp_dir("vision-card");
+    let images = |count: usize| {
+        let labels = (0..count).map(|i| (i % 3) as u32).collect();
+        let pixels = (0..count * 16).map(|i| (i % 7) as f32 / 7.0).collect();
+        LabeledImages::new(ImageShape::new(count, 1, 4, 4), pixels, labels).unwrap()
+    };
+    let splits = ImageSplits {
+        train: images(8),
+        test: images(4),
+    };
+    let mut config = vision::TrainConfig::new(ModelSpec::Mlp {
+        depth: 2,
+        width: 8,
+        norm: "batch".into(),
+        residual: true,
+    });
+    (config.batch_size, config.epochs) = (4, 1);
+    let mut trainer = vision::Trainer::new(config, splits).unwrap();
+    trainer.train_epoch(&mut |_| {}).unwrap();
+    trainer.save(&dir).unwrap();
+
+    let model = dir.join(LIVE_DIR).join("model.safetensors");
+    let mut checkpoint = read_tensors(&model).unwrap();
+    let mut card: serde_json::Value = serde_json::from_str(&checkpoint.metadata["card"]).unwrap();
+    set_widths(&mut card, 1 << 20);
+    checkpoint.metadata.insert("card".into(), card.to_string());
+    let refs: Vec<TensorRef<'_>> = checkpoint
+        .tensors
+        .iter()
+        .map(|(name, t)| TensorRef {
+            name,
+            shape: t.shape(),
+            data: t.data(),
+        })
+        .collect();
+    write_tensors(&model, &refs, &checkpoint.metadata).unwrap();
+    common::reseal_set(model.parent().unwrap());
+    let detail = format_detail(vision::load_card(&dir), &model);
+    assert!(detail.contains("but the model of its card has"), "{detail}");
+    let detail = format_detail(vision::load_model(&dir).map(|_| ()), &model);
+    assert!(detail.contains("but the model of its card has"), "{detail}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

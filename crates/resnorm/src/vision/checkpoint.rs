@@ -182,6 +182,12 @@ pub fn assign_model(
     Ok(())
 }
 
+/// The card of the checkpoint that `dir` names (a run or a set directory), its settings and
+/// sizes checked against the model file, without building the model.
+pub fn load_card(dir: &Path) -> Result<ModelCard> {
+    Ok(read_card(&CheckpointSet::open(dir)?)?.0)
+}
+
 /// Loads the model of the checkpoint that `dir` names (a run directory written by
 /// [`Trainer::save`], or its `checkpoint/` set) for evaluation.
 pub fn load_model(dir: &Path) -> Result<(ModelCard, Box<dyn ImageClassifier + Send>)> {

@@ -8,7 +8,7 @@ pub mod data;
 pub mod study;
 pub mod trainer;
 
-pub use checkpoint::{load_model, ModelCard};
+pub use checkpoint::{load_card, load_model, ModelCard};
 pub use config::{LrSchedule, ModelSpec, TrainConfig};
 pub use data::{load_image_splits, ImageSplits};
 pub use study::{run_study, StudyConfig, StudyEvent, StudyResults};

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use resnorm::memory::Workload;
 use resnorm::vision::{
-    load_image_splits, load_model, BatchReport, EpochReport, LrSchedule, ModelCard, ModelSpec,
-    TrainConfig, Trainer,
+    load_card, load_image_splits, BatchReport, EpochReport, LrSchedule, ModelSpec, TrainConfig,
+    Trainer,
 };
 use resnorm::Error;
 
@@ -308,7 +308,7 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
         .map_or(0, |&m| m as usize + 1);
     let estimate = |c: &TrainConfig| c.memory_estimate(image, classes, Workload::Train);
     let mut trainer = if args.resume {
-        let saved = saved_run(&args.out)?;
+        let saved = load_card(&args.out)?;
         let asked = config(&args, Some(&saved.config))?;
         run_dir::check_same_settings(
             &saved.config,
@@ -386,11 +386,6 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
         return Ok(ExitCode::from(stop.exit_code()));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The settings of the run saved in `out`.
-fn saved_run(out: &Path) -> resnorm::Result<ModelCard> {
-    Ok(load_model(out)?.0)
 }
 
 /// Replaces `metrics.jsonl` in `dir` with one line per epoch of `history` (a resumed run's
