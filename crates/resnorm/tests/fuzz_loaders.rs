@@ -15,17 +15,16 @@ mod common;
 
 use resnorm::checkpoint::read_tensors;
 use resnorm::checkpoint_set::{LIVE_DIR, MANIFEST_FILE};
-use resnorm::data::image::{read_digits_csv, read_idx, read_mnist, LabeledImages};
+use resnorm::data::image::{read_digits_csv, read_idx, read_mnist};
 use resnorm::data::text::{
     read_bytes, read_text, read_token_file, write_token_file, TokenFileFormat,
 };
 use resnorm::lm::{
     load_checkpoint, load_optimizer, MetricsLog, MetricsRecord, TrainConfig, Trainer,
 };
-use resnorm::nn::ImageShape;
 use resnorm::optim::OptimizerState;
 use resnorm::rng::Rng;
-use resnorm::vision::{self, ImageSplits, ModelSpec};
+use resnorm::vision;
 
 /// Values written over length fields and numbers: sizes that overflow or exhaust memory.
 const HUGE: [u64; 6] = [
@@ -284,26 +283,7 @@ fn targets(dir: &Path) -> Vec<Target> {
 
     // A vision run: model card and tensors, optimizer, trainer state.
     let vision_dir = dir.join("vision");
-    let images = |count: usize| {
-        let labels = (0..count).map(|i| (i % 3) as u32).collect();
-        let pixels = (0..count * 16).map(|i| (i % 7) as f32 / 7.0).collect();
-        LabeledImages::new(ImageShape::new(count, 1, 4, 4), pixels, labels).unwrap()
-    };
-    let splits = ImageSplits {
-        train: images(8),
-        test: images(4),
-    };
-    let mut vision_config = vision::TrainConfig::new(ModelSpec::Mlp {
-        depth: 2,
-        width: 8,
-        norm: "batch".into(),
-        residual: true,
-    });
-    vision_config.batch_size = 4;
-    vision_config.epochs = 2;
-    let mut vision_trainer = vision::Trainer::new(vision_config, splits.clone()).unwrap();
-    vision_trainer.train_epoch(&mut |_| {}).unwrap();
-    vision_trainer.save(&vision_dir).unwrap();
+    let splits = common::saved_tiny_vision_run(&vision_dir, 2);
     let vision_set = vision_dir.join(LIVE_DIR);
     for file in [
         "model.safetensors",

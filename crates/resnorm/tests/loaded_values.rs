@@ -215,30 +215,10 @@ fn set_widths(value: &mut serde_json::Value, width: u64) {
 
 #[test]
 fn a_vision_card_larger_than_its_model_file_is_refused_before_building() {
-    use resnorm::data::image::LabeledImages;
-    use resnorm::nn::ImageShape;
-    use resnorm::vision::{self, ModelSpec};
+    use resnorm::vision;
 
     let dir = temp_dir("vision-card");
-    let images = |count: usize| {
-        let labels = (0..count).map(|i| (i % 3) as u32).collect();
-        let pixels = (0..count * 16).map(|i| (i % 7) as f32 / 7.0).collect();
-        LabeledImages::new(ImageShape::new(count, 1, 4, 4), pixels, labels).unwrap()
-    };
-    let splits = ImageSplits {
-        train: images(8),
-        test: images(4),
-    };
-    let mut config = vision::TrainConfig::new(ModelSpec::Mlp {
-        depth: 2,
-        width: 8,
-        norm: "batch".into(),
-        residual: true,
-    });
-    (config.batch_size, config.epochs) = (4, 1);
-    let mut trainer = vision::Trainer::new(config, splits).unwrap();
-    trainer.train_epoch(&mut |_| {}).unwrap();
-    trainer.save(&dir).unwrap();
+    common::saved_tiny_vision_run(&dir, 1);
 
     let model = dir.join(LIVE_DIR).join("model.safetensors");
     let mut checkpoint = read_tensors(&model).unwrap();

@@ -208,3 +208,31 @@ pub fn saved_tiny_run(dir: &Path, width: usize, steps: u64) -> resnorm::lm::Trai
     trainer.save(dir).unwrap();
     config
 }
+
+/// Trains a residual MLP (depth 2, width 8, BatchNorm) for one of `epochs` planned epochs on
+/// 8 tiny images of 3 classes (4 test images), saves it as the run `dir`, and returns its data.
+pub fn saved_tiny_vision_run(dir: &Path, epochs: usize) -> resnorm::vision::ImageSplits {
+    use resnorm::data::image::LabeledImages;
+    use resnorm::nn::ImageShape;
+    use resnorm::vision::{ImageSplits, ModelSpec, TrainConfig, Trainer};
+    let images = |count: usize| {
+        let labels = (0..count).map(|i| (i % 3) as u32).collect();
+        let pixels = (0..count * 16).map(|i| (i % 7) as f32 / 7.0).collect();
+        LabeledImages::new(ImageShape::new(count, 1, 4, 4), pixels, labels).unwrap()
+    };
+    let splits = ImageSplits {
+        train: images(8),
+        test: images(4),
+    };
+    let mut config = TrainConfig::new(ModelSpec::Mlp {
+        depth: 2,
+        width: 8,
+        norm: "batch".into(),
+        residual: true,
+    });
+    (config.batch_size, config.epochs) = (4, epochs);
+    let mut trainer = Trainer::new(config, splits.clone()).unwrap();
+    trainer.train_epoch(&mut |_| {}).unwrap();
+    trainer.save(dir).unwrap();
+    splits
+}
