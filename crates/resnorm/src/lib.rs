@@ -12,7 +12,8 @@
 //! application is a folder with its config, trainer, checkpoint and data: [`lm`] trains GPT
 //! language models;
 //! [`vision`] trains image classifiers (ResNets, plain nets, deep MLPs) and runs the
-//! degradation study. [`threads`] holds the one thread pool every kernel runs on; [`rng`] the
+//! degradation study; [`translate`] holds the parallel data, BPE vocabulary and metrics
+//! (BLEU, chrF) of translation. [`threads`] holds the one thread pool every kernel runs on; [`rng`] the
 //! seeded generator that makes runs reproducible.
 
 pub mod aligned;
@@ -32,6 +33,7 @@ pub mod rng;
 pub mod study;
 pub mod tensor;
 pub mod threads;
+pub mod translate;
 pub mod vision;
 
 pub use aligned::AlignedVec;
