@@ -77,22 +77,26 @@ impl ParallelCorpus {
         for (i, line) in read_lines(path)?.into_iter().enumerate() {
             let fields: Vec<&str> = line.split('\t').collect();
             let defect = match fields[..] {
-                [s, t] if s.trim().is_empty() => Some(format!("its source is empty ({t:?})")),
-                [s, t] if t.trim().is_empty() => Some(format!("its target is empty ({s:?})")),
+                [s, t] if s.trim().is_empty() => {
+                    Some(format!("the source is empty (target {t:?})"))
+                }
+                [s, t] if t.trim().is_empty() => {
+                    Some(format!("the target is empty (source {s:?})"))
+                }
                 [s, t] => {
                     corpus.source.push(s.to_string());
                     corpus.target.push(t.to_string());
                     None
                 }
                 _ => Some(format!(
-                    "has {} tab-separated columns, not 2 (source<TAB>target)",
+                    "{} tab-separated columns, expected 2 (source<TAB>target)",
                     fields.len()
                 )),
             };
             if let Some(defect) = defect {
                 return Err(Error::Format {
                     path: path.to_path_buf(),
-                    detail: format!("line {} {defect}", i + 1),
+                    detail: format!("line {}: {defect}", i + 1),
                 });
             }
         }
