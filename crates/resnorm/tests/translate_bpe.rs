@@ -1,7 +1,7 @@
 //! The joint BPE tokenizer: deterministic training, exact round trips, the committed
 //! `tokenizer.json` reproduced byte for byte, the same ids as Python's `tokenizers` on it
 //! (fixture of tools/fixtures/bpe.py), bad files refused, and an 8k vocabulary on the real
-//! corpus when ../shared/data is present.
+//! corpus when ../shared/data is present (saved to `$RESNORM_SAVE_BPE` when that is set).
 
 mod common;
 
@@ -161,6 +161,10 @@ fn an_8k_vocabulary_on_the_real_corpus() {
         start.elapsed().as_secs_f64()
     );
     assert_eq!(bpe.vocab_size(), 8000);
+    if let Some(out) = std::env::var_os("RESNORM_SAVE_BPE") {
+        // For tools/check_bpe_twin.py, which compares it with Python's training.
+        bpe.save(std::path::Path::new(&out)).unwrap();
+    }
     let test = ParallelCorpus::read(&dir, "test", "en", "es").unwrap();
     let (mut ids, mut unknown) = (0, 0);
     for line in test.source().iter().chain(test.target()) {

@@ -51,6 +51,8 @@ pub const SPECIAL_TOKENS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
 #[derive(Clone, Debug)]
 pub struct Bpe {
     tokenizer: Tokenizer,
+    /// Counted once: the crate builds the whole vocabulary map to count it.
+    vocab_size: usize,
 }
 
 impl Bpe {
@@ -89,7 +91,8 @@ impl Bpe {
             .build()
             .into();
         tokenizer.train(&mut trainer, lines).map_err(err)?;
-        Self::checked(tokenizer).map_err(|detail| Error::invalid("Bpe::train", detail))
+        // Read back from its tokenizer.json, so the tokenizer in use is the one a checkpoint saves.
+        Self::from_json(&tokenizer.to_string(false).map_err(err)?)
     }
 
     /// The ids of `text`, without special tokens.
@@ -117,7 +120,7 @@ impl Bpe {
 
     /// Number of ids, special tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// The id of a token string (`"▁casa"`, `"</s>"`), if it is in the vocabulary.
@@ -164,6 +167,10 @@ impl Bpe {
                 return Err(format!("{token} is not id {id} in the vocabulary"));
             }
         }
-        Ok(Bpe { tokenizer })
+        let vocab_size = tokenizer.get_vocab_size(true);
+        Ok(Bpe {
+            tokenizer,
+            vocab_size,
+        })
     }
 }
