@@ -4,8 +4,8 @@
 //!
 //! The pipeline is sentencepiece's: no normalization; every space becomes `▁`, which starts
 //! the word after it (`Metaspace`, prepended to the first word too), so decoding restores the
-//! text exactly but for a leading space; BPE merges are learnt on the words of both languages together, up to `vocab`
-//! ids. Ids 0..4 are the special tokens [`PAD`] `<pad>`, [`BOS`] `<s>`, [`EOS`] `</s>` and
+//! text exactly but for a leading space; BPE merges are learnt on the words of both languages
+//! together, up to `vocab` ids. Ids 0..4 are the special tokens [`PAD`] `<pad>`, [`BOS`] `<s>`, [`EOS`] `</s>` and
 //! [`UNK`] `<unk>` (a character never seen in training); [`Bpe::encode`] adds none of them
 //! (but text that spells one, `<s>`, is that token, as in Python's `tokenizers`) and
 //! [`Bpe::decode`] drops them. Training is deterministic: ties between equally frequent
