@@ -303,7 +303,8 @@ fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
         }
     ));
     let mut last_saved = args.resume.is_some().then_some(trainer.steps_taken());
-    let (mut waited, mut stepping) = (0.0, 0.0);
+    // Per step: seconds waited for the gradient sums after the backward, and the whole step.
+    let mut exchange = Vec::new();
     while !trainer.is_done() {
         let started = Instant::now();
         let report = match trainer.step() {
@@ -326,7 +327,7 @@ fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
             Err(other) => return Err(other),
         };
         let step_seconds = started.elapsed().as_secs_f64();
-        (waited, stepping) = (waited + report.comm_wait, stepping + step_seconds);
+        exchange.push((report.comm_wait, step_seconds));
         let config = trainer.config();
         let evaluate_now =
             trainer.is_done() || (config.eval_every > 0 && report.step % config.eval_every == 0);
@@ -376,9 +377,15 @@ fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
     progress.finish();
     if ranks > 1 && lead {
         let megabytes = (trainer.exchanged_elements() * 4) as f64 / 1e6;
+        let median = |pick: fn(&(f64, f64)) -> f64| {
+            let mut values: Vec<f64> = exchange.iter().map(pick).collect();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied().unwrap_or(0.0) * 1e3
+        };
         eprintln!(
-            "gradient exchange: {megabytes:.2} MB per rank per step; rank 0 waited {waited:.3} s of {stepping:.3} s of steps ({:.1} %) with overlap {}",
-            100.0 * waited / stepping,
+            "gradient exchange: {megabytes:.2} MB per rank per step; median step {:.1} ms, of which rank 0 waited {:.1} ms for the sums after its backward (overlap {})",
+            median(|e| e.1),
+            median(|e| e.0),
             if args.no_overlap { "off" } else { "on" }
         );
     }
