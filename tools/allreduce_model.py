@@ -72,9 +72,10 @@ def main():
         "--flops",
         type=float,
         nargs="+",
-        default=[100e9, 3e12],
+        default=[220e9, 7e12],
         help="machines' sustained training FLOP/s, one table each (default: this 2-core "
-        "machine's 6-layer step, docs/benchmarks.md; and a 64-core AVX-512 server, ~30x)",
+        "machine's 6-layer step, 145 GFLOP in ~0.65 s on an idle machine, docs/benchmarks.md; "
+        "and a 64-core server of the same cores, 32 times that)",
     )
     parser.add_argument("--latency-10", type=float, default=30e-6, help="per message, 10 Gbit/s Ethernet (TCP)")
     parser.add_argument("--latency-100", type=float, default=3e-6, help="per message, 100 Gbit/s RDMA")

@@ -180,7 +180,7 @@ fn a_run_resumes_on_another_number_of_ranks() {
 }
 
 #[test]
-fn ranks_that_disagree_stop_together_with_one_line() {
+fn ranks_that_disagree_or_fail_stop_together_with_one_line() {
     let dir = temp_dir("mpi", "disagree");
     let run = mpirun(
         &dir,
@@ -220,5 +220,14 @@ fn ranks_that_disagree_stop_together_with_one_line() {
     assert_one_error(
         &mpirun(&dir, &[odd.clone(), odd]),
         &["--batch 3", "2 ranks"],
+    );
+
+    // Rank 0 alone fails after the start (its metrics file cannot be opened) while rank 1
+    // waits in the first step's sums: MPI_Abort ends both.
+    std::fs::create_dir_all(dir.join("e/metrics.jsonl")).unwrap();
+    let broken = args("--steps 2 --out e --overwrite");
+    assert_one_error(
+        &mpirun(&dir, &[broken.clone(), broken]),
+        &["rank 0: ", "metrics.jsonl"],
     );
 }

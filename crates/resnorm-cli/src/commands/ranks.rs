@@ -32,6 +32,9 @@ pub fn agreed<T>(
     local: Result<T>,
     fingerprint: impl FnOnce(&T) -> serde_json::Value,
 ) -> Result<Option<T>> {
+    if comm.size() == 1 {
+        return local.map(Some);
+    }
     let checked = agree::all_ok(comm, local).and_then(|setup| {
         agree::agree_on(comm, &fingerprint(&setup))?;
         Ok(setup)

@@ -14,6 +14,10 @@
 //! gradient became NaN/inf (the message gives the step and the last finite loss; the last
 //! checkpoint on disk is left as it was); 2 bad input; 130 / 143 stopped by SIGINT (Ctrl-C) /
 //! SIGTERM after saving a checkpoint (see [`crate::signals`]).
+//!
+//! Under `mpirun` (a build with the `mpi` feature) every rank runs this command with the same
+//! flags: `--batch` is the global batch, split over the ranks; rank 0 alone prints, writes
+//! the metrics and saves (see `commands::ranks` for errors, docs/distributed.md for users).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
