@@ -189,7 +189,10 @@ fn ranks_that_disagree_or_fail_stop_together_with_one_line() {
             args("--steps 2 --out a --lr 0.01"),
         ],
     );
-    assert_one_error(&run, &["rank 1 differs from rank 0: lr 0.0099"]);
+    assert_one_error(
+        &run,
+        &["rank 1 differs from rank 0: lr 0.01 (rank 0: 0.003)"],
+    );
 
     let run = mpirun(
         &dir,

@@ -211,7 +211,9 @@ impl Trainer {
     /// What every rank must agree on before training: the settings, the data's size and the
     /// model (its step and a checksum of its weights), as one flat JSON object.
     pub fn fingerprint(&self) -> serde_json::Value {
-        let mut fields = match serde_json::to_value(&self.config) {
+        // Through text, so that an f32 setting reads as written (0.01, not 0.009999999776).
+        let text = serde_json::to_string(&self.config).unwrap_or_default();
+        let mut fields = match serde_json::from_str(&text) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
