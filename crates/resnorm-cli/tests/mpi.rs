@@ -14,7 +14,8 @@
 //! steps: 1.4e-6 = 4e-5 `Σ lr`, in the key bias. The test asserts `1e-3 Σ lr`: 25 times the
 //! measurement and still 2000 times below what a wrong shard, a missing bucket or a wrong
 //! scale (each an error of order `lr` per step) would give. Overlapping the sums with the
-//! backward pass or not changes nothing but timing: those runs are compared bit for bit.
+//! backward pass or not changes nothing but timing, and sharding AdamW's state (`--zero 1`)
+//! nothing at all: those runs are compared bit for bit.
 
 #![cfg(feature = "mpi")]
 
@@ -159,6 +160,11 @@ fn two_ranks_train_as_one_process_with_the_whole_batch() {
     let late = args("--steps 20 --out late --no-overlap");
     assert_ok(&mpirun(&dir, &[late.clone(), late]));
     assert_close(&dir, "two", "late", 0.0);
+
+    // AdamW is element-wise: updating each rank's share and gathering changes no bit.
+    let zero = args("--steps 20 --out zero --zero 1");
+    assert_ok(&mpirun(&dir, &[zero.clone(), zero]));
+    assert_close(&dir, "two", "zero", 0.0);
 }
 
 #[test]
@@ -174,9 +180,18 @@ fn a_run_resumes_on_another_number_of_ranks() {
     let shrink = args("--steps 10 --out shrink");
     assert_ok(&mpirun(&dir, &[shrink.clone(), shrink]));
     assert_ok(&single(&dir, &args("--steps 20 --resume shrink")));
+    // The same with the optimizer state sharded on the two ranks (ZeRO stage 1): gathered
+    // for the save, split again at the resume.
+    assert_ok(&single(&dir, &args("--steps 10 --out zgrow")));
+    let zgrow = args("--steps 20 --resume zgrow --zero 1");
+    assert_ok(&mpirun(&dir, &[zgrow.clone(), zgrow]));
+    let zshrink = args("--steps 10 --out zshrink --zero 1");
+    assert_ok(&mpirun(&dir, &[zshrink.clone(), zshrink]));
+    assert_ok(&single(&dir, &args("--steps 20 --resume zshrink")));
     let tolerance = 1e-3 * lr_sum(&dir, "whole");
-    assert_close(&dir, "whole", "grow", tolerance);
-    assert_close(&dir, "whole", "shrink", tolerance);
+    for run in ["grow", "shrink", "zgrow", "zshrink"] {
+        assert_close(&dir, "whole", run, tolerance);
+    }
 }
 
 #[test]

@@ -43,12 +43,13 @@ use crate::signals::Stop;
 /// Exit code of a run stopped by a NaN or infinite loss.
 const EXIT_DIVERGED: u8 = 1;
 /// The settings a resume may change (`steps` only upward).
-pub const CHANGEABLE_ON_RESUME: [&str; 5] = [
+pub const CHANGEABLE_ON_RESUME: [&str; 6] = [
     "steps",
     "save_every",
     "eval_every",
     "eval_windows",
     "diagnostics_every",
+    "zero",
 ];
 /// The prompt of the closing sample for the built-in corpus: how every story begins.
 pub const CORPUS_PROMPT: &str = "Once there was a";
@@ -66,7 +67,7 @@ pub struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run saved in this directory (its settings; only --steps upward,
-    /// --save-every, --eval-every, --eval-windows and --diagnostics-every may change).
+    /// --save-every, --eval-every, --eval-windows, --diagnostics-every and --zero may change).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Start a new run in --out even though it holds one (replaced at the first save).
@@ -139,6 +140,10 @@ pub struct Args {
     /// Tokens of the closing sample (0 = none).
     #[arg(long, default_value_t = 300)]
     sample_tokens: usize,
+    /// Under mpirun, ZeRO stage: 0 every rank holds the whole optimizer state, 1 each holds
+    /// its share.
+    #[arg(long)]
+    zero: Option<u8>,
     /// Under mpirun: sum the gradients only after the whole backward pass instead of layer
     /// by layer during it (to measure what the overlap hides).
     #[arg(long)]
@@ -159,7 +164,7 @@ impl Args {
             &asked,
             |key| CHANGEABLE_ON_RESUME.contains(&key),
             flag_of,
-            "--steps (upward), --save-every, --eval-every, --eval-windows and --diagnostics-every",
+            "--steps (upward), --save-every, --eval-every, --eval-windows, --diagnostics-every and --zero",
         )?;
         if asked.steps < saved.state.step {
             return Err(Error::Config(format!(
@@ -207,6 +212,7 @@ impl Args {
         set(&mut c.eval_windows, &self.eval_windows);
         set(&mut c.save_every, &self.save_every);
         set(&mut c.diagnostics_every, &self.diagnostics_every);
+        set(&mut c.zero, &self.zero);
         c.validate()?;
         Ok(c)
     }
@@ -356,14 +362,12 @@ fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
         progress.update(trainer, &record, val.is_some());
         let save_every = trainer.config().save_every;
         if trainer.is_done() || (save_every > 0 && report.step % save_every == 0) {
-            if lead {
-                trainer.save(out)?;
-            }
+            trainer.save_all_ranks(out)?;
             last_saved = Some(report.step);
         }
         if stop_agreed(trainer, &stop)? {
-            if lead && last_saved != Some(report.step) {
-                trainer.save(out)?;
+            if last_saved != Some(report.step) {
+                trainer.save_all_ranks(out)?;
             }
             progress.finish();
             if lead {

@@ -60,6 +60,9 @@ pub trait Communicator: std::fmt::Debug + Send {
     /// Rank `root`'s `bytes`, on every rank (their lengths may differ before the call).
     fn broadcast_bytes(&mut self, root: usize, bytes: &mut Vec<u8>) -> Result<()>;
 
+    /// Rank `root`'s `values`, on every rank (equal lengths on every rank).
+    fn broadcast_f32(&mut self, root: usize, values: &mut [f32]) -> Result<()>;
+
     /// Allocates gradient buckets of `lens` elements each, replacing the earlier ones; done
     /// once per run, as no sum may be in flight.
     fn set_buckets(&mut self, lens: &[usize]) -> Result<()>;

@@ -138,6 +138,21 @@ impl Communicator for Mpi {
         Ok(())
     }
 
+    fn broadcast_f32(&mut self, root: usize, values: &mut [f32]) -> Result<()> {
+        if root >= self.size() {
+            return Err(Error::invalid(
+                "Mpi::broadcast_f32",
+                format!("root {root} of {} ranks", self.size()),
+            ));
+        }
+        if !values.is_empty() {
+            self.world
+                .process_at_rank(root as i32)
+                .broadcast_into(values);
+        }
+        Ok(())
+    }
+
     fn set_buckets(&mut self, lens: &[usize]) -> Result<()> {
         const OP: &str = "Mpi::set_buckets";
         if self.in_flight.iter().any(|&f| f) {

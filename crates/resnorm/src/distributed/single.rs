@@ -55,6 +55,10 @@ impl Communicator for SingleProcess {
         Ok(())
     }
 
+    fn broadcast_f32(&mut self, root: usize, _values: &mut [f32]) -> Result<()> {
+        self.broadcast_bytes(root, &mut Vec::new())
+    }
+
     fn set_buckets(&mut self, lens: &[usize]) -> Result<()> {
         self.buckets = lens.iter().map(|&n| vec![0.0; n]).collect();
         Ok(())

@@ -181,6 +181,9 @@ mod tests {
         fn broadcast_bytes(&mut self, root: usize, bytes: &mut Vec<u8>) -> Result<()> {
             self.0.broadcast_bytes(root, bytes)
         }
+        fn broadcast_f32(&mut self, root: usize, values: &mut [f32]) -> Result<()> {
+            self.0.broadcast_f32(root, values)
+        }
         fn set_buckets(&mut self, lens: &[usize]) -> Result<()> {
             self.1 = lens.iter().map(|&n| vec![0.0; n]).collect();
             self.0.set_buckets(lens)

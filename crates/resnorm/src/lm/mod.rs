@@ -21,6 +21,7 @@ mod metrics;
 mod run_checkpoint;
 mod trainer;
 mod update;
+mod zero;
 
 pub use config::{TokenizerKind, TrainConfig};
 pub use data::{check_fits_context, load_data, LoadedData, CORPUS_SEED};
@@ -32,4 +33,5 @@ pub use run_checkpoint::{
     MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE,
 };
 pub use trainer::{StepReport, Trainer, DATA_SEED_MIX};
-pub use update::{apply_gradients, Update};
+pub use update::{apply_gradients, apply_gradients_sharded, Update};
+pub use zero::OptimizerShard;

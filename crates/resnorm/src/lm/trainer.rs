@@ -18,7 +18,8 @@
 //! ranks see exactly the windows of one process; the gradients and the loss are then
 //! averaged over the ranks (see [`super::GradientAverage`]), and every rank applies the same
 //! update to the same weights. Nothing saved depends on `N`: a run resumes on any number of
-//! ranks. Every kernel is deterministic for a given
+//! ranks. With `zero = 1` each rank keeps only its share of AdamW's state
+//! ([`super::OptimizerShard`]). Every kernel is deterministic for a given
 //! thread count, so the same settings and thread count give a bit-identical loss curve, and
 //! a run resumed from a checkpoint (parameters, AdamW moments, step, data RNG state) continues
 //! exactly as if it had never stopped.
@@ -56,7 +57,8 @@ use super::evaluate::{evaluate, evaluate_shared, Evaluation};
 use super::run_checkpoint::{
     load_checkpoint, load_optimizer, save_checkpoint, SavedModel, TrainState,
 };
-use super::update::{apply_gradients, Update};
+use super::update::{apply_gradients_sharded, Update};
+use super::zero::OptimizerShard;
 use super::TrainConfig;
 use crate::diagnostics::Diagnostics;
 
@@ -103,6 +105,8 @@ pub struct Trainer {
     comm: Box<dyn Communicator>,
     /// The bucket layout, with more than one rank.
     average: Option<GradientAverage>,
+    /// This rank's share of the optimizer state, with `zero = 1` on more than one rank.
+    shard: Option<OptimizerShard>,
     overlap: bool,
 }
 
@@ -167,6 +171,7 @@ impl Trainer {
             targets: vec![0; rows],
             comm: Box::new(SingleProcess::default()),
             average: None,
+            shard: None,
             overlap: true,
             config,
         })
@@ -187,6 +192,11 @@ impl Trainer {
         } else {
             None
         };
+        if ranks > 1 && self.config.zero == 1 {
+            let shard = OptimizerShard::new(&self.model, comm.rank(), ranks);
+            self.optimizer = shard.keep_own(&self.optimizer)?;
+            self.shard = Some(shard);
+        }
         self.comm = comm;
         Ok(self)
     }
@@ -322,8 +332,14 @@ impl Trainer {
             accum,
         };
         let diagnose = diagnose.then_some((self.step + 1, loss));
-        let (norm, diagnostics) =
-            apply_gradients(&mut self.model, &mut self.optimizer, update, diagnose)?;
+        let shard = (self.shard.as_ref()).map(|s| (s, self.comm.as_mut() as &mut dyn Communicator));
+        let (norm, diagnostics) = apply_gradients_sharded(
+            &mut self.model,
+            &mut self.optimizer,
+            update,
+            diagnose,
+            shard,
+        )?;
         if !norm.is_finite() {
             return Err(diverged(loss));
         }
@@ -369,7 +385,37 @@ impl Trainer {
 
     /// Saves a checkpoint of the run as the live set of the run directory `dir` (see
     /// [`crate::checkpoint_set`]).
+    ///
+    /// One process only: with a sharded optimizer this is [`Error::InvalidArgument`], as
+    /// its state is spread over the ranks (see [`Trainer::save_all_ranks`]).
     pub fn save(&self, dir: &Path) -> Result<()> {
+        if self.shard.is_some() {
+            return Err(Error::invalid(
+                "Trainer::save",
+                "the optimizer state is sharded over the ranks: save with save_all_ranks",
+            ));
+        }
+        self.write(dir, &self.optimizer)
+    }
+
+    /// [`Trainer::save`] on every rank (collective): the optimizer state is gathered first
+    /// when it is sharded, and rank 0 alone writes.
+    pub fn save_all_ranks(&mut self, dir: &Path) -> Result<()> {
+        let whole = match &self.shard {
+            Some(shard) => Some(shard.gather_state(
+                &self.optimizer,
+                self.config.adamw_config(),
+                self.comm.as_mut(),
+            )?),
+            None => None,
+        };
+        if self.comm.rank() != 0 {
+            return Ok(());
+        }
+        self.write(dir, whole.as_ref().unwrap_or(&self.optimizer))
+    }
+
+    fn write(&self, dir: &Path, optimizer: &AdamW) -> Result<()> {
         let state = TrainState {
             step: self.step,
             rng_state: self.rng.state(),
@@ -380,7 +426,7 @@ impl Trainer {
         save_checkpoint(
             dir,
             &self.model,
-            &self.optimizer,
+            optimizer,
             &self.tokenizer,
             &self.config,
             &state,
