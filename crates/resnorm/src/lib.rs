@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod checkpoint_set;
 pub mod data;
 pub mod diagnostics;
+pub mod distributed;
 pub mod error;
 pub mod gradcheck;
 pub mod kernels;

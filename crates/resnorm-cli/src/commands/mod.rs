@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod eval;
 pub mod gradcheck;
+pub mod ranks;
 pub mod run_dir;
 pub mod sample;
 pub mod study;

@@ -14,6 +14,10 @@
 //! gradient became NaN/inf (the message gives the step and the last finite loss; the last
 //! checkpoint on disk is left as it was); 2 bad input; 130 / 143 stopped by SIGINT (Ctrl-C) /
 //! SIGTERM after saving a checkpoint (see [`crate::signals`]).
+//!
+//! Under `mpirun` (a build with the `mpi` feature) every rank runs this command with the same
+//! flags: `--batch` is the global batch, split over the ranks; rank 0 alone prints, writes
+//! the metrics and saves (see `commands::ranks` for errors, docs/distributed.md for users).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -32,19 +36,20 @@ use resnorm::models::gpt::{generate, Placement, Sampling};
 use resnorm::rng::Rng;
 use resnorm::{Error, Result};
 
-use super::run_dir;
+use super::{ranks, run_dir};
 use crate::memory;
 use crate::signals::Stop;
 
 /// Exit code of a run stopped by a NaN or infinite loss.
 const EXIT_DIVERGED: u8 = 1;
 /// The settings a resume may change (`steps` only upward).
-pub const CHANGEABLE_ON_RESUME: [&str; 5] = [
+pub const CHANGEABLE_ON_RESUME: [&str; 6] = [
     "steps",
     "save_every",
     "eval_every",
     "eval_windows",
     "diagnostics_every",
+    "zero",
 ];
 /// The prompt of the closing sample for the built-in corpus: how every story begins.
 pub const CORPUS_PROMPT: &str = "Once there was a";
@@ -62,7 +67,7 @@ pub struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run saved in this directory (its settings; only --steps upward,
-    /// --save-every, --eval-every, --eval-windows and --diagnostics-every may change).
+    /// --save-every, --eval-every, --eval-windows, --diagnostics-every and --zero may change).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Start a new run in --out even though it holds one (replaced at the first save).
@@ -135,12 +140,20 @@ pub struct Args {
     /// Tokens of the closing sample (0 = none).
     #[arg(long, default_value_t = 300)]
     sample_tokens: usize,
+    /// Under mpirun, ZeRO stage: 0 every rank holds the whole optimizer state, 1 each holds
+    /// its share.
+    #[arg(long)]
+    zero: Option<u8>,
+    /// Under mpirun: sum the gradients only after the whole backward pass instead of layer
+    /// by layer during it (to measure what the overlap hides).
+    #[arg(long)]
+    no_overlap: bool,
 }
 
 impl Args {
     /// Defaults, then the checkpoint's settings, then the TOML file, then the flags; a resume
     /// is checked against the saved run (see the module docs).
-    fn settings(&self) -> Result<TrainConfig> {
+    fn settings(&self, lead: bool) -> Result<TrainConfig> {
         let Some(dir) = &self.resume else {
             return self.apply(TrainConfig::default());
         };
@@ -151,7 +164,7 @@ impl Args {
             &asked,
             |key| CHANGEABLE_ON_RESUME.contains(&key),
             flag_of,
-            "--steps (upward), --save-every, --eval-every, --eval-windows and --diagnostics-every",
+            "--steps (upward), --save-every, --eval-every, --eval-windows, --diagnostics-every and --zero",
         )?;
         if asked.steps < saved.state.step {
             return Err(Error::Config(format!(
@@ -159,7 +172,9 @@ impl Args {
                 asked.steps, saved.state.step
             )));
         }
-        run_dir::warn_threads(saved.state.threads);
+        if lead {
+            run_dir::warn_threads(saved.state.threads);
+        }
         Ok(asked)
     }
 
@@ -197,6 +212,7 @@ impl Args {
         set(&mut c.eval_windows, &self.eval_windows);
         set(&mut c.save_every, &self.save_every);
         set(&mut c.diagnostics_every, &self.diagnostics_every);
+        set(&mut c.zero, &self.zero);
         c.validate()?;
         Ok(c)
     }
@@ -213,22 +229,46 @@ fn flag_of(key: &str) -> String {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let mut comm = ranks::join()?;
     let out = args
         .out
         .clone()
         .or_else(|| args.resume.clone())
         .unwrap_or_else(|| PathBuf::from("runs/train"));
-    run_dir::claim(&out, args.resume.as_deref(), args.overwrite)?;
-    let config = args.settings()?;
-    let mut trainer = match &args.resume {
+    // Rank 0 alone claims the directory; the others read it only once that is done.
+    let claimed = match comm.rank() {
+        0 => run_dir::claim(&out, args.resume.as_deref(), args.overwrite),
+        _ => Ok(()),
+    };
+    if ranks::agreed(comm.as_mut(), claimed, |_| serde_json::Value::Null)?.is_none() {
+        return Ok(ranks::quiet_failure());
+    }
+    let setup = start(&args, comm.rank(), comm.size());
+    let Some(trainer) = ranks::agreed(comm.as_mut(), setup, Trainer::fingerprint)? else {
+        return Ok(ranks::quiet_failure());
+    };
+    let mut trainer = trainer.distributed(comm)?;
+    trainer.set_overlap(!args.no_overlap);
+    let outcome = train(&args, &out, &mut trainer);
+    ranks::or_abort(trainer.communicator(), outcome)
+}
+
+/// The trainer of a fresh or resumed run, checked to fit in memory with this rank's share
+/// of the batch.
+fn start(args: &Args, rank: usize, ranks: usize) -> Result<Trainer> {
+    let config = args.settings(rank == 0)?;
+    if !config.batch.is_multiple_of(ranks) {
+        return Err(ranks::uneven_batch(config.batch, ranks));
+    }
+    let local = config.batch / ranks;
+    match &args.resume {
         Some(dir) => {
             let trainer = Trainer::resume(dir, config)?;
             // The model came from its file; its batch's activations are allocated at the
             // first step, after this check.
             let model = trainer.model().config();
-            let batch = trainer.config().batch;
-            memory::check_fits("training", &model.memory_estimate(batch, Workload::Train)?)?;
-            trainer
+            memory::check_fits("training", &model.memory_estimate(local, Workload::Train)?)?;
+            Ok(trainer)
         }
         None => {
             if config.data.is_none() {
@@ -237,26 +277,44 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             let data = load_data(&config, None)?;
             let model = config.gpt_config(data.tokenizer.vocab_size());
-            memory::check_fits(
-                "training",
-                &model.memory_estimate(config.batch, Workload::Train)?,
-            )?;
-            Trainer::new(config.clone(), data)?
+            memory::check_fits("training", &model.memory_estimate(local, Workload::Train)?)?;
+            Trainer::new(config, data)
         }
+    }
+}
+
+/// The step loop, evaluations, metrics, checkpoints and the closing lines. Every rank runs
+/// it; rank 0 alone prints, writes `metrics.jsonl` and saves.
+fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
+    let ranks = trainer.communicator().size();
+    let lead = trainer.communicator().rank() == 0;
+    let mut log = match lead {
+        true => {
+            std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+            Some(MetricsLog::open(
+                &out.join("metrics.jsonl"),
+                trainer.steps_taken(),
+            )?)
+        }
+        false => None,
     };
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), trainer.steps_taken())?;
     let stop = Stop::install()?;
 
-    let progress = Progress::new(&trainer);
+    let progress = Progress::new(trainer, lead);
     progress.line(&format!(
-        "training a {}-parameter {} GPT for {} steps into {}",
+        "training a {}-parameter {} GPT for {} steps into {}{}",
         trainer.model().num_params(),
         trainer.config().placement,
         trainer.config().steps,
-        out.display()
+        out.display(),
+        match ranks {
+            1 => String::new(),
+            n => format!(" on {n} ranks"),
+        }
     ));
     let mut last_saved = args.resume.is_some().then_some(trainer.steps_taken());
+    // Per step: seconds waited for the gradient sums after the backward, and the whole step.
+    let mut exchange = Vec::new();
     while !trainer.is_done() {
         let started = Instant::now();
         let report = match trainer.step() {
@@ -270,12 +328,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     ),
                     None => "no checkpoint was saved".to_string(),
                 };
-                eprintln!("error: {diverged}; stopped, {kept}");
+                // The loss and gradients are averaged over the ranks: all diverge together.
+                if lead {
+                    eprintln!("error: {diverged}; stopped, {kept}");
+                }
                 return Ok(ExitCode::from(EXIT_DIVERGED));
             }
             Err(other) => return Err(other),
         };
         let step_seconds = started.elapsed().as_secs_f64();
+        exchange.push((report.comm_wait, step_seconds));
         let config = trainer.config();
         let evaluate_now =
             trainer.is_done() || (config.eval_every > 0 && report.step % config.eval_every == 0);
@@ -294,39 +356,73 @@ pub fn run(args: Args) -> Result<ExitCode> {
             elapsed: trainer.elapsed(),
             diagnostics: report.diagnostics,
         };
-        log.append(&record)?;
-        progress.update(&trainer, &record, val.is_some());
+        if let Some(log) = &mut log {
+            log.append(&record)?;
+        }
+        progress.update(trainer, &record, val.is_some());
         let save_every = trainer.config().save_every;
         if trainer.is_done() || (save_every > 0 && report.step % save_every == 0) {
-            trainer.save(&out)?;
+            trainer.save_all_ranks(out)?;
             last_saved = Some(report.step);
         }
-        if stop.requested() {
+        if stop_agreed(trainer, &stop)? {
             if last_saved != Some(report.step) {
-                trainer.save(&out)?;
+                trainer.save_all_ranks(out)?;
             }
             progress.finish();
-            eprintln!(
-                "{}: checkpoint of step {} saved in {}; continue with --resume {}",
-                stop.name(),
-                report.step,
-                out.display(),
-                out.display()
-            );
+            if lead {
+                eprintln!(
+                    "{}: checkpoint of step {} saved in {}; continue with --resume {}",
+                    stop.name(),
+                    report.step,
+                    out.display(),
+                    out.display()
+                );
+            }
             return Ok(ExitCode::from(stop.exit_code()));
         }
     }
     progress.finish();
-    if stop.requested() {
-        eprintln!("{}: the run is complete and saved", stop.name());
+    if ranks > 1 && lead {
+        let megabytes = (trainer.exchanged_elements() * 4) as f64 / 1e6;
+        let median = |pick: fn(&(f64, f64)) -> f64| {
+            let mut values: Vec<f64> = exchange.iter().map(pick).collect();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied().unwrap_or(0.0) * 1e3
+        };
+        eprintln!(
+            "gradient exchange: {megabytes:.2} MB per rank per step; median step {:.1} ms, of which rank 0 waited {:.1} ms for the sums after its backward (overlap {})",
+            median(|e| e.1),
+            median(|e| e.0),
+            if args.no_overlap { "off" } else { "on" }
+        );
+    }
+    if stop_agreed(trainer, &stop)? {
+        if lead {
+            eprintln!("{}: the run is complete and saved", stop.name());
+        }
         return Ok(ExitCode::from(stop.exit_code()));
     }
     let final_eval = trainer.evaluate_all()?;
-    println!("{}", summary(&trainer, &final_eval, &out));
-    if args.sample_tokens > 0 {
-        println!("sample:\n{}", closing_sample(&trainer, args.sample_tokens)?);
+    if lead {
+        println!("{}", summary(trainer, &final_eval, out));
+        if args.sample_tokens > 0 {
+            println!("sample:\n{}", closing_sample(trainer, args.sample_tokens)?);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a signal asked to stop, on any rank: `mpirun` passes signals on to every rank,
+/// but not at the same instant, and the ranks must stop after the same step.
+fn stop_agreed(trainer: &mut Trainer, stop: &Stop) -> Result<bool> {
+    let comm = trainer.communicator();
+    if comm.size() == 1 {
+        return Ok(stop.requested());
+    }
+    let mut requested = [if stop.requested() { 1.0 } else { 0.0 }];
+    comm.sum_f64(&mut requested)?;
+    Ok(requested[0] > 0.0)
 }
 
 /// The last lines of a run: losses against what the data allows.
@@ -365,11 +461,14 @@ fn closing_sample(trainer: &Trainer, tokens: usize) -> Result<String> {
 struct Progress {
     bar: Option<ProgressBar>,
     val_loss: std::cell::Cell<Option<f64>>,
+    /// Rank 0, the one that prints.
+    lead: bool,
 }
 
 impl Progress {
-    fn new(trainer: &Trainer) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
+    /// The progress of rank 0 (`lead`); the other ranks' is silent.
+    fn new(trainer: &Trainer, lead: bool) -> Self {
+        let bar = (lead && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(trainer.config().steps);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -383,13 +482,15 @@ impl Progress {
         Progress {
             bar,
             val_loss: std::cell::Cell::new(None),
+            lead,
         }
     }
 
     fn line(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+            None if self.lead => eprintln!("{text}"),
+            None => {}
         }
     }
 

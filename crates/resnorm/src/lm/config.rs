@@ -138,6 +138,9 @@ pub struct TrainConfig {
     /// Steps between per-layer diagnostics in `metrics.jsonl` (see [`crate::diagnostics`]);
     /// 0 = none.
     pub diagnostics_every: u64,
+    /// ZeRO stage under MPI: 0, every rank holds the whole AdamW state; 1, each holds its
+    /// `1/N` share (see [`super::OptimizerShard`]). The same training either way.
+    pub zero: u8,
 }
 
 impl Default for TrainConfig {
@@ -169,6 +172,7 @@ impl Default for TrainConfig {
             eval_windows: 64,
             save_every: 500,
             diagnostics_every: 0,
+            zero: 0,
         }
     }
 }
@@ -250,6 +254,12 @@ impl TrainConfig {
         }
         if self.steps == 0 {
             return fail("steps must be at least 1".into());
+        }
+        if self.zero > 1 {
+            return fail(format!(
+                "zero must be 0 or 1 (ZeRO stage), got {}",
+                self.zero
+            ));
         }
         if self.corpus_chars == 0 {
             return fail("corpus_chars must be at least 1".into());

@@ -11,6 +11,9 @@
 //! `⌊i·n / max⌋` for `i < max`, spread evenly over the split (the first `max` windows would
 //! be one stretch of the text, a biased estimate of the whole).
 //!
+//! [`evaluate_shared`] splits the scored windows over the ranks of a [`Communicator`] in
+//! contiguous shares, and adds up the loss sums: the same windows as one process.
+//!
 //! ```
 //! use resnorm::data::text::TokenDataset;
 //! use resnorm::models::gpt::{Gpt, GptConfig};
@@ -26,6 +29,7 @@
 //! ```
 
 use crate::data::text::TokenDataset;
+use crate::distributed::Communicator;
 use crate::models::gpt::Gpt;
 use crate::{Error, Result};
 
@@ -59,36 +63,29 @@ pub fn evaluate(
     batch: usize,
     max_windows: Option<usize>,
 ) -> Result<Evaluation> {
-    const OP: &str = "evaluate";
-    if batch == 0 {
-        return Err(Error::invalid(OP, "batch must be at least 1"));
-    }
-    if data.vocab_size() > model.config().vocab {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "the data's vocabulary of {} ids is larger than the model's {}",
-                data.vocab_size(),
-                model.config().vocab
-            ),
-        ));
-    }
-    let context = model.config().context;
-    let available = data.validation_window_count(context)?;
-    let windows = max_windows.map_or(available, |m| m.min(available));
-    if windows == 0 {
-        return Err(Error::invalid(OP, "no validation windows to evaluate"));
-    }
-    let scored = Scored {
-        windows,
-        available,
-        batch,
-    };
+    let scored = Scored::new(model, data, batch, max_windows)?;
     let loss_sum = crate::threads::busy(|| scored.loss_sum(model, data.validation()))?;
-    Ok(Evaluation {
-        loss: loss_sum / windows as f64,
-        tokens: windows * context,
-    })
+    Ok(scored.evaluation(loss_sum, model.config().context))
+}
+
+/// [`evaluate`] on the ranks of `comm` (collective): rank `r` of `N` scores the windows
+/// `r·n/N .. (r+1)·n/N` of the `n` scored ones, `batch` at a time.
+pub fn evaluate_shared(
+    model: &mut Gpt,
+    data: &TokenDataset,
+    batch: usize,
+    max_windows: Option<usize>,
+    comm: &mut dyn Communicator,
+) -> Result<Evaluation> {
+    let mut scored = Scored::new(model, data, batch, max_windows)?;
+    let (rank, ranks) = (comm.rank(), comm.size());
+    scored.first = rank * scored.windows / ranks;
+    scored.end = (rank + 1) * scored.windows / ranks;
+    let mut loss_sum = [crate::threads::busy(|| {
+        scored.loss_sum(model, data.validation())
+    })?];
+    comm.sum_f64(&mut loss_sum)?;
+    Ok(scored.evaluation(loss_sum[0], model.config().context))
 }
 
 /// Which validation windows [`evaluate`] scores, and how many at a time.
@@ -100,18 +97,65 @@ struct Scored {
     available: usize,
     /// Windows per forward pass.
     batch: usize,
+    /// The share of `0 .. windows` this process scores.
+    first: usize,
+    end: usize,
 }
 
 impl Scored {
-    /// `Σ` over the scored windows of their mean loss, in `f64`.
+    /// Checks the arguments of [`evaluate`]; every scored window in this process's share.
+    fn new(
+        model: &Gpt,
+        data: &TokenDataset,
+        batch: usize,
+        max_windows: Option<usize>,
+    ) -> Result<Self> {
+        const OP: &str = "evaluate";
+        if batch == 0 {
+            return Err(Error::invalid(OP, "batch must be at least 1"));
+        }
+        if data.vocab_size() > model.config().vocab {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the data's vocabulary of {} ids is larger than the model's {}",
+                    data.vocab_size(),
+                    model.config().vocab
+                ),
+            ));
+        }
+        let context = model.config().context;
+        let available = data.validation_window_count(context)?;
+        let windows = max_windows.map_or(available, |m| m.min(available));
+        if windows == 0 {
+            return Err(Error::invalid(OP, "no validation windows to evaluate"));
+        }
+        Ok(Scored {
+            windows,
+            available,
+            batch,
+            first: 0,
+            end: windows,
+        })
+    }
+
+    /// The mean loss from the sum over every scored window.
+    fn evaluation(self, loss_sum: f64, context: usize) -> Evaluation {
+        Evaluation {
+            loss: loss_sum / self.windows as f64,
+            tokens: self.windows * context,
+        }
+    }
+
+    /// `Σ` over this share of the scored windows of their mean loss, in `f64`.
     fn loss_sum(self, model: &mut Gpt, val: &[u32]) -> Result<f64> {
         let context = model.config().context;
         let mut inputs = Vec::with_capacity(self.batch * context);
         let mut targets = Vec::with_capacity(self.batch * context);
         let mut loss_sum = 0.0f64;
-        let mut first = 0;
-        while first < self.windows {
-            let rows = self.batch.min(self.windows - first);
+        let mut first = self.first;
+        while first < self.end {
+            let rows = self.batch.min(self.end - first);
             inputs.clear();
             targets.clear();
             for i in first..first + rows {

@@ -10,22 +10,28 @@
 //!          every save_every: Trainer::save(dir) }
 //! load_checkpoint(dir) -> SavedModel { model, tokenizer, train, state }  (eval, sample)
 //! ```
+//! Under MPI, `Trainer::distributed(comm)` splits each global batch over the ranks and
+//! averages the gradients with [`GradientAverage`] (docs/distributed.md).
 
 mod config;
 mod data;
+mod data_parallel;
 mod evaluate;
 mod metrics;
 mod run_checkpoint;
 mod trainer;
 mod update;
+mod zero;
 
 pub use config::{TokenizerKind, TrainConfig};
 pub use data::{check_fits_context, load_data, LoadedData, CORPUS_SEED};
-pub use evaluate::{evaluate, Evaluation};
+pub use data_parallel::GradientAverage;
+pub use evaluate::{evaluate, evaluate_shared, Evaluation};
 pub use metrics::{MetricsLog, MetricsRecord};
 pub use run_checkpoint::{
     load_checkpoint, load_optimizer, save_checkpoint, SavedModel, TrainState, CONFIG_FILE,
     MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE,
 };
 pub use trainer::{StepReport, Trainer, DATA_SEED_MIX};
-pub use update::{apply_gradients, Update};
+pub use update::{apply_gradients, apply_gradients_sharded, Update};
+pub use zero::OptimizerShard;

@@ -10,7 +10,16 @@
 //! AdamW step with lr = WarmupCosine(s)
 //! ```
 //! Weights come from `Gpt::new(config, seed)`, training windows from a separate
-//! [`Rng`] seeded with `seed ^ DATA_SEED_MIX`. Every kernel is deterministic for a given
+//! [`Rng`] seeded with `seed ^ DATA_SEED_MIX`.
+//!
+//! **Data-parallel** ([`Trainer::distributed`]): with `N` ranks, `batch` is the global batch.
+//! Every rank draws the same `batch` windows from the same data RNG and runs forward and
+//! backward on its own `batch / N` of them (rank `r` takes windows `r·batch/N ..`), so `N`
+//! ranks see exactly the windows of one process; the gradients and the loss are then
+//! averaged over the ranks (see [`super::GradientAverage`]), and every rank applies the same
+//! update to the same weights. Nothing saved depends on `N`: a run resumes on any number of
+//! ranks. With `zero = 1` each rank keeps only its share of AdamW's state
+//! ([`super::OptimizerShard`]). Every kernel is deterministic for a given
 //! thread count, so the same settings and thread count give a bit-identical loss curve, and
 //! a run resumed from a checkpoint (parameters, AdamW moments, step, data RNG state) continues
 //! exactly as if it had never stopped.
@@ -36,17 +45,20 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::data::text::{TokenDataset, Tokenizer};
+use crate::distributed::{Communicator, SingleProcess};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::optim::{AdamW, WarmupCosine};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
 use super::data::{check_fits_context, load_data, LoadedData};
-use super::evaluate::{evaluate, Evaluation};
+use super::data_parallel::GradientAverage;
+use super::evaluate::{evaluate, evaluate_shared, Evaluation};
 use super::run_checkpoint::{
     load_checkpoint, load_optimizer, save_checkpoint, SavedModel, TrainState,
 };
-use super::update::{apply_gradients, Update};
+use super::update::{apply_gradients_sharded, Update};
+use super::zero::OptimizerShard;
 use super::TrainConfig;
 use crate::diagnostics::Diagnostics;
 
@@ -69,6 +81,8 @@ pub struct StepReport {
     /// Per-layer diagnostics, on the steps `diagnostics_every` asks for (gradients of the
     /// whole step; residual-stream measurements of its last micro-batch).
     pub diagnostics: Option<Diagnostics>,
+    /// Seconds this rank waited for the gradient sums after its backward (0 on one rank).
+    pub comm_wait: f64,
 }
 
 /// A model, its optimizer, data and sampler, and where the run stands.
@@ -88,6 +102,12 @@ pub struct Trainer {
     started: Instant,
     inputs: Vec<u32>,
     targets: Vec<u32>,
+    comm: Box<dyn Communicator>,
+    /// The bucket layout, with more than one rank.
+    average: Option<GradientAverage>,
+    /// This rank's share of the optimizer state, with `zero = 1` on more than one rank.
+    shard: Option<OptimizerShard>,
+    overlap: bool,
 }
 
 impl Trainer {
@@ -149,8 +169,82 @@ impl Trainer {
             started: Instant::now(),
             inputs: vec![0; rows],
             targets: vec![0; rows],
+            comm: Box::new(SingleProcess::default()),
+            average: None,
+            shard: None,
+            overlap: true,
             config,
         })
+    }
+
+    /// Trains on the ranks of `comm` from here on: `batch` becomes the global batch, split
+    /// evenly over the ranks (see the module documentation). Collective: every rank calls it.
+    pub fn distributed(mut self, mut comm: Box<dyn Communicator>) -> Result<Self> {
+        let ranks = comm.size();
+        if !self.config.batch.is_multiple_of(ranks) {
+            return Err(Error::Config(format!(
+                "batch {} does not split evenly over {ranks} ranks",
+                self.config.batch
+            )));
+        }
+        self.average = if ranks > 1 {
+            Some(GradientAverage::new(&self.model, comm.as_mut())?)
+        } else {
+            None
+        };
+        if ranks > 1 && self.config.zero == 1 {
+            let shard = OptimizerShard::new(&self.model, comm.rank(), ranks);
+            self.optimizer = shard.keep_own(&self.optimizer)?;
+            self.shard = Some(shard);
+        }
+        self.comm = comm;
+        Ok(self)
+    }
+
+    /// Whether gradient sums start during the backward pass (the default) or only after it:
+    /// off, the wait in [`StepReport::comm_wait`] is the whole exchange, which is how the
+    /// benchmark measures what the overlap hides.
+    pub fn set_overlap(&mut self, on: bool) {
+        self.overlap = on;
+    }
+
+    /// The communicator the run trains on.
+    pub fn communicator(&mut self) -> &mut dyn Communicator {
+        self.comm.as_mut()
+    }
+
+    /// Gradient elements each rank sends per step (0 on one rank).
+    pub fn exchanged_elements(&self) -> usize {
+        self.average.as_ref().map_or(0, GradientAverage::elements)
+    }
+
+    /// What every rank must agree on before training: the settings, the data's size and the
+    /// model (its step and a checksum of its weights), as one flat JSON object.
+    pub fn fingerprint(&self) -> serde_json::Value {
+        // Through text, so that an f32 setting reads as written (0.01, not 0.009999999776).
+        let text = serde_json::to_string(&self.config).unwrap_or_default();
+        let mut fields = match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let mut checksum = 0xcbf2_9ce4_8422_2325u64; // FNV-1a over the weights' bits
+        self.model.visit_params(&mut |p| {
+            for v in p.value.iter() {
+                checksum = (checksum ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3);
+            }
+        });
+        let extra = [
+            ("training_tokens", self.data.train().len().into()),
+            ("validation_tokens", self.data.validation().len().into()),
+            ("vocab", self.model.config().vocab.into()),
+            ("parameters", self.model.num_params().into()),
+            ("step", self.step.into()),
+            ("weights_checksum", format!("{checksum:016x}").into()),
+        ];
+        for (key, value) in extra {
+            fields.insert(key.to_string(), value);
+        }
+        serde_json::Value::Object(fields)
     }
 
     /// One optimizer step (see the module documentation).
@@ -176,8 +270,11 @@ impl Trainer {
         let diagnose = every > 0 && (self.step + 1).is_multiple_of(every);
         self.model.record_stream_stats(diagnose);
         self.model.zero_grad();
+        let (rank, ranks) = (self.comm.rank(), self.comm.size());
+        let local = batch / ranks;
+        let shard = rank * local * context..(rank + 1) * local * context;
         let mut loss_sum = 0.0f32;
-        for _ in 0..accum {
+        for micro in 0..accum {
             self.data.sample_batch_into(
                 &mut self.rng,
                 context,
@@ -186,10 +283,39 @@ impl Trainer {
             )?;
             let loss = self
                 .model
-                .forward(&self.inputs, batch, Some(&self.targets))?
+                .forward(
+                    &self.inputs[shard.clone()],
+                    local,
+                    Some(&self.targets[shard.clone()]),
+                )?
                 .ok_or_else(|| Error::invalid(OP, "the model returned no loss"))?;
-            self.model.backward()?;
+            match (&self.average, self.overlap && micro + 1 == accum) {
+                (Some(average), true) => {
+                    let comm = self.comm.as_mut();
+                    self.model
+                        .backward_each(&mut |k, unit| average.start_unit(comm, k, unit))?
+                }
+                _ => self.model.backward()?,
+            }
             loss_sum += loss;
+        }
+        let mut comm_wait = 0.0;
+        if let Some(average) = &self.average {
+            let overlapped = self.overlap;
+            (loss_sum, comm_wait) = average.sum_and_average(
+                &mut self.model,
+                self.comm.as_mut(),
+                loss_sum,
+                |model, comm| {
+                    if overlapped {
+                        return Ok(());
+                    }
+                    for (k, unit) in model.units.iter().enumerate() {
+                        average.start_unit(comm, k, unit)?;
+                    }
+                    Ok(())
+                },
+            )?;
         }
         let loss = loss_sum / accum as f32;
         let diverged = |loss: f32| Error::Diverged {
@@ -206,8 +332,14 @@ impl Trainer {
             accum,
         };
         let diagnose = diagnose.then_some((self.step + 1, loss));
-        let (norm, diagnostics) =
-            apply_gradients(&mut self.model, &mut self.optimizer, update, diagnose)?;
+        let shard = (self.shard.as_ref()).map(|s| (s, self.comm.as_mut() as &mut dyn Communicator));
+        let (norm, diagnostics) = apply_gradients_sharded(
+            &mut self.model,
+            &mut self.optimizer,
+            update,
+            diagnose,
+            shard,
+        )?;
         if !norm.is_finite() {
             return Err(diverged(loss));
         }
@@ -220,24 +352,70 @@ impl Trainer {
             grad_norm: norm,
             tokens: batch * accum * context,
             diagnostics,
+            comm_wait,
         })
     }
 
     /// The validation loss on `eval_windows` windows spread over the split (all when 0),
     /// `batch` at a time: the quick estimate taken every `eval_every` steps.
+    /// With several ranks, each scores its share of the windows and the sums are averaged.
     pub fn evaluate(&mut self) -> Result<Evaluation> {
         let windows = (self.config.eval_windows > 0).then_some(self.config.eval_windows);
-        evaluate(&mut self.model, &self.data, self.config.batch, windows)
+        self.evaluate_windows(windows)
     }
 
     /// The validation loss on every window of the split: the number `resnorm eval` reports.
     pub fn evaluate_all(&mut self) -> Result<Evaluation> {
-        evaluate(&mut self.model, &self.data, self.config.batch, None)
+        self.evaluate_windows(None)
+    }
+
+    fn evaluate_windows(&mut self, windows: Option<usize>) -> Result<Evaluation> {
+        if self.comm.size() == 1 {
+            return evaluate(&mut self.model, &self.data, self.config.batch, windows);
+        }
+        let batch = self.config.batch / self.comm.size();
+        evaluate_shared(
+            &mut self.model,
+            &self.data,
+            batch,
+            windows,
+            self.comm.as_mut(),
+        )
     }
 
     /// Saves a checkpoint of the run as the live set of the run directory `dir` (see
     /// [`crate::checkpoint_set`]).
+    ///
+    /// One process only: with a sharded optimizer this is [`Error::InvalidArgument`], as
+    /// its state is spread over the ranks (see [`Trainer::save_all_ranks`]).
     pub fn save(&self, dir: &Path) -> Result<()> {
+        if self.shard.is_some() {
+            return Err(Error::invalid(
+                "Trainer::save",
+                "the optimizer state is sharded over the ranks: save with save_all_ranks",
+            ));
+        }
+        self.write(dir, &self.optimizer)
+    }
+
+    /// [`Trainer::save`] on every rank (collective): the optimizer state is gathered first
+    /// when it is sharded, and rank 0 alone writes.
+    pub fn save_all_ranks(&mut self, dir: &Path) -> Result<()> {
+        let whole = match &self.shard {
+            Some(shard) => Some(shard.gather_state(
+                &self.optimizer,
+                self.config.adamw_config(),
+                self.comm.as_mut(),
+            )?),
+            None => None,
+        };
+        if self.comm.rank() != 0 {
+            return Ok(());
+        }
+        self.write(dir, whole.as_ref().unwrap_or(&self.optimizer))
+    }
+
+    fn write(&self, dir: &Path, optimizer: &AdamW) -> Result<()> {
         let state = TrainState {
             step: self.step,
             rng_state: self.rng.state(),
@@ -248,7 +426,7 @@ impl Trainer {
         save_checkpoint(
             dir,
             &self.model,
-            &self.optimizer,
+            optimizer,
             &self.tokenizer,
             &self.config,
             &state,

@@ -10,9 +10,12 @@
 //! ```
 
 use crate::diagnostics::{Diagnostics, PendingDiagnostics};
+use crate::distributed::Communicator;
 use crate::models::gpt::Gpt;
 use crate::optim::{clip_grad_norm, grad_norm, Optimizer};
 use crate::Result;
+
+use super::OptimizerShard;
 
 /// How to turn a model's accumulated gradients into an update.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,6 +37,19 @@ pub fn apply_gradients(
     update: Update,
     diagnose: Option<(u64, f32)>,
 ) -> Result<(f32, Option<Diagnostics>)> {
+    apply_gradients_sharded(model, optimizer, update, diagnose, None)
+}
+
+/// [`apply_gradients`] where, with `shard`, the optimizer steps only this rank's parameters
+/// and the new values are then gathered from their owners (ZeRO stage 1, see
+/// [`OptimizerShard`]); collective then.
+pub fn apply_gradients_sharded(
+    model: &mut Gpt,
+    optimizer: &mut dyn Optimizer,
+    update: Update,
+    diagnose: Option<(u64, f32)>,
+    shard: Option<(&OptimizerShard, &mut dyn Communicator)>,
+) -> Result<(f32, Option<Diagnostics>)> {
     if update.accum > 1 {
         let scale = 1.0 / update.accum as f32;
         model.visit_params_mut(&mut |p| p.grad.iter_mut().for_each(|g| *g *= scale));
@@ -48,7 +64,13 @@ pub fn apply_gradients(
         grad_norm(&params)
     };
     if norm.is_finite() {
-        optimizer.step(&mut params, update.lr)?;
+        match shard {
+            None => optimizer.step(&mut params, update.lr)?,
+            Some((shard, comm)) => {
+                optimizer.step(&mut params[shard.owned()], update.lr)?;
+                shard.gather_weights(&mut params, comm)?;
+            }
+        }
     }
     let diagnostics = pending.map(|p| p.finish(model)).transpose()?;
     Ok((norm, diagnostics))

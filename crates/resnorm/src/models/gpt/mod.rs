@@ -289,17 +289,32 @@ impl Gpt {
 
     /// Backpropagates the last forward's loss, adding into every parameter's gradient.
     pub fn backward(&mut self) -> Result<()> {
+        self.backward_each(&mut |_, _| Ok(()))
+    }
+
+    /// [`Gpt::backward`], calling `unit_done(k, unit)` as soon as unit `k`'s parameter
+    /// gradients are final (from the last unit to the first; `ln_f`'s are final before any,
+    /// the embedding's only at the end), so that data-parallel training can start summing
+    /// a unit's gradients while the units before it still run backward.
+    pub fn backward_each(
+        &mut self,
+        unit_done: &mut dyn FnMut(usize, &ResidualUnit) -> Result<()>,
+    ) -> Result<()> {
         let mut s = self
             .state
             .take()
             .ok_or_else(|| Error::invalid("Gpt::backward", "no forward pass to backpropagate"))?;
-        let result = self.backward_with(&mut s);
+        let result = self.backward_with(&mut s, unit_done);
         s.backward_ready = false; // the logits now hold gradients: a second backward would be wrong
         self.state = Some(s);
         result
     }
 
-    fn backward_with(&mut self, s: &mut State) -> Result<()> {
+    fn backward_with(
+        &mut self,
+        s: &mut State,
+        unit_done: &mut dyn FnMut(usize, &ResidualUnit) -> Result<()>,
+    ) -> Result<()> {
         if !s.backward_ready {
             return Err(Error::invalid(
                 "Gpt::backward",
@@ -334,6 +349,7 @@ impl Gpt {
                 &mut s.scratch,
                 (batch, seq),
             )?;
+            unit_done(k, unit)?;
             std::mem::swap(&mut d_out, &mut d_in);
             if let Some(norms) = &mut grad_norms {
                 norms.push(l2_norm(d_out));

@@ -1,0 +1,251 @@
+//! Data-parallel training under `mpirun` (built with `--features mpi`; CI runs these after
+//! the default tests): two ranks with batch `B/2` each train as one process with batch `B`,
+//! also across a resume that changes the number of ranks; and every disagreement or failure
+//! of a rank stops every rank with one `error:` line, never a hang (each run is bounded by
+//! `mpirun --timeout` and by a deadline here).
+//!
+//! **Tolerance.** The two trainings differ only in the order of floating-point sums (each
+//! rank's gradient is reduced over its own rows, then the two are added), a relative
+//! difference of about 1e-7 per gradient. AdamW moves a weight by at most about `lr` per
+//! step, so two runs can never be more than `2 Σ lr` apart; a rounding-level gradient
+//! difference moves an update by about the same relative amount, except where the gradient
+//! itself is rounding noise (the attention's key bias, whose exact gradient is 0, where
+//! AdamW's normalization can blow noise up to a step of either sign). Measured after 20
+//! steps: 1.4e-6 = 4e-5 `Σ lr`, in the key bias. The test asserts `1e-3 Σ lr`: 25 times the
+//! measurement and still 2000 times below what a wrong shard, a missing bucket or a wrong
+//! scale (each an error of order `lr` per step) would give. Overlapping the sums with the
+//! backward pass or not changes nothing but timing, and sharding AdamW's state (`--zero 1`)
+//! nothing at all: those runs are compared bit for bit.
+
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{command, temp_dir, tiny};
+
+/// Seconds after which `mpirun` aborts the job; the test gives up a little later.
+const MPI_TIMEOUT: u64 = 60;
+
+/// What a run left: its exit status and stderr.
+struct Run {
+    status: ExitStatus,
+    stderr: String,
+}
+
+/// `mpirun` over `apps` (each one rank's arguments to the binary), in `dir`.
+fn mpirun(dir: &Path, apps: &[Vec<&str>]) -> Run {
+    let mut mpi = Command::new("mpirun");
+    mpi.args(["--oversubscribe", "--timeout", &MPI_TIMEOUT.to_string()])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    for (i, app) in apps.iter().enumerate() {
+        if i > 0 {
+            mpi.arg(":");
+        }
+        mpi.args(["-np", "1", env!("CARGO_BIN_EXE_resnorm")])
+            .args(app);
+    }
+    finish(mpi.current_dir(dir))
+}
+
+/// The binary alone (one rank), in `dir`.
+fn single(dir: &Path, args: &[&str]) -> Run {
+    finish(&mut command(args, dir))
+}
+
+fn finish(command: &mut Command) -> Run {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun runs (install openmpi-bin)");
+    let stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = Instant::now() + Duration::from_secs(MPI_TIMEOUT + 30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run hung past its deadline");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        status,
+        stderr: reader.join().expect("stderr reader"),
+    }
+}
+
+/// A tiny two-block run's flags and `extra`.
+fn args(extra: &'static str) -> Vec<&'static str> {
+    let mut args = vec!["--threads", "1", "train"];
+    args.extend(tiny(
+        "--layers 2 --warmup 2 --sample-tokens 0 --eval-windows 8",
+    ));
+    args.extend(extra.split_whitespace());
+    args
+}
+
+/// Every parameter of the run saved in `dir/run`, by name.
+fn weights(dir: &Path, run: &str) -> Vec<(String, Vec<f32>)> {
+    let saved = resnorm::lm::load_checkpoint(&dir.join(run)).expect("a saved run");
+    let mut out = Vec::new();
+    saved
+        .model
+        .visit_params(&mut |p| out.push((p.name.clone(), p.value.to_vec())));
+    out
+}
+
+/// `Σ lr` over the run's steps, from its metrics.
+fn lr_sum(dir: &Path, run: &str) -> f64 {
+    let metrics = std::fs::read_to_string(dir.join(run).join("metrics.jsonl")).unwrap();
+    metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"]
+                .as_f64()
+                .unwrap()
+        })
+        .sum()
+}
+
+fn assert_close(dir: &Path, a: &str, b: &str, tolerance: f64) {
+    for ((name, x), (_, y)) in weights(dir, a).iter().zip(weights(dir, b)) {
+        let worst = x
+            .iter()
+            .zip(&y)
+            .map(|(x, y)| (x - y).abs() as f64)
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= tolerance,
+            "{name}: {a} and {b} differ by {worst:e} > {tolerance:e}"
+        );
+    }
+}
+
+fn assert_ok(run: &Run) {
+    assert!(run.status.success(), "{}", run.stderr);
+}
+
+/// The one `error:` line of a failed run (mpirun may add its own notice), exit status 2.
+fn assert_one_error(run: &Run, expected: &[&str]) {
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line expected: {}", run.stderr);
+    for part in expected {
+        assert!(errors[0].contains(part), "`{part}` not in: {}", run.stderr);
+    }
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+}
+
+#[test]
+fn two_ranks_train_as_one_process_with_the_whole_batch() {
+    let dir = temp_dir("mpi", "equivalence");
+    let two = args("--steps 20 --out two");
+    assert_ok(&mpirun(&dir, &[two.clone(), two]));
+    let one = args("--steps 20 --out one");
+    assert_ok(&single(&dir, &one));
+    assert_close(&dir, "one", "two", 1e-3 * lr_sum(&dir, "one"));
+
+    let late = args("--steps 20 --out late --no-overlap");
+    assert_ok(&mpirun(&dir, &[late.clone(), late]));
+    assert_close(&dir, "two", "late", 0.0);
+
+    // AdamW is element-wise: updating each rank's share and gathering changes no bit.
+    let zero = args("--steps 20 --out zero --zero 1");
+    assert_ok(&mpirun(&dir, &[zero.clone(), zero]));
+    assert_close(&dir, "two", "zero", 0.0);
+}
+
+#[test]
+fn a_run_resumes_on_another_number_of_ranks() {
+    let dir = temp_dir("mpi", "resume");
+    // 10 steps of a 10-step schedule, then 10 more of a 20-step one: on one process, on one
+    // then two ranks, and on two then one.
+    assert_ok(&single(&dir, &args("--steps 10 --out whole")));
+    assert_ok(&single(&dir, &args("--steps 20 --resume whole")));
+    assert_ok(&single(&dir, &args("--steps 10 --out grow")));
+    let grow = args("--steps 20 --resume grow");
+    assert_ok(&mpirun(&dir, &[grow.clone(), grow]));
+    let shrink = args("--steps 10 --out shrink");
+    assert_ok(&mpirun(&dir, &[shrink.clone(), shrink]));
+    assert_ok(&single(&dir, &args("--steps 20 --resume shrink")));
+    // The same with the optimizer state sharded on the two ranks (ZeRO stage 1): gathered
+    // for the save, split again at the resume.
+    assert_ok(&single(&dir, &args("--steps 10 --out zgrow")));
+    let zgrow = args("--steps 20 --resume zgrow --zero 1");
+    assert_ok(&mpirun(&dir, &[zgrow.clone(), zgrow]));
+    let zshrink = args("--steps 10 --out zshrink --zero 1");
+    assert_ok(&mpirun(&dir, &[zshrink.clone(), zshrink]));
+    assert_ok(&single(&dir, &args("--steps 20 --resume zshrink")));
+    let tolerance = 1e-3 * lr_sum(&dir, "whole");
+    for run in ["grow", "shrink", "zgrow", "zshrink"] {
+        assert_close(&dir, "whole", run, tolerance);
+    }
+}
+
+#[test]
+fn ranks_that_disagree_or_fail_stop_together_with_one_line() {
+    let dir = temp_dir("mpi", "disagree");
+    let run = mpirun(
+        &dir,
+        &[
+            args("--steps 2 --out a"),
+            args("--steps 2 --out a --lr 0.01"),
+        ],
+    );
+    assert_one_error(
+        &run,
+        &["rank 1 differs from rank 0: lr 0.01 (rank 0: 0.003)"],
+    );
+
+    let run = mpirun(
+        &dir,
+        &[
+            args("--steps 2 --out b"),
+            args("--steps 2 --out b --corpus-chars 6000"),
+        ],
+    );
+    assert_one_error(
+        &run,
+        &[
+            "rank 1 differs from rank 0",
+            "corpus_chars",
+            "training_tokens",
+        ],
+    );
+
+    let run = mpirun(
+        &dir,
+        &[
+            args("--steps 2 --out c"),
+            args("--steps 2 --out c --data missing.txt"),
+        ],
+    );
+    assert_one_error(&run, &["rank 1 failed", "missing.txt"]);
+
+    let odd = args("--steps 2 --out d --batch 3");
+    assert_one_error(
+        &mpirun(&dir, &[odd.clone(), odd]),
+        &["--batch 3", "2 ranks"],
+    );
+
+    // Rank 0 alone fails after the start (its metrics file cannot be opened) while rank 1
+    // waits in the first step's sums: MPI_Abort ends both.
+    std::fs::create_dir_all(dir.join("e/metrics.jsonl")).unwrap();
+    let broken = args("--steps 2 --out e --overwrite");
+    assert_one_error(
+        &mpirun(&dir, &[broken.clone(), broken]),
+        &["rank 0: ", "metrics.jsonl"],
+    );
+}

@@ -1,0 +1,258 @@
+//! The [`Communicator`] over MPI: the ranks of `MPI_COMM_WORLD`, as `mpirun` or Slurm's
+//! `srun` start them.
+//!
+//! Gradient buckets are summed with `MPI_Iallreduce` on buffers this struct owns: a send
+//! buffer the trainer fills and a receive buffer for the sum (rsmpi's safe API has no
+//! `MPI_IN_PLACE`). Open MPI moves the data of a non-blocking collective only inside MPI
+//! calls, so the trainer calls [`Communicator::progress`] (`MPI_Testall`) between the
+//! layers of the backward pass. MPI is initialized with `MPI_THREAD_SERIALIZED`: the
+//! training step runs on a worker of the thread pool, never two MPI calls at once.
+//!
+//! ```no_run
+//! use resnorm::distributed::{Communicator, Mpi};
+//! let mut comm = Mpi::init().unwrap();
+//! let mut ranks = [comm.rank() as f64];
+//! comm.sum_f64(&mut ranks).unwrap(); // 0 + 1 + ... + (size - 1) on every rank
+//! ```
+
+use std::os::raw::{c_int, c_void};
+
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::ffi;
+use mpi::raw::AsRaw;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{Communicator as _, CommunicatorCollectives as _, Root as _};
+use mpi::Threading;
+
+use super::Communicator;
+use crate::{Error, Result};
+
+/// The ranks of `MPI_COMM_WORLD`. Dropping it waits for any sum in flight, then finalizes MPI.
+pub struct Mpi {
+    world: SimpleCommunicator,
+    send: Vec<Vec<f32>>,
+    recv: Vec<Vec<f32>>,
+    /// One request per bucket; `MPI_REQUEST_NULL` when none is in flight.
+    requests: Vec<ffi::MPI_Request>,
+    in_flight: Vec<bool>,
+    /// Last, so that MPI is finalized after everything above is released.
+    _universe: Universe,
+}
+
+// SAFETY: MPI runs at MPI_THREAD_SERIALIZED, which allows calls from any thread as long as
+// no two are concurrent; every call goes through `&mut self` or `&self` of this one value,
+// which Rust's borrows confine to one thread at a time (it is `Send`, not `Sync`).
+unsafe impl Send for Mpi {}
+
+impl std::fmt::Debug for Mpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mpi")
+            .field("rank", &self.rank())
+            .field("size", &self.size())
+            .field("buckets", &self.send.len())
+            .finish()
+    }
+}
+
+impl Mpi {
+    /// Initializes MPI (once per process) and joins `MPI_COMM_WORLD`.
+    pub fn init() -> Result<Self> {
+        const OP: &str = "MPI_Init_thread";
+        let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
+            .ok_or_else(|| Error::invalid(OP, "MPI was already initialized in this process"))?;
+        if threading < Threading::Serialized {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the MPI library offers only {threading:?} threading, Serialized is needed"
+                ),
+            ));
+        }
+        Ok(Mpi {
+            world: universe.world(),
+            send: Vec::new(),
+            recv: Vec::new(),
+            requests: Vec::new(),
+            in_flight: Vec::new(),
+            _universe: universe,
+        })
+    }
+
+    fn check_bucket(&self, op: &'static str, id: usize) -> Result<()> {
+        if id >= self.send.len() {
+            return Err(Error::invalid(
+                op,
+                format!("bucket {id} of {}", self.send.len()),
+            ));
+        }
+        if self.in_flight[id] {
+            return Err(Error::invalid(
+                op,
+                format!("bucket {id}'s sum is in flight"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check(op: &'static str, code: c_int) -> Result<()> {
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(Error::invalid(op, format!("MPI error code {code}")))
+        }
+    }
+}
+
+impl Communicator for Mpi {
+    fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+
+    fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+
+    fn sum_f64(&mut self, values: &mut [f64]) -> Result<()> {
+        let local = values.to_vec();
+        self.world
+            .all_reduce_into(&local[..], values, SystemOperation::sum());
+        Ok(())
+    }
+
+    fn broadcast_bytes(&mut self, root: usize, bytes: &mut Vec<u8>) -> Result<()> {
+        if root >= self.size() {
+            return Err(Error::invalid(
+                "Mpi::broadcast_bytes",
+                format!("root {root} of {} ranks", self.size()),
+            ));
+        }
+        let root = self.world.process_at_rank(root as i32);
+        let mut len = bytes.len() as u64;
+        root.broadcast_into(&mut len);
+        bytes.resize(len as usize, 0);
+        if len > 0 {
+            // Open MPI refuses an empty Vec's dangling pointer even with a count of 0.
+            root.broadcast_into(&mut bytes[..]);
+        }
+        Ok(())
+    }
+
+    fn broadcast_f32(&mut self, root: usize, values: &mut [f32]) -> Result<()> {
+        if root >= self.size() {
+            return Err(Error::invalid(
+                "Mpi::broadcast_f32",
+                format!("root {root} of {} ranks", self.size()),
+            ));
+        }
+        if !values.is_empty() {
+            self.world
+                .process_at_rank(root as i32)
+                .broadcast_into(values);
+        }
+        Ok(())
+    }
+
+    fn set_buckets(&mut self, lens: &[usize]) -> Result<()> {
+        const OP: &str = "Mpi::set_buckets";
+        if self.in_flight.iter().any(|&f| f) {
+            return Err(Error::invalid(OP, "a bucket's sum is in flight"));
+        }
+        if let Some(&n) = lens.iter().find(|&&n| n > c_int::MAX as usize) {
+            return Err(Error::invalid(
+                OP,
+                format!("a bucket of {n} elements is over MPI's count limit"),
+            ));
+        }
+        self.send = lens.iter().map(|&n| vec![0.0; n]).collect();
+        self.recv = lens.iter().map(|&n| vec![0.0; n]).collect();
+        // SAFETY: reading an immutable handle that MPI_Init set.
+        let null = unsafe { ffi::RSMPI_REQUEST_NULL };
+        self.requests = vec![null; lens.len()];
+        self.in_flight = vec![false; lens.len()];
+        Ok(())
+    }
+
+    fn bucket_mut(&mut self, id: usize) -> Result<&mut [f32]> {
+        self.check_bucket("Mpi::bucket_mut", id)?;
+        Ok(&mut self.send[id])
+    }
+
+    fn start_bucket_sum(&mut self, id: usize) -> Result<()> {
+        const OP: &str = "MPI_Iallreduce";
+        self.check_bucket(OP, id)?;
+        let (send, recv) = (&self.send[id], &mut self.recv[id]);
+        // SAFETY: both buffers belong to `self` and are neither read, written, moved nor
+        // freed until the request completes: `bucket_mut`, `bucket_sum` and `set_buckets`
+        // refuse a bucket in flight, and `drop` waits for it. The count fits a c_int
+        // (checked in `set_buckets`).
+        let code = unsafe {
+            ffi::MPI_Iallreduce(
+                send.as_ptr().cast::<c_void>(),
+                recv.as_mut_ptr().cast::<c_void>(),
+                send.len() as c_int,
+                ffi::RSMPI_FLOAT,
+                ffi::RSMPI_SUM,
+                self.world.as_raw(),
+                &mut self.requests[id],
+            )
+        };
+        Self::check(OP, code)?;
+        self.in_flight[id] = true;
+        Ok(())
+    }
+
+    fn progress(&mut self) -> Result<()> {
+        if !self.in_flight.iter().any(|&f| f) {
+            return Ok(());
+        }
+        let mut done: c_int = 0;
+        // SAFETY: the requests are valid or MPI_REQUEST_NULL, which MPI_Testall accepts.
+        let code = unsafe {
+            ffi::MPI_Testall(
+                self.requests.len() as c_int,
+                self.requests.as_mut_ptr(),
+                &mut done,
+                ffi::RSMPI_STATUSES_IGNORE,
+            )
+        };
+        Self::check("MPI_Testall", code)?;
+        if done != 0 {
+            self.in_flight.fill(false);
+        }
+        Ok(())
+    }
+
+    fn finish_bucket_sums(&mut self) -> Result<()> {
+        if !self.in_flight.iter().any(|&f| f) {
+            return Ok(());
+        }
+        // SAFETY: as in `progress`.
+        let code = unsafe {
+            ffi::MPI_Waitall(
+                self.requests.len() as c_int,
+                self.requests.as_mut_ptr(),
+                ffi::RSMPI_STATUSES_IGNORE,
+            )
+        };
+        Self::check("MPI_Waitall", code)?;
+        self.in_flight.fill(false);
+        Ok(())
+    }
+
+    fn bucket_sum(&self, id: usize) -> Result<&[f32]> {
+        self.check_bucket("Mpi::bucket_sum", id)?;
+        Ok(&self.recv[id])
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+}
+
+impl Drop for Mpi {
+    fn drop(&mut self) {
+        // A sum still in flight writes into buffers about to be freed: wait for it first.
+        let _ = self.finish_bucket_sums();
+    }
+}

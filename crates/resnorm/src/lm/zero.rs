@@ -1,0 +1,239 @@
+//! ZeRO stage 1 (`zero = 1`): AdamW's moments sharded over the ranks, so that each holds
+//! `1/N` of the optimizer state instead of all of it.
+//!
+//! ```text
+//! parameters in visit order, cut into N contiguous runs of about equal elements: rank r owns run r
+//! every rank: averaged gradients (all of them), the global norm, clipping     (as without ZeRO)
+//! rank r:     AdamW step on its own run only (its m and v exist nowhere else)
+//! all-gather: each parameter's new value broadcast from its owner to every rank
+//! save:       rank r sends its m and v; rank 0 writes the whole state, as one process would
+//! resume:     every rank reads the whole state and keeps its own run
+//! ```
+//! AdamW is element-wise, so each weight gets the bits it would get without sharding: a ZeRO
+//! run equals the unsharded run on the same ranks bit for bit, and its checkpoint does not
+//! depend on `N`. (The gradients are still summed in full rather than reduce-scattered, so
+//! this saves memory, not bandwidth.)
+//!
+//! ```
+//! use resnorm::lm::OptimizerShard;
+//! use resnorm::models::gpt::{Gpt, GptConfig};
+//! let model = Gpt::new(GptConfig { layers: 1, heads: 1, width: 8, context: 4, vocab: 5, ..GptConfig::default() }, 0).unwrap();
+//! let (mut params, shard) = (0, OptimizerShard::new(&model, 0, 1));
+//! model.visit_params(&mut |_| params += 1);
+//! assert_eq!(shard.owned(), 0..params); // one rank owns everything
+//! ```
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use crate::distributed::Communicator;
+use crate::models::gpt::Gpt;
+use crate::nn::Param;
+use crate::optim::{AdamW, AdamWConfig, Optimizer, OptimizerState};
+use crate::{Error, Result, Tensor};
+
+/// Which rank owns which parameter's optimizer state.
+#[derive(Clone, Debug)]
+pub struct OptimizerShard {
+    rank: usize,
+    /// The owner of each parameter, in visit order (non-decreasing).
+    owners: Vec<usize>,
+    names: Vec<String>,
+    shapes: Vec<Vec<usize>>,
+}
+
+impl OptimizerShard {
+    /// The split of `model`'s parameters over `ranks` ranks, seen from `rank`: parameter `i`,
+    /// whose elements start at offset `s` of `total`, belongs to rank `⌊s·ranks/total⌋`.
+    pub fn new(model: &Gpt, rank: usize, ranks: usize) -> Self {
+        let mut sizes = Vec::new();
+        let (mut names, mut shapes) = (Vec::new(), Vec::new());
+        model.visit_params(&mut |p| {
+            sizes.push(p.value.len());
+            names.push(p.name.clone());
+            shapes.push(p.shape.clone());
+        });
+        let total: usize = sizes.iter().sum::<usize>().max(1);
+        let mut start = 0;
+        let owners = sizes
+            .iter()
+            .map(|&n| {
+                let owner = (start * ranks / total).min(ranks - 1);
+                start += n;
+                owner
+            })
+            .collect();
+        OptimizerShard {
+            rank,
+            owners,
+            names,
+            shapes,
+        }
+    }
+
+    /// The indices (in visit order) of the parameters this rank updates.
+    pub fn owned(&self) -> Range<usize> {
+        self.run(self.rank)
+    }
+
+    fn run(&self, rank: usize) -> Range<usize> {
+        let first = self.owners.partition_point(|&o| o < rank);
+        let end = self.owners.partition_point(|&o| o <= rank);
+        first..end
+    }
+
+    /// `full` cut down to this rank's parameters (a fresh optimizer stays fresh).
+    pub fn keep_own(&self, full: &AdamW) -> Result<AdamW> {
+        let mut state = full.state();
+        let mut optimizer = AdamW::new(*full.config())?;
+        if state.params.is_empty() {
+            return Ok(optimizer);
+        }
+        let own = &self.names[self.owned()];
+        state.params.retain(|name| own.contains(name));
+        state.tensors.retain(|key, _| {
+            key.split_once('.')
+                .is_some_and(|(_, name)| own.iter().any(|n| n == name))
+        });
+        optimizer.load_state(state)?;
+        Ok(optimizer)
+    }
+
+    /// Gives every rank the value of every parameter after each owner's update: one
+    /// broadcast per parameter from its owner (collective).
+    pub fn gather_weights(
+        &self,
+        params: &mut [&mut Param],
+        comm: &mut dyn Communicator,
+    ) -> Result<()> {
+        for (param, &owner) in params.iter_mut().zip(&self.owners) {
+            comm.broadcast_f32(owner, &mut param.value)?;
+        }
+        Ok(())
+    }
+
+    /// The whole optimizer, from every rank's `own` part (collective): what one process
+    /// would hold, for saving.
+    pub fn gather_state(
+        &self,
+        own: &AdamW,
+        config: AdamWConfig,
+        comm: &mut dyn Communicator,
+    ) -> Result<AdamW> {
+        const OP: &str = "OptimizerShard::gather_state";
+        let mine = own.state();
+        let mut optimizer = AdamW::new(config)?;
+        if mine.params.is_empty() {
+            return Ok(optimizer); // no step yet, on any rank
+        }
+        let mut tensors = BTreeMap::new();
+        for rank in 0..comm.size() {
+            let run = self.run(rank);
+            let mut bytes = Vec::new();
+            if rank == self.rank {
+                for name in &self.names[run.clone()] {
+                    for kind in ["m", "v"] {
+                        let tensor = mine
+                            .tensors
+                            .get(&format!("{kind}.{name}"))
+                            .ok_or_else(|| Error::invalid(OP, format!("no {kind} of {name}")))?;
+                        bytes.extend(tensor.data().iter().flat_map(|x| x.to_le_bytes()));
+                    }
+                }
+            }
+            comm.broadcast_bytes(rank, &mut bytes)?;
+            let mut floats = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            for i in run {
+                for kind in ["m", "v"] {
+                    let shape = self.shapes[i].clone();
+                    let data: Vec<f32> = floats.by_ref().take(shape.iter().product()).collect();
+                    let tensor = Tensor::from_vec(shape, data)?;
+                    tensors.insert(format!("{kind}.{}", self.names[i]), tensor);
+                }
+            }
+        }
+        optimizer.load_state(OptimizerState {
+            optimizer: mine.optimizer,
+            step: mine.step,
+            params: self.names.clone(),
+            tensors,
+        })?;
+        Ok(optimizer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::SingleProcess;
+    use crate::models::gpt::GptConfig;
+
+    fn model() -> Gpt {
+        let config = GptConfig {
+            layers: 2,
+            heads: 2,
+            width: 8,
+            context: 4,
+            vocab: 7,
+            ..GptConfig::default()
+        };
+        Gpt::new(config, 5).unwrap()
+    }
+
+    /// The runs of 1 to 5 ranks cover every parameter once, in order, and none is empty
+    /// while there are enough parameters.
+    #[test]
+    fn the_runs_cut_the_parameters_in_order() {
+        let model = model();
+        let mut count = 0;
+        model.visit_params(&mut |_| count += 1);
+        for ranks in 1..=5 {
+            let runs: Vec<Range<usize>> = (0..ranks)
+                .map(|r| OptimizerShard::new(&model, r, ranks).owned())
+                .collect();
+            assert_eq!(runs[0].start, 0);
+            assert_eq!(runs[ranks - 1].end, count);
+            for pair in runs.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start, "{ranks} ranks: {runs:?}");
+            }
+            assert!(
+                runs.iter().all(|r| !r.is_empty()),
+                "{ranks} ranks: {runs:?}"
+            );
+        }
+    }
+
+    /// A share cut from a stepped optimizer holds only its own parameters' moments, and
+    /// gathering the shares gives back the whole state.
+    #[test]
+    fn shares_cut_and_gathered_give_the_whole_state_back() {
+        let mut model = model();
+        model
+            .forward(
+                &[1, 2, 3, 4, 5, 6, 0, 1],
+                2,
+                Some(&[2, 3, 4, 5, 6, 0, 1, 2]),
+            )
+            .unwrap();
+        model.backward().unwrap();
+        let mut full = AdamW::new(AdamWConfig::default()).unwrap();
+        full.step(&mut model.params_mut(), 1e-3).unwrap();
+
+        let second = OptimizerShard::new(&model, 1, 2);
+        let own = second.keep_own(&full).unwrap().state();
+        let names = &second.names[second.owned()];
+        assert_eq!(own.params, names);
+        assert_eq!(own.tensors.len(), 2 * names.len());
+        assert_eq!(own.step, 1);
+
+        let one = OptimizerShard::new(&model, 0, 1);
+        let mut comm = SingleProcess::default();
+        let own = one.keep_own(&full).unwrap();
+        let gathered = one
+            .gather_state(&own, AdamWConfig::default(), &mut comm)
+            .unwrap();
+        assert_eq!(gathered.state(), full.state());
+    }
+}
