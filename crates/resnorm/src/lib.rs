@@ -18,6 +18,7 @@
 pub mod aligned;
 pub mod checkpoint;
 pub mod checkpoint_set;
+pub mod classify;
 pub mod data;
 pub mod diagnostics;
 pub mod error;
