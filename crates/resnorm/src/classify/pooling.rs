@@ -74,7 +74,11 @@ fn check(
     pooled: usize,
 ) -> Result<usize> {
     let batch = lengths.len();
-    if batch == 0 || seq == 0 || pooled % batch != 0 || hidden != batch * seq * (pooled / batch) {
+    if batch == 0
+        || seq == 0
+        || !pooled.is_multiple_of(batch)
+        || hidden != batch * seq * (pooled / batch)
+    {
         return Err(Error::shape(
             op,
             format!("{hidden} hidden and {pooled} pooled values for {batch} rows of {seq}"),

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 #[derive(Subcommand)]
 pub enum ClassifyCommand {
     /// Train a classifier (or a regression on a score) on a TSV/CSV file, with checkpoints.
-    Train(train::Args),
+    Train(Box<train::Args>),
     /// Scores of a run on its test split (or on another file): accuracy, macro-F1, ...
     Eval(eval::Args),
     /// Label (and probability) of each line of stdin or --input.
@@ -21,7 +21,7 @@ pub enum ClassifyCommand {
 /// Runs one `classify` subcommand.
 pub fn run(command: ClassifyCommand) -> resnorm::Result<ExitCode> {
     match command {
-        ClassifyCommand::Train(args) => train::run(args),
+        ClassifyCommand::Train(args) => train::run(*args),
         ClassifyCommand::Eval(args) => eval::run(args),
         ClassifyCommand::Predict(args) => predict::run(args),
     }
