@@ -25,7 +25,7 @@ fn write_data(dir: &Path) {
 }
 
 const TINY: &str =
-    "--layers 1 --heads 2 --width 16 --context 24 --batch 8 --lr 1e-2 --warmup 5 --eval-every 0";
+    "--tokenizer byte --layers 1 --heads 2 --width 16 --context 24 --batch 8 --lr 1e-2 --warmup 5 --eval-every 0";
 
 fn args<'a>(base: &'a [&'a str], extra: &'a str) -> Vec<&'a str> {
     base.iter()

@@ -26,7 +26,7 @@
 //! assert_eq!(table.task, Task::Classes(vec!["neg".into(), "pos".into()]));
 //! let labels: Vec<u32> = table.examples.iter().map(|e| e.label).collect();
 //! assert_eq!((labels, table.examples[1].line), (vec![1, 0], 4));
-//! std::fs::write(&path, "score\ttext\nx\thi\n").unwrap();
+//! std::fs::write(&path, "domain\tscore\ttext\nweb\tx\thi\n").unwrap();
 //! let err = read_table(&path, &spec).unwrap_err().to_string();
 //! assert!(err.contains("line 2, column `score`: `x` is not a number"), "{err}");
 //! std::fs::remove_dir_all(&dir).unwrap();

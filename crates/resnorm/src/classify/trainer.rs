@@ -14,6 +14,30 @@
 //! deterministic for a given thread count, so a run resumed from its checkpoint (weights,
 //! AdamW moments, step, data RNG state; the split read back from `split.tsv`) continues
 //! bit for bit.
+//!
+//! ```
+//! use resnorm::classify::{ClassifyConfig, TableSpec, Trainer};
+//! use resnorm::lm::TokenizerKind;
+//! let dir = std::env::temp_dir().join(format!("resnorm-doc-classify-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let rows: String = (0..40).map(|i| format!("{}\tsaid {}\n", ["neg", "pos"][i % 2], ["no", "yes"][i % 2])).collect();
+//! std::fs::write(dir.join("s.tsv"), format!("label\ttext\n{rows}")).unwrap();
+//! let config = ClassifyConfig {
+//!     data: dir.join("s.tsv"),
+//!     table: TableSpec { label_column: Some("label".into()), ..TableSpec::new("text") },
+//!     layers: 1, heads: 2, width: 8, context: 8, tokenizer: TokenizerKind::Byte,
+//!     batch: 4, steps: 2, warmup: 1, valid_fraction: 0.2, test_fraction: 0.2,
+//!     ..ClassifyConfig::default()
+//! };
+//! let mut trainer = Trainer::new(config, &dir.join("run")).unwrap();
+//! let first = trainer.step().unwrap();
+//! assert!(first.loss.is_finite() && first.grad_norm > 0.0);
+//! trainer.step().unwrap();
+//! assert!(trainer.is_done());
+//! assert_eq!(trainer.evaluate(true).unwrap().rows, 8);
+//! assert!(dir.join("run/split.tsv").exists());
+//! std::fs::remove_dir_all(&dir).unwrap();
+//! ```
 
 use std::path::Path;
 use std::time::Instant;

@@ -63,7 +63,7 @@ pub struct Args {
     /// last or mean [default: mean].
     #[arg(long)]
     pooling: Option<Pooling>,
-    /// char, byte or gpt2 (from scratch) [default: byte].
+    /// char, byte or gpt2 (from scratch) [default: gpt2].
     #[arg(long)]
     tokenizer: Option<TokenizerKind>,
     /// Blocks (from scratch) [default: 2].
@@ -75,7 +75,7 @@ pub struct Args {
     /// Width (from scratch) [default: 64].
     #[arg(long)]
     width: Option<usize>,
-    /// Tokens per sentence, longer ones cut (from scratch) [default: 128].
+    /// Tokens per sentence, longer ones cut (from scratch) [default: 64].
     #[arg(long)]
     context: Option<usize>,
     /// Residual/normalization wiring (from scratch) [default: pre-ln].

@@ -9,7 +9,8 @@
 //! z = x                no final norm                     dx = dz
 //! logits = z · wteᵀ                                      dz = dlogits · wte;  dwte += dlogitsᵀ · z
 //! ```
-//! `x` is the last residual stream `[rows, C]`; the dual stream exactly when
+//! The final norm alone (`final_norm_forward` / `final_norm_backward`) ends the body that a
+//! classifier pools. `x` is the last residual stream `[rows, C]`; the dual stream exactly when
 //! [`Placement::has_dual_stream`](super::Placement::has_dual_stream).
 
 use super::{Gpt, GptConfig};

@@ -9,7 +9,8 @@
 //! loss = mean cross-entropy(logits, targets)
 //! ```
 //! Activations and gradients live in buffers allocated once for a `(batch, seq)` and reused
-//! until the shape changes.
+//! until the shape changes. A classifier runs the body alone: [`Gpt::forward_hidden`] stops
+//! at `z` (no logits are allocated) and [`Gpt::backward_hidden`] starts from `∂L/∂z`.
 //!
 //! ```
 //! use resnorm::models::gpt::{Gpt, GptConfig, Placement};
