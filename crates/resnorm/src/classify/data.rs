@@ -268,18 +268,6 @@ pub fn read_table(path: &Path, spec: &TableSpec) -> Result<Table> {
             detail: "no rows to learn from".into(),
         });
     }
-    if let Task::Classes(names) = &task {
-        if names.len() < 2 {
-            return Err(Error::Format {
-                path: path.to_path_buf(),
-                detail: format!(
-                    "column `{}`: one class only ({}); a classifier needs two",
-                    spec.label_column.as_deref().unwrap_or(&spec.text_column),
-                    names.join(", ")
-                ),
-            });
-        }
-    }
     Ok(Table {
         path: path.to_path_buf(),
         examples,

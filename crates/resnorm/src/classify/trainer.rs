@@ -142,6 +142,18 @@ impl Trainer {
     pub fn new(mut config: ClassifyConfig, run: &Path) -> Result<Self> {
         config.validate()?;
         let table = read_table(&config.data, &config.table)?;
+        if let Task::Classes(names) = &table.task {
+            if names.len() < 2 {
+                return Err(Error::Format {
+                    path: table.path,
+                    detail: format!(
+                        "column `{}`: one class only ({}); a classifier needs two",
+                        class_column(&config),
+                        names.join(", ")
+                    ),
+                });
+            }
+        }
         let data = config.data.display().to_string();
         let split = stratified_split(
             &table.examples,
