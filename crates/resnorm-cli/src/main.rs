@@ -47,6 +47,9 @@ enum Command {
     /// Image classifiers: train, evaluate, and the degradation study.
     #[command(subcommand)]
     Vision(Box<commands::vision::VisionCommand>),
+    /// Sentence classifiers (and regression on a score): train, evaluate, predict.
+    #[command(subcommand)]
+    Classify(Box<commands::classify::ClassifyCommand>),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => commands::sample::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Vision(command) => commands::vision::run(*command),
+        Command::Classify(command) => commands::classify::run(*command),
     };
     match outcome {
         Ok(code) => code,

@@ -19,6 +19,7 @@
 pub mod aligned;
 pub mod checkpoint;
 pub mod checkpoint_set;
+pub mod classify;
 pub mod data;
 pub mod diagnostics;
 pub mod distributed;

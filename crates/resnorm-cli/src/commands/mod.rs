@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod classify;
 pub mod eval;
 pub mod gradcheck;
 pub mod ranks;

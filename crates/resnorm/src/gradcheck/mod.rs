@@ -19,6 +19,7 @@
 
 pub mod attention;
 pub mod batch_norm;
+pub mod classify;
 pub mod gpt;
 pub mod layers;
 pub mod norms;
@@ -100,5 +101,6 @@ pub fn all_checks() -> Vec<CheckResult> {
     results.extend(vision::checks());
     results.extend(resnet::checks());
     results.extend(gpt::checks());
+    results.extend(classify::checks());
     results
 }

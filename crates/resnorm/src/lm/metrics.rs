@@ -61,6 +61,12 @@ pub struct MetricsRecord {
     pub diagnostics: Option<Diagnostics>,
 }
 
+/// What [`MetricsLog::open`] reads of a line: every trainer's lines carry the step.
+#[derive(Deserialize)]
+struct StepOfLine {
+    step: u64,
+}
+
 /// An open `metrics.jsonl`, appended to line by line.
 #[derive(Debug)]
 pub struct MetricsLog {
@@ -79,11 +85,10 @@ impl MetricsLog {
             // line after the checkpoint.
             let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
             for line in complete.lines() {
-                let record: MetricsRecord =
-                    serde_json::from_str(line).map_err(|e| Error::Format {
-                        path: path.to_path_buf(),
-                        detail: format!("not a metrics line: {e}"),
-                    })?;
+                let record: StepOfLine = serde_json::from_str(line).map_err(|e| Error::Format {
+                    path: path.to_path_buf(),
+                    detail: format!("not a metrics line: {e}"),
+                })?;
                 if record.step <= after_step {
                     kept.push_str(line);
                     kept.push('\n');
@@ -102,8 +107,9 @@ impl MetricsLog {
         })
     }
 
-    /// Appends `record` as one line and flushes it.
-    pub fn append(&mut self, record: &MetricsRecord) -> Result<()> {
+    /// Appends `record` (a [`MetricsRecord`], or another trainer's line with a `step`) as
+    /// one line and flushes it.
+    pub fn append<R: Serialize>(&mut self, record: &R) -> Result<()> {
         let mut line = serde_json::to_vec(record)
             .map_err(|e| Error::invalid("MetricsLog::append", e.to_string()))?;
         line.push(b'\n');

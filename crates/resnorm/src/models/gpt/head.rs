@@ -9,7 +9,8 @@
 //! z = x                no final norm                     dx = dz
 //! logits = z · wteᵀ                                      dz = dlogits · wte;  dwte += dlogitsᵀ · z
 //! ```
-//! `x` is the last residual stream `[rows, C]`; the dual stream exactly when
+//! The final norm alone (`final_norm_forward` / `final_norm_backward`) ends the body that a
+//! classifier pools. `x` is the last residual stream `[rows, C]`; the dual stream exactly when
 //! [`Placement::has_dual_stream`](super::Placement::has_dual_stream).
 
 use super::{Gpt, GptConfig};
@@ -42,7 +43,7 @@ impl HeadActs {
     }
 
     /// The head's input `z`: the final norm's output, or the last stream `x` itself.
-    fn z<'a>(&'a self, x: &'a [f32]) -> &'a [f32] {
+    pub(crate) fn z<'a>(&'a self, x: &'a [f32]) -> &'a [f32] {
         if self.z.is_empty() {
             x
         } else {
@@ -60,19 +61,7 @@ impl Gpt {
         acts: &mut HeadActs,
         logits: &mut [f32],
     ) -> Result<()> {
-        let HeadActs {
-            z,
-            normed_dual,
-            ln_f_saved,
-        } = acts;
-        match (&self.ln_f, dual) {
-            (Some(ln_f), Some(dual)) => {
-                ln_f.forward(dual, normed_dual, ln_f_saved)?;
-                residual_add(x, normed_dual, z)?;
-            }
-            (Some(ln_f), None) => ln_f.forward(x, z, ln_f_saved)?,
-            (None, _) => {}
-        }
+        self.final_norm_forward(x, dual, acts)?;
         let (width, vocab) = (self.config.width, self.config.vocab);
         let dims = MatDims {
             m: x.len() / width,
@@ -88,6 +77,29 @@ impl Gpt {
             trans,
             false,
         )
+    }
+
+    /// The final norm as the placement has it: `z` (read with [`HeadActs::z`]) from the
+    /// last stream `x` and resi-dual's `dual`. A classifier's body ends here.
+    pub(crate) fn final_norm_forward(
+        &self,
+        x: &[f32],
+        dual: Option<&[f32]>,
+        acts: &mut HeadActs,
+    ) -> Result<()> {
+        let HeadActs {
+            z,
+            normed_dual,
+            ln_f_saved,
+        } = acts;
+        match (&self.ln_f, dual) {
+            (Some(ln_f), Some(dual)) => {
+                ln_f.forward(dual, normed_dual, ln_f_saved)?;
+                residual_add(x, normed_dual, z)
+            }
+            (Some(ln_f), None) => ln_f.forward(x, z, ln_f_saved),
+            (None, _) => Ok(()),
+        }
     }
 
     /// Backward of [`Gpt::head_forward`] from `dlogits`: writes `dx`, and resi-dual's `d_dual`,
@@ -119,6 +131,20 @@ impl Gpt {
         };
         let trans = Trans { a: true, b: false };
         matmul(&mut wte.grad, dlogits, acts.z(x), dims, trans, true)?;
+        self.final_norm_backward(dz, x, dual, acts, dx, d_dual)
+    }
+
+    /// Backward of [`Gpt::final_norm_forward`] from `dz`: writes `dx`, and resi-dual's
+    /// `d_dual`, and adds into the gradients of `ln_f`.
+    pub(crate) fn final_norm_backward(
+        &mut self,
+        dz: &[f32],
+        x: &[f32],
+        dual: Option<&[f32]>,
+        acts: &HeadActs,
+        dx: &mut [f32],
+        d_dual: &mut [f32],
+    ) -> Result<()> {
         match (&mut self.ln_f, dual) {
             (Some(ln_f), Some(dual)) => {
                 dx.copy_from_slice(dz);

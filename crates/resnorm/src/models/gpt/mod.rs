@@ -9,7 +9,8 @@
 //! loss = mean cross-entropy(logits, targets)
 //! ```
 //! Activations and gradients live in buffers allocated once for a `(batch, seq)` and reused
-//! until the shape changes.
+//! until the shape changes. A classifier runs the body alone: [`Gpt::forward_hidden`] stops
+//! at `z` (no logits are allocated) and [`Gpt::backward_hidden`] starts from `∂L/∂z`.
 //!
 //! ```
 //! use resnorm::models::gpt::{Gpt, GptConfig, Placement};
@@ -75,9 +76,11 @@ pub struct Gpt {
 struct State {
     batch: usize,
     seq: usize,
+    /// Only the body's buffers: no logits ([`Gpt::forward_hidden`]).
+    hidden_only: bool,
     tokens: Vec<u32>,
     targets: Vec<u32>,
-    /// The logits are ready for backward: the last forward had targets and no backward
+    /// The logits (or, hidden-only, the hidden states) are ready for backward: the last forward had targets and no backward
     /// has overwritten the logits with their gradient yet.
     backward_ready: bool,
     /// Residual stream before each unit and after the last: `2L + 1` tensors `[rows, C]`.
@@ -169,13 +172,83 @@ impl Gpt {
         batch: usize,
         targets: Option<&[u32]>,
     ) -> Result<Option<f32>> {
-        const OP: &str = "Gpt::forward";
+        let seq = self.check_tokens("Gpt::forward", tokens, batch)?;
+        if let Some(targets) = targets {
+            if targets.len() != tokens.len() {
+                return Err(Error::shape(
+                    "Gpt::forward",
+                    format!("{} targets for {} tokens", targets.len(), tokens.len()),
+                ));
+            }
+        }
+        let mut state = self.take_state(batch, seq, false);
+        let result = self.forward_with(&mut state, tokens, targets);
+        self.finish_forward(state, result.is_ok());
+        result
+    }
+
+    /// Runs the body only (embeddings, units, final norm) on `tokens` (`batch` rows of equal
+    /// length) and returns the hidden states `z [batch·seq, C]` that a classifier pools;
+    /// prepares [`Gpt::backward_hidden`]. The logits are neither computed nor allocated.
+    /// Right-padded rows are fine: causal attention keeps a row's real tokens from seeing
+    /// the pads after them.
+    pub fn forward_hidden(&mut self, tokens: &[u32], batch: usize) -> Result<&[f32]> {
+        let seq = self.check_tokens("Gpt::forward_hidden", tokens, batch)?;
+        let mut state = self.take_state(batch, seq, true);
+        let result = self.body_forward(&mut state, tokens);
+        state.backward_ready = result.is_ok();
+        self.finish_forward(state, result.is_ok());
+        result?;
+        let s = self.state.as_ref().expect("the state was just stored");
+        Ok(s.head.z(s.streams.last().expect("2L + 1 streams")))
+    }
+
+    /// Backpropagates `dz`, the gradient of a loss with respect to the hidden states of the
+    /// last [`Gpt::forward_hidden`], adding into every parameter's gradient except the tied
+    /// head's use of `wte` (the token embedding's gradient still comes through the input).
+    pub fn backward_hidden(&mut self, dz: &[f32]) -> Result<()> {
+        const OP: &str = "Gpt::backward_hidden";
+        let mut s = self
+            .state
+            .take()
+            .ok_or_else(|| Error::invalid(OP, "no forward pass to backpropagate"))?;
+        let result = if !(s.hidden_only && s.backward_ready) {
+            Err(Error::invalid(
+                OP,
+                "each backward_hidden needs a forward_hidden before it",
+            ))
+        } else if dz.len() != s.dz.len() {
+            Err(Error::shape(
+                OP,
+                format!("{} gradients for {} hidden values", dz.len(), s.dz.len()),
+            ))
+        } else {
+            s.dz.copy_from_slice(dz);
+            let [d_a, _] = &mut s.d_stream;
+            self.final_norm_backward(
+                &s.dz,
+                s.streams.last().expect("2L + 1 streams"),
+                s.duals.last().map(|d| &d[..]),
+                &s.head,
+                d_a,
+                &mut s.d_dual,
+            )
+            .and_then(|()| self.body_backward(&mut s, &mut |_, _| Ok(())))
+        };
+        s.backward_ready = false;
+        self.state = Some(s);
+        result
+    }
+
+    /// The number of tokens per row, after checking that `tokens` split into `batch` rows
+    /// that fit the context.
+    fn check_tokens(&self, op: &'static str, tokens: &[u32], batch: usize) -> Result<usize> {
         if batch == 0 || tokens.is_empty() {
-            return Err(Error::invalid(OP, "the batch is empty"));
+            return Err(Error::invalid(op, "the batch is empty"));
         }
         if !tokens.len().is_multiple_of(batch) {
             return Err(Error::shape(
-                OP,
+                op,
                 format!(
                     "{} tokens do not split into {batch} equal rows",
                     tokens.len()
@@ -185,27 +258,27 @@ impl Gpt {
         let seq = tokens.len() / batch;
         if seq > self.config.context {
             return Err(Error::shape(
-                OP,
+                op,
                 format!(
                     "sequence of {seq} tokens is longer than the context {}",
                     self.config.context
                 ),
             ));
         }
-        if let Some(targets) = targets {
-            if targets.len() != tokens.len() {
-                return Err(Error::shape(
-                    OP,
-                    format!("{} targets for {} tokens", targets.len(), tokens.len()),
-                ));
-            }
+        Ok(seq)
+    }
+
+    /// The buffers for `(batch, seq)`, reused when the last forward had the same shape.
+    fn take_state(&mut self, batch: usize, seq: usize, hidden_only: bool) -> State {
+        match self.state.take() {
+            Some(s) if s.batch == batch && s.seq == seq && s.hidden_only == hidden_only => s,
+            _ => self.new_state(batch, seq, hidden_only),
         }
-        let mut state = match self.state.take() {
-            Some(s) if s.batch == batch && s.seq == seq => s,
-            _ => self.new_state(batch, seq),
-        };
-        let result = self.forward_with(&mut state, tokens, targets);
-        if let (Some(stats), Ok(_)) = (&mut self.stream_stats, &result) {
+    }
+
+    /// Stores `state` back and, after a forward that succeeded, the stream measurements.
+    fn finish_forward(&mut self, state: State, ok: bool) {
+        if let (Some(stats), true) = (&mut self.stream_stats, ok) {
             let width = self.config.width;
             stats.rms = state.streams.iter().map(|x| rms(x)).collect();
             stats.cosine = state
@@ -216,7 +289,6 @@ impl Gpt {
             stats.grad_norm.clear();
         }
         self.state = Some(state);
-        result
     }
 
     /// Turns on (or off) measuring the residual stream in every forward and backward: its
@@ -237,13 +309,31 @@ impl Gpt {
         tokens: &[u32],
         targets: Option<&[u32]>,
     ) -> Result<Option<f32>> {
-        let (batch, seq) = (s.batch, s.seq);
         let vocab = self.config.vocab;
-        s.tokens.clear();
-        s.tokens.extend_from_slice(tokens);
         s.targets.clear();
         s.targets.extend_from_slice(targets.unwrap_or_default());
         s.backward_ready = targets.is_some();
+        self.body_forward(s, tokens)?;
+        let last = s.streams.last().expect("2L + 1 streams");
+        let dual = s.duals.last().map(|d| &d[..]);
+        self.head_forward(last, dual, &mut s.head, &mut s.logits)?;
+        match targets {
+            Some(t) => Ok(Some(cross_entropy_forward(
+                &s.logits,
+                t,
+                vocab,
+                &mut s.losses,
+                &mut s.logsumexp,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Embeddings, every unit and the final norm: the hidden states in `s.head`.
+    fn body_forward(&self, s: &mut State, tokens: &[u32]) -> Result<()> {
+        let (batch, seq) = (s.batch, s.seq);
+        s.tokens.clear();
+        s.tokens.extend_from_slice(tokens);
         self.embedding
             .forward(&mut s.streams[0], tokens, batch, seq)?;
         let resi_dual = self.config.placement.has_dual_stream();
@@ -268,17 +358,7 @@ impl Gpt {
         }
         let last = s.streams.last().expect("2L + 1 streams");
         let dual = s.duals.last().map(|d| &d[..]);
-        self.head_forward(last, dual, &mut s.head, &mut s.logits)?;
-        match targets {
-            Some(t) => Ok(Some(cross_entropy_forward(
-                &s.logits,
-                t,
-                vocab,
-                &mut s.losses,
-                &mut s.logsumexp,
-            )?)),
-            None => Ok(None),
-        }
+        self.final_norm_forward(last, dual, &mut s.head)
     }
 
     /// The logits `[batch·seq, V]` of the last forward (invalid after [`Gpt::backward`],
@@ -315,17 +395,15 @@ impl Gpt {
         s: &mut State,
         unit_done: &mut dyn FnMut(usize, &ResidualUnit) -> Result<()>,
     ) -> Result<()> {
-        if !s.backward_ready {
+        if !s.backward_ready || s.hidden_only {
             return Err(Error::invalid(
                 "Gpt::backward",
                 "each backward needs a forward with targets before it",
             ));
         }
-        let (batch, seq) = (s.batch, s.seq);
         let vocab = self.config.vocab;
         cross_entropy_backward_in_place(&mut s.logits, &s.logsumexp, &s.targets, vocab, 1.0)?;
-        let resi_dual = self.config.placement.has_dual_stream();
-        let [d_a, d_b] = &mut s.d_stream;
+        let [d_a, _] = &mut s.d_stream;
         self.head_backward(
             &s.logits,
             s.streams.last().expect("2L + 1 streams"),
@@ -335,6 +413,19 @@ impl Gpt {
             d_a,
             &mut s.d_dual,
         )?;
+        self.body_backward(s, unit_done)
+    }
+
+    /// Backward through every unit and the embeddings from the gradient of the last stream
+    /// in `s.d_stream[0]` (and resi-dual's in `s.d_dual`), calling `unit_done` after each unit.
+    fn body_backward(
+        &mut self,
+        s: &mut State,
+        unit_done: &mut dyn FnMut(usize, &ResidualUnit) -> Result<()>,
+    ) -> Result<()> {
+        let (batch, seq) = (s.batch, s.seq);
+        let resi_dual = self.config.placement.has_dual_stream();
+        let [d_a, d_b] = &mut s.d_stream;
         let (mut d_out, mut d_in) = (d_a, d_b);
         let mut grad_norms = self.stream_stats.as_ref().map(|_| vec![l2_norm(d_out)]);
         for (k, unit) in self.units.iter_mut().enumerate().rev() {
@@ -368,7 +459,7 @@ impl Gpt {
         self.embedding.backward(d_out, &s.tokens, batch, seq)
     }
 
-    fn new_state(&self, batch: usize, seq: usize) -> State {
+    fn new_state(&self, batch: usize, seq: usize, hidden_only: bool) -> State {
         let GptConfig {
             layers,
             width,
@@ -379,9 +470,11 @@ impl Gpt {
         let rows = batch * seq;
         let n = rows * width;
         let resi_dual = placement.has_dual_stream();
+        let logit_rows = if hidden_only { 0 } else { rows };
         State {
             batch,
             seq,
+            hidden_only,
             tokens: Vec::with_capacity(rows),
             targets: Vec::with_capacity(rows),
             backward_ready: false,
@@ -397,9 +490,9 @@ impl Gpt {
                 .map(|u| u.new_acts(batch, seq, width))
                 .collect(),
             head: HeadActs::new(&self.config, rows),
-            logits: AlignedVec::zeros(rows * vocab),
-            losses: AlignedVec::zeros(rows),
-            logsumexp: AlignedVec::zeros(rows),
+            logits: AlignedVec::zeros(logit_rows * vocab),
+            losses: AlignedVec::zeros(logit_rows),
+            logsumexp: AlignedVec::zeros(logit_rows),
             scratch: UnitScratch::new(rows, width),
             d_stream: [AlignedVec::zeros(n), AlignedVec::zeros(n)],
             d_dual: AlignedVec::zeros(if resi_dual { n } else { 0 }),

@@ -1,0 +1,250 @@
+//! `resnorm classify`: a tiny train / resume / eval / predict round trip on a synthetic TSV,
+//! regression with Pearson's r, and every bad input ending in one error line and exit 2.
+
+mod common;
+
+use common::{assert_one_line_error, resnorm, temp_dir};
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+
+/// 120 sentences; the class is told by one word (`lovely` / `awful`), the score follows it.
+fn write_data(dir: &Path) {
+    let mut text = String::from("domain\tscore\tlabel\ttext\n");
+    for i in 0..120 {
+        let (label, word, score) = [("neg", "awful", -2.0), ("pos", "lovely", 2.0)][i % 2];
+        let domain = ["web", "news"][i % 3 % 2];
+        let filler = ["the film", "a plot", "it was so", "and then"][i / 2 % 4];
+        let score = score + (i % 5) as f64 * 0.1;
+        text.push_str(&format!(
+            "{domain}\t{score}\t{label}\t{filler} {word} {}\n",
+            i % 7
+        ));
+    }
+    std::fs::write(dir.join("s.tsv"), text).unwrap();
+}
+
+const TINY: &str =
+    "--tokenizer byte --layers 1 --heads 2 --width 16 --context 24 --batch 8 --lr 1e-2 --warmup 5 --eval-every 0";
+
+fn args<'a>(base: &'a [&'a str], extra: &'a str) -> Vec<&'a str> {
+    base.iter()
+        .copied()
+        .chain(TINY.split(' '))
+        .chain(extra.split_whitespace())
+        .collect()
+}
+
+#[test]
+fn train_resume_eval_and_predict() {
+    let dir = temp_dir("classify-cli", "round-trip");
+    write_data(&dir);
+    let base = [
+        "--threads",
+        "1",
+        "classify",
+        "train",
+        "--data",
+        "s.tsv",
+        "--label-column",
+        "label",
+    ];
+    let out = resnorm(
+        &args(&base, "--group-column domain --steps 30 --out run"),
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("test: loss "), "{stdout}");
+    assert!(dir.join("run/split.tsv").exists() && dir.join("run/metrics.jsonl").exists());
+    let resume = [
+        "--threads",
+        "1",
+        "classify",
+        "train",
+        "--resume",
+        "--out",
+        "run",
+        "--steps",
+        "40",
+    ];
+    let out = resnorm(&resume, &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 40);
+    let changed = [
+        "classify", "train", "--resume", "--out", "run", "--lr", "0.5",
+    ];
+    assert_one_line_error(
+        &resnorm(&changed, &dir),
+        &["--lr 0.5", "only --steps may change"],
+    );
+
+    let eval = [
+        "--threads",
+        "1",
+        "classify",
+        "eval",
+        "--checkpoint",
+        "run",
+        "--json",
+    ];
+    let out = resnorm(&eval, &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rows"], 12);
+    assert!(report["accuracy"].as_f64().unwrap() >= 0.9, "{report}");
+    assert_eq!(report["classes"], serde_json::json!(["neg", "pos"]));
+    assert_eq!(report["confusion"].as_array().unwrap().len(), 2);
+    assert_eq!(report["per_group"].as_object().unwrap().len(), 2);
+
+    let mut child = common::command(&["classify", "predict", "--checkpoint", "run"], &dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"the film lovely 3\nit was so awful 1\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let labels: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(labels, ["pos", "neg"], "{stdout}");
+    let prob: f32 = stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split('\t')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.5..=1.0).contains(&prob));
+}
+
+#[test]
+fn regression_reports_pearson_r() {
+    let dir = temp_dir("classify-cli", "regression");
+    write_data(&dir);
+    let base = [
+        "--threads",
+        "1",
+        "classify",
+        "train",
+        "--data",
+        "s.tsv",
+        "--score-column",
+        "score",
+    ];
+    let out = resnorm(&args(&base, "--steps 60 --out run"), &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = resnorm(&["classify", "eval", "--checkpoint", "run", "--json"], &dir);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["pearson"].as_f64().unwrap() > 0.8, "{report}");
+    let out = resnorm(
+        &[
+            "classify",
+            "predict",
+            "--checkpoint",
+            "run",
+            "--input",
+            "s.tsv",
+        ],
+        &dir,
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .all(|l| l.parse::<f32>().is_ok()));
+}
+
+#[test]
+fn bad_input_is_one_line_naming_file_line_and_column() {
+    let dir = temp_dir("classify-cli", "bad-input");
+    let cases: [(&str, &str, &[&str]); 5] = [
+        (
+            "text\tlabel\nhi\tpos\n",
+            "--label-column lab",
+            &["s.tsv", "line 1", "column `lab`", "no such column"],
+        ),
+        (
+            "text\tlabel\nhi\tpos\nho\tmeh\n",
+            "--label-column label --labels neg,pos",
+            &[
+                "s.tsv",
+                "line 3",
+                "column `label`",
+                "`meh` is not one of neg, pos",
+            ],
+        ),
+        (
+            "text\tscore\nhi\t1\nho\tlots\n",
+            "--score-column score",
+            &[
+                "s.tsv",
+                "line 3",
+                "column `score`",
+                "`lots` is not a number",
+            ],
+        ),
+        (
+            "text\tlabel\nhi\tpos\n\"\"\tneg\n",
+            "--label-column label",
+            &["s.tsv", "line 3", "column `text`", "the text is empty"],
+        ),
+        (
+            "",
+            "--label-column label",
+            &[
+                "s.tsv",
+                "column `label`",
+                "class `pos` has no examples in the valid split (1 in all)",
+            ],
+        ),
+    ];
+    for (text, flags, expected) in cases {
+        // One positive among twenty negatives: 10 % of one rounds to none.
+        let one_class_short = format!("text\tlabel\na\tpos\n{}", "b\tneg\n".repeat(20));
+        let text = if text.is_empty() {
+            one_class_short.as_str()
+        } else {
+            text
+        };
+        std::fs::write(dir.join("s.tsv"), text.replace("\"\"", " ")).unwrap();
+        let mut a = vec![
+            "classify",
+            "train",
+            "--data",
+            "s.tsv",
+            "--out",
+            "run",
+            "--overwrite",
+        ];
+        a.extend(flags.split(' '));
+        assert_one_line_error(&resnorm(&a, &dir), expected);
+    }
+    let out = resnorm(&["classify", "eval", "--checkpoint", "nowhere"], &dir);
+    assert_one_line_error(&out, &["nowhere"]);
+}
