@@ -21,6 +21,7 @@ pub mod attention;
 pub mod batch_norm;
 pub mod gpt;
 pub mod layers;
+pub mod llama;
 pub mod norms;
 pub mod residual;
 pub mod resnet;
@@ -100,5 +101,6 @@ pub fn all_checks() -> Vec<CheckResult> {
     results.extend(vision::checks());
     results.extend(resnet::checks());
     results.extend(gpt::checks());
+    results.extend(llama::checks());
     results
 }
