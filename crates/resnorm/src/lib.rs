@@ -22,6 +22,7 @@ pub mod data;
 pub mod diagnostics;
 pub mod error;
 pub mod gradcheck;
+pub mod hf;
 pub mod kernels;
 pub mod lm;
 pub mod memory;
