@@ -164,6 +164,11 @@ fn activation(kind: Activation, g: f64) -> f64 {
     }
 }
 
+/// `linear(x, name, in, out)`: the named layer of the reference parameters.
+type LinearFn<'a> = &'a dyn Fn(&[f64], &str, usize, usize) -> Vec<f64>;
+/// `rms(x, name, offset)`: the named RMSNorm with gain `offset + weight`.
+type RmsFn<'a> = &'a dyn Fn(&[f64], &str, f64) -> Vec<f64>;
+
 /// Grouped-query causal attention with QK-norm and rotary positions, in `f64`.
 #[allow(clippy::too_many_arguments)]
 fn attention(
@@ -172,8 +177,8 @@ fn attention(
     layer: usize,
     batch: usize,
     seq: usize,
-    linear: &dyn Fn(&[f64], &str, usize, usize) -> Vec<f64>,
-    rms: &dyn Fn(&[f64], &str, f64) -> Vec<f64>,
+    linear: LinearFn<'_>,
+    rms: RmsFn<'_>,
 ) -> Vec<f64> {
     let (c, d) = (config.width, config.head_dim);
     let (qw, kw) = (config.q_width(), config.kv_width());

@@ -206,3 +206,53 @@ fn argmax(values: &[f32]) -> u32 {
     }
     best as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::llama::{randomize, variants};
+    use crate::models::llama::LlamaConfig;
+    use crate::rng::Rng;
+
+    /// The cache's logits equal a full forward's, fed in one chunk, in chunks, and one token
+    /// at a time, for every variant, past one [`CHUNK`].
+    #[test]
+    fn cached_logits_equal_the_full_forward() {
+        let seq = CHUNK + 9;
+        for (label, config) in variants() {
+            let config = LlamaConfig {
+                context: seq,
+                ..config
+            };
+            let vocab = config.vocab;
+            let mut model = Llama::new(config, 5).unwrap();
+            let mut rng = Rng::new(2);
+            randomize(&mut model, &mut rng);
+            let tokens: Vec<u32> = (0..seq).map(|_| rng.below(vocab) as u32).collect();
+            model.forward(&tokens, 1, None).unwrap();
+            let full = model.logits().to_vec();
+            let mut decoder = LlamaDecoder::new(&mut model, seq).unwrap();
+            let last = decoder.push(&tokens).unwrap().to_vec();
+            decoder.reset();
+            decoder.push(&tokens[..3]).unwrap();
+            for (t, &token) in tokens.iter().enumerate().skip(3) {
+                let logits = decoder.push(&[token]).unwrap();
+                let row = &full[t * vocab..][..vocab];
+                let worst = logits
+                    .iter()
+                    .zip(row)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(worst < 1e-4, "{label}, position {t}: {worst}");
+            }
+            let row = &full[(seq - 1) * vocab..];
+            let worst = last
+                .iter()
+                .zip(row)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-4, "{label}, one push: {worst}");
+            assert!(decoder.push(&[0]).is_err(), "the cache is full");
+        }
+    }
+}

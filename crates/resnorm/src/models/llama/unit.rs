@@ -32,7 +32,8 @@ use crate::nn::Param;
 use crate::AlignedVec;
 use crate::Result;
 
-/// The transform `F` of a unit.
+/// The transform `F` of a unit (built once per unit: the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Sublayer {
     /// Self-attention.
