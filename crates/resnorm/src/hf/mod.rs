@@ -24,7 +24,7 @@ pub mod tensors;
 
 use crate::checkpoint::check_finite;
 use crate::models::gpt::{generate, Gpt, Sampling};
-use crate::models::llama::{greedy, Llama};
+use crate::models::llama::{self, Llama};
 use crate::nn::{Param, ParamKind};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -107,6 +107,33 @@ pub fn load(dir: &Path) -> Result<HfCheckpoint> {
     })
 }
 
+impl HfCheckpoint {
+    /// `text`'s token ids (no special tokens added), with the directory's tokenizer.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer()?
+            .encode(text, false)
+            .map_err(|e| Error::Config(format!("the tokenizer cannot encode the text: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of `ids`, special tokens left out.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer()?
+            .decode(ids, true)
+            .map_err(|e| Error::Config(format!("the tokenizer cannot decode the tokens: {e}")))
+    }
+
+    fn tokenizer(&self) -> Result<&tokenizers::Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Config(format!(
+                "the {} checkpoint has no tokenizer.json",
+                self.architecture
+            ))
+        })
+    }
+}
+
 /// Copies each parameter's tensor out of `tensors` (found with or without a prefix),
 /// transposing `torch.nn.Linear` weights when `linear_transposed`.
 fn assign(
@@ -177,17 +204,35 @@ impl HfModel {
         }
     }
 
+    /// The mean cross-entropy of predicting `targets` from `tokens` (`batch` rows).
+    pub fn loss(&mut self, tokens: &[u32], targets: &[u32], batch: usize) -> Result<f32> {
+        let loss = match self {
+            HfModel::Gpt(gpt) => gpt.forward(tokens, batch, Some(targets))?,
+            HfModel::Llama(llama) => llama.forward(tokens, batch, Some(targets))?,
+        };
+        Ok(loss.expect("a forward with targets returns the loss"))
+    }
+
     /// The `count` tokens greedy decoding appends to `prompt`.
     pub fn greedy(&mut self, prompt: &[u32], count: usize) -> Result<Vec<u32>> {
+        let greedy = Sampling {
+            temperature: 0.0,
+            top_k: 0,
+        };
+        self.generate(prompt, count, greedy, &mut Rng::new(0))
+    }
+
+    /// `count` tokens sampled after `prompt` (see [`crate::models::gpt::generate`]).
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        count: usize,
+        sampling: Sampling,
+        rng: &mut Rng,
+    ) -> Result<Vec<u32>> {
         match self {
-            HfModel::Gpt(gpt) => {
-                let sampling = Sampling {
-                    temperature: 0.0,
-                    top_k: 0,
-                };
-                generate(gpt, prompt, count, sampling, &mut Rng::new(0))
-            }
-            HfModel::Llama(llama) => greedy(llama, prompt, count),
+            HfModel::Gpt(gpt) => generate(gpt, prompt, count, sampling, rng),
+            HfModel::Llama(llama) => llama::generate(llama, prompt, count, sampling, rng),
         }
     }
 

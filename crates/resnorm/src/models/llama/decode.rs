@@ -26,10 +26,13 @@
 //! ```
 
 use super::attention::AttnActs;
+use super::generate;
 use super::mlp::MlpActs;
 use super::unit::{NormActs, Sublayer};
 use super::{HeadActs, Llama};
 use crate::kernels::attention::{attention_forward, Rows};
+use crate::models::gpt::Sampling;
+use crate::rng::Rng;
 use crate::AlignedVec;
 use crate::{Error, Result};
 
@@ -39,7 +42,7 @@ pub const CHUNK: usize = 64;
 /// A model with a cache of up to `capacity` positions.
 #[derive(Debug)]
 pub struct LlamaDecoder<'m> {
-    model: &'m Llama,
+    pub(super) model: &'m Llama,
     capacity: usize,
     len: usize,
     rope: super::RopeTable,
@@ -183,28 +186,11 @@ impl<'m> LlamaDecoder<'m> {
 /// The `new` tokens that greedy decoding (the first largest logit) appends to `prompt`, as
 /// Hugging Face's `generate(do_sample=False)` does.
 pub fn greedy(model: &mut Llama, prompt: &[u32], new: usize) -> Result<Vec<u32>> {
-    let mut decoder = LlamaDecoder::new(model, prompt.len() + new)?;
-    let mut out = Vec::with_capacity(new);
-    let mut logits = decoder.push(prompt)?;
-    for i in 0..new {
-        let token = argmax(logits);
-        out.push(token);
-        if i + 1 < new {
-            logits = decoder.push(&[token])?;
-        }
-    }
-    Ok(out)
-}
-
-/// The index of the first largest value.
-fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
-        }
-    }
-    best as u32
+    let greedy = Sampling {
+        temperature: 0.0,
+        top_k: 0,
+    };
+    generate(model, prompt, new, greedy, &mut Rng::new(0))
 }
 
 #[cfg(test)]

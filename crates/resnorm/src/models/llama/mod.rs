@@ -34,6 +34,7 @@ mod linear;
 mod mlp;
 mod rms;
 mod rope;
+mod sample;
 mod unit;
 
 pub use attention::{AttnActs, AttnScratch, LlamaAttention};
@@ -43,6 +44,7 @@ pub use linear::linear_backward;
 pub use mlp::{GatedMlp, MlpActs, MlpScratch};
 pub use rms::RmsNorm;
 pub use rope::RopeTable;
+pub use sample::generate;
 pub use unit::{NormActs, Sublayer, Unit, UnitActs, UnitScratch};
 
 use crate::kernels::{cross_entropy_backward_in_place, cross_entropy_forward};
