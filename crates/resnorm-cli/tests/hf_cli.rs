@@ -89,3 +89,50 @@ fn bad_inputs_are_one_line() {
         "context",
     );
 }
+
+#[test]
+fn export_writes_gpt2_or_refuses_other_placements() {
+    let dir = std::env::temp_dir().join(format!("resnorm-hf-cli-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let tiny = "--layers 1 --heads 2 --width 16 --context 16 --batch 4 --corpus-chars 5000";
+    let train = |out: &str, placement: &str| {
+        let mut args = vec!["train", "--steps", "1", "--sample-tokens", "0", "--out"];
+        let out = path(out);
+        args.push(&out);
+        args.extend(tiny.split(' '));
+        args.extend(["--placement", placement]);
+        let run = resnorm(&args);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    };
+    train("pre", "pre-ln");
+    let out = resnorm(&[
+        "export",
+        "--checkpoint",
+        &path("pre/checkpoint"),
+        "--out",
+        &path("hf"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(dir.join("hf/config.json")).unwrap();
+    assert!(config.contains("GPT2LMHeadModel"), "{config}");
+    assert!(dir.join("hf/model.safetensors").is_file());
+    train("post", "post-ln");
+    let out = resnorm(&[
+        "export",
+        "--checkpoint",
+        &path("post/checkpoint"),
+        "--out",
+        &path("x"),
+    ]);
+    assert_one_line_error(&out, "pre-ln");
+    let _ = std::fs::remove_dir_all(&dir);
+}

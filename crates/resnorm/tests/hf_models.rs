@@ -6,7 +6,7 @@
 mod common;
 
 use common::TempDir;
-use resnorm::hf::{self, HfModel};
+use resnorm::hf::{self, export, HfModel};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -145,4 +145,52 @@ fn sliding_windows_cap_the_context() {
     let dir = edited("hf_window", "mistral", |c| c["sliding_window"] = 16.into());
     let checkpoint = hf::load(&dir.0).unwrap();
     assert_eq!(checkpoint.model.context(), 16);
+}
+
+#[test]
+fn exported_checkpoints_read_back_exactly() {
+    for arch in ARCHES {
+        let mut checkpoint = hf::load(&fixture(arch)).unwrap();
+        let dir = TempDir::new(&format!("hf_export_{arch}"));
+        let written = match &checkpoint.model {
+            HfModel::Gpt(gpt) => {
+                export::write_gpt(gpt, &dir.0).unwrap();
+                "GPT2LMHeadModel"
+            }
+            HfModel::Llama(llama) => export::write_llama(llama, &dir.0).unwrap(),
+        };
+        // Mistral without a sliding window computes what Llama does.
+        if arch != "mistral" {
+            assert_eq!(written, checkpoint.architecture, "{arch}");
+        }
+        let mut back = hf::load(&dir.0).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let tokens: Vec<u32> = (0..10).map(|t| (t * 7 + 3) % 128).collect();
+        let want = checkpoint.model.logits(&tokens, 1).unwrap().to_vec();
+        assert_eq!(back.model.logits(&tokens, 1).unwrap(), &want[..], "{arch}");
+    }
+}
+
+#[test]
+fn placements_without_an_architecture_are_refused() {
+    use resnorm::models::gpt::{Gpt, GptConfig, Placement};
+    use resnorm::models::llama::{Llama, LlamaConfig, LlamaPlacement};
+    let config = GptConfig {
+        layers: 1,
+        heads: 2,
+        width: 8,
+        context: 4,
+        vocab: 5,
+        placement: Placement::PostLn,
+        ..GptConfig::default()
+    };
+    let dir = TempDir::new("hf_export_refused");
+    let error = export::write_gpt(&Gpt::new(config, 0).unwrap(), &dir.0).unwrap_err();
+    assert!(error.to_string().contains("pre-ln"), "{error}");
+    let config = LlamaConfig {
+        placement: LlamaPlacement::PeriLn,
+        norm_offset: 0.0,
+        ..LlamaConfig::tiny(LlamaPlacement::PeriLn)
+    };
+    let error = export::write_llama(&Llama::new(config, 0).unwrap(), &dir.0).unwrap_err();
+    assert!(error.to_string().contains("Gemma 2"), "{error}");
 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod eval;
+pub mod export;
 pub mod gradcheck;
 pub mod run_dir;
 pub mod sample;

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod config;
+pub mod export;
 pub mod tensors;
 
 use crate::checkpoint::check_finite;
