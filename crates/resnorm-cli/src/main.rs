@@ -44,6 +44,8 @@ enum Command {
     Sample(commands::sample::Args),
     /// Validation loss and perplexity of a checkpoint.
     Eval(commands::eval::Args),
+    /// Write a checkpoint as a Hugging Face directory (GPT-2 layout).
+    Export(commands::export::Args),
     /// Image classifiers: train, evaluate, and the degradation study.
     #[command(subcommand)]
     Vision(Box<commands::vision::VisionCommand>),
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(*args),
         Command::Sample(args) => commands::sample::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Vision(command) => commands::vision::run(*command),
         Command::Classify(command) => commands::classify::run(*command),
     };

@@ -25,6 +25,7 @@ pub mod diagnostics;
 pub mod distributed;
 pub mod error;
 pub mod gradcheck;
+pub mod hf;
 pub mod kernels;
 pub mod lm;
 pub mod memory;

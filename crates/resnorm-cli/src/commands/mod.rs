@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod classify;
 pub mod eval;
+pub mod export;
 pub mod gradcheck;
 pub mod ranks;
 pub mod run_dir;

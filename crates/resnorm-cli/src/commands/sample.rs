@@ -1,5 +1,6 @@
 //! `resnorm sample`: text from a checkpoint, decoded incrementally with a key/value cache
-//! (see `resnorm::models::gpt::decode`; past the context window the window slides).
+//! (see `resnorm::models::gpt::decode`; past the context window the window slides), or from
+//! a Hugging Face checkpoint directory (`--model`, see `resnorm::hf`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use resnorm::lm::load_checkpoint;
 use resnorm::models::gpt::{generate, Sampling};
 use resnorm::rng::Rng;
-use resnorm::{Error, Result};
+use resnorm::{hf, Error, Result};
 
 use super::train::CORPUS_PROMPT;
 
@@ -16,6 +17,9 @@ pub struct Args {
     /// Checkpoint directory written by `resnorm train`.
     #[arg(long, default_value = "runs/train")]
     checkpoint: PathBuf,
+    /// A Hugging Face checkpoint directory (config.json, safetensors, tokenizer.json) instead.
+    #[arg(long, conflicts_with = "checkpoint")]
+    model: Option<PathBuf>,
     /// Text to continue (default for a model of the built-in corpus: "Once there was a").
     #[arg(long)]
     prompt: Option<String>,
@@ -34,6 +38,23 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let sampling = Sampling {
+        temperature: args.temperature,
+        top_k: args.top_k,
+    };
+    let mut rng = Rng::new(args.seed);
+    if let Some(dir) = &args.model {
+        let mut checkpoint = hf::load(dir)?;
+        let prompt = args.prompt.as_deref().ok_or_else(|| {
+            Error::Config("--prompt is needed to sample from a Hugging Face model".into())
+        })?;
+        let prompt_ids = checkpoint.encode(prompt)?;
+        let sampled = checkpoint
+            .model
+            .generate(&prompt_ids, args.tokens, sampling, &mut rng)?;
+        println!("{prompt}{}", checkpoint.decode(&sampled)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let saved = load_checkpoint(&args.checkpoint)?;
     let prompt = match (&args.prompt, &saved.train.data) {
         (Some(prompt), _) => prompt.clone(),
@@ -46,11 +67,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     };
     let prompt_ids = saved.tokenizer.encode(&prompt)?;
-    let sampling = Sampling {
-        temperature: args.temperature,
-        top_k: args.top_k,
-    };
-    let mut rng = Rng::new(args.seed);
     let sampled = generate(&saved.model, &prompt_ids, args.tokens, sampling, &mut rng)?;
     println!("{prompt}{}", saved.tokenizer.decode(&sampled)?);
     Ok(ExitCode::SUCCESS)

@@ -22,6 +22,7 @@ pub mod batch_norm;
 pub mod classify;
 pub mod gpt;
 pub mod layers;
+pub mod llama;
 pub mod norms;
 pub mod residual;
 pub mod resnet;
@@ -102,5 +103,6 @@ pub fn all_checks() -> Vec<CheckResult> {
     results.extend(resnet::checks());
     results.extend(gpt::checks());
     results.extend(classify::checks());
+    results.extend(llama::checks());
     results
 }

@@ -3,6 +3,7 @@
 
 pub mod gpt;
 pub mod image_classifier;
+pub mod llama;
 pub mod mlp;
 pub mod resnet;
 
