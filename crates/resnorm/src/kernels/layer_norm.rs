@@ -352,24 +352,24 @@ mod tests {
                     .collect::<Vec<_>>()
             };
             let dispatched = run(
-                &|out| forward_row(&x, Some(&residual), &weights, out, Stores::Cached),
+                &|out| forward_row(x, Some(residual), &weights, out, Stores::Cached),
                 &|stats, dx, grads| {
                     let row = BackwardRow {
-                        dy: &dy,
+                        dy,
                         x: &sum,
-                        dsum: Some(&dsum),
+                        dsum: Some(dsum),
                     };
                     backward_row(row, &weights, stats, dx, grads, Stores::Cached)
                 },
             );
             each_level!(|V, level| {
                 let at_level = run(
-                    &|out| forward_row_of::<V>(&x, Some(&residual), &weights, out, Stores::Cached),
+                    &|out| forward_row_of::<V>(x, Some(residual), &weights, out, Stores::Cached),
                     &|stats, dx, grads| {
                         let row = BackwardRow {
-                            dy: &dy,
+                            dy,
                             x: &sum,
-                            dsum: Some(&dsum),
+                            dsum: Some(dsum),
                         };
                         backward_row_with::<V>(row, &weights, stats, dx, grads, Stores::Cached)
                     },

@@ -288,21 +288,21 @@ mod tests {
                     .collect::<Vec<_>>()
             };
             let row = BackwardRow {
-                dy: &dy,
+                dy,
                 x: &sum,
-                dsum: Some(&dsum),
+                dsum: Some(dsum),
             };
             let dispatched = run(
-                &|out| forward_row(&x, Some(&residual), &weight, 1e-5, out, Stores::Cached),
-                &|rstd, dx, dweight| backward_row(row, &weight, rstd, dx, dweight, Stores::Cached),
+                &|out| forward_row(x, Some(residual), weight, 1e-5, out, Stores::Cached),
+                &|rstd, dx, dweight| backward_row(row, weight, rstd, dx, dweight, Stores::Cached),
             );
             each_level!(|V, level| {
                 let at_level = run(
                     &|out| {
-                        forward_row_of::<V>(&x, Some(&residual), &weight, 1e-5, out, Stores::Cached)
+                        forward_row_of::<V>(x, Some(residual), weight, 1e-5, out, Stores::Cached)
                     },
                     &|rstd, dx, dweight| {
-                        backward_row_with::<V>(row, &weight, rstd, dx, dweight, Stores::Cached)
+                        backward_row_with::<V>(row, weight, rstd, dx, dweight, Stores::Cached)
                     },
                 );
                 assert_eq!(at_level, dispatched, "cols {cols}, {level}");

@@ -126,9 +126,9 @@ mod tests {
                     };
                     let out = misaligned(storage, offset, cols);
                     let mut results = Vec::new();
-                    let stats = layer_norm::forward_row(&x, Some(&residual), &weights, out, stores);
+                    let stats = layer_norm::forward_row(x, Some(residual), &weights, out, stores);
                     results.extend_from_slice(out);
-                    let rstd = rms_norm::forward_row(&x, None, &weight, 1e-5, out, stores);
+                    let rstd = rms_norm::forward_row(x, None, weight, 1e-5, out, stores);
                     results.extend_from_slice(out);
                     let (mut dweight, mut dbias) = (vec![0.5; cols], vec![0.25; cols]);
                     let mut grads = NormGrads {
@@ -136,18 +136,14 @@ mod tests {
                         dbias: Some(&mut dbias),
                     };
                     let row = BackwardRow {
-                        dy: &dy,
-                        x: &x,
-                        dsum: Some(&dsum),
+                        dy,
+                        x,
+                        dsum: Some(dsum),
                     };
                     layer_norm::backward_row(row, &weights, stats, out, &mut grads, stores);
                     results.extend_from_slice(out);
-                    let row = BackwardRow {
-                        dy: &dy,
-                        x: &x,
-                        dsum: None,
-                    };
-                    rms_norm::backward_row(row, &weight, rstd, out, &mut dweight, stores);
+                    let row = BackwardRow { dy, x, dsum: None };
+                    rms_norm::backward_row(row, weight, rstd, out, &mut dweight, stores);
                     results.extend_from_slice(out);
                     stores.finish_block();
                     results.extend_from_slice(&dweight);
