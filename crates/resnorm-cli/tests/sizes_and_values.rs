@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{assert_one_line_error, resnorm, temp_dir, tiny};
+use common::{assert_one_line_error, idx, resnorm, temp_dir, tiny};
 
-use resnorm::checkpoint::{read_tensors, write_tensors, TensorRef};
+use resnorm::checkpoint::read_tensors;
 use resnorm::checkpoint_set::{save_set, CheckpointSet, MANIFEST_FILE};
 
 #[test]
@@ -67,16 +67,7 @@ fn a_checkpoint_holding_nan_is_refused_by_eval() {
         .get_mut("ln_f.weight")
         .unwrap()
         .data_mut()[7] = f32::NAN;
-    let refs: Vec<TensorRef<'_>> = checkpoint
-        .tensors
-        .iter()
-        .map(|(name, t)| TensorRef {
-            name,
-            shape: t.shape(),
-            data: t.data(),
-        })
-        .collect();
-    write_tensors(&model, &refs, &checkpoint.metadata).unwrap();
+    checkpoint.write(&model).unwrap();
     // Saved again as a consistent set, as another writer could: the value check, not the
     // manifest's checksum, must refuse it.
     let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(set.dir())
@@ -129,13 +120,6 @@ fn the_byte_tokenizer_trains_on_bytes_that_are_not_utf8() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0, 0, 8, dims.len() as u8];
-    bytes.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
-    bytes.extend_from_slice(data);
-    bytes
 }
 
 #[test]

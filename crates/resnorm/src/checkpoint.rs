@@ -88,6 +88,28 @@ pub struct TensorRef<'a> {
     pub data: &'a [f32],
 }
 
+impl<'a> TensorRef<'a> {
+    /// `tensor` under `name`.
+    pub fn named(name: &'a str, tensor: &'a Tensor) -> Self {
+        TensorRef {
+            name,
+            shape: tensor.shape(),
+            data: tensor.data(),
+        }
+    }
+}
+
+impl Checkpoint {
+    /// Writes every tensor and the metadata to `path` as [`write_tensors`] does: a checkpoint
+    /// read, changed and saved again.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        let tensors: Vec<TensorRef<'_>> = (self.tensors.iter())
+            .map(|(name, tensor)| TensorRef::named(name, tensor))
+            .collect();
+        write_tensors(path, &tensors, &self.metadata)
+    }
+}
+
 /// Writes `tensors` and `metadata` to a safetensors file at `path`, atomically.
 ///
 /// Names must be unique, non-empty and not `__metadata__`; each tensor's data must hold the

@@ -7,11 +7,11 @@
 //! `RESNORM_FUZZ_SEED` the seed (default 25), so that a failure replays exactly:
 //! `RESNORM_FUZZ_CASES=200000 cargo test -p resnorm --test fuzz_loaders -- --nocapture`.
 
-use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 mod common;
+use common::{gzip, idx};
 
 use resnorm::checkpoint::read_tensors;
 use resnorm::checkpoint_set::{LIVE_DIR, MANIFEST_FILE};
@@ -146,19 +146,6 @@ fn reseal(set: &Path, mutated: &str) {
     if mutated != MANIFEST_FILE {
         common::reseal_set(set);
     }
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0, 0, 8, dims.len() as u8];
-    bytes.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
-    bytes.extend_from_slice(data);
-    bytes
 }
 
 /// Valid files of every format in `dir`, each with the loaders that read it.

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 mod common;
+use common::idx;
 
-use resnorm::checkpoint::{read_tensors, write_tensors, TensorRef};
+use resnorm::checkpoint::{read_tensors, Checkpoint};
 use resnorm::checkpoint_set::LIVE_DIR;
 use resnorm::data::image::read_mnist;
 use resnorm::lm::{
@@ -44,19 +45,17 @@ fn saved_run(dir: &Path) -> TrainConfig {
 /// Rewrites the safetensors file at `path` with `value` at flat index `index` of `tensor`,
 /// and reseals its set.
 fn poison(path: &Path, tensor: &str, index: usize, value: f32) {
+    rewrite(path, |checkpoint| {
+        let target = checkpoint.tensors.get_mut(tensor).unwrap();
+        target.data_mut()[index] = value;
+    });
+}
+
+/// Rewrites the safetensors file at `path` as `edit` changes it, and reseals its set.
+fn rewrite(path: &Path, edit: impl FnOnce(&mut Checkpoint)) {
     let mut checkpoint = read_tensors(path).unwrap();
-    let target = checkpoint.tensors.get_mut(tensor).unwrap();
-    target.data_mut()[index] = value;
-    let refs: Vec<TensorRef<'_>> = checkpoint
-        .tensors
-        .iter()
-        .map(|(name, t)| TensorRef {
-            name,
-            shape: t.shape(),
-            data: t.data(),
-        })
-        .collect();
-    write_tensors(path, &refs, &checkpoint.metadata).unwrap();
+    edit(&mut checkpoint);
+    checkpoint.write(path).unwrap();
     common::reseal_set(path.parent().unwrap());
 }
 
@@ -107,14 +106,6 @@ fn an_all_zero_generator_state_is_refused() {
         "{detail}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A `u8` IDX file of `dims` holding `data`.
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0, 0, 8, dims.len() as u8];
-    bytes.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
-    bytes.extend_from_slice(data);
-    bytes
 }
 
 #[test]
@@ -221,21 +212,12 @@ fn a_vision_card_larger_than_its_model_file_is_refused_before_building() {
     common::saved_tiny_vision_run(&dir, 1);
 
     let model = dir.join(LIVE_DIR).join("model.safetensors");
-    let mut checkpoint = read_tensors(&model).unwrap();
-    let mut card: serde_json::Value = serde_json::from_str(&checkpoint.metadata["card"]).unwrap();
-    set_widths(&mut card, 1 << 20);
-    checkpoint.metadata.insert("card".into(), card.to_string());
-    let refs: Vec<TensorRef<'_>> = checkpoint
-        .tensors
-        .iter()
-        .map(|(name, t)| TensorRef {
-            name,
-            shape: t.shape(),
-            data: t.data(),
-        })
-        .collect();
-    write_tensors(&model, &refs, &checkpoint.metadata).unwrap();
-    common::reseal_set(model.parent().unwrap());
+    rewrite(&model, |checkpoint| {
+        let card = &checkpoint.metadata["card"];
+        let mut card: serde_json::Value = serde_json::from_str(card).unwrap();
+        set_widths(&mut card, 1 << 20);
+        checkpoint.metadata.insert("card".into(), card.to_string());
+    });
     let detail = format_detail(vision::load_card(&dir), &model);
     assert!(detail.contains("but the model of its card has"), "{detail}");
     let detail = format_detail(vision::load_model(&dir).map(|_| ()), &model);

@@ -6,6 +6,7 @@ mod common;
 
 use resnorm::checkpoint_set::LIVE_DIR;
 use resnorm::data::text::Corpus;
+use resnorm::gradcheck::gpt::tiny_config;
 use resnorm::kernels::NormKind;
 use resnorm::lm::{load_checkpoint, CONFIG_FILE, MODEL_FILE};
 use resnorm::memory::Workload;
@@ -19,16 +20,7 @@ use resnorm::Error;
 fn gpt_parameter_counts_are_exact_for_every_wiring() {
     for placement in Placement::ALL {
         for norm in [NormKind::Layer, NormKind::Rms] {
-            let config = GptConfig {
-                layers: 2,
-                heads: 2,
-                width: 8,
-                context: 5,
-                vocab: 11,
-                placement,
-                norm,
-                ..GptConfig::default()
-            };
+            let config = tiny_config(placement, norm);
             let model = Gpt::new(config.clone(), 0).unwrap();
             assert_eq!(
                 config.num_params().unwrap(),

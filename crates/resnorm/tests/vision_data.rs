@@ -3,31 +3,14 @@
 
 mod common;
 
-use common::TempDir;
+use common::{gzip, idx, TempDir};
 
-use std::io::Write;
 use std::path::Path;
 
 use resnorm::data::image::*;
 use resnorm::nn::ImageShape;
 use resnorm::rng::Rng;
 use resnorm::Error;
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
-/// An IDX u8 file: magic, big-endian sizes, data.
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0, 0, 8, dims.len() as u8];
-    for d in dims {
-        bytes.extend(d.to_be_bytes());
-    }
-    bytes.extend(data);
-    bytes
-}
 
 fn assert_format_error<T: std::fmt::Debug>(result: resnorm::Result<T>, path: &Path, needle: &str) {
     match result {

@@ -50,3 +50,11 @@ pub fn assert_one_line_error(out: &Output, expected: &[&str]) {
         assert!(err.contains(part), "`{part}` not in: {err}");
     }
 }
+
+/// An IDX file of unsigned bytes: magic, big-endian sizes, `data`.
+pub fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0, 0, 8, dims.len() as u8];
+    bytes.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
+    bytes.extend_from_slice(data);
+    bytes
+}

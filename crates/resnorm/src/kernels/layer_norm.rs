@@ -303,35 +303,21 @@ fn backward_sums<V: Vector>(dy: &[f32], x: &[f32], w: &[f32], mean: f32) -> (f32
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::norm::{assert_near, TestRow};
     use crate::kernels::simd::each_level;
 
     /// A backward row run from the forward's `(mean, rstd)`.
     type Backward<'a> = &'a dyn Fn((f32, f32), &mut [f32], &mut NormGrads<'_>);
-
-    fn values(len: usize, k: f32) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i as f32 + k) * 0.731).sin() * 3.0 + 0.5)
-            .collect()
-    }
 
     /// The rows at every level: within rounding of an `f64` reference, and the same bits as
     /// the dispatched rows (the vector's non-fused operations are exact on every level).
     #[test]
     fn rows_match_the_reference_with_the_same_bits_on_every_level() {
         for cols in [1, 15, 16, 37, 130] {
-            let (x, residual, dy, dsum) = (
-                values(cols, 0.0),
-                values(cols, 1.0),
-                values(cols, 2.0),
-                values(cols, 3.0),
-            );
-            let (weight, bias) = (values(cols, 4.0), values(cols, 5.0));
-            let weights = NormWeights {
-                weight: &weight,
-                bias: Some(&bias),
-                eps: 1e-5,
-            };
-            let sum: Vec<f32> = x.iter().zip(&residual).map(|(a, b)| a + b).collect();
+            let row = TestRow::new(cols);
+            let (x, residual, dy, dsum) = (&row.x, &row.residual, &row.dy, &row.dsum);
+            let (weight, bias, weights) = (&row.weight, &row.bias, row.weights());
+            let sum = row.sum();
             let n = cols as f64;
             let mean = sum.iter().map(|&v| v as f64).sum::<f64>() / n;
             let var = sum.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
@@ -352,20 +338,11 @@ mod tests {
                 backward(stats, &mut dx, &mut grads);
                 for i in 0..cols {
                     let y = xhat[i] * weight[i] as f64 + bias[i] as f64;
-                    assert!(
-                        (out[i] as f64 - y).abs() < 1e-5 * (1.0 + y.abs()),
-                        "y, {cols}"
-                    );
+                    assert_near(&format!("y, {cols} columns"), out[i], y, 1e-5);
                     let d = rstd * (g[i] - mean_g - xhat[i] * mean_gx) + dsum[i] as f64;
-                    assert!(
-                        (dx[i] as f64 - d).abs() < 1e-4 * (1.0 + d.abs()),
-                        "dx, {cols}"
-                    );
+                    assert_near(&format!("dx, {cols} columns"), dx[i], d, 1e-4);
                     let dw = dy[i] as f64 * xhat[i];
-                    assert!(
-                        (dweight[i] as f64 - dw).abs() < 1e-5 * (1.0 + dw.abs()),
-                        "dw"
-                    );
+                    assert_near(&format!("dw, {cols} columns"), dweight[i], dw, 1e-5);
                     assert_eq!(dbias[i], dy[i]);
                 }
                 [out, dx, dweight, dbias, vec![stats.0, stats.1]]
@@ -375,24 +352,24 @@ mod tests {
                     .collect::<Vec<_>>()
             };
             let dispatched = run(
-                &|out| forward_row(&x, Some(&residual), &weights, out, Stores::Cached),
+                &|out| forward_row(x, Some(residual), &weights, out, Stores::Cached),
                 &|stats, dx, grads| {
                     let row = BackwardRow {
-                        dy: &dy,
+                        dy,
                         x: &sum,
-                        dsum: Some(&dsum),
+                        dsum: Some(dsum),
                     };
                     backward_row(row, &weights, stats, dx, grads, Stores::Cached)
                 },
             );
             each_level!(|V, level| {
                 let at_level = run(
-                    &|out| forward_row_of::<V>(&x, Some(&residual), &weights, out, Stores::Cached),
+                    &|out| forward_row_of::<V>(x, Some(residual), &weights, out, Stores::Cached),
                     &|stats, dx, grads| {
                         let row = BackwardRow {
-                            dy: &dy,
+                            dy,
                             x: &sum,
-                            dsum: Some(&dsum),
+                            dsum: Some(dsum),
                         };
                         backward_row_with::<V>(row, &weights, stats, dx, grads, Stores::Cached)
                     },

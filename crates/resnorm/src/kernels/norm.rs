@@ -246,3 +246,62 @@ pub(crate) fn check_optional_mean(op: &'static str, len: usize, rows: usize) -> 
     }
     Ok(())
 }
+
+/// The rows the norm kernels' unit tests share: smooth values of both signs, a different
+/// phase for each operand.
+#[cfg(test)]
+pub(crate) struct TestRow {
+    pub(crate) x: Vec<f32>,
+    pub(crate) residual: Vec<f32>,
+    pub(crate) dy: Vec<f32>,
+    pub(crate) dsum: Vec<f32>,
+    pub(crate) weight: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+}
+
+#[cfg(test)]
+impl TestRow {
+    pub(crate) fn new(cols: usize) -> Self {
+        let values = |k: f32| {
+            (0..cols)
+                .map(|i| ((i as f32 + k) * 0.731).sin() * 3.0 + 0.5)
+                .collect()
+        };
+        TestRow {
+            x: values(0.0),
+            residual: values(1.0),
+            dy: values(2.0),
+            dsum: values(3.0),
+            weight: values(4.0),
+            bias: values(5.0),
+        }
+    }
+
+    /// The weight and bias, with eps 1e-5.
+    pub(crate) fn weights(&self) -> NormWeights<'_> {
+        NormWeights {
+            weight: &self.weight,
+            bias: Some(&self.bias),
+            eps: 1e-5,
+        }
+    }
+
+    /// `x + residual`.
+    pub(crate) fn sum(&self) -> Vec<f32> {
+        self.x
+            .iter()
+            .zip(&self.residual)
+            .map(|(a, b)| a + b)
+            .collect()
+    }
+}
+
+/// Asserts `|got - want| < tol · (1 + |want|)`.
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_near(what: &str, got: f32, want: f64, tol: f64) {
+    assert!(
+        (got as f64 - want).abs() < tol * (1.0 + want.abs()),
+        "{what}: {got} against {want}"
+    );
+}

@@ -248,30 +248,20 @@ fn dot3<V: Vector>(dy: &[f32], w: &[f32], x: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::norm::{assert_near, TestRow};
     use crate::kernels::simd::each_level;
 
     /// A backward row run from the forward's `rstd`, writing `dx` and `dweight`.
     type Backward<'a> = &'a dyn Fn(f32, &mut [f32], &mut [f32]);
-
-    fn values(len: usize, k: f32) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i as f32 + k) * 0.731).sin() * 3.0 + 0.5)
-            .collect()
-    }
 
     /// The rows at every level: within rounding of an `f64` reference, and the same bits as
     /// the dispatched rows (the vector's non-fused operations are exact on every level).
     #[test]
     fn rows_match_the_reference_with_the_same_bits_on_every_level() {
         for cols in [1, 15, 16, 37, 130] {
-            let (x, residual, dy, dsum, weight) = (
-                values(cols, 0.0),
-                values(cols, 1.0),
-                values(cols, 2.0),
-                values(cols, 3.0),
-                values(cols, 4.0),
-            );
-            let sum: Vec<f32> = x.iter().zip(&residual).map(|(a, b)| a + b).collect();
+            let row = TestRow::new(cols);
+            let (x, residual, dy, dsum) = (&row.x, &row.residual, &row.dy, &row.dsum);
+            let (weight, sum) = (&row.weight, row.sum());
             let n = cols as f64;
             let rstd =
                 1.0 / (sum.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n + 1e-5).sqrt();
@@ -285,20 +275,11 @@ mod tests {
                 backward(rstd_row, &mut dx, &mut dweight);
                 for i in 0..cols {
                     let y = xhat[i] * weight[i] as f64;
-                    assert!(
-                        (out[i] as f64 - y).abs() < 1e-5 * (1.0 + y.abs()),
-                        "y, {cols}"
-                    );
+                    assert_near(&format!("y, {cols} columns"), out[i], y, 1e-5);
                     let d = rstd * (g[i] - xhat[i] * mean_gx) + dsum[i] as f64;
-                    assert!(
-                        (dx[i] as f64 - d).abs() < 1e-4 * (1.0 + d.abs()),
-                        "dx, {cols}"
-                    );
+                    assert_near(&format!("dx, {cols} columns"), dx[i], d, 1e-4);
                     let dw = dy[i] as f64 * xhat[i];
-                    assert!(
-                        (dweight[i] as f64 - dw).abs() < 1e-5 * (1.0 + dw.abs()),
-                        "dw"
-                    );
+                    assert_near(&format!("dw, {cols} columns"), dweight[i], dw, 1e-5);
                 }
                 [out, dx, dweight, vec![rstd_row]]
                     .concat()
@@ -307,21 +288,21 @@ mod tests {
                     .collect::<Vec<_>>()
             };
             let row = BackwardRow {
-                dy: &dy,
+                dy,
                 x: &sum,
-                dsum: Some(&dsum),
+                dsum: Some(dsum),
             };
             let dispatched = run(
-                &|out| forward_row(&x, Some(&residual), &weight, 1e-5, out, Stores::Cached),
-                &|rstd, dx, dweight| backward_row(row, &weight, rstd, dx, dweight, Stores::Cached),
+                &|out| forward_row(x, Some(residual), weight, 1e-5, out, Stores::Cached),
+                &|rstd, dx, dweight| backward_row(row, weight, rstd, dx, dweight, Stores::Cached),
             );
             each_level!(|V, level| {
                 let at_level = run(
                     &|out| {
-                        forward_row_of::<V>(&x, Some(&residual), &weight, 1e-5, out, Stores::Cached)
+                        forward_row_of::<V>(x, Some(residual), weight, 1e-5, out, Stores::Cached)
                     },
                     &|rstd, dx, dweight| {
-                        backward_row_with::<V>(row, &weight, rstd, dx, dweight, Stores::Cached)
+                        backward_row_with::<V>(row, weight, rstd, dx, dweight, Stores::Cached)
                     },
                 );
                 assert_eq!(at_level, dispatched, "cols {cols}, {level}");

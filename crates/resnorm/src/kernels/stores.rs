@@ -99,7 +99,7 @@ pub(crate) fn write_row<V: Vector, S>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::norm::{BackwardRow, NormGrads, NormWeights};
+    use crate::kernels::norm::{BackwardRow, NormGrads, TestRow};
     use crate::kernels::{layer_norm, rms_norm};
 
     /// `len` values starting `offset` floats past a 64-byte boundary, so that every way a
@@ -111,28 +111,13 @@ mod tests {
         &mut storage[start..start + len]
     }
 
-    fn values(len: usize, k: f32) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i as f32 + k) * 0.731).sin() * 3.0 + 0.5)
-            .collect()
-    }
-
     #[test]
     fn streaming_and_cached_stores_give_the_same_bits() {
         let (mut cached_storage, mut streamed_storage) = (Vec::new(), Vec::new());
         for cols in [1, 7, 16, 37, 64, 130] {
-            let (x, residual, dy, dsum) = (
-                values(cols, 0.0),
-                values(cols, 1.0),
-                values(cols, 2.0),
-                values(cols, 3.0),
-            );
-            let (weight, bias) = (values(cols, 4.0), values(cols, 5.0));
-            let weights = NormWeights {
-                weight: &weight,
-                bias: Some(&bias),
-                eps: 1e-5,
-            };
+            let row = TestRow::new(cols);
+            let (x, residual, dy, dsum) = (&row.x, &row.residual, &row.dy, &row.dsum);
+            let (weight, weights) = (&row.weight, row.weights());
             for offset in 0..LANES {
                 let [through_cache, streamed] = [Stores::Cached, Stores::Streaming].map(|stores| {
                     let storage = match stores {
@@ -141,9 +126,9 @@ mod tests {
                     };
                     let out = misaligned(storage, offset, cols);
                     let mut results = Vec::new();
-                    let stats = layer_norm::forward_row(&x, Some(&residual), &weights, out, stores);
+                    let stats = layer_norm::forward_row(x, Some(residual), &weights, out, stores);
                     results.extend_from_slice(out);
-                    let rstd = rms_norm::forward_row(&x, None, &weight, 1e-5, out, stores);
+                    let rstd = rms_norm::forward_row(x, None, weight, 1e-5, out, stores);
                     results.extend_from_slice(out);
                     let (mut dweight, mut dbias) = (vec![0.5; cols], vec![0.25; cols]);
                     let mut grads = NormGrads {
@@ -151,18 +136,14 @@ mod tests {
                         dbias: Some(&mut dbias),
                     };
                     let row = BackwardRow {
-                        dy: &dy,
-                        x: &x,
-                        dsum: Some(&dsum),
+                        dy,
+                        x,
+                        dsum: Some(dsum),
                     };
                     layer_norm::backward_row(row, &weights, stats, out, &mut grads, stores);
                     results.extend_from_slice(out);
-                    let row = BackwardRow {
-                        dy: &dy,
-                        x: &x,
-                        dsum: None,
-                    };
-                    rms_norm::backward_row(row, &weight, rstd, out, &mut dweight, stores);
+                    let row = BackwardRow { dy, x, dsum: None };
+                    rms_norm::backward_row(row, weight, rstd, out, &mut dweight, stores);
                     results.extend_from_slice(out);
                     stores.finish_block();
                     results.extend_from_slice(&dweight);

@@ -71,14 +71,8 @@ impl OptimizerState {
             ("step".to_string(), self.step.to_string()),
             ("params".to_string(), params),
         ]);
-        let tensors: Vec<TensorRef<'_>> = self
-            .tensors
-            .iter()
-            .map(|(name, tensor)| TensorRef {
-                name,
-                shape: tensor.shape(),
-                data: tensor.data(),
-            })
+        let tensors: Vec<TensorRef<'_>> = (self.tensors.iter())
+            .map(|(name, tensor)| TensorRef::named(name, tensor))
             .collect();
         TensorFile::new(&tensors, &metadata)
     }

@@ -236,3 +236,19 @@ pub fn saved_tiny_vision_run(dir: &Path, epochs: usize) -> resnorm::vision::Imag
     trainer.save(dir).unwrap();
     splits
 }
+
+/// An IDX file of unsigned bytes: magic, big-endian sizes, `data`.
+pub fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0, 0, 8, dims.len() as u8];
+    bytes.extend(dims.iter().flat_map(|d| d.to_be_bytes()));
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+/// `bytes` gzip-compressed.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}

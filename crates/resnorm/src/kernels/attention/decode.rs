@@ -33,7 +33,7 @@ use super::columns::SharedColumns;
 use super::head::head_rows;
 use super::softmax::{dot, softmax};
 use super::{start_forward, with_head_scratch, AttentionShape, Rows};
-use crate::kernels::simd;
+use crate::kernels::simd::{self, prefetch_lines};
 use crate::threads::for_each_chunk_spinning;
 use crate::{Error, Result};
 
@@ -96,8 +96,15 @@ simd::dispatch! {
     ) => auto query_row_body
 }
 
+/// Keys ahead of the one being scored whose rows are asked for.
+const PREFETCH_KEYS: usize = 8;
+
 /// [`query_row`]'s body: one dot product per key, in sixteen partial sums so that it
-/// vectorizes, then the softmax and a sum of value rows.
+/// vectorizes, then the softmax and a sum of value rows. A head's rows are a row stride
+/// apart, beyond what the hardware prefetcher follows, and the cache rarely holds them while
+/// decoding (every token streams all the weights through it): so the key rows are asked for
+/// [`PREFETCH_KEYS`] ahead, and each value row as its key is scored, to arrive during the
+/// softmax.
 #[inline(always)]
 fn query_row_body(
     probs: &mut [f32],
@@ -108,6 +115,8 @@ fn query_row_body(
 ) {
     let query = &q[i * qs + qc..][..d];
     for (j, p) in probs[..seen].iter_mut().enumerate() {
+        prefetch_lines(k.as_ptr().wrapping_add((j + PREFETCH_KEYS) * ks + kc), d);
+        prefetch_lines(v.as_ptr().wrapping_add(j * vs + vc), d);
         *p = dot(query, &k[j * ks + kc..][..d]);
     }
     probs[seen..].fill(0.0);
