@@ -88,10 +88,16 @@ impl SublayerScratch {
 impl Sublayer {
     /// The attention sublayer of block `layer`.
     pub fn attention(layer: usize, width: usize, heads: usize) -> Result<Self> {
+        Sublayer::attention_named(&format!("h.{layer}.attn"), width, heads)
+    }
+
+    /// Causal self-attention whose parameters are named `{prefix}.c_attn.*` and
+    /// `{prefix}.c_proj.*`.
+    pub fn attention_named(prefix: &str, width: usize, heads: usize) -> Result<Self> {
         Ok(Sublayer::Attention {
-            c_attn: Linear::new(&format!("h.{layer}.attn.c_attn"), width, 3 * width, true)?,
+            c_attn: Linear::new(&format!("{prefix}.c_attn"), width, 3 * width, true)?,
             core: CausalSelfAttention::new(width, heads)?,
-            c_proj: Linear::new(&format!("h.{layer}.attn.c_proj"), width, width, true)?,
+            c_proj: Linear::new(&format!("{prefix}.c_proj"), width, width, true)?,
         })
     }
 
