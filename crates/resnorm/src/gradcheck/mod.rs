@@ -24,6 +24,7 @@ pub mod layers;
 pub mod norms;
 pub mod residual;
 pub mod resnet;
+pub mod seq2seq;
 pub mod vision;
 
 /// Outcome of one gradient check.
@@ -100,5 +101,6 @@ pub fn all_checks() -> Vec<CheckResult> {
     results.extend(vision::checks());
     results.extend(resnet::checks());
     results.extend(gpt::checks());
+    results.extend(seq2seq::checks());
     results
 }
