@@ -1,11 +1,120 @@
-//! The encoder-decoder: gradient checks of every placement and norm against the f64
+//! The encoder-decoder: parity with `torch.nn.Transformer` and the hand-written PyTorch twin
+//! (tools/fixtures/seq2seq.py), gradient checks of every placement and norm against the f64
 //! reference, and padding that does not leak into valid positions.
 
+mod common;
+
+use common::{assert_close, Fixture};
 use resnorm::gradcheck::seq2seq::{check_model, OwnedBatch};
 use resnorm::kernels::NormKind;
 use resnorm::models::gpt::Placement;
-use resnorm::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
+use resnorm::models::seq2seq::{Batch, Seq2Seq, Seq2SeqConfig};
 use resnorm::rng::Rng;
+
+/// Fixture tolerances: float32 PyTorch vs float32 resnorm, different summation orders.
+const RTOL: f32 = 1e-4;
+const ATOL: f32 = 1e-5;
+
+fn parity(name: &str) {
+    let fx = Fixture::load(name);
+    let meta = |k: &str| fx.metadata[k].parse::<usize>().unwrap();
+    let config = Seq2SeqConfig {
+        vocab: meta("vocab"),
+        width: meta("width"),
+        heads: meta("heads"),
+        encoder_layers: meta("encoder_layers"),
+        decoder_layers: meta("decoder_layers"),
+        max_len: meta("max_len"),
+        placement: fx.metadata["placement"].parse().unwrap(),
+        norm: fx.metadata["norm"].parse().unwrap(),
+        eps: fx.meta_f32("eps"),
+    };
+    let mut model = Seq2Seq::new(config, 0).unwrap();
+    let mut count = 0;
+    model.visit_params_mut(&mut |p| {
+        let t = fx.get(&format!("param.{}", p.name));
+        assert_eq!(t.shape, p.shape, "{}: shape", p.name);
+        p.value.copy_from_slice(&t.data);
+        count += 1;
+    });
+    let fixture_params = fx
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("param."))
+        .count();
+    assert_eq!(
+        fixture_params, count,
+        "{name}: the model and PyTorch have the same parameters"
+    );
+    let ints = |k: &str| {
+        fx.get(k)
+            .data
+            .iter()
+            .map(|&v| v as u32)
+            .collect::<Vec<u32>>()
+    };
+    let lengths = |k: &str| {
+        fx.get(k)
+            .data
+            .iter()
+            .map(|&v| v as usize)
+            .collect::<Vec<usize>>()
+    };
+    let (src, tgt, targets) = (ints("src"), ints("tgt"), ints("targets"));
+    let (src_lengths, tgt_lengths) = (lengths("src_lengths"), lengths("tgt_lengths"));
+    let batch = Batch {
+        batch: src_lengths.len(),
+        src: &src,
+        src_lengths: &src_lengths,
+        tgt: &tgt,
+        tgt_lengths: &tgt_lengths,
+        targets: Some(&targets),
+    };
+    let loss = model.forward(&batch).unwrap().unwrap();
+    assert_close(
+        &format!("{name} loss"),
+        &[loss],
+        &fx.get("loss").data,
+        RTOL,
+        0.0,
+    );
+    assert_close(
+        &format!("{name} logits"),
+        model.logits(),
+        &fx.get("logits").data,
+        RTOL,
+        ATOL,
+    );
+    model.backward().unwrap();
+    model.visit_params(&mut |p| {
+        let want = &fx.get(&format!("grad.{}", p.name)).data;
+        assert_close(
+            &format!("{name} grad {}", p.name),
+            &p.grad,
+            want,
+            RTOL,
+            ATOL,
+        );
+    });
+}
+
+#[test]
+fn post_ln_and_pre_ln_match_torch_nn_transformer() {
+    parity("seq2seq_torch_post-ln_layer");
+    parity("seq2seq_torch_pre-ln_layer");
+}
+
+#[test]
+fn the_other_placements_match_the_hand_written_twin() {
+    for name in [
+        "deep-norm_layer",
+        "resi-dual_rms",
+        "sandwich_rms",
+        "re-zero_layer",
+    ] {
+        parity(&format!("seq2seq_hand_{name}"));
+    }
+}
 
 #[test]
 fn every_placement_and_norm_passes_the_gradient_check() {
