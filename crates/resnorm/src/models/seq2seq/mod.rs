@@ -37,6 +37,7 @@
 //! ```
 
 mod config;
+pub mod decode;
 mod decoder;
 mod embed;
 mod encoder;

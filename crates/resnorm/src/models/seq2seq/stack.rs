@@ -148,14 +148,36 @@ impl Stack {
             })?;
         }
         let last = streams.last().expect("units + 1 streams");
-        match (&self.ln_f, duals.last()) {
+        let dual = duals.last().map(|d| &d[..]);
+        self.final_norm(last, dual, (normed_dual, ln_f_saved), out)
+    }
+
+    /// `out` from the last stream `x` (and resi-dual's `dual`) as the placement has it;
+    /// nothing is written where the output is `x` itself. Training and decoding both call it.
+    pub(super) fn final_norm(
+        &self,
+        x: &[f32],
+        dual: Option<&[f32]>,
+        (normed_dual, saved): (&mut [f32], &mut NormSaved),
+        out: &mut [f32],
+    ) -> Result<()> {
+        match (&self.ln_f, dual) {
             (Some(ln_f), Some(dual)) => {
-                ln_f.forward(dual, normed_dual, ln_f_saved)?;
-                residual_add(last, normed_dual, out)
+                ln_f.forward(dual, normed_dual, saved)?;
+                residual_add(x, normed_dual, out)
             }
-            (Some(ln_f), None) => ln_f.forward(last, out, ln_f_saved),
+            (Some(ln_f), None) => ln_f.forward(x, out, saved),
             (None, _) => Ok(()),
         }
+    }
+
+    /// The units' buffers for `rows` positions of `batch` sentences decoded one position
+    /// at a time against `memory_seq` encoder positions.
+    pub(super) fn unit_acts(&self, batch: usize, memory_seq: usize) -> Vec<UnitActs<SublayerActs>> {
+        self.units
+            .iter()
+            .map(|u| u.new_acts_with(batch, self.width, u.sublayer.new_acts(batch, 1, memory_seq)))
+            .collect()
     }
 
     /// Backpropagates `d_output = ∂L/∂output` through the final norm and every unit,
