@@ -152,3 +152,45 @@ fn padding_does_not_change_the_valid_positions() {
     assert_eq!(model.logits(), &logits[..]);
     assert!(loss.unwrap().is_finite());
 }
+
+#[test]
+fn step_by_step_decoding_gives_the_full_forwards_logits() {
+    use resnorm::models::seq2seq::decode::StepDecoder;
+    for placement in [Placement::PostLn, Placement::ResiDual, Placement::DeepNorm] {
+        let config = Seq2SeqConfig {
+            vocab: 13,
+            width: 8,
+            heads: 2,
+            encoder_layers: 2,
+            decoder_layers: 2,
+            max_len: 8,
+            placement,
+            ..Seq2SeqConfig::default()
+        };
+        let mut model = Seq2Seq::new(config, 3).unwrap();
+        let mut rng = Rng::new(9);
+        model.visit_params_mut(&mut |p| {
+            resnorm::gradcheck::gpt::randomize_param(p, &mut rng);
+        });
+        let (tgt_seq, tgt_lengths) = (4, [4, 4]);
+        let batch = OwnedBatch::random(&mut rng, 13, (5, &[5, 3]), (tgt_seq, &tgt_lengths));
+        let view = resnorm::models::seq2seq::Batch {
+            targets: None,
+            ..batch.view()
+        };
+        model.forward(&view).unwrap();
+        let full = model.logits().to_vec();
+        let mut decoder =
+            StepDecoder::new(&model, &batch.src, &batch.src_lengths, tgt_seq).unwrap();
+        for t in 0..tgt_seq {
+            let tokens: Vec<u32> = (0..2).map(|b| batch.tgt[b * tgt_seq + t]).collect();
+            let logits = decoder.step(&tokens).unwrap();
+            for b in 0..2 {
+                let want = &full[(b * tgt_seq + t) * 13..][..13];
+                let what = format!("{placement} sentence {b} position {t}");
+                assert_close(&what, &logits[b * 13..][..13], want, 1e-4, 1e-5);
+            }
+        }
+        assert!(decoder.step(&[1, 1]).is_err(), "the cache is full");
+    }
+}
