@@ -167,7 +167,9 @@ impl Encoder {
     pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(&mut Param)) {
         let mut params = Vec::new();
         self.stack.params_mut(&mut params);
-        params.into_iter().for_each(|p| f(p));
+        for p in params {
+            f(p);
+        }
     }
 }
 

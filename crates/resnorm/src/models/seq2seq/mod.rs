@@ -118,7 +118,7 @@ struct State {
 }
 
 impl Seq2Seq {
-    /// A model of `config`'s shape, initialized from `seed` (see [`init`](self) rules in init.rs).
+    /// A model of `config`'s shape, initialized from `seed` (the rules are in init.rs).
     pub fn new(config: Seq2SeqConfig, seed: u64) -> Result<Self> {
         config.validate()?;
         let mut model = Seq2Seq {
