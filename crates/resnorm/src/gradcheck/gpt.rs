@@ -147,19 +147,22 @@ fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
 /// near 1, ReZero gates near 0.5, weights ~ 1/√fan_in): a check of the math, not a training
 /// initialization.
 pub fn randomize(model: &mut Gpt, rng: &mut Rng) {
-    model.visit_params_mut(&mut |p: &mut Param| {
-        let fan_in = p.shape[0] as f32;
-        for v in &mut p.value {
-            let n = rng.normal();
-            *v = match p.kind {
-                ParamKind::Norm if p.name.ends_with(".weight") => 1.0 + 0.2 * n,
-                ParamKind::Norm | ParamKind::Bias => 0.1 * n,
-                ParamKind::Scalar => 0.5 + 0.1 * n,
-                ParamKind::Embedding => 0.5 * n,
-                ParamKind::Weight => n / fan_in.sqrt(),
-            };
-        }
-    });
+    model.visit_params_mut(&mut |p: &mut Param| randomize_param(p, rng));
+}
+
+/// [`randomize`]'s rule for one parameter, by its kind.
+pub fn randomize_param(p: &mut Param, rng: &mut Rng) {
+    let fan_in = p.shape[0] as f32;
+    for v in &mut p.value {
+        let n = rng.normal();
+        *v = match p.kind {
+            ParamKind::Norm if p.name.ends_with(".weight") => 1.0 + 0.2 * n,
+            ParamKind::Norm | ParamKind::Bias => 0.1 * n,
+            ParamKind::Scalar => 0.5 + 0.1 * n,
+            ParamKind::Embedding => 0.5 * n,
+            ParamKind::Weight => n / fan_in.sqrt(),
+        };
+    }
 }
 
 /// Checks the gradient of the loss with respect to every parameter tensor of a tiny

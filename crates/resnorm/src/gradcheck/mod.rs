@@ -26,6 +26,7 @@ pub mod llama;
 pub mod norms;
 pub mod residual;
 pub mod resnet;
+pub mod seq2seq;
 pub mod vision;
 
 /// Outcome of one gradient check.
@@ -104,5 +105,6 @@ pub fn all_checks() -> Vec<CheckResult> {
     results.extend(gpt::checks());
     results.extend(classify::checks());
     results.extend(llama::checks());
+    results.extend(seq2seq::checks());
     results
 }

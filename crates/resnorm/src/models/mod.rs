@@ -6,5 +6,6 @@ pub mod image_classifier;
 pub mod llama;
 pub mod mlp;
 pub mod resnet;
+pub mod seq2seq;
 
 pub use image_classifier::ImageClassifier;

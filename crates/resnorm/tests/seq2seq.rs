@@ -1,0 +1,196 @@
+//! The encoder-decoder: parity with `torch.nn.Transformer` and the hand-written PyTorch twin
+//! (tools/fixtures/seq2seq.py), gradient checks of every placement and norm against the f64
+//! reference, and padding that does not leak into valid positions.
+
+mod common;
+
+use common::{assert_close, Fixture};
+use resnorm::gradcheck::seq2seq::{check_model, OwnedBatch};
+use resnorm::kernels::NormKind;
+use resnorm::models::gpt::Placement;
+use resnorm::models::seq2seq::{Batch, Seq2Seq, Seq2SeqConfig};
+use resnorm::rng::Rng;
+
+/// Fixture tolerances: float32 PyTorch vs float32 resnorm, different summation orders.
+const RTOL: f32 = 1e-4;
+const ATOL: f32 = 1e-5;
+
+fn parity(name: &str) {
+    let fx = Fixture::load(name);
+    let meta = |k: &str| fx.metadata[k].parse::<usize>().unwrap();
+    let config = Seq2SeqConfig {
+        vocab: meta("vocab"),
+        width: meta("width"),
+        heads: meta("heads"),
+        encoder_layers: meta("encoder_layers"),
+        decoder_layers: meta("decoder_layers"),
+        max_len: meta("max_len"),
+        placement: fx.metadata["placement"].parse().unwrap(),
+        norm: fx.metadata["norm"].parse().unwrap(),
+        eps: fx.meta_f32("eps"),
+    };
+    let mut model = Seq2Seq::new(config, 0).unwrap();
+    let mut count = 0;
+    model.visit_params_mut(&mut |p| {
+        let t = fx.get(&format!("param.{}", p.name));
+        assert_eq!(t.shape, p.shape, "{}: shape", p.name);
+        p.value.copy_from_slice(&t.data);
+        count += 1;
+    });
+    let fixture_params = fx
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("param."))
+        .count();
+    assert_eq!(
+        fixture_params, count,
+        "{name}: the model and PyTorch have the same parameters"
+    );
+    let ints = |k: &str| {
+        fx.get(k)
+            .data
+            .iter()
+            .map(|&v| v as u32)
+            .collect::<Vec<u32>>()
+    };
+    let lengths = |k: &str| {
+        fx.get(k)
+            .data
+            .iter()
+            .map(|&v| v as usize)
+            .collect::<Vec<usize>>()
+    };
+    let (src, tgt, targets) = (ints("src"), ints("tgt"), ints("targets"));
+    let (src_lengths, tgt_lengths) = (lengths("src_lengths"), lengths("tgt_lengths"));
+    let batch = Batch {
+        batch: src_lengths.len(),
+        src: &src,
+        src_lengths: &src_lengths,
+        tgt: &tgt,
+        tgt_lengths: &tgt_lengths,
+        targets: Some(&targets),
+    };
+    let loss = model.forward(&batch).unwrap().unwrap();
+    assert_close(
+        &format!("{name} loss"),
+        &[loss],
+        &fx.get("loss").data,
+        RTOL,
+        0.0,
+    );
+    assert_close(
+        &format!("{name} logits"),
+        model.logits(),
+        &fx.get("logits").data,
+        RTOL,
+        ATOL,
+    );
+    model.backward().unwrap();
+    model.visit_params(&mut |p| {
+        let want = &fx.get(&format!("grad.{}", p.name)).data;
+        assert_close(
+            &format!("{name} grad {}", p.name),
+            &p.grad,
+            want,
+            RTOL,
+            ATOL,
+        );
+    });
+}
+
+#[test]
+fn post_ln_and_pre_ln_match_torch_nn_transformer() {
+    parity("seq2seq_torch_post-ln_layer");
+    parity("seq2seq_torch_pre-ln_layer");
+}
+
+#[test]
+fn the_other_placements_match_the_hand_written_twin() {
+    for name in [
+        "deep-norm_layer",
+        "resi-dual_rms",
+        "sandwich_rms",
+        "re-zero_layer",
+    ] {
+        parity(&format!("seq2seq_hand_{name}"));
+    }
+}
+
+#[test]
+fn every_placement_and_norm_passes_the_gradient_check() {
+    for placement in Placement::ALL {
+        for norm in [NormKind::Layer, NormKind::Rms] {
+            let results = check_model(placement, norm);
+            let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
+            assert!(failed.is_empty(), "{placement} {norm}: {failed:#?}");
+        }
+    }
+}
+
+#[test]
+fn padding_does_not_change_the_valid_positions() {
+    let config = Seq2SeqConfig {
+        vocab: 13,
+        width: 8,
+        heads: 2,
+        encoder_layers: 2,
+        decoder_layers: 2,
+        max_len: 8,
+        placement: Placement::PreLn,
+        ..Seq2SeqConfig::default()
+    };
+    let mut model = Seq2Seq::new(config, 3).unwrap();
+    let mut rng = Rng::new(5);
+    let batch = OwnedBatch::random(&mut rng, 13, (5, &[5, 3]), (4, &[4, 2]));
+    model.forward(&batch.view()).unwrap();
+    let logits = model.logits().to_vec();
+    let mut padded = batch.clone();
+    padded.src[5 + 3..].fill(7);
+    padded.tgt[4 + 2..].fill(9);
+    padded.targets[4 + 2..].fill(1);
+    let loss = model.forward(&padded.view()).unwrap();
+    assert_eq!(model.logits(), &logits[..]);
+    assert!(loss.unwrap().is_finite());
+}
+
+#[test]
+fn step_by_step_decoding_gives_the_full_forwards_logits() {
+    use resnorm::models::seq2seq::decode::StepDecoder;
+    for placement in [Placement::PostLn, Placement::ResiDual, Placement::DeepNorm] {
+        let config = Seq2SeqConfig {
+            vocab: 13,
+            width: 8,
+            heads: 2,
+            encoder_layers: 2,
+            decoder_layers: 2,
+            max_len: 8,
+            placement,
+            ..Seq2SeqConfig::default()
+        };
+        let mut model = Seq2Seq::new(config, 3).unwrap();
+        let mut rng = Rng::new(9);
+        model.visit_params_mut(&mut |p| {
+            resnorm::gradcheck::gpt::randomize_param(p, &mut rng);
+        });
+        let (tgt_seq, tgt_lengths) = (4, [4, 4]);
+        let batch = OwnedBatch::random(&mut rng, 13, (5, &[5, 3]), (tgt_seq, &tgt_lengths));
+        let view = resnorm::models::seq2seq::Batch {
+            targets: None,
+            ..batch.view()
+        };
+        model.forward(&view).unwrap();
+        let full = model.logits().to_vec();
+        let mut decoder =
+            StepDecoder::new(&model, &batch.src, &batch.src_lengths, tgt_seq).unwrap();
+        for t in 0..tgt_seq {
+            let tokens: Vec<u32> = (0..2).map(|b| batch.tgt[b * tgt_seq + t]).collect();
+            let logits = decoder.step(&tokens).unwrap();
+            for b in 0..2 {
+                let want = &full[(b * tgt_seq + t) * 13..][..13];
+                let what = format!("{placement} sentence {b} position {t}");
+                assert_close(&what, &logits[b * 13..][..13], want, 1e-4, 1e-5);
+            }
+        }
+        assert!(decoder.step(&[1, 1]).is_err(), "the cache is full");
+    }
+}
