@@ -5,5 +5,6 @@ pub mod gpt;
 pub mod image_classifier;
 pub mod mlp;
 pub mod resnet;
+pub mod seq2seq;
 
 pub use image_classifier::ImageClassifier;

@@ -37,8 +37,8 @@ mod unit;
 pub use config::{GptConfig, MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB};
 pub use decode::{generate, Decoder, Sampling};
 pub use placement::Placement;
-pub use sublayer::Sublayer;
-pub use unit::ResidualUnit;
+pub use sublayer::{Sublayer, SublayerActs, SublayerScratch};
+pub use unit::{ResidualUnit, Transform, UnitActs, UnitScratch};
 
 use crate::kernels::residual::residual_add_assign;
 use crate::kernels::{cross_entropy_backward_in_place, cross_entropy_forward};
@@ -50,7 +50,6 @@ use crate::{Error, Result};
 use head::HeadActs;
 use rayon::prelude::*;
 use stream_stats::{l2_norm, mean_row_cosine, rms, StreamStats};
-use unit::{UnitActs, UnitScratch};
 
 /// Elements per task when clearing the gradients.
 const ZERO_CHUNK: usize = 1 << 16;
@@ -384,7 +383,7 @@ impl Gpt {
             logits: AlignedVec::zeros(rows * vocab),
             losses: AlignedVec::zeros(rows),
             logsumexp: AlignedVec::zeros(rows),
-            scratch: UnitScratch::new(rows, width),
+            scratch: UnitScratch::new(rows, width, SublayerScratch::new(rows, width)),
             d_stream: [AlignedVec::zeros(n), AlignedVec::zeros(n)],
             d_dual: AlignedVec::zeros(if resi_dual { n } else { 0 }),
             dz: AlignedVec::zeros(n),

@@ -17,6 +17,7 @@
 //! their own biases, eight runs each: the MLP's fusion made the step faster in all eight, by
 //! 7-44 ms (median 17, of a ~600 ms step); the attention's in six of eight (median 5 ms).
 
+use super::unit::Transform;
 use crate::kernels::gelu::{
     bias_gelu_backward_from_slope, bias_gelu_forward_keeping_slope, gelu_backward_from_slope,
     gelu_forward_keeping_slope,
@@ -87,18 +88,29 @@ impl SublayerScratch {
 impl Sublayer {
     /// The attention sublayer of block `layer`.
     pub fn attention(layer: usize, width: usize, heads: usize) -> Result<Self> {
+        Sublayer::attention_named(&format!("h.{layer}.attn"), width, heads)
+    }
+
+    /// Causal self-attention whose parameters are named `{prefix}.c_attn.*` and
+    /// `{prefix}.c_proj.*`.
+    pub fn attention_named(prefix: &str, width: usize, heads: usize) -> Result<Self> {
         Ok(Sublayer::Attention {
-            c_attn: Linear::new(&format!("h.{layer}.attn.c_attn"), width, 3 * width, true)?,
+            c_attn: Linear::new(&format!("{prefix}.c_attn"), width, 3 * width, true)?,
             core: CausalSelfAttention::new(width, heads)?,
-            c_proj: Linear::new(&format!("h.{layer}.attn.c_proj"), width, width, true)?,
+            c_proj: Linear::new(&format!("{prefix}.c_proj"), width, width, true)?,
         })
     }
 
     /// The MLP sublayer of block `layer`.
     pub fn mlp(layer: usize, width: usize) -> Result<Self> {
+        Sublayer::mlp_named(&format!("h.{layer}.mlp"), width)
+    }
+
+    /// An MLP whose parameters are named `{prefix}.c_fc.*` and `{prefix}.c_proj.*`.
+    pub fn mlp_named(prefix: &str, width: usize) -> Result<Self> {
         Ok(Sublayer::Mlp {
-            c_fc: Linear::new(&format!("h.{layer}.mlp.c_fc"), width, 4 * width, true)?,
-            c_proj: Linear::new(&format!("h.{layer}.mlp.c_proj"), 4 * width, width, true)?,
+            c_fc: Linear::new(&format!("{prefix}.c_fc"), width, 4 * width, true)?,
+            c_proj: Linear::new(&format!("{prefix}.c_proj"), 4 * width, width, true)?,
         })
     }
 
@@ -225,9 +237,10 @@ impl Sublayer {
             Sublayer::Mlp { c_fc, c_proj } => [c_fc, c_proj],
         }
     }
+}
 
-    /// Hands every parameter to `f`, input side first.
-    pub fn visit_params(&self, f: &mut dyn FnMut(&Param)) {
+impl Transform for Sublayer {
+    fn visit_params(&self, f: &mut dyn FnMut(&Param)) {
         match self {
             Sublayer::Attention { c_attn, c_proj, .. } => {
                 c_attn.visit_params(f);
@@ -237,6 +250,13 @@ impl Sublayer {
                 c_fc.visit_params(f);
                 c_proj.visit_params(f);
             }
+        }
+    }
+
+    fn params_mut<'a>(&'a mut self, out: &mut Vec<&'a mut Param>) {
+        for linear in self.linears_mut() {
+            out.push(&mut linear.weight);
+            out.extend(linear.bias.as_mut());
         }
     }
 }

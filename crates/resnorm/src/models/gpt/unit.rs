@@ -17,6 +17,10 @@
 //! Every backward has the shape `dx = (skip path) + (path through F)`: the residual
 //! connection is the identity (or `α`) on the skip path, which is why gradients reach the
 //! first layers undiminished.
+//!
+//! The unit is generic over its transform `F` ([`Transform`]): the GPT's [`Sublayer`]
+//! (causal self-attention, MLP) by default, the encoder-decoder's sublayers (bidirectional
+//! and cross-attention too) in `models/seq2seq`, both wired by this one file.
 
 use super::sublayer::{Sublayer, SublayerActs, SublayerScratch};
 use super::Placement;
@@ -31,14 +35,23 @@ use crate::nn::{Param, ParamKind};
 use crate::AlignedVec;
 use crate::Result;
 
+/// What a [`ResidualUnit`] needs of its transform `F` besides computing it (which the
+/// caller does, in [`ResidualUnit::forward_with`] and [`ResidualUnit::backward_with`]).
+pub trait Transform {
+    /// Hands every parameter to `f`, input side first.
+    fn visit_params(&self, f: &mut dyn FnMut(&Param));
+    /// Appends every parameter to `out`, in [`Transform::visit_params`] order.
+    fn params_mut<'a>(&'a mut self, out: &mut Vec<&'a mut Param>);
+}
+
 /// A sublayer with its norms (and ReZero gate) as its placement wires them.
 #[derive(Clone, Debug)]
-pub struct ResidualUnit {
+pub struct ResidualUnit<F = Sublayer> {
     placement: Placement,
     /// DeepNorm's `α` (1 for the other placements).
     alpha: f32,
     /// The transform `F`.
-    pub sublayer: Sublayer,
+    pub sublayer: F,
     /// Norm applied to `F`'s input (pre-ln, sandwich, no-residual).
     pub pre_norm: Option<Norm>,
     /// Norm applied after the add (post-ln, deep-norm, resi-dual) or to `F`'s output (sandwich).
@@ -47,12 +60,13 @@ pub struct ResidualUnit {
     pub gate: Option<Param>,
 }
 
-/// What a [`ResidualUnit`] saves for backward, for `rows` tokens.
+/// What a [`ResidualUnit`] saves for backward, for `rows` tokens; `A` is what its
+/// transform saves.
 #[derive(Clone, Debug)]
-pub struct UnitActs {
+pub struct UnitActs<A = SublayerActs> {
     normed: AlignedVec,
     pre_saved: NormSaved,
-    sublayer: SublayerActs,
+    sublayer: A,
     f_out: AlignedVec,
     /// The tensor `post_norm` reads: `x + F` (post-ln, resi-dual), `α·x + F` (deep-norm), or
     /// for sandwich its output `N₂(F)`.
@@ -60,21 +74,22 @@ pub struct UnitActs {
     post_saved: NormSaved,
 }
 
-/// Gradient buffers shared by all units (used one unit at a time).
+/// Gradient buffers shared by all units (used one unit at a time); `S` is the transforms'
+/// scratch.
 #[derive(Clone, Debug)]
-pub struct UnitScratch {
-    sublayer: SublayerScratch,
+pub struct UnitScratch<S = SublayerScratch> {
+    sublayer: S,
     d_f: AlignedVec,
     d_h: AlignedVec,
     d_tmp: AlignedVec,
 }
 
-impl UnitScratch {
-    /// Buffers for `rows` tokens of width `width`.
-    pub fn new(rows: usize, width: usize) -> Self {
+impl<S> UnitScratch<S> {
+    /// Buffers for `rows` tokens of width `width`, around the transforms' `sublayer` scratch.
+    pub fn new(rows: usize, width: usize, sublayer: S) -> Self {
         let n = rows * width;
         UnitScratch {
-            sublayer: SublayerScratch::new(rows, width),
+            sublayer,
             d_f: AlignedVec::zeros(n),
             d_h: AlignedVec::zeros(n),
             d_tmp: AlignedVec::zeros(n),
@@ -93,12 +108,12 @@ enum Skip {
     Absent,
 }
 
-impl ResidualUnit {
+impl<F: Transform> ResidualUnit<F> {
     /// Wraps `sublayer` as `placement` says. `norm_name` is `h.{i}.ln_1` or `h.{i}.ln_2`;
     /// `gate_name` is `h.{i}.rezero_attn` or `h.{i}.rezero_mlp`; `layers` is `L`.
     pub fn new(
         placement: Placement,
-        sublayer: Sublayer,
+        sublayer: F,
         (norm_name, gate_name): (&str, &str),
         (kind, width, eps): (NormKind, usize, f32),
         layers: usize,
@@ -123,9 +138,20 @@ impl ResidualUnit {
         }
     }
 
-    /// Activation buffers for `batch · seq` tokens of width `width`.
-    pub fn new_acts(&self, batch: usize, seq: usize, width: usize) -> UnitActs {
-        let rows = batch * seq;
+    /// The same unit with DeepNorm's `α` set to `alpha` (the encoder-decoder's constants
+    /// differ from the GPT's `(2L)^¼`); other placements keep 1.
+    pub fn with_residual_scale(self, alpha: f32) -> Self {
+        let alpha = if self.placement == Placement::DeepNorm {
+            alpha
+        } else {
+            1.0
+        };
+        ResidualUnit { alpha, ..self }
+    }
+
+    /// Activation buffers for `rows` tokens of width `width` around the transform's
+    /// `sublayer` activations.
+    pub fn new_acts_with<A>(&self, rows: usize, width: usize, sublayer: A) -> UnitActs<A> {
         let saved = |norm: &Option<Norm>| match norm {
             Some(n) => NormSaved::new(n.kind, rows),
             None => NormSaved::new(NormKind::Rms, 0),
@@ -134,37 +160,23 @@ impl ResidualUnit {
         UnitActs {
             normed: sized(self.pre_norm.is_some()),
             pre_saved: saved(&self.pre_norm),
-            sublayer: self.sublayer.new_acts(batch, seq),
+            sublayer,
             f_out: AlignedVec::zeros(rows * width),
             post: sized(self.post_norm.is_some()),
             post_saved: saved(&self.post_norm),
         }
     }
 
-    /// `x_out` from `x_in`; for resi-dual also `dual_out = dual_in + F`.
-    pub fn forward(
+    /// `x_out` from `x_in` (for resi-dual also `dual_out = dual_in + F`), with `F` computed
+    /// by `sublayer_fn(h, acts, f_out)`: the wiring is the same whatever computes `F(h)`
+    /// (the transform's forward, or attention against cached keys and values in decoding).
+    pub fn forward_with<A>(
         &self,
         x_in: &[f32],
         x_out: &mut [f32],
         dual: Option<(&[f32], &mut [f32])>,
-        acts: &mut UnitActs,
-        (batch, seq): (usize, usize),
-    ) -> Result<()> {
-        self.forward_with(x_in, x_out, dual, acts, |h, sublayer_acts, f_out| {
-            self.sublayer.forward(h, sublayer_acts, f_out, batch, seq)
-        })
-    }
-
-    /// [`ResidualUnit::forward`] with `F` computed by `sublayer(h, acts, f_out)` instead of
-    /// [`Sublayer::forward`]: the wiring is the same, only how `F(h)` is obtained differs
-    /// (incremental decoding computes attention against cached keys and values).
-    pub fn forward_with(
-        &self,
-        x_in: &[f32],
-        x_out: &mut [f32],
-        dual: Option<(&[f32], &mut [f32])>,
-        acts: &mut UnitActs,
-        sublayer_fn: impl FnOnce(&[f32], &mut SublayerActs, &mut [f32]) -> Result<()>,
+        acts: &mut UnitActs<A>,
+        sublayer_fn: impl FnOnce(&[f32], &mut A, &mut [f32]) -> Result<()>,
     ) -> Result<()> {
         let UnitActs {
             normed,
@@ -210,20 +222,21 @@ impl ResidualUnit {
         }
     }
 
-    /// Backward of [`ResidualUnit::forward`]: `d_in = ∂L/∂x_in` (overwritten) from
+    /// Backward of [`ResidualUnit::forward_with`]: `d_in = ∂L/∂x_in` (overwritten) from
     /// `d_out = ∂L/∂x_out` and, for resi-dual, `d_dual = ∂L/∂dual_out` (which is also
     /// `∂L/∂dual_in`: the dual stream's add passes it through). Adds into every parameter
-    /// gradient of the unit.
+    /// gradient of the unit; `F`'s backward is `sublayer_fn(F, dF, h, acts, scratch, dh)`,
+    /// which writes `dh = F'(h)ᵀ dF`.
     #[allow(clippy::too_many_arguments)]
-    pub fn backward(
+    pub fn backward_with<A, S>(
         &mut self,
         d_out: &[f32],
         d_dual: Option<&[f32]>,
         x_in: &[f32],
         d_in: &mut [f32],
-        acts: &UnitActs,
-        scratch: &mut UnitScratch,
-        (batch, seq): (usize, usize),
+        acts: &UnitActs<A>,
+        scratch: &mut UnitScratch<S>,
+        sublayer_fn: impl FnOnce(&mut F, &[f32], &[f32], &A, &mut S, &mut [f32]) -> Result<()>,
     ) -> Result<()> {
         let UnitScratch {
             sublayer: sub_scratch,
@@ -285,8 +298,7 @@ impl ResidualUnit {
         } else {
             x_in
         };
-        self.sublayer
-            .backward(d_f, h, &acts.sublayer, sub_scratch, d_h, batch, seq)?;
+        sublayer_fn(&mut self.sublayer, d_f, h, &acts.sublayer, sub_scratch, d_h)?;
         let saved = &acts.pre_saved;
         match (&mut self.pre_norm, skip) {
             (Some(norm), Skip::Identity) => {
@@ -337,11 +349,52 @@ impl ResidualUnit {
             }
         };
         norm_params(&mut self.pre_norm, out);
-        for linear in self.sublayer.linears_mut() {
-            out.push(&mut linear.weight);
-            out.extend(linear.bias.as_mut());
-        }
+        self.sublayer.params_mut(out);
         norm_params(&mut self.post_norm, out);
         out.extend(self.gate.as_mut());
+    }
+}
+
+impl ResidualUnit<Sublayer> {
+    /// Activation buffers for `batch · seq` tokens of width `width`.
+    pub fn new_acts(&self, batch: usize, seq: usize, width: usize) -> UnitActs {
+        self.new_acts_with(batch * seq, width, self.sublayer.new_acts(batch, seq))
+    }
+
+    /// `x_out` from `x_in`; for resi-dual also `dual_out = dual_in + F`.
+    pub fn forward(
+        &self,
+        x_in: &[f32],
+        x_out: &mut [f32],
+        dual: Option<(&[f32], &mut [f32])>,
+        acts: &mut UnitActs,
+        (batch, seq): (usize, usize),
+    ) -> Result<()> {
+        self.forward_with(x_in, x_out, dual, acts, |h, sublayer_acts, f_out| {
+            self.sublayer.forward(h, sublayer_acts, f_out, batch, seq)
+        })
+    }
+
+    /// Backward of [`ResidualUnit::forward`] (see [`ResidualUnit::backward_with`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        d_out: &[f32],
+        d_dual: Option<&[f32]>,
+        x_in: &[f32],
+        d_in: &mut [f32],
+        acts: &UnitActs,
+        scratch: &mut UnitScratch,
+        (batch, seq): (usize, usize),
+    ) -> Result<()> {
+        self.backward_with(
+            d_out,
+            d_dual,
+            x_in,
+            d_in,
+            acts,
+            scratch,
+            |f, d_f, h, a, s, d_h| f.backward(d_f, h, a, s, d_h, batch, seq),
+        )
     }
 }
