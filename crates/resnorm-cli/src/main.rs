@@ -47,6 +47,8 @@ enum Command {
     /// Image classifiers: train, evaluate, and the degradation study.
     #[command(subcommand)]
     Vision(Box<commands::vision::VisionCommand>),
+    /// Translate lines with a checkpoint, or train (`train`) and score (`eval`) translation models.
+    Translate(Box<commands::translate::Args>),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => commands::sample::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Vision(command) => commands::vision::run(*command),
+        Command::Translate(args) => commands::translate::run(*args),
     };
     match outcome {
         Ok(code) => code,
