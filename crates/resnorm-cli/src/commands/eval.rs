@@ -14,6 +14,7 @@ use resnorm::lm::{check_fits_context, evaluate, load_checkpoint, load_data};
 use resnorm::memory::Workload;
 use resnorm::Result;
 
+use crate::commands::translate::refuse_translation;
 use crate::memory;
 
 #[derive(clap::Args)]
@@ -33,6 +34,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    refuse_translation(&args.checkpoint)?;
     let mut saved = load_checkpoint(&args.checkpoint)?;
     let mut settings = saved.train.clone();
     if args.data.is_some() {

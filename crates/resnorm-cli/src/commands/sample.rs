@@ -10,6 +10,7 @@ use resnorm::rng::Rng;
 use resnorm::{Error, Result};
 
 use super::train::CORPUS_PROMPT;
+use super::translate::refuse_translation;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,6 +35,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    refuse_translation(&args.checkpoint)?;
     let saved = load_checkpoint(&args.checkpoint)?;
     let prompt = match (&args.prompt, &saved.train.data) {
         (Some(prompt), _) => prompt.clone(),

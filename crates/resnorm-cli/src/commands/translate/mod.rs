@@ -101,3 +101,16 @@ fn input_lines(name: &std::path::Path, bytes: &[u8]) -> Result<Vec<String>> {
         })
         .collect()
 }
+
+/// Refuses a translation checkpoint given to a GPT command (`eval`, `sample`) in one line.
+pub fn refuse_translation(dir: &std::path::Path) -> Result<()> {
+    if resnorm::translate::checkpoint::is_translation_checkpoint(dir) {
+        return Err(Error::Format {
+            path: dir.to_path_buf(),
+            detail: "a checkpoint of another kind (a translation model): use `resnorm translate \
+                     eval` or `resnorm translate --checkpoint`"
+                .into(),
+        });
+    }
+    Ok(())
+}
