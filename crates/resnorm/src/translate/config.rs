@@ -149,11 +149,8 @@ impl TranslateConfig {
         if self.steps == 0 {
             return fail("steps must be at least 1".into());
         }
-        if self.max_tokens < self.max_len.min(8) || self.max_tokens == 0 {
-            return fail(format!(
-                "max_tokens {} must hold at least one sentence",
-                self.max_tokens
-            ));
+        if self.max_tokens == 0 {
+            return fail("max_tokens must be at least 1".into());
         }
         if self.src.is_empty() || self.tgt.is_empty() || self.src == self.tgt {
             return fail(format!(
