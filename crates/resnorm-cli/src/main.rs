@@ -52,6 +52,8 @@ enum Command {
     /// Sentence classifiers (and regression on a score): train, evaluate, predict.
     #[command(subcommand)]
     Classify(Box<commands::classify::ClassifyCommand>),
+    /// Translate lines with a checkpoint, or train (`train`) and score (`eval`) translation models.
+    Translate(Box<commands::translate::Args>),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::Export(args) => commands::export::run(args),
         Command::Vision(command) => commands::vision::run(*command),
         Command::Classify(command) => commands::classify::run(*command),
+        Command::Translate(args) => commands::translate::run(*args),
     };
     match outcome {
         Ok(code) => code,

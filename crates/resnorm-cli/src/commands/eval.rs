@@ -18,6 +18,7 @@ use resnorm::lm::{check_fits_context, evaluate, load_checkpoint, load_data};
 use resnorm::memory::Workload;
 use resnorm::{hf, Error, Result};
 
+use crate::commands::translate::refuse_translation;
 use crate::memory;
 
 #[derive(clap::Args)]
@@ -46,6 +47,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(dir) = &args.model {
         return run_hf(dir, &args);
     }
+    refuse_translation(&args.checkpoint)?;
     let mut saved = load_checkpoint(&args.checkpoint)?;
     let mut settings = saved.train.clone();
     if args.data.is_some() {

@@ -10,4 +10,5 @@ pub mod run_dir;
 pub mod sample;
 pub mod study;
 pub mod train;
+pub mod translate;
 pub mod vision;

@@ -11,6 +11,7 @@ use resnorm::rng::Rng;
 use resnorm::{hf, Error, Result};
 
 use super::train::CORPUS_PROMPT;
+use super::translate::refuse_translation;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,6 +56,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         println!("{prompt}{}", checkpoint.decode(&sampled)?);
         return Ok(ExitCode::SUCCESS);
     }
+    refuse_translation(&args.checkpoint)?;
     let saved = load_checkpoint(&args.checkpoint)?;
     let prompt = match (&args.prompt, &saved.train.data) {
         (Some(prompt), _) => prompt.clone(),

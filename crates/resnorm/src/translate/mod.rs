@@ -26,3 +26,8 @@ pub use bpe::{Bpe, BOS, EOS, PAD, SPECIAL_TOKENS, UNK};
 pub use chrf::{corpus_chrf, CHRF_BETA, CHRF_CHAR_ORDER};
 pub use corpus::ParallelCorpus;
 pub use tokenize_13a::tokenize_13a;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod evaluate;
+pub mod trainer;

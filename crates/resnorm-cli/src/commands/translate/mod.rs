@@ -1,0 +1,116 @@
+//! `resnorm translate`: translation with an encoder-decoder Transformer.
+//!
+//! - `resnorm translate train --data DIR --src en --tgt es`: trains (see [`train`]);
+//! - `resnorm translate eval --checkpoint RUN --data PREFIX_OR_DIR --json`: loss, BLEU, chrF;
+//! - `resnorm translate --checkpoint RUN [--input FILE]`: reads one sentence a line from
+//!   `FILE` or stdin and writes one greedy translation a line to stdout.
+//!
+//! Input lines must be nonempty UTF-8; the first that is not is one error line (exit 2)
+//! naming the input and the line, and nothing is translated.
+
+pub mod eval;
+pub mod train;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use resnorm::translate::checkpoint::load_translation;
+use resnorm::translate::evaluate::translate_lines;
+use resnorm::{Error, Result};
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<TranslateCommand>,
+    /// Run directory of `resnorm translate train` to translate with.
+    #[arg(long, default_value = "runs/translate")]
+    checkpoint: PathBuf,
+    /// File of source sentences, one a line (default: stdin).
+    #[arg(long)]
+    input: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum TranslateCommand {
+    /// Train a translation model on line-aligned files DIR/train.SRC, DIR/train.TGT.
+    Train(Box<train::Args>),
+    /// Validation loss, BLEU and chrF of a checkpoint on a parallel corpus.
+    Eval(eval::Args),
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.command {
+        Some(TranslateCommand::Train(train)) => train::run(*train),
+        Some(TranslateCommand::Eval(eval)) => eval::run(eval),
+        None => decode(&args.checkpoint, args.input.as_deref()),
+    }
+}
+
+/// Translates every line of `input` (stdin when `None`) with the checkpoint `dir`.
+fn decode(dir: &std::path::Path, input: Option<&std::path::Path>) -> Result<ExitCode> {
+    let mut saved = load_translation(dir)?;
+    let (name, bytes) = match input {
+        Some(path) => (
+            path.to_path_buf(),
+            std::fs::read(path).map_err(|e| Error::io(path, e))?,
+        ),
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io("<stdin>", e))?;
+            (PathBuf::from("<stdin>"), bytes)
+        }
+    };
+    let lines = input_lines(&name, &bytes)?;
+    let max_tokens = saved.config.max_tokens;
+    let translations = resnorm::threads::busy(|| {
+        translate_lines(&mut saved.model, &saved.bpe, &lines, max_tokens)
+    })?;
+    let mut out = std::io::stdout().lock();
+    for line in translations {
+        writeln!(out, "{line}").map_err(|e| Error::io("<stdout>", e))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The lines of `bytes`, each nonempty UTF-8 (a trailing `\r` dropped).
+fn input_lines(name: &std::path::Path, bytes: &[u8]) -> Result<Vec<String>> {
+    let bad = |line: usize, detail: &str| Error::Format {
+        path: name.to_path_buf(),
+        detail: format!("line {line} {detail}"),
+    };
+    let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if text.is_empty() {
+        return Err(Error::Format {
+            path: name.to_path_buf(),
+            detail: "no line to translate".into(),
+        });
+    }
+    text.split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let line = std::str::from_utf8(line).map_err(|_| bad(i + 1, "is not UTF-8"))?;
+            if line.trim().is_empty() {
+                return Err(bad(i + 1, "is empty"));
+            }
+            Ok(line.to_string())
+        })
+        .collect()
+}
+
+/// Refuses a translation checkpoint given to a GPT command (`eval`, `sample`) in one line.
+pub fn refuse_translation(dir: &std::path::Path) -> Result<()> {
+    if resnorm::translate::checkpoint::is_translation_checkpoint(dir) {
+        return Err(Error::Format {
+            path: dir.to_path_buf(),
+            detail: "a checkpoint of another kind (a translation model): use `resnorm translate \
+                     eval` or `resnorm translate --checkpoint`"
+                .into(),
+        });
+    }
+    Ok(())
+}

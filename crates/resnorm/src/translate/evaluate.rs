@@ -1,0 +1,204 @@
+//! Judging a translation model: the validation loss (teacher forcing), greedy decoding, and
+//! corpus BLEU and chrF of the decoded text against the references.
+//!
+//! Greedy decoding feeds the decoder `<s>` and then its own most likely token, until `</s>`
+//! or `2·|source| + 10` tokens (at most the model's `max_len`), sentences batched by length:
+//!
+//! ```text
+//! y₀ = <s>;   yₜ = argmax_v logits(x, y₀ … yₜ₋₁)[v]
+//! ```
+//!
+//! [`greedy_decode`] is the one place decoding happens; it runs the full forward pass on the
+//! prefix at every step, so it costs `O(T²)` decoder rows per sentence.
+//!
+//! ```
+//! use resnorm::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
+//! use resnorm::translate::evaluate::greedy_decode;
+//! use resnorm::translate::EOS;
+//! let config = Seq2SeqConfig { vocab: 12, width: 8, heads: 2, encoder_layers: 1, decoder_layers: 1, max_len: 8, ..Seq2SeqConfig::default() };
+//! let mut model = Seq2Seq::new(config, 1).unwrap();
+//! let out = greedy_decode(&mut model, &[vec![5, 6, EOS], vec![7, EOS]], 64).unwrap();
+//! assert_eq!(out.len(), 2);
+//! assert!(out.iter().all(|ids| ids.len() <= 8 && !ids.contains(&EOS)));
+//! ```
+
+use crate::models::seq2seq::{Batch, Seq2Seq};
+use crate::{Error, Result};
+
+use super::data::{encode_corpus, PaddedBatch};
+use super::{corpus_bleu, corpus_chrf, Bpe, EncodedPair, ParallelCorpus, TokenBatches};
+use super::{BOS, EOS, PAD};
+
+/// Scores of a model on a parallel corpus.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy per target token (nats), teacher forced.
+    pub loss: f64,
+    /// sacreBLEU's corpus BLEU of the greedy translations.
+    pub bleu: f64,
+    /// sacreBLEU's chrF of the same translations.
+    pub chrf: f64,
+    /// Sentences translated for BLEU and chrF.
+    pub sentences: usize,
+}
+
+/// Mean cross-entropy per target token of `pairs`, batched under `max_tokens` (pairs longer
+/// than the model's `max_len` are left out).
+pub fn validation_loss(
+    model: &mut Seq2Seq,
+    pairs: &[EncodedPair],
+    max_tokens: usize,
+) -> Result<f64> {
+    let max_len = model.config().max_len;
+    let batches = TokenBatches::new(pairs, max_tokens.max(max_len), max_len, 0)?;
+    let (mut sum, mut tokens) = (0.0f64, 0usize);
+    let mut padded = PaddedBatch::default();
+    for b in 0..batches.len() {
+        padded.fill(pairs, batches.batch(b));
+        let loss = model
+            .forward(&padded.as_batch())?
+            .ok_or_else(|| Error::invalid("validation_loss", "the model returned no loss"))?;
+        let n = padded.target_tokens();
+        sum += f64::from(loss) * n as f64;
+        tokens += n;
+    }
+    if tokens == 0 {
+        return Err(Error::invalid(
+            "validation_loss",
+            format!("no pair fits in the model's max_len of {max_len} ids"),
+        ));
+    }
+    Ok(sum / tokens as f64)
+}
+
+/// Greedy translations of `sources` (ids ending in `</s>`), without `<s>` and `</s>`, in the
+/// order given; sentences are batched under `max_tokens` source tokens. Sources longer than
+/// the model's `max_len` are cut to it.
+pub fn greedy_decode(
+    model: &mut Seq2Seq,
+    sources: &[Vec<u32>],
+    max_tokens: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let max_len = model.config().max_len;
+    let vocab = model.config().vocab;
+    let mut order: Vec<usize> = (0..sources.len()).collect();
+    order.sort_by_key(|&i| sources[i].len());
+    let mut outputs = vec![Vec::new(); sources.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len()
+            && (end + 1 - start) * sources[order[end]].len().min(max_len) <= max_tokens
+        {
+            end += 1;
+        }
+        let group = &order[start..end];
+        let s = sources[group[group.len() - 1]].len().clamp(1, max_len);
+        let b = group.len();
+        let mut src = vec![PAD; b * s];
+        let mut src_lengths = Vec::with_capacity(b);
+        for (row, &i) in src.chunks_exact_mut(s).zip(group) {
+            let n = sources[i].len().min(s);
+            row[..n].copy_from_slice(&sources[i][..n]);
+            src_lengths.push(n.max(1));
+        }
+        let limit = (2 * s + 10).min(max_len);
+        let mut generated: Vec<Vec<u32>> = vec![vec![BOS]; b];
+        let mut done = vec![false; b];
+        let mut tgt = Vec::with_capacity(b * limit);
+        let mut lengths = Vec::with_capacity(b);
+        for t in 1..=limit {
+            tgt.clear();
+            for ids in &generated {
+                tgt.extend_from_slice(ids);
+                tgt.resize(tgt.len() + t - ids.len(), PAD);
+            }
+            lengths.clear();
+            lengths.resize(b, t);
+            let batch = Batch {
+                batch: b,
+                src: &src,
+                src_lengths: &src_lengths,
+                tgt: &tgt,
+                tgt_lengths: &lengths,
+                targets: None,
+            };
+            model.forward(&batch)?;
+            let logits = model.logits();
+            for (k, ids) in generated.iter_mut().enumerate() {
+                if done[k] {
+                    continue;
+                }
+                let row = &logits[(k * t + t - 1) * vocab..][..vocab];
+                let next = argmax(row);
+                if next == EOS {
+                    done[k] = true;
+                } else {
+                    ids.push(next);
+                }
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+        }
+        for (ids, &i) in generated.into_iter().zip(group) {
+            outputs[i] = ids[1..].to_vec();
+        }
+        start = end;
+    }
+    Ok(outputs)
+}
+
+/// The index of the largest value (the first of equals).
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Greedy translations of `lines` as text.
+pub fn translate_lines<S: AsRef<str>>(
+    model: &mut Seq2Seq,
+    bpe: &Bpe,
+    lines: &[S],
+    max_tokens: usize,
+) -> Result<Vec<String>> {
+    let sources = lines
+        .iter()
+        .map(|line| {
+            let mut ids = bpe.encode(line.as_ref())?;
+            ids.push(EOS);
+            Ok(ids)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    greedy_decode(model, &sources, max_tokens)?
+        .iter()
+        .map(|ids| bpe.decode(ids))
+        .collect()
+}
+
+/// The loss on every pair of `corpus`, and BLEU and chrF of the greedy translations of its
+/// first `sentences` pairs (all when `None`).
+pub fn evaluate(
+    model: &mut Seq2Seq,
+    bpe: &Bpe,
+    corpus: &ParallelCorpus,
+    sentences: Option<usize>,
+    max_tokens: usize,
+) -> Result<Evaluation> {
+    let pairs = encode_corpus(bpe, corpus)?;
+    let loss = validation_loss(model, &pairs, max_tokens)?;
+    let n = sentences.map_or(corpus.len(), |n| n.min(corpus.len()));
+    let hyps = translate_lines(model, bpe, &corpus.source()[..n], max_tokens)?;
+    let refs = &corpus.target()[..n];
+    Ok(Evaluation {
+        loss,
+        bleu: corpus_bleu(&hyps, refs)?.score,
+        chrf: corpus_chrf(&hyps, refs)?,
+        sentences: n,
+    })
+}
