@@ -8,21 +8,23 @@
 //! y₀ = <s>;   yₜ = argmax_v logits(x, y₀ … yₜ₋₁)[v]
 //! ```
 //!
-//! [`greedy_decode`] is the one place decoding happens; it runs the full forward pass on the
-//! prefix at every step, so it costs `O(T²)` decoder rows per sentence.
+//! [`greedy_decode`] is the one place decoding happens: it batches the sentences and runs
+//! [`crate::models::seq2seq::decode::greedy`], which encodes each batch once, computes the
+//! cross-attention keys and values once, and steps the decoder with a key/value cache.
 //!
 //! ```
 //! use resnorm::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
 //! use resnorm::translate::evaluate::greedy_decode;
 //! use resnorm::translate::EOS;
 //! let config = Seq2SeqConfig { vocab: 12, width: 8, heads: 2, encoder_layers: 1, decoder_layers: 1, max_len: 8, ..Seq2SeqConfig::default() };
-//! let mut model = Seq2Seq::new(config, 1).unwrap();
-//! let out = greedy_decode(&mut model, &[vec![5, 6, EOS], vec![7, EOS]], 64).unwrap();
+//! let model = Seq2Seq::new(config, 1).unwrap();
+//! let out = greedy_decode(&model, &[vec![5, 6, EOS], vec![7, EOS]], 64).unwrap();
 //! assert_eq!(out.len(), 2);
 //! assert!(out.iter().all(|ids| ids.len() <= 8 && !ids.contains(&EOS)));
 //! ```
 
-use crate::models::seq2seq::{Batch, Seq2Seq};
+use crate::models::seq2seq::decode::greedy;
+use crate::models::seq2seq::Seq2Seq;
 use crate::{Error, Result};
 
 use super::data::{encode_corpus, PaddedBatch};
@@ -75,12 +77,11 @@ pub fn validation_loss(
 /// order given; sentences are batched under `max_tokens` source tokens. Sources longer than
 /// the model's `max_len` are cut to it.
 pub fn greedy_decode(
-    model: &mut Seq2Seq,
+    model: &Seq2Seq,
     sources: &[Vec<u32>],
     max_tokens: usize,
 ) -> Result<Vec<Vec<u32>>> {
     let max_len = model.config().max_len;
-    let vocab = model.config().vocab;
     let mut order: Vec<usize> = (0..sources.len()).collect();
     order.sort_by_key(|&i| sources[i].len());
     let mut outputs = vec![Vec::new(); sources.len()];
@@ -103,61 +104,13 @@ pub fn greedy_decode(
             src_lengths.push(n.max(1));
         }
         let limit = (2 * s + 10).min(max_len);
-        let mut generated: Vec<Vec<u32>> = vec![vec![BOS]; b];
-        let mut done = vec![false; b];
-        let mut tgt = Vec::with_capacity(b * limit);
-        let mut lengths = Vec::with_capacity(b);
-        for t in 1..=limit {
-            tgt.clear();
-            for ids in &generated {
-                tgt.extend_from_slice(ids);
-                tgt.resize(tgt.len() + t - ids.len(), PAD);
-            }
-            lengths.clear();
-            lengths.resize(b, t);
-            let batch = Batch {
-                batch: b,
-                src: &src,
-                src_lengths: &src_lengths,
-                tgt: &tgt,
-                tgt_lengths: &lengths,
-                targets: None,
-            };
-            model.forward(&batch)?;
-            let logits = model.logits();
-            for (k, ids) in generated.iter_mut().enumerate() {
-                if done[k] {
-                    continue;
-                }
-                let row = &logits[(k * t + t - 1) * vocab..][..vocab];
-                let next = argmax(row);
-                if next == EOS {
-                    done[k] = true;
-                } else {
-                    ids.push(next);
-                }
-            }
-            if done.iter().all(|&d| d) {
-                break;
-            }
-        }
-        for (ids, &i) in generated.into_iter().zip(group) {
-            outputs[i] = ids[1..].to_vec();
+        let translations = greedy(model, &src, &src_lengths, (BOS, EOS), limit)?;
+        for (ids, &i) in translations.into_iter().zip(group) {
+            outputs[i] = ids;
         }
         start = end;
     }
     Ok(outputs)
-}
-
-/// The index of the largest value (the first of equals).
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// Greedy translations of `lines` as text.
