@@ -148,6 +148,19 @@ impl<'a> TensorFile<'a> {
         })
     }
 
+    /// The file of `params`, each under its name with its value (a model's checkpoint).
+    pub fn from_params(params: &'a [Param], metadata: &BTreeMap<String, String>) -> Result<Self> {
+        let tensors: Vec<TensorRef<'a>> = params
+            .iter()
+            .map(|p| TensorRef {
+                name: &p.name,
+                shape: &p.shape,
+                data: &p.value,
+            })
+            .collect();
+        Self::new(&tensors, metadata)
+    }
+
     /// Writes the whole file to `out`.
     pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
         out.write_all(&(self.header.len() as u64).to_le_bytes())?;

@@ -55,6 +55,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{decode_tensors, remove_temp_files, Checkpoint};
+use crate::optim::{AdamW, Optimizer, OptimizerState};
 use crate::{Error, Result};
 
 /// The live checkpoint, inside the run directory.
@@ -439,6 +440,20 @@ impl CheckpointSet {
                 self.manifest.step
             ),
         })
+    }
+
+    /// The AdamW whose state the file `name` holds (its step count must be the set's), built
+    /// by `make` with the run's hyperparameters once the state has been read and checked.
+    pub fn read_adamw(&self, name: &str, make: impl FnOnce() -> Result<AdamW>) -> Result<AdamW> {
+        let path = self.dir.join(name);
+        let state = OptimizerState::from_checkpoint(&path, self.read_tensors(name)?)?;
+        self.check_step(name, Some(state.step))?;
+        let mut optimizer = make()?;
+        optimizer.load_state(state).map_err(|e| Error::Format {
+            path,
+            detail: e.to_string(),
+        })?;
+        Ok(optimizer)
     }
 }
 

@@ -19,11 +19,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{assign_params, TensorFile, TensorRef};
+use crate::checkpoint::{assign_params, TensorFile};
 use crate::checkpoint_set::{save_set, CheckpointSet};
 use crate::data::text::Tokenizer;
 use crate::models::gpt::{Gpt, GptConfig};
-use crate::optim::{AdamW, Optimizer, OptimizerState};
+use crate::optim::{AdamW, Optimizer};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -82,16 +82,8 @@ pub(crate) fn save_classifier(
 ) -> Result<()> {
     let mut params = Vec::new();
     model.visit_params(&mut |p| params.push(p.clone()));
-    let tensors: Vec<TensorRef<'_>> = params
-        .iter()
-        .map(|p| TensorRef {
-            name: &p.name,
-            shape: &p.shape,
-            data: &p.value,
-        })
-        .collect();
     let metadata = BTreeMap::from([("step".to_string(), state.step.to_string())]);
-    let model_file = TensorFile::new(&tensors, &metadata)?;
+    let model_file = TensorFile::from_params(&params, &metadata)?;
     let optimizer_state = optimizer.state();
     let optimizer_file = optimizer_state.tensor_file()?;
     let ClassifierBody::Gpt(gpt) = &model.body;
@@ -171,14 +163,5 @@ pub fn load_classifier(dir: &Path) -> Result<SavedClassifier> {
 
 /// The optimizer saved in `dir`, rebuilt with `config`'s hyperparameters.
 pub(crate) fn load_optimizer(dir: &Path, config: &ClassifyConfig) -> Result<AdamW> {
-    let set = CheckpointSet::open(dir)?;
-    let path = set.dir().join(OPTIMIZER_FILE);
-    let state = OptimizerState::from_checkpoint(&path, set.read_tensors(OPTIMIZER_FILE)?)?;
-    set.check_step(OPTIMIZER_FILE, Some(state.step))?;
-    let mut optimizer = AdamW::new(config.adamw_config())?;
-    optimizer.load_state(state).map_err(|e| Error::Format {
-        path,
-        detail: e.to_string(),
-    })?;
-    Ok(optimizer)
+    CheckpointSet::open(dir)?.read_adamw(OPTIMIZER_FILE, || AdamW::new(config.adamw_config()))
 }

@@ -6,7 +6,7 @@
 //! | file | contents |
 //! |---|---|
 //! | `model.safetensors` | every parameter under its Hugging-Face-style name (`wte.weight`, `h.0.attn.c_attn.weight`, ...), metadata `step` |
-//! | `optimizer.safetensors` | AdamW's moments `m.<name>`, `v.<name>` and step count ([`OptimizerState`]) |
+//! | `optimizer.safetensors` | AdamW's moments `m.<name>`, `v.<name>` and step count ([`OptimizerState`](crate::optim::OptimizerState)) |
 //! | `config.json` | the model's [`GptConfig`] |
 //! | `tokenizer.json` | the [`Tokenizer`] (with its character vocabulary) |
 //! | `train.json` | the run's [`TrainConfig`] |
@@ -24,11 +24,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{assign_params, TensorFile, TensorRef};
+use crate::checkpoint::{assign_params, TensorFile};
 use crate::checkpoint_set::{save_set, CheckpointSet};
 use crate::data::text::Tokenizer;
 use crate::models::gpt::{Gpt, GptConfig};
-use crate::optim::{AdamW, Optimizer, OptimizerState};
+use crate::optim::{AdamW, Optimizer};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -88,16 +88,8 @@ pub fn save_checkpoint(
 ) -> Result<()> {
     let mut params = Vec::new();
     model.visit_params(&mut |p| params.push(p.clone()));
-    let tensors: Vec<TensorRef<'_>> = params
-        .iter()
-        .map(|p| TensorRef {
-            name: &p.name,
-            shape: &p.shape,
-            data: &p.value,
-        })
-        .collect();
     let metadata = BTreeMap::from([("step".to_string(), state.step.to_string())]);
-    let model_file = TensorFile::new(&tensors, &metadata)?;
+    let model_file = TensorFile::from_params(&params, &metadata)?;
     let optimizer_state = optimizer.state();
     let optimizer_file = optimizer_state.tensor_file()?;
     save_set(run, state.step, |set| {
@@ -184,15 +176,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
 /// The optimizer saved in the checkpoint that `dir` names, rebuilt with `train`'s
 /// hyperparameters; its step count must be the set's.
 pub fn load_optimizer(dir: &Path, train: &TrainConfig) -> Result<AdamW> {
-    let set = CheckpointSet::open(dir)?;
-    let path = set.dir().join(OPTIMIZER_FILE);
-    let state = OptimizerState::from_checkpoint(&path, set.read_tensors(OPTIMIZER_FILE)?)?;
-    set.check_step(OPTIMIZER_FILE, Some(state.step))?;
-    let mut optimizer =
-        AdamW::new(train.adamw_config()).map_err(|e| Error::Config(e.to_string()))?;
-    optimizer.load_state(state).map_err(|e| Error::Format {
-        path,
-        detail: e.to_string(),
-    })?;
-    Ok(optimizer)
+    CheckpointSet::open(dir)?.read_adamw(OPTIMIZER_FILE, || {
+        AdamW::new(train.adamw_config()).map_err(|e| Error::Config(e.to_string()))
+    })
 }

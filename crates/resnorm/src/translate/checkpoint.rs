@@ -20,11 +20,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{assign_params, TensorFile, TensorRef};
+use crate::checkpoint::{assign_params, TensorFile};
 use crate::checkpoint_set::{save_set, CheckpointSet};
 use crate::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
 use crate::nn::Param;
-use crate::optim::{AdamW, Optimizer, OptimizerState};
+use crate::optim::{AdamW, Optimizer};
 use crate::{Error, Result};
 
 use super::config::TranslateConfig;
@@ -82,19 +82,11 @@ pub fn save_translation(
 ) -> Result<()> {
     let mut params: Vec<Param> = Vec::new();
     model.visit_params(&mut |p| params.push(p.clone()));
-    let tensors: Vec<TensorRef<'_>> = params
-        .iter()
-        .map(|p| TensorRef {
-            name: &p.name,
-            shape: &p.shape,
-            data: &p.value,
-        })
-        .collect();
     let metadata = BTreeMap::from([
         ("step".to_string(), state.step.to_string()),
         ("kind".to_string(), KIND.to_string()),
     ]);
-    let model_file = TensorFile::new(&tensors, &metadata)?;
+    let model_file = TensorFile::from_params(&params, &metadata)?;
     let optimizer_state = optimizer.state();
     let optimizer_file = optimizer_state.tensor_file()?;
     let tokenizer = bpe.to_json()?;
@@ -176,16 +168,7 @@ pub fn load_translation(dir: &Path) -> Result<SavedTranslation> {
 
 /// The optimizer of a translation checkpoint, rebuilt with `config`'s hyperparameters.
 pub fn load_translation_optimizer(dir: &Path, config: &TranslateConfig) -> Result<AdamW> {
-    let set = open_translation(dir)?;
-    let path = set.dir().join(OPTIMIZER_FILE);
-    let state = OptimizerState::from_checkpoint(&path, set.read_tensors(OPTIMIZER_FILE)?)?;
-    set.check_step(OPTIMIZER_FILE, Some(state.step))?;
-    let mut optimizer = AdamW::new(config.adamw_config())?;
-    optimizer.load_state(state).map_err(|e| Error::Format {
-        path,
-        detail: e.to_string(),
-    })?;
-    Ok(optimizer)
+    open_translation(dir)?.read_adamw(OPTIMIZER_FILE, || AdamW::new(config.adamw_config()))
 }
 
 /// True when `dir` names a translation checkpoint (so other commands can refuse it clearly).
