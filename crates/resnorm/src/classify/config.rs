@@ -143,13 +143,7 @@ impl ClassifyConfig {
 
     /// Warm-up then cosine decay over `steps`.
     pub fn schedule(&self) -> Result<WarmupCosine> {
-        WarmupCosine::new(
-            self.lr,
-            self.min_lr,
-            self.warmup.min(self.steps),
-            self.steps,
-        )
-        .map_err(|e| Error::Config(e.to_string()))
+        WarmupCosine::for_run(self.lr, self.min_lr, self.warmup, self.steps)
     }
 
     /// Checks every setting that the model, optimizer and schedule do not check themselves.

@@ -234,13 +234,7 @@ impl TrainConfig {
     /// The learning-rate schedule: `min(warmup, steps)` linear steps to `lr`, cosine to
     /// `min_lr` at `steps`.
     pub fn schedule(&self) -> Result<WarmupCosine> {
-        WarmupCosine::new(
-            self.lr,
-            self.min_lr,
-            self.warmup.min(self.steps),
-            self.steps,
-        )
-        .map_err(|e| Error::Config(e.to_string()))
+        WarmupCosine::for_run(self.lr, self.min_lr, self.warmup, self.steps)
     }
 
     /// Checks every setting that the model, optimizer and schedule do not check themselves.

@@ -94,6 +94,12 @@ impl WarmupCosine {
         })
     }
 
+    /// A trainer's schedule: the warm-up capped at `steps`, and a refusal reported as a
+    /// configuration error, since the rates come from the run's settings.
+    pub fn for_run(lr: f32, min_lr: f32, warmup: u64, steps: u64) -> Result<Self> {
+        Self::new(lr, min_lr, warmup.min(steps), steps).map_err(|e| Error::Config(e.to_string()))
+    }
+
     /// The learning rate at step `step` (from 0).
     pub fn lr_at(&self, step: u64) -> f32 {
         let (max_lr, min_lr) = (self.max_lr as f64, self.min_lr as f64);

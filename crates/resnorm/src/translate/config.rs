@@ -134,13 +134,7 @@ impl TranslateConfig {
 
     /// The learning-rate schedule.
     pub fn schedule(&self) -> Result<WarmupCosine> {
-        WarmupCosine::new(
-            self.lr,
-            self.min_lr,
-            self.warmup.min(self.steps),
-            self.steps,
-        )
-        .map_err(|e| Error::Config(e.to_string()))
+        WarmupCosine::for_run(self.lr, self.min_lr, self.warmup, self.steps)
     }
 
     /// Checks every setting before any data is read.
