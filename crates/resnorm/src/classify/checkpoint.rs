@@ -17,8 +17,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
 use crate::checkpoint::{assign_params, TensorFile};
 use crate::checkpoint_set::{save_set, CheckpointSet};
 use crate::data::text::Tokenizer;
@@ -39,21 +37,9 @@ const CLASSIFY_FILE: &str = "classify.json";
 const TASK_FILE: &str = "task.json";
 const STATE_FILE: &str = "state.json";
 
-/// Where a run stands between two steps.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunState {
-    /// Optimizer steps taken.
-    pub step: u64,
-    /// The data sampler's [`Rng`] state.
-    pub rng_state: [u64; 4],
-    /// Seconds of training so far.
-    pub elapsed: f64,
-    /// Kernel threads of the run (results are bit-identical only with the same count).
-    pub threads: usize,
-    /// Training loss of the last step, if one was taken.
-    pub last_loss: Option<f32>,
-}
+/// Where a run stands between two steps: the language-model trainer's state, whose fields
+/// (step, data RNG state, elapsed time, threads, last loss) are exactly a classifier's.
+pub use crate::lm::TrainState as RunState;
 
 /// A classifier loaded from a checkpoint, with everything saved next to it.
 #[derive(Clone, Debug)]
