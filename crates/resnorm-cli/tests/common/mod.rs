@@ -36,6 +36,15 @@ pub fn resnorm(args: &[&str], dir: &Path) -> Output {
     command(args, dir).output().expect("the binary runs")
 }
 
+/// Runs the binary with `--threads 1` and `args` in the current directory to its end.
+pub fn one_thread(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resnorm"))
+        .args(["--threads", "1"])
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
