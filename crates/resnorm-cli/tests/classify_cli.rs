@@ -4,9 +4,7 @@
 mod common;
 
 use common::{assert_one_line_error, resnorm, temp_dir};
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 
 /// 120 sentences; the class is told by one word (`lovely` / `awful`), the score follows it.
 fn write_data(dir: &Path) {
@@ -110,18 +108,11 @@ fn train_resume_eval_and_predict() {
     assert_eq!(report["confusion"].as_array().unwrap().len(), 2);
     assert_eq!(report["per_group"].as_object().unwrap().len(), 2);
 
-    let mut child = common::command(&["classify", "predict", "--checkpoint", "run"], &dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"the film lovely 3\nit was so awful 1\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::resnorm_with_stdin(
+        &["classify", "predict", "--checkpoint", "run"],
+        &dir,
+        b"the film lovely 3\nit was so awful 1\n",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let labels: Vec<&str> = stdout
         .lines()
