@@ -25,9 +25,10 @@ fn write_data(dir: &Path) {
 const TINY: &str =
     "--tokenizer byte --layers 1 --heads 2 --width 16 --context 24 --batch 8 --lr 1e-2 --warmup 5 --eval-every 0";
 
-fn args<'a>(base: &'a [&'a str], extra: &'a str) -> Vec<&'a str> {
-    base.iter()
-        .copied()
+/// `classify train` on s.tsv with the [`TINY`] model, then `extra` (space-separated).
+fn train_args(extra: &str) -> Vec<&str> {
+    "--threads 1 classify train --data s.tsv"
+        .split(' ')
         .chain(TINY.split(' '))
         .chain(extra.split_whitespace())
         .collect()
@@ -37,18 +38,8 @@ fn args<'a>(base: &'a [&'a str], extra: &'a str) -> Vec<&'a str> {
 fn train_resume_eval_and_predict() {
     let dir = temp_dir("classify-cli", "round-trip");
     write_data(&dir);
-    let base = [
-        "--threads",
-        "1",
-        "classify",
-        "train",
-        "--data",
-        "s.tsv",
-        "--label-column",
-        "label",
-    ];
     let out = resnorm(
-        &args(&base, "--group-column domain --steps 30 --out run"),
+        &train_args("--label-column label --group-column domain --steps 30 --out run"),
         &dir,
     );
     assert!(
@@ -135,17 +126,10 @@ fn train_resume_eval_and_predict() {
 fn regression_reports_pearson_r() {
     let dir = temp_dir("classify-cli", "regression");
     write_data(&dir);
-    let base = [
-        "--threads",
-        "1",
-        "classify",
-        "train",
-        "--data",
-        "s.tsv",
-        "--score-column",
-        "score",
-    ];
-    let out = resnorm(&args(&base, "--steps 60 --out run"), &dir);
+    let out = resnorm(
+        &train_args("--score-column score --steps 60 --out run"),
+        &dir,
+    );
     assert!(
         out.status.success(),
         "{}",
