@@ -22,6 +22,7 @@
 //! ```
 
 use crate::rng::Rng;
+use crate::{Error, Result};
 
 /// How a sampler picks each token.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -30,6 +31,26 @@ pub struct Sampling {
     pub temperature: f32,
     /// Keep only the `top_k` largest logits; 0 keeps all.
     pub top_k: usize,
+}
+
+impl Sampling {
+    /// The checks every generator makes first: a nonempty `prompt` and a temperature that is
+    /// finite and not negative; `op` names the generator in the error.
+    pub fn check(&self, op: &'static str, prompt: &[u32]) -> Result<()> {
+        if prompt.is_empty() {
+            return Err(Error::invalid(op, "the prompt has no tokens"));
+        }
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "temperature {} must be finite and zero or positive",
+                    self.temperature
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One token from `logits` (see the module documentation); `weights` is scratch, so a

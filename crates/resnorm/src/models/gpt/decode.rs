@@ -239,18 +239,7 @@ pub fn generate(
     rng: &mut Rng,
 ) -> Result<Vec<u32>> {
     const OP: &str = "generate";
-    if prompt.is_empty() {
-        return Err(Error::invalid(OP, "the prompt has no tokens"));
-    }
-    if !(sampling.temperature.is_finite() && sampling.temperature >= 0.0) {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "temperature {} must be finite and zero or positive",
-                sampling.temperature
-            ),
-        ));
-    }
+    sampling.check(OP, prompt)?;
     crate::threads::busy(|| {
         let context = model.config().context;
         let mut tokens = prompt[prompt.len().saturating_sub(context)..].to_vec();

@@ -28,18 +28,7 @@ pub fn generate(
     rng: &mut Rng,
 ) -> Result<Vec<u32>> {
     const OP: &str = "llama::generate";
-    if prompt.is_empty() {
-        return Err(Error::invalid(OP, "the prompt has no tokens"));
-    }
-    if !(sampling.temperature.is_finite() && sampling.temperature >= 0.0) {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "temperature {} must be finite and zero or positive",
-                sampling.temperature
-            ),
-        ));
-    }
+    sampling.check(OP, prompt)?;
     let context = model.config().context;
     if prompt.len() + count > context {
         return Err(Error::invalid(
