@@ -43,6 +43,16 @@ impl Stop {
             _ => "terminated (SIGTERM)",
         }
     }
+
+    /// The closing line of a trainer stopped after `step`, its checkpoint in `out`.
+    pub fn saved_line(&self, step: u64, out: &std::path::Path) -> String {
+        format!(
+            "{}: checkpoint of step {step} saved in {}; continue with --resume {}",
+            self.name(),
+            out.display(),
+            out.display()
+        )
+    }
 }
 
 #[cfg(unix)]

@@ -4,9 +4,7 @@
 mod common;
 
 use common::{assert_one_line_error, resnorm, temp_dir};
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 
 /// 120 sentences; the class is told by one word (`lovely` / `awful`), the score follows it.
 fn write_data(dir: &Path) {
@@ -27,9 +25,10 @@ fn write_data(dir: &Path) {
 const TINY: &str =
     "--tokenizer byte --layers 1 --heads 2 --width 16 --context 24 --batch 8 --lr 1e-2 --warmup 5 --eval-every 0";
 
-fn args<'a>(base: &'a [&'a str], extra: &'a str) -> Vec<&'a str> {
-    base.iter()
-        .copied()
+/// `classify train` on s.tsv with the [`TINY`] model, then `extra` (space-separated).
+fn train_args(extra: &str) -> Vec<&str> {
+    "--threads 1 classify train --data s.tsv"
+        .split(' ')
         .chain(TINY.split(' '))
         .chain(extra.split_whitespace())
         .collect()
@@ -39,18 +38,8 @@ fn args<'a>(base: &'a [&'a str], extra: &'a str) -> Vec<&'a str> {
 fn train_resume_eval_and_predict() {
     let dir = temp_dir("classify-cli", "round-trip");
     write_data(&dir);
-    let base = [
-        "--threads",
-        "1",
-        "classify",
-        "train",
-        "--data",
-        "s.tsv",
-        "--label-column",
-        "label",
-    ];
     let out = resnorm(
-        &args(&base, "--group-column domain --steps 30 --out run"),
+        &train_args("--label-column label --group-column domain --steps 30 --out run"),
         &dir,
     );
     assert!(
@@ -110,18 +99,11 @@ fn train_resume_eval_and_predict() {
     assert_eq!(report["confusion"].as_array().unwrap().len(), 2);
     assert_eq!(report["per_group"].as_object().unwrap().len(), 2);
 
-    let mut child = common::command(&["classify", "predict", "--checkpoint", "run"], &dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"the film lovely 3\nit was so awful 1\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::resnorm_with_stdin(
+        &["classify", "predict", "--checkpoint", "run"],
+        &dir,
+        b"the film lovely 3\nit was so awful 1\n",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let labels: Vec<&str> = stdout
         .lines()
@@ -144,17 +126,10 @@ fn train_resume_eval_and_predict() {
 fn regression_reports_pearson_r() {
     let dir = temp_dir("classify-cli", "regression");
     write_data(&dir);
-    let base = [
-        "--threads",
-        "1",
-        "classify",
-        "train",
-        "--data",
-        "s.tsv",
-        "--score-column",
-        "score",
-    ];
-    let out = resnorm(&args(&base, "--steps 60 --out run"), &dir);
+    let out = resnorm(
+        &train_args("--score-column score --steps 60 --out run"),
+        &dir,
+    );
     assert!(
         out.status.success(),
         "{}",

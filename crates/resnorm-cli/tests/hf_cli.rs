@@ -2,16 +2,11 @@
 //! the library's fixtures: greedy text as transformers decodes it, a loss, and every bad input
 //! ending in one error line and exit code 2.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn resnorm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resnorm"))
-        .args(["--threads", "1"])
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
+use common::one_thread as resnorm;
+use std::path::PathBuf;
+use std::process::Output;
 
 fn fixture(arch: &str) -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../resnorm/tests/fixtures/hf");

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use common::{assert_one_line_error, command, resnorm, stderr, temp_dir, tiny};
+use common::{assert_one_line_error, resnorm, resnorm_with_stdin, stderr, temp_dir, tiny};
 
 const EN: [&str; 8] = [
     "the house",
@@ -118,19 +117,11 @@ fn train_eval_and_translate_stdin() {
     }
     assert_eq!(json["sentences"], 3);
 
-    let mut child = command(&["translate", "--checkpoint", "run"], &dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"the dog\na red house\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = resnorm_with_stdin(
+        &["translate", "--checkpoint", "run"],
+        &dir,
+        b"the dog\na red house\n",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
 }

@@ -1,16 +1,11 @@
 //! `resnorm vision`: a tiny train/resume/eval round trip on a synthetic digits CSV, and every
 //! bad input ending in one error line and exit code 2.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn resnorm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_resnorm"))
-        .args(["--threads", "1"])
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
+use common::one_thread as resnorm;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir =

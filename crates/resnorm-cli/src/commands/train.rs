@@ -371,13 +371,7 @@ fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
             }
             progress.finish();
             if lead {
-                eprintln!(
-                    "{}: checkpoint of step {} saved in {}; continue with --resume {}",
-                    stop.name(),
-                    report.step,
-                    out.display(),
-                    out.display()
-                );
+                eprintln!("{}", stop.saved_line(report.step, out));
             }
             return Ok(ExitCode::from(stop.exit_code()));
         }

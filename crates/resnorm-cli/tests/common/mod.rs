@@ -1,8 +1,9 @@
 //! Helpers shared by the end-to-end tests of the `resnorm` binary.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// A model and corpus small enough that a debug binary trains it in well under a second.
 const TINY_MODEL: &str =
@@ -34,6 +35,27 @@ pub fn command(args: &[&str], dir: &Path) -> Command {
 /// Runs the binary with `args` in `dir` to its end.
 pub fn resnorm(args: &[&str], dir: &Path) -> Output {
     command(args, dir).output().expect("the binary runs")
+}
+
+/// Runs the binary with `args` in `dir` to its end, `input` on its standard input.
+pub fn resnorm_with_stdin(args: &[&str], dir: &Path, input: &[u8]) -> Output {
+    let mut child = command(args, dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs the binary with `--threads 1` and `args` in the current directory to its end.
+pub fn one_thread(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resnorm"))
+        .args(["--threads", "1"])
+        .args(args)
+        .output()
+        .expect("the binary runs")
 }
 
 pub fn stderr(out: &Output) -> String {

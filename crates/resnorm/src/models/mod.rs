@@ -6,6 +6,7 @@ pub mod image_classifier;
 pub mod llama;
 pub mod mlp;
 pub mod resnet;
+pub mod sampling;
 pub mod seq2seq;
 
 pub use image_classifier::ImageClassifier;

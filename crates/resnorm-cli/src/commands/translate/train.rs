@@ -277,13 +277,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
-            eprintln!(
-                "{}: checkpoint of step {} saved in {}; continue with --resume {}",
-                stop.name(),
-                report.step,
-                out.display(),
-                out.display()
-            );
+            eprintln!("{}", stop.saved_line(report.step, &out));
             return Ok(ExitCode::from(stop.exit_code()));
         }
     }

@@ -25,9 +25,8 @@
 //! token costs a refill of the cache; sampling stays exact rather than approximating with
 //! shifted positions.
 //!
-//! **Sampling.** Logits are divided by the temperature; `top_k > 0` keeps the `k` largest
-//! (ties at the threshold are all kept); a token is drawn from the softmax with one
-//! `uniform_f64` from the [`Rng`]. Temperature 0 is greedy (the first largest logit).
+//! **Sampling.** Each token is drawn by [`crate::models::sampling::sample`] (temperature,
+//! top-k, one `uniform_f64` of the [`Rng`]), the rule shared with the Llama family.
 //!
 //! ```
 //! use resnorm::models::gpt::{generate, Decoder, Gpt, GptConfig, Sampling};
@@ -49,17 +48,10 @@ use super::head::HeadActs;
 use super::unit::UnitActs;
 use super::{Gpt, Sublayer};
 use crate::kernels::attention::{attention_decode, AttentionShape, Rows};
+use crate::models::sampling::sample;
+pub use crate::models::sampling::Sampling;
 use crate::rng::Rng;
 use crate::{Error, Result};
-
-/// How [`generate`] picks each token.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Sampling {
-    /// Divides the logits; 0 is greedy decoding. Finite and not negative.
-    pub temperature: f32,
-    /// Keep only the `top_k` largest logits; 0 keeps all.
-    pub top_k: usize,
-}
 
 /// A model and the cached keys and values of the tokens fed so far.
 #[derive(Debug)]
@@ -247,18 +239,7 @@ pub fn generate(
     rng: &mut Rng,
 ) -> Result<Vec<u32>> {
     const OP: &str = "generate";
-    if prompt.is_empty() {
-        return Err(Error::invalid(OP, "the prompt has no tokens"));
-    }
-    if !(sampling.temperature.is_finite() && sampling.temperature >= 0.0) {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "temperature {} must be finite and zero or positive",
-                sampling.temperature
-            ),
-        ));
-    }
+    sampling.check(OP, prompt)?;
     crate::threads::busy(|| {
         let context = model.config().context;
         let mut tokens = prompt[prompt.len().saturating_sub(context)..].to_vec();
@@ -290,51 +271,4 @@ pub fn generate(
         }
         Ok(sampled)
     })
-}
-
-/// One token from `logits` (see the module documentation); `weights` is scratch.
-fn sample(logits: &[f32], sampling: Sampling, rng: &mut Rng, weights: &mut Vec<f64>) -> u32 {
-    let argmax = || {
-        let mut best = 0;
-        for (i, &l) in logits.iter().enumerate() {
-            if l > logits[best] {
-                best = i;
-            }
-        }
-        best as u32
-    };
-    if sampling.temperature == 0.0 {
-        return argmax();
-    }
-    let threshold = if sampling.top_k > 0 && sampling.top_k < logits.len() {
-        weights.clear();
-        weights.extend(logits.iter().map(|&l| l as f64));
-        weights.sort_by(|a, b| b.total_cmp(a));
-        weights[sampling.top_k - 1]
-    } else {
-        f64::NEG_INFINITY
-    };
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l)) as f64;
-    let temperature = sampling.temperature as f64;
-    weights.clear();
-    weights.extend(logits.iter().map(|&l| {
-        let l = l as f64;
-        if l >= threshold {
-            ((l - max) / temperature).exp()
-        } else {
-            0.0
-        }
-    }));
-    let total: f64 = weights.iter().sum();
-    if !(total.is_finite() && total > 0.0) {
-        return argmax();
-    }
-    let mut u = rng.uniform_f64() * total;
-    for (i, &w) in weights.iter().enumerate() {
-        if u < w {
-            return i as u32;
-        }
-        u -= w;
-    }
-    weights.iter().rposition(|&w| w > 0.0).unwrap_or(0) as u32
 }

@@ -1,9 +1,6 @@
-//! Sampling from a Llama-family model with its key/value cache: the rule of the GPT's
-//! sampler (`models/gpt/decode.rs`), so that `resnorm sample` means the same for both.
-//!
-//! Logits are divided by the temperature; `top_k > 0` keeps the `k` largest (ties at the
-//! threshold are all kept); a token is drawn from the softmax with one `uniform_f64` of the
-//! [`Rng`]. Temperature 0 is greedy: the first largest logit, as [`super::greedy`].
+//! Sampling from a Llama-family model with its key/value cache, each token drawn by
+//! [`crate::models::sampling::sample`], the GPT's rule, so that `resnorm sample` means the
+//! same for both. Temperature 0 is greedy: the first largest logit, as [`super::greedy`].
 //!
 //! ```
 //! use resnorm::models::gpt::Sampling;
@@ -18,7 +15,7 @@
 //! ```
 
 use super::{Llama, LlamaDecoder};
-use crate::models::gpt::Sampling;
+use crate::models::sampling::{sample, Sampling};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -31,18 +28,7 @@ pub fn generate(
     rng: &mut Rng,
 ) -> Result<Vec<u32>> {
     const OP: &str = "llama::generate";
-    if prompt.is_empty() {
-        return Err(Error::invalid(OP, "the prompt has no tokens"));
-    }
-    if !(sampling.temperature.is_finite() && sampling.temperature >= 0.0) {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "temperature {} must be finite and zero or positive",
-                sampling.temperature
-            ),
-        ));
-    }
+    sampling.check(OP, prompt)?;
     let context = model.config().context;
     if prompt.len() + count > context {
         return Err(Error::invalid(
@@ -65,56 +51,4 @@ pub fn generate(
         }
     }
     Ok(out)
-}
-
-/// One token from `logits`; `weights` is scratch.
-pub(super) fn sample(
-    logits: &[f32],
-    sampling: Sampling,
-    rng: &mut Rng,
-    weights: &mut Vec<f64>,
-) -> u32 {
-    let argmax = || {
-        let mut best = 0;
-        for (i, &l) in logits.iter().enumerate() {
-            if l > logits[best] {
-                best = i;
-            }
-        }
-        best as u32
-    };
-    if sampling.temperature == 0.0 {
-        return argmax();
-    }
-    let threshold = if sampling.top_k > 0 && sampling.top_k < logits.len() {
-        weights.clear();
-        weights.extend(logits.iter().map(|&l| l as f64));
-        weights.sort_by(|a, b| b.total_cmp(a));
-        weights[sampling.top_k - 1]
-    } else {
-        f64::NEG_INFINITY
-    };
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l)) as f64;
-    let temperature = sampling.temperature as f64;
-    weights.clear();
-    weights.extend(logits.iter().map(|&l| {
-        let l = l as f64;
-        if l >= threshold {
-            ((l - max) / temperature).exp()
-        } else {
-            0.0
-        }
-    }));
-    let total: f64 = weights.iter().sum();
-    if !(total.is_finite() && total > 0.0) {
-        return argmax();
-    }
-    let mut u = rng.uniform_f64() * total;
-    for (i, &w) in weights.iter().enumerate() {
-        if u < w {
-            return i as u32;
-        }
-        u -= w;
-    }
-    weights.iter().rposition(|&w| w > 0.0).unwrap_or(0) as u32
 }
