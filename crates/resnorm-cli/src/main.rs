@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     };
     if let Some(threads) = cli.threads {
         if let Err(e) = resnorm::threads::set_threads(threads) {
-            eprintln!("error: {e}");
+            print_error(&e);
             return ExitCode::from(2);
         }
     }
@@ -90,8 +90,16 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            print_error(&e);
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints `error: {message}` to stderr in one write, so that a launcher relaying several
+/// processes' output (`mpirun`) cannot splice its own notices into the middle of the line.
+pub(crate) fn print_error(message: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let line = format!("error: {message}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }

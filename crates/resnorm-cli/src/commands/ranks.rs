@@ -51,7 +51,7 @@ pub fn agreed<T>(
 pub fn or_abort<T>(comm: &dyn Communicator, outcome: Result<T>) -> Result<T> {
     match outcome {
         Err(e) if comm.size() > 1 => {
-            eprintln!("error: rank {}: {e}", comm.rank());
+            crate::print_error(&format_args!("rank {}: {e}", comm.rank()));
             comm.abort(2)
         }
         outcome => outcome,
