@@ -115,7 +115,7 @@ pub fn greedy_decode(
 
 /// Greedy translations of `lines` as text.
 pub fn translate_lines<S: AsRef<str>>(
-    model: &mut Seq2Seq,
+    model: &Seq2Seq,
     bpe: &Bpe,
     lines: &[S],
     max_tokens: usize,

@@ -50,7 +50,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 /// Translates every line of `input` (stdin when `None`) with the checkpoint `dir`.
 fn decode(dir: &std::path::Path, input: Option<&std::path::Path>) -> Result<ExitCode> {
-    let mut saved = load_translation(dir)?;
+    let saved = load_translation(dir)?;
     let (name, bytes) = match input {
         Some(path) => (
             path.to_path_buf(),
@@ -66,9 +66,8 @@ fn decode(dir: &std::path::Path, input: Option<&std::path::Path>) -> Result<Exit
     };
     let lines = input_lines(&name, &bytes)?;
     let max_tokens = saved.config.max_tokens;
-    let translations = resnorm::threads::busy(|| {
-        translate_lines(&mut saved.model, &saved.bpe, &lines, max_tokens)
-    })?;
+    let translations =
+        resnorm::threads::busy(|| translate_lines(&saved.model, &saved.bpe, &lines, max_tokens))?;
     let mut out = std::io::stdout().lock();
     for line in translations {
         writeln!(out, "{line}").map_err(|e| Error::io("<stdout>", e))?;
