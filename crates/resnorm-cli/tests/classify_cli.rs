@@ -3,24 +3,9 @@
 
 mod common;
 
+use common::corpora::write_sentiment_tsv;
 use common::{assert_one_line_error, resnorm, temp_dir};
 use std::path::Path;
-
-/// 120 sentences; the class is told by one word (`lovely` / `awful`), the score follows it.
-fn write_data(dir: &Path) {
-    let mut text = String::from("domain\tscore\tlabel\ttext\n");
-    for i in 0..120 {
-        let (label, word, score) = [("neg", "awful", -2.0), ("pos", "lovely", 2.0)][i % 2];
-        let domain = ["web", "news"][i % 3 % 2];
-        let filler = ["the film", "a plot", "it was so", "and then"][i / 2 % 4];
-        let score = score + (i % 5) as f64 * 0.1;
-        text.push_str(&format!(
-            "{domain}\t{score}\t{label}\t{filler} {word} {}\n",
-            i % 7
-        ));
-    }
-    std::fs::write(dir.join("s.tsv"), text).unwrap();
-}
 
 const TINY: &str =
     "--tokenizer byte --layers 1 --heads 2 --width 16 --context 24 --batch 8 --lr 1e-2 --warmup 5 --eval-every 0";
@@ -37,7 +22,7 @@ fn train_args(extra: &str) -> Vec<&str> {
 #[test]
 fn train_resume_eval_and_predict() {
     let dir = temp_dir("classify-cli", "round-trip");
-    write_data(&dir);
+    write_sentiment_tsv(&dir);
     let out = resnorm(
         &train_args("--label-column label --group-column domain --steps 30 --out run"),
         &dir,
@@ -125,7 +110,7 @@ fn train_resume_eval_and_predict() {
 #[test]
 fn regression_reports_pearson_r() {
     let dir = temp_dir("classify-cli", "regression");
-    write_data(&dir);
+    write_sentiment_tsv(&dir);
     let out = resnorm(
         &train_args("--score-column score --steps 60 --out run"),
         &dir,

@@ -2,6 +2,7 @@
 //! - SIGKILL at 50+ seeded random instants of a run that saves every step: after every kill
 //!   `eval` loads the checkpoint, its step never goes back, and `--resume` ends with the
 //!   weights and optimizer state of the run that was never killed, bit for bit;
+//!   the translation and classification trainers likewise, at fewer instants;
 //! - SIGINT, SIGTERM and a double SIGINT in both trainers: exit 130 / 143, then a resume
 //!   that ends bit for bit where the uninterrupted run does;
 //! - a full disk (a 300 KB tmpfs, when running as root) during a save: one error line,
@@ -10,7 +11,7 @@
 //! Every run uses two threads: results are bit-identical only for one thread count.
 #![cfg(unix)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use resnorm::checkpoint_set::CheckpointSet;
 
 mod common;
 
+use common::corpora::{write_parallel_corpus, write_sentiment_tsv};
 use common::{command, resnorm, stderr, temp_dir, tiny};
 
 /// A model and corpus that train in about a millisecond a step (debug build), on two threads.
@@ -111,47 +113,49 @@ fn assert_finished_like(run_dir: &Path, straight: &Path) {
     assert_eq!(left, ["checkpoint", "metrics.jsonl"]);
 }
 
-/// Kills runs at random moments until `KILLS` kills have landed; a run that finishes first is
-/// checked against the uninterrupted one and started again, so that the count does not
-/// depend on how fast this machine trains.
-#[test]
-fn sigkill_at_random_points_never_loses_the_checkpoint() {
-    const KILLS: usize = 50;
-    let dir = temp_dir("faults", "sigkill");
-    let steps = ["--steps", "120", "--save-every", "1"];
-    let reference = resnorm(
-        &strs(&with(&[&tiny_train()[..], &steps, &["--out", "straight"]])),
-        &dir,
-    );
-    assert!(reference.status.success(), "{}", stderr(&reference));
-    let straight = dir.join("straight");
+/// A trainer's run to kill: its command lines from scratch and resuming, the command that
+/// must load every checkpoint it leaves, its directory, and the check that a finished run
+/// ends where the uninterrupted one did.
+struct KillTarget<'a> {
+    fresh: Vec<String>,
+    resume: Vec<String>,
+    eval: Vec<String>,
+    run_dir: PathBuf,
+    finished_like_straight: &'a dyn Fn(),
+}
 
-    let run_dir = dir.join("run");
-    let fresh = with(&[&tiny_train()[..], &steps, &["--out", "run", "--overwrite"]]);
-    let resume = with(&[&tiny_train()[..], &["--resume", "run"]]);
+/// Kills runs at random moments (up to `max_delay_ms` after each start) until `kills` kills
+/// have landed; a run that finishes first is checked against the uninterrupted one and
+/// started again, so that the count does not depend on how fast this machine trains.
+/// After every kill the checkpoint loads and its step never goes back.
+fn kill_at_random_points(dir: &Path, kills: usize, max_delay_ms: u64, target: KillTarget) {
     let mut delays = Delays(0x25);
-    let (mut kills, mut mid_saves, mut finished, mut last_step) = (0, 0, 0, None::<u64>);
-    while kills < KILLS {
-        let args = if last_step.is_some() { &resume } else { &fresh };
-        let mut child = spawn(&strs(args), &dir);
-        std::thread::sleep(Duration::from_millis(5 + delays.next_ms(200)));
+    let (mut landed, mut mid_saves, mut finished, mut last_step) = (0, 0, 0, None::<u64>);
+    while landed < kills {
+        let args = if last_step.is_some() {
+            &target.resume
+        } else {
+            &target.fresh
+        };
+        let mut child = spawn(&strs(args), dir);
+        std::thread::sleep(Duration::from_millis(5 + delays.next_ms(max_delay_ms)));
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "a run ended with {status}");
-            assert_finished_like(&run_dir, &straight);
+            (target.finished_like_straight)();
             (finished, last_step) = (finished + 1, None);
             continue;
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        kills += 1;
+        landed += 1;
         let mid_save = ["checkpoint.partial", "checkpoint.previous"];
-        mid_saves += usize::from(mid_save.iter().any(|d| run_dir.join(d).exists()));
-        let eval = resnorm(&["eval", "--checkpoint", "run", "--json"], &dir);
+        mid_saves += usize::from(mid_save.iter().any(|d| target.run_dir.join(d).exists()));
+        let eval = resnorm(&strs(&target.eval), dir);
         match last_step {
             None if !eval.status.success() => continue, // killed before its first save
-            _ => assert!(eval.status.success(), "kill {kills}: {}", stderr(&eval)),
+            _ => assert!(eval.status.success(), "kill {landed}: {}", stderr(&eval)),
         }
-        let step = CheckpointSet::open(&run_dir).unwrap().step();
+        let step = CheckpointSet::open(&target.run_dir).unwrap().step();
         assert!(
             last_step.is_none_or(|last| step >= last),
             "went back to {step}"
@@ -159,15 +163,120 @@ fn sigkill_at_random_points_never_loses_the_checkpoint() {
         last_step = Some(step);
     }
     eprintln!(
-        "{kills} kills, {mid_saves} of them in the middle of a save; {finished} runs finished \
+        "{landed} kills, {mid_saves} of them in the middle of a save; {finished} runs finished \
          between kills"
     );
     let finish = resnorm(
-        &strs(if last_step.is_some() { &resume } else { &fresh }),
-        &dir,
+        &strs(if last_step.is_some() {
+            &target.resume
+        } else {
+            &target.fresh
+        }),
+        dir,
     );
     assert!(finish.status.success(), "{}", stderr(&finish));
-    assert_finished_like(&run_dir, &straight);
+    (target.finished_like_straight)();
+}
+
+#[test]
+fn sigkill_at_random_points_never_loses_the_checkpoint() {
+    let dir = temp_dir("faults", "sigkill");
+    let steps = ["--steps", "120", "--save-every", "1"];
+    let reference = resnorm(
+        &strs(&with(&[&tiny_train()[..], &steps, &["--out", "straight"]])),
+        &dir,
+    );
+    assert!(reference.status.success(), "{}", stderr(&reference));
+    let (run_dir, straight) = (dir.join("run"), dir.join("straight"));
+    let target = KillTarget {
+        fresh: with(&[&tiny_train()[..], &steps, &["--out", "run", "--overwrite"]]),
+        resume: with(&[&tiny_train()[..], &["--resume", "run"]]),
+        eval: with(&[&["eval", "--checkpoint", "run", "--json"]]),
+        run_dir: run_dir.clone(),
+        finished_like_straight: &|| assert_finished_like(&run_dir, &straight),
+    };
+    kill_at_random_points(&dir, 50, 200, target);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The translation trainer, killed at random points: every checkpoint loads, and a resumed
+/// run ends with the uninterrupted run's weights and optimizer state, bit for bit.
+#[test]
+fn sigkill_never_loses_the_translation_checkpoint() {
+    let dir = temp_dir("faults", "sigkill-translate");
+    write_parallel_corpus(&dir);
+    let base: Vec<String> = "--threads 2 translate train --data data --src en --tgt es \
+        --vocab 40 --width 16 --heads 2 --encoder-layers 1 --decoder-layers 1 --max-len 16 \
+        --max-tokens 24 --warmup 1 --eval-every 0 --save-every 1"
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let fresh = |out: &str| {
+        with(&[
+            &strs(&base),
+            &["--steps", "60", "--out", out, "--overwrite"],
+        ])
+    };
+    let reference = resnorm(&strs(&fresh("straight")), &dir);
+    assert!(reference.status.success(), "{}", stderr(&reference));
+    let (run_dir, straight) = (dir.join("run"), dir.join("straight"));
+    let target = KillTarget {
+        fresh: fresh("run"),
+        resume: with(&[&strs(&base), &["--resume", "run"]]),
+        eval: with(&[&[
+            "translate",
+            "eval",
+            "--checkpoint",
+            "run",
+            "--data",
+            "data/test",
+            "--json",
+        ]]),
+        run_dir: run_dir.clone(),
+        finished_like_straight: &|| {
+            assert_eq!(
+                final_state(&run_dir, LM_FILES),
+                final_state(&straight, LM_FILES)
+            )
+        },
+    };
+    kill_at_random_points(&dir, 12, 400, target);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The classification trainer, killed at random points, as the translation trainer above.
+#[test]
+fn sigkill_never_loses_the_classification_checkpoint() {
+    let dir = temp_dir("faults", "sigkill-classify");
+    write_sentiment_tsv(&dir);
+    let base: Vec<String> = "--threads 2 classify train --data s.tsv --label-column label \
+        --tokenizer byte --layers 1 --heads 2 --width 16 --context 24 --batch 8 --lr 1e-2 \
+        --warmup 5 --eval-every 0 --save-every 1"
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let fresh = |out: &str| {
+        with(&[
+            &strs(&base),
+            &["--steps", "60", "--out", out, "--overwrite"],
+        ])
+    };
+    let reference = resnorm(&strs(&fresh("straight")), &dir);
+    assert!(reference.status.success(), "{}", stderr(&reference));
+    let (run_dir, straight) = (dir.join("run"), dir.join("straight"));
+    let target = KillTarget {
+        fresh: fresh("run"),
+        resume: with(&[&strs(&base), &["--resume", "--out", "run"]]),
+        eval: with(&[&["classify", "eval", "--checkpoint", "run", "--json"]]),
+        run_dir: run_dir.clone(),
+        finished_like_straight: &|| {
+            assert_eq!(
+                final_state(&run_dir, LM_FILES),
+                final_state(&straight, LM_FILES)
+            )
+        },
+    };
+    kill_at_random_points(&dir, 12, 400, target);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

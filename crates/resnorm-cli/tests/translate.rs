@@ -6,39 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
+use common::corpora::write_parallel_corpus;
 use common::{assert_one_line_error, resnorm, resnorm_with_stdin, stderr, temp_dir, tiny};
-
-const EN: [&str; 8] = [
-    "the house",
-    "the dog",
-    "a house",
-    "a dog",
-    "the red house",
-    "the big dog",
-    "a red dog",
-    "the house is big",
-];
-const ES: [&str; 8] = [
-    "la casa",
-    "el perro",
-    "una casa",
-    "un perro",
-    "la casa roja",
-    "el perro grande",
-    "un perro rojo",
-    "la casa es grande",
-];
-
-/// Writes `data/{train,valid,test}.{en,es}` in `dir`.
-fn write_corpus(dir: &Path) {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    for split in ["train", "valid", "test"] {
-        let n = if split == "train" { 8 } else { 3 };
-        std::fs::write(data.join(format!("{split}.en")), EN[..n].join("\n") + "\n").unwrap();
-        std::fs::write(data.join(format!("{split}.es")), ES[..n].join("\n") + "\n").unwrap();
-    }
-}
 
 /// `resnorm translate train` of a tiny model on the tiny corpus, then `extra`.
 fn train(dir: &Path, extra: &[&str]) -> Output {
@@ -85,7 +54,7 @@ fn stdout(out: &Output) -> String {
 #[test]
 fn train_eval_and_translate_stdin() {
     let dir = temp_dir("translate", "train");
-    write_corpus(&dir);
+    write_parallel_corpus(&dir);
     let out = train(&dir, &["--steps", "4", "--out", "run"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("BLEU"), "{}", stdout(&out));
@@ -129,7 +98,7 @@ fn train_eval_and_translate_stdin() {
 #[test]
 fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     let dir = temp_dir("translate", "resume");
-    write_corpus(&dir);
+    write_parallel_corpus(&dir);
     // 8 pairs in batches of 24 tokens: 6 steps cross an epoch boundary. A constant rate
     // after warm-up (min_lr = lr), so that the 3-step run's schedule is the 6-step run's.
     let constant = ["--lr", "0.001", "--min-lr", "0.001"];
@@ -152,18 +121,18 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
 #[test]
 fn bad_input_is_one_line_exit_2_and_nothing_is_overwritten() {
     let dir = temp_dir("translate", "bad");
-    write_corpus(&dir);
+    write_parallel_corpus(&dir);
     std::fs::write(dir.join("data/valid.es"), "uno\ndos\n").unwrap();
     let out = train(&dir, &["--steps", "1", "--out", "run"]);
     assert_one_line_error(&out, &["valid.en: 3 lines", "valid.es has 2"]);
     assert!(!dir.join("run").exists());
-    write_corpus(&dir);
+    write_parallel_corpus(&dir);
     std::fs::write(dir.join("data/train.en"), b"the \xff house\n".repeat(8)).unwrap();
     assert_one_line_error(
         &train(&dir, &["--steps", "1", "--out", "run"]),
         &["train.en", "line 1"],
     );
-    write_corpus(&dir);
+    write_parallel_corpus(&dir);
 
     // A GPT checkpoint is another kind, for every translate command; --out keeps it.
     let mut args = vec![

@@ -5,6 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod corpora;
+
 /// A model and corpus small enough that a debug binary trains it in well under a second.
 const TINY_MODEL: &str =
     "--layers 1 --heads 2 --width 16 --context 16 --batch 4 --corpus-chars 5000";
