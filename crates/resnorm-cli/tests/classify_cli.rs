@@ -5,7 +5,6 @@ mod common;
 
 use common::corpora::write_sentiment_tsv;
 use common::{assert_one_line_error, resnorm, temp_dir};
-use std::path::Path;
 
 const TINY: &str =
     "--tokenizer byte --layers 1 --heads 2 --width 16 --context 24 --batch 8 --lr 1e-2 --warmup 5 --eval-every 0";
