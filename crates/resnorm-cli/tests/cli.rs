@@ -291,4 +291,60 @@ fn bad_bench_and_thread_flags_are_one_line_and_exit_2() {
     assert_one_line_error(&bad_sample_model, &["divisible"]);
     let no_tokens = resnorm(&["bench", "sample", "--tokens", "abc"], &dir);
     assert_one_line_error(&no_tokens, &["--tokens"]);
+    let bad_llama = ["bench", "train", "--preset", "llama-135m", "--width", "10"];
+    assert_one_line_error(&resnorm(&bad_llama, &dir), &["divisible"]);
+    let bad_kv = ["bench", "sample", "--preset", "llama-135m", "--heads", "4"];
+    assert_one_line_error(&resnorm(&bad_kv, &dir), &["key/value heads"]);
+    let bad_preset = resnorm(&["bench", "train", "--preset", "gpt2-xl"], &dir);
+    assert_one_line_error(&bad_preset, &["--preset"]);
+}
+
+/// Each preset with its sizes shrunk by flags: the flags override the preset's fields, and a
+/// Llama trains and decodes through the same commands as a GPT.
+#[test]
+fn bench_presets_take_flags_over_their_sizes() {
+    let dir = temp_dir("cli", "bench-presets");
+    let small = [
+        "--layers", "1", "--width", "24", "--heads", "3", "--vocab", "50",
+    ];
+    for preset in ["gpt2-124m", "llama-135m"] {
+        let mut args = vec![
+            "bench",
+            "train",
+            "--json",
+            "--preset",
+            preset,
+            "--context",
+            "8",
+        ];
+        args.extend_from_slice(&small);
+        args.extend_from_slice(&["--steps", "1"]);
+        let out = resnorm(&args, &dir);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (line["batch"].as_u64(), line["context"].as_u64()),
+            (Some(1), Some(8))
+        );
+        let params = line["params"].as_u64().unwrap();
+        assert!(params < 200_000, "{preset}: {params} parameters");
+        let mut args = vec![
+            "bench",
+            "sample",
+            "--json",
+            "--preset",
+            preset,
+            "--context",
+            "16",
+        ];
+        args.extend_from_slice(&small);
+        args.extend_from_slice(&["--tokens", "4", "--runs", "1"]);
+        let out = resnorm(&args, &dir);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(line["tokens"].as_u64(), Some(4));
+        // The GPT's position table has a row per token of the context, 8 more here.
+        let positions = if preset == "gpt2-124m" { 8 * 24 } else { 0 };
+        assert_eq!(line["params"].as_u64(), Some(params + positions));
+    }
 }

@@ -2,6 +2,7 @@
 //! bandwidth for comparison (not timed tests: nothing here asserts a speed).
 
 mod norms;
+mod preset;
 mod sample;
 mod timing;
 mod train;
@@ -10,7 +11,8 @@ mod train;
 pub enum Bench {
     /// LayerNorm, RMSNorm and add+LayerNorm forward and forward+backward.
     Norms(norms::Args),
-    /// The full GPT training step (forward, backward, clipping, AdamW) on random tokens.
+    /// The full training step (forward, backward, clipping, AdamW) of a GPT or, with
+    /// `--preset llama-135m`, a Llama, on random tokens.
     Train(train::Args),
     /// Incremental decoding (key/value cache) of one sequence.
     Sample(sample::Args),
