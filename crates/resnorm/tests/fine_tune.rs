@@ -12,7 +12,9 @@ use resnorm::models::CausalLm;
 use std::path::{Path, PathBuf};
 
 fn fixture(arch: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(arch)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(arch)
 }
 
 /// A short run on a repeated sentence (780 tokens of the fixtures' tokenizer), windows of 16.
@@ -39,7 +41,10 @@ fn start(config: &TrainConfig) -> Trainer {
 fn weights(model: &CausalLm) -> Vec<(String, Vec<u32>)> {
     let mut out = Vec::new();
     model.visit_params(&mut |p| {
-        out.push((p.name.clone(), p.value.iter().map(|v| v.to_bits()).collect()))
+        out.push((
+            p.name.clone(),
+            p.value.iter().map(|v| v.to_bits()).collect(),
+        ))
     });
     out
 }
@@ -118,7 +123,11 @@ fn a_fine_tuned_model_exports_and_loads_again_with_equal_logits() {
         let got = back.model.logits(&tokens, 1).unwrap();
         assert_eq!(got, &expected[..], "{arch}");
         let trained = trainer.model_mut().logits(&tokens, 1).unwrap();
-        assert_eq!(trained, &expected[..], "{arch}: the checkpoint is not the trained model");
+        assert_eq!(
+            trained,
+            &expected[..],
+            "{arch}: the checkpoint is not the trained model"
+        );
     }
 }
 
@@ -130,13 +139,17 @@ fn settings_of_a_model_to_build_are_refused_when_fine_tuning() {
         ..settings(&dir, "llama", 1)
     };
     let checkpoint = hf::load(&fixture("llama")).unwrap();
-    let error = Trainer::fine_tune(config, checkpoint).unwrap_err().to_string();
+    let error = Trainer::fine_tune(config, checkpoint)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("`layers`"), "{error}");
     let config = TrainConfig {
         context: 65,
         ..settings(&dir, "llama", 1)
     };
     let checkpoint = hf::load(&fixture("llama")).unwrap();
-    let error = Trainer::fine_tune(config, checkpoint).unwrap_err().to_string();
+    let error = Trainer::fine_tune(config, checkpoint)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("64 positions"), "{error}");
 }

@@ -29,12 +29,12 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use resnorm::data::text::Corpus;
+use resnorm::hf::{self, HfCheckpoint};
 use resnorm::kernels::NormKind;
 use resnorm::lm::{
     load_checkpoint, load_data, Evaluation, MetricsLog, MetricsRecord, TokenizerKind, TrainConfig,
     Trainer,
 };
-use resnorm::hf::{self, HfCheckpoint};
 use resnorm::memory::Workload;
 use resnorm::models::gpt::{Placement, Sampling};
 use resnorm::models::CausalLm;

@@ -177,7 +177,11 @@ impl Trainer {
         } = load_checkpoint(dir)?;
         // A fine-tuned model is the checkpoint's: only a GPT built from settings is checked.
         if let (CausalLm::Gpt(gpt), None) = (&model, &config.init_from) {
-            check_same_model(dir, gpt.config(), &config.gpt_config(tokenizer.vocab_size()))?;
+            check_same_model(
+                dir,
+                gpt.config(),
+                &config.gpt_config(tokenizer.vocab_size()),
+            )?;
         }
         let optimizer = load_optimizer(dir, &config)?;
         let data = load_data(&config, Some(&tokenizer))?;
@@ -359,11 +363,8 @@ impl Trainer {
         let mut comm_wait = 0.0;
         if let (Some(average), CausalLm::Gpt(gpt)) = (&self.average, &mut self.model) {
             let overlapped = self.overlap;
-            (loss_sum, comm_wait) = average.sum_and_average(
-                gpt,
-                self.comm.as_mut(),
-                loss_sum,
-                |model, comm| {
+            (loss_sum, comm_wait) =
+                average.sum_and_average(gpt, self.comm.as_mut(), loss_sum, |model, comm| {
                     if overlapped {
                         return Ok(());
                     }
@@ -371,8 +372,7 @@ impl Trainer {
                         average.start_unit(comm, k, unit)?;
                     }
                     Ok(())
-                },
-            )?;
+                })?;
         }
         let loss = loss_sum / accum as f32;
         let diverged = |loss: f32| Error::Diverged {
@@ -394,7 +394,10 @@ impl Trainer {
             CausalLm::Gpt(gpt) => {
                 apply_gradients_sharded(gpt, &mut self.optimizer, update, diagnose, shard)?
             }
-            model => (apply_gradients_plain(model, &mut self.optimizer, update)?, None),
+            model => (
+                apply_gradients_plain(model, &mut self.optimizer, update)?,
+                None,
+            ),
         };
         if !norm.is_finite() {
             return Err(diverged(loss));
@@ -428,7 +431,13 @@ impl Trainer {
     fn evaluate_windows(&mut self, windows: Option<usize>) -> Result<Evaluation> {
         let context = self.config.context;
         if self.comm.size() == 1 {
-            return evaluate(&mut self.model, &self.data, context, self.config.batch, windows);
+            return evaluate(
+                &mut self.model,
+                &self.data,
+                context,
+                self.config.batch,
+                windows,
+            );
         }
         let batch = self.config.batch / self.comm.size();
         evaluate_shared(

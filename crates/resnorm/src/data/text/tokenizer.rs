@@ -73,13 +73,18 @@ impl PartialEq for HfTokenizer {
 impl Eq for HfTokenizer {}
 
 impl Serialize for HfTokenizer {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for HfTokenizer {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
         tokenizers::Tokenizer::deserialize(deserializer).map(HfTokenizer)
     }
 }
