@@ -148,7 +148,7 @@ impl Trainer {
             ))
         })?;
         let tokenizer = Tokenizer::Hf {
-            tokenizer: HfTokenizer(tokenizer),
+            tokenizer: HfTokenizer(Box::new(tokenizer)),
         };
         if config.context > model.context() {
             return Err(Error::Config(format!(

@@ -60,9 +60,9 @@ pub enum Tokenizer {
 }
 
 /// A Hugging Face tokenizer that serializes as its `tokenizer.json`; two are equal when
-/// their JSON is.
+/// their JSON is. Boxed: it is large, the other tokenizers small.
 #[derive(Clone, Debug)]
-pub struct HfTokenizer(pub tokenizers::Tokenizer);
+pub struct HfTokenizer(pub Box<tokenizers::Tokenizer>);
 
 impl PartialEq for HfTokenizer {
     fn eq(&self, other: &Self) -> bool {
@@ -85,7 +85,7 @@ impl<'de> Deserialize<'de> for HfTokenizer {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        tokenizers::Tokenizer::deserialize(deserializer).map(HfTokenizer)
+        tokenizers::Tokenizer::deserialize(deserializer).map(|t| HfTokenizer(Box::new(t)))
     }
 }
 
