@@ -16,7 +16,7 @@ differ from the fixture's, so this checks the export of trained weights, not the
 
 Usage (from the repository root, after `cargo build -p resnorm-cli`):
 
-    python3 tools/check_fine_tune_export.py [--resnorm target/debug/resnorm]
+    python3 tools/check_fine_tune_export.py [--resnorm target/debug/resnorm] [ARCH ...]
 """
 import argparse
 import json
@@ -89,8 +89,9 @@ def check(resnorm, arch, tmp):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--resnorm", default=str(ROOT / "target/debug/resnorm"))
+    parser.add_argument("archs", nargs="*", help="fixtures to check (default: all)")
     args = parser.parse_args()
-    archs = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+    archs = args.archs or sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
     with tempfile.TemporaryDirectory() as tmp:
         results = [check(args.resnorm, arch, pathlib.Path(tmp)) for arch in archs]
     if not all(results):

@@ -1,11 +1,12 @@
-//! Training a GPT, or fine-tuning a Hugging Face GPT-2 or Llama-family model: settings, data loading, the step loop, evaluation, checkpoints and the
-//! metrics log. The `resnorm train`, `eval` and `sample` commands are thin wrappers around
-//! this module.
+//! Training a GPT, or fine-tuning a Hugging Face GPT-2 or Llama-family model: settings,
+//! data loading, the step loop, evaluation, checkpoints and the metrics log. The
+//! `resnorm train`, `eval` and `sample` commands are thin wrappers around this module.
 //!
 //! ```text
 //! TrainConfig (defaults <- TOML <- flags)
 //!   --load_data--> LoadedData { tokenizer, dataset (last 10 % validation) }
 //!   --Trainer::new / Trainer::resume(dir)--> Trainer
+//! TrainConfig::fine_tune(hf_dir) + hf::load(hf_dir) --Trainer::fine_tune--> Trainer
 //!   loop { Trainer::step -> StepReport -> MetricsLog;  every eval_every: Trainer::evaluate;
 //!          every save_every: Trainer::save(dir) }
 //! load_checkpoint(dir) -> SavedModel { model, tokenizer, train, state }  (eval, sample)
