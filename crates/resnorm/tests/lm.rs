@@ -11,6 +11,7 @@ use resnorm::lm::{
     TRAIN_CONFIG_FILE,
 };
 use resnorm::models::gpt::{generate, Decoder, Gpt, GptConfig, Placement, Sampling};
+use resnorm::models::CausalLm;
 use resnorm::rng::Rng;
 use resnorm::Error;
 
@@ -71,7 +72,7 @@ fn run(config: &TrainConfig) -> (Trainer, Vec<f32>) {
     (trainer, losses)
 }
 
-fn weights(model: &Gpt) -> Vec<(String, Vec<f32>)> {
+fn weights(model: &CausalLm) -> Vec<(String, Vec<f32>)> {
     let mut out = Vec::new();
     model.visit_params(&mut |p| out.push((p.name.clone(), p.value.to_vec())));
     out
@@ -288,7 +289,10 @@ fn a_checkpoint_from_before_residual_scaling_loads_and_resumes() {
     });
 
     let saved = load_checkpoint(&dir).unwrap();
-    assert!(saved.model.config().residual_scaling);
+    let CausalLm::Gpt(gpt) = &saved.model else {
+        panic!("the run trained a GPT");
+    };
+    assert!(gpt.config().residual_scaling);
     assert_eq!(weights(&saved.model), weights(trainer.model()));
     let mut resumed = Trainer::resume(&dir, config).unwrap();
     while !resumed.is_done() {

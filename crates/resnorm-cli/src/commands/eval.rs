@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use resnorm::data::text::Tokenizer;
 use resnorm::lm::{check_fits_context, evaluate, load_checkpoint, load_data};
 use resnorm::memory::Workload;
+use resnorm::models::CausalLm;
 use resnorm::{hf, Error, Result};
 
 use crate::commands::translate::refuse_translation;
@@ -54,18 +55,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         settings.data = args.data.clone();
     }
     let data = load_data(&settings, Some(&saved.tokenizer))?;
-    let context = saved.model.config().context;
+    // The run's training windows: the model's context, or shorter for a fine-tuned model.
+    let context = settings.context;
     check_fits_context(&data.dataset, context)?;
     let batch = args.batch.unwrap_or(settings.batch);
-    memory::check_fits(
-        "evaluation",
-        &saved
-            .model
-            .config()
-            .memory_estimate(batch, Workload::Evaluate)?,
-    )?;
-    let eval = evaluate(&mut saved.model, &data.dataset, batch, None)?;
-    let per_char = !matches!(saved.tokenizer, Tokenizer::Gpt2);
+    if let CausalLm::Gpt(gpt) = &saved.model {
+        let estimate = gpt.config().memory_estimate(batch, Workload::Evaluate)?;
+        memory::check_fits("evaluation", &estimate)?;
+    }
+    let eval = evaluate(&mut saved.model, &data.dataset, context, batch, None)?;
+    let per_char = matches!(saved.tokenizer, Tokenizer::Char { .. } | Tokenizer::Byte);
     if args.json {
         let mut json = serde_json::json!({
             "loss": eval.loss, "perplexity": eval.perplexity(), "tokens": eval.tokens,

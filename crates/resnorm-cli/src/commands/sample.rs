@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use resnorm::lm::load_checkpoint;
-use resnorm::models::gpt::{generate, Sampling};
+use resnorm::models::gpt::Sampling;
 use resnorm::rng::Rng;
 use resnorm::{hf, Error, Result};
 
@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     refuse_translation(&args.checkpoint)?;
-    let saved = load_checkpoint(&args.checkpoint)?;
+    let mut saved = load_checkpoint(&args.checkpoint)?;
     let prompt = match (&args.prompt, &saved.train.data) {
         (Some(prompt), _) => prompt.clone(),
         (None, None) => CORPUS_PROMPT.to_string(),
@@ -69,7 +69,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     };
     let prompt_ids = saved.tokenizer.encode(&prompt)?;
-    let sampled = generate(&saved.model, &prompt_ids, args.tokens, sampling, &mut rng)?;
+    let sampled = saved
+        .model
+        .generate(&prompt_ids, args.tokens, sampling, &mut rng)?;
     println!("{prompt}{}", saved.tokenizer.decode(&sampled)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,11 @@
-//! `resnorm train`: trains a GPT and ends by printing a generated sample.
+//! `resnorm train`: trains a GPT, or fine-tunes a Hugging Face GPT-2 or Llama-family model
+//! (`--init-from HFDIR`), and ends by printing a generated sample.
 //!
-//! Settings come from the defaults (the README's main run), then the checkpoint's own
-//! settings when resuming, then a TOML `--config` file, then the flags, each overriding the
-//! one before. A resume must keep the saved run's settings, except those in
+//! Settings come from the defaults (the README's main run, or for `--init-from` those of
+//! `TrainConfig::fine_tune`), then the checkpoint's own settings when resuming, then a TOML
+//! `--config` file, then the flags, each overriding the one before. With `--init-from`, the
+//! flags that describe a model to build (`--layers`, `--heads`, `--width`, `--placement`,
+//! `--norm`, `--tokenizer`) are refused: the model and tokenizer are the directory's. A resume must keep the saved run's settings, except those in
 //! [`CHANGEABLE_ON_RESUME`]; `--steps` may grow but not fall below the saved step.
 //!
 //! The run writes into `--out` (refused when it holds another run, unless `--overwrite`):
@@ -26,13 +29,15 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use resnorm::data::text::Corpus;
+use resnorm::hf::{self, HfCheckpoint};
 use resnorm::kernels::NormKind;
 use resnorm::lm::{
     load_checkpoint, load_data, Evaluation, MetricsLog, MetricsRecord, TokenizerKind, TrainConfig,
     Trainer,
 };
 use resnorm::memory::Workload;
-use resnorm::models::gpt::{generate, Placement, Sampling};
+use resnorm::models::gpt::{Placement, Sampling};
+use resnorm::models::CausalLm;
 use resnorm::rng::Rng;
 use resnorm::{Error, Result};
 
@@ -73,6 +78,11 @@ pub struct Args {
     /// Start a new run in --out even though it holds one (replaced at the first save).
     #[arg(long)]
     overwrite: bool,
+    /// Fine-tune the Hugging Face checkpoint in this directory (config.json, safetensors,
+    /// tokenizer.json): GPT-2 or a Llama-family model; the data is tokenized with its
+    /// tokenizer.json.
+    #[arg(long, conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// Blocks.
     #[arg(long)]
     layers: Option<usize>,
@@ -153,9 +163,14 @@ pub struct Args {
 impl Args {
     /// Defaults, then the checkpoint's settings, then the TOML file, then the flags; a resume
     /// is checked against the saved run (see the module docs).
-    fn settings(&self, lead: bool) -> Result<TrainConfig> {
+    fn settings(&self, lead: bool, init: Option<&HfCheckpoint>) -> Result<TrainConfig> {
         let Some(dir) = &self.resume else {
-            return self.apply(TrainConfig::default());
+            let (Some(checkpoint), Some(hf_dir)) = (init, &self.init_from) else {
+                return self.apply(TrainConfig::default());
+            };
+            self.refuse_model_flags(hf_dir)?;
+            let base = TrainConfig::fine_tune(hf_dir.clone(), checkpoint.model.context());
+            return self.apply(base);
         };
         let saved = load_checkpoint(dir)?;
         let asked = self.apply(saved.train.clone())?;
@@ -176,6 +191,25 @@ impl Args {
             run_dir::warn_threads(saved.state.threads);
         }
         Ok(asked)
+    }
+
+    /// With `--init-from`, the flags of a model to build are an error naming the first.
+    fn refuse_model_flags(&self, hf_dir: &Path) -> Result<()> {
+        let given = [
+            ("--layers", self.layers.is_some()),
+            ("--heads", self.heads.is_some()),
+            ("--width", self.width.is_some()),
+            ("--placement", self.placement.is_some()),
+            ("--norm", self.norm.is_some()),
+            ("--tokenizer", self.tokenizer.is_some()),
+        ];
+        match given.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => Err(Error::Config(format!(
+                "{flag} cannot be used with --init-from: the model and its tokenizer come from {}",
+                hf_dir.display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// `c`, then the TOML file, then the flags.
@@ -256,21 +290,31 @@ pub fn run(args: Args) -> Result<ExitCode> {
 /// The trainer of a fresh or resumed run, checked to fit in memory with this rank's share
 /// of the batch.
 fn start(args: &Args, rank: usize, ranks: usize) -> Result<Trainer> {
-    let config = args.settings(rank == 0)?;
+    let init = args.init_from.as_deref().map(hf::load).transpose()?;
+    let config = args.settings(rank == 0, init.as_ref())?;
     if !config.batch.is_multiple_of(ranks) {
         return Err(ranks::uneven_batch(config.batch, ranks));
     }
     let local = config.batch / ranks;
-    match &args.resume {
-        Some(dir) => {
+    match (&args.resume, init) {
+        (Some(dir), _) => {
             let trainer = Trainer::resume(dir, config)?;
             // The model came from its file; its batch's activations are allocated at the
-            // first step, after this check.
-            let model = trainer.model().config();
-            memory::check_fits("training", &model.memory_estimate(local, Workload::Train)?)?;
+            // first step, after this check (the GPT's estimate; a Llama has none yet).
+            if let CausalLm::Gpt(gpt) = trainer.model() {
+                let estimate = gpt.config().memory_estimate(local, Workload::Train)?;
+                memory::check_fits("training", &estimate)?;
+            }
             Ok(trainer)
         }
-        None => {
+        (None, Some(checkpoint)) => {
+            if let CausalLm::Gpt(gpt) = &checkpoint.model {
+                let estimate = gpt.config().memory_estimate(local, Workload::Train)?;
+                memory::check_fits("training", &estimate)?;
+            }
+            Trainer::fine_tune(config, checkpoint)
+        }
+        (None, None) => {
             if config.data.is_none() {
                 let corpus = Corpus::memory_estimate(config.corpus_chars)?;
                 memory::check_fits("the built-in corpus", &corpus)?;
@@ -302,9 +346,9 @@ fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
 
     let progress = Progress::new(trainer, lead);
     progress.line(&format!(
-        "training a {}-parameter {} GPT for {} steps into {}{}",
+        "training a {}-parameter {} for {} steps into {}{}",
         trainer.model().num_params(),
-        trainer.config().placement,
+        trainer.model().describe(),
         trainer.config().steps,
         out.display(),
         match ranks {
@@ -435,9 +479,10 @@ fn summary(trainer: &Trainer, eval: &Evaluation, out: &Path) -> String {
 }
 
 /// A sample after the corpus's opening words, or after the first tokens of the validation
-/// split for other data; temperature 0.8, seeded by the run's seed.
-fn closing_sample(trainer: &Trainer, tokens: usize) -> Result<String> {
-    let tokenizer = trainer.tokenizer();
+/// split for other data; temperature 0.8, seeded by the run's seed. A Llama-family model
+/// does not slide its window: its sample stops at its context.
+fn closing_sample(trainer: &mut Trainer, tokens: usize) -> Result<String> {
+    let tokenizer = trainer.tokenizer().clone();
     let prompt = match trainer.config().data {
         None => tokenizer.encode(CORPUS_PROMPT)?,
         Some(_) => trainer.data().validation()[..8.min(trainer.data().validation().len())].to_vec(),
@@ -447,7 +492,12 @@ fn closing_sample(trainer: &Trainer, tokens: usize) -> Result<String> {
         top_k: 0,
     };
     let mut rng = Rng::new(trainer.config().seed);
-    let sampled = generate(trainer.model(), &prompt, tokens, sampling, &mut rng)?;
+    let model = trainer.model_mut();
+    let tokens = match model {
+        CausalLm::Gpt(_) => tokens,
+        CausalLm::Llama(_) => tokens.min(model.context().saturating_sub(prompt.len())),
+    };
+    let sampled = model.generate(&prompt, tokens, sampling, &mut rng)?;
     Ok(tokenizer.decode(&prompt)? + &tokenizer.decode(&sampled)?)
 }
 

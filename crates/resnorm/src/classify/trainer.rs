@@ -169,12 +169,13 @@ impl Trainer {
         let (gpt, tokenizer) = match &config.init {
             Some(dir) => {
                 let saved = crate::lm::load_checkpoint(dir)?;
-                let c = saved.model.config();
+                let model = saved.model.into_gpt("a classifier's --init")?;
+                let c = model.config();
                 (config.layers, config.heads, config.width, config.context) =
                     (c.layers, c.heads, c.width, c.context);
                 (config.placement, config.norm) = (c.placement, c.norm);
                 config.tokenizer = TokenizerKind::of(&saved.tokenizer);
-                (saved.model, saved.tokenizer)
+                (model, saved.tokenizer)
             }
             None => {
                 let tokenizer = match config.tokenizer {
@@ -188,6 +189,11 @@ impl Trainer {
                     }
                     TokenizerKind::Byte => Tokenizer::Byte,
                     TokenizerKind::Gpt2 => Tokenizer::Gpt2,
+                    TokenizerKind::Hf => {
+                        return Err(Error::Config(
+                            "a classifier has no Hugging Face tokenizer to start from".into(),
+                        ))
+                    }
                 };
                 let gpt = Gpt::new(config.gpt_config(tokenizer.vocab_size()), config.seed)?;
                 (gpt, tokenizer)

@@ -20,6 +20,7 @@
 //! ```
 
 use crate::checkpoint::{write_json_atomic, write_tensors, TensorRef};
+use crate::data::text::HfTokenizer;
 use crate::kernels::NormKind;
 use crate::models::gpt::{Gpt, Placement};
 use crate::models::llama::{Activation, Llama, LlamaConfig, LlamaPlacement, QkNorm};
@@ -148,6 +149,13 @@ fn architecture(c: &LlamaConfig) -> Result<&'static str> {
         return refuse("q/k/v biases without an output bias are Qwen2's, whose norms are pre-ln");
     }
     Ok(architecture)
+}
+
+/// Writes `tokenizer` into `dir` as `tokenizer.json`, next to a model written by
+/// [`write_gpt`] or [`write_llama`], so that a fine-tuned model's directory is complete.
+pub fn write_tokenizer(tokenizer: &HfTokenizer, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_json_atomic(dir.join("tokenizer.json"), tokenizer)
 }
 
 /// A tensor to write: its name in the file, its shape and values.

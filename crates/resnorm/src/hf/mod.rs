@@ -24,24 +24,19 @@ pub mod export;
 pub mod tensors;
 
 use crate::checkpoint::check_finite;
-use crate::models::gpt::{generate, Gpt, Sampling};
-use crate::models::llama::{self, Llama};
+use crate::models::gpt::Gpt;
+use crate::models::llama::Llama;
+use crate::models::CausalLm;
 use crate::nn::{Param, ParamKind};
-use crate::rng::Rng;
 use crate::{Error, Result};
 use config::ModelConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tensors::Loaded;
 
-/// A model read from a Hugging Face checkpoint.
-#[derive(Debug)]
-pub enum HfModel {
-    /// `GPT2LMHeadModel`.
-    Gpt(Gpt),
-    /// The Llama family.
-    Llama(Llama),
-}
+/// A model read from a Hugging Face checkpoint: `GPT2LMHeadModel` as a GPT, the others as
+/// the Llama-family decoder.
+pub type HfModel = CausalLm;
 
 /// What a checkpoint directory holds.
 #[derive(Debug)]
@@ -188,68 +183,4 @@ fn assign(
         }
     }
     Ok(())
-}
-
-impl HfModel {
-    /// The logits `[batch·seq, V]` of `tokens` (`batch` rows of equal length).
-    pub fn logits(&mut self, tokens: &[u32], batch: usize) -> Result<&[f32]> {
-        match self {
-            HfModel::Gpt(gpt) => {
-                gpt.forward(tokens, batch, None)?;
-                Ok(gpt.logits())
-            }
-            HfModel::Llama(llama) => {
-                llama.forward(tokens, batch, None)?;
-                Ok(llama.logits())
-            }
-        }
-    }
-
-    /// The mean cross-entropy of predicting `targets` from `tokens` (`batch` rows).
-    pub fn loss(&mut self, tokens: &[u32], targets: &[u32], batch: usize) -> Result<f32> {
-        let loss = match self {
-            HfModel::Gpt(gpt) => gpt.forward(tokens, batch, Some(targets))?,
-            HfModel::Llama(llama) => llama.forward(tokens, batch, Some(targets))?,
-        };
-        Ok(loss.expect("a forward with targets returns the loss"))
-    }
-
-    /// The `count` tokens greedy decoding appends to `prompt`.
-    pub fn greedy(&mut self, prompt: &[u32], count: usize) -> Result<Vec<u32>> {
-        let greedy = Sampling {
-            temperature: 0.0,
-            top_k: 0,
-        };
-        self.generate(prompt, count, greedy, &mut Rng::new(0))
-    }
-
-    /// `count` tokens sampled after `prompt` (see [`crate::models::gpt::generate`]).
-    pub fn generate(
-        &mut self,
-        prompt: &[u32],
-        count: usize,
-        sampling: Sampling,
-        rng: &mut Rng,
-    ) -> Result<Vec<u32>> {
-        match self {
-            HfModel::Gpt(gpt) => generate(gpt, prompt, count, sampling, rng),
-            HfModel::Llama(llama) => llama::generate(llama, prompt, count, sampling, rng),
-        }
-    }
-
-    /// The vocabulary size.
-    pub fn vocab(&self) -> usize {
-        match self {
-            HfModel::Gpt(gpt) => gpt.config().vocab,
-            HfModel::Llama(llama) => llama.config().vocab,
-        }
-    }
-
-    /// The longest sequence the model runs on.
-    pub fn context(&self) -> usize {
-        match self {
-            HfModel::Gpt(gpt) => gpt.config().context,
-            HfModel::Llama(llama) => llama.config().context,
-        }
-    }
 }

@@ -41,11 +41,13 @@ pub enum TokenizerKind {
     Byte,
     /// GPT-2's byte-pair encoding.
     Gpt2,
+    /// The `tokenizer.json` of the Hugging Face model a run starts from (`init_from`).
+    Hf,
 }
 
 impl TokenizerKind {
     /// The spellings accepted by [`FromStr`], in order.
-    pub const NAMES: [&'static str; 3] = ["char", "byte", "gpt2"];
+    pub const NAMES: [&'static str; 4] = ["char", "byte", "gpt2", "hf"];
 
     /// The kind of an existing tokenizer.
     pub fn of(tokenizer: &Tokenizer) -> TokenizerKind {
@@ -53,6 +55,7 @@ impl TokenizerKind {
             Tokenizer::Char { .. } => TokenizerKind::Char,
             Tokenizer::Byte => TokenizerKind::Byte,
             Tokenizer::Gpt2 => TokenizerKind::Gpt2,
+            Tokenizer::Hf { .. } => TokenizerKind::Hf,
         }
     }
 }
@@ -71,6 +74,7 @@ impl FromStr for TokenizerKind {
             "char" => Ok(TokenizerKind::Char),
             "byte" => Ok(TokenizerKind::Byte),
             "gpt2" => Ok(TokenizerKind::Gpt2),
+            "hf" => Ok(TokenizerKind::Hf),
             _ => Err(Error::Config(format!(
                 "unknown tokenizer '{s}'; expected one of {}",
                 Self::NAMES.join(", ")
@@ -78,6 +82,10 @@ impl FromStr for TokenizerKind {
         }
     }
 }
+
+/// The default length of the training windows when fine-tuning: long enough for text to
+/// matter, short enough for a CPU.
+pub const FINE_TUNE_CONTEXT: usize = 256;
 
 /// The settings of one training run; see the module documentation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,6 +101,10 @@ pub struct TrainConfig {
     pub context: usize,
     /// Residual/normalization wiring.
     pub placement: Placement,
+    /// A Hugging Face checkpoint directory whose model and `tokenizer.json` the run
+    /// fine-tunes (see [`crate::hf`]); `layers`, `heads`, `width`, `placement`, `norm` and
+    /// `tokenizer` then come from it, and `context` is the length of the training windows.
+    pub init_from: Option<PathBuf>,
     /// LayerNorm or RMSNorm.
     pub norm: NormKind,
     /// A text file, a folder of text files, a token `.bin` file or a folder of them; `None`
@@ -152,6 +164,7 @@ impl Default for TrainConfig {
             width: 128,
             context: 64,
             placement: Placement::PreLn,
+            init_from: None,
             norm: NormKind::Layer,
             data: None,
             corpus_chars: DEFAULT_CORPUS_CHARS,
@@ -200,6 +213,51 @@ impl TrainConfig {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })
+    }
+
+    /// The defaults of a run fine-tuning the Hugging Face checkpoint in `dir`, whose model
+    /// runs on at most `positions` tokens: windows of `min(positions, 256)` tokens, batch 8,
+    /// 200 steps at a peak learning rate of 1e-4 (a pretrained model needs small steps),
+    /// the directory's tokenizer; other settings as [`TrainConfig::default`].
+    pub fn fine_tune(dir: PathBuf, positions: usize) -> Self {
+        TrainConfig {
+            init_from: Some(dir),
+            tokenizer: TokenizerKind::Hf,
+            context: positions.min(FINE_TUNE_CONTEXT),
+            batch: 8,
+            steps: 200,
+            lr: 1e-4,
+            min_lr: 1e-5,
+            warmup: 20,
+            eval_every: 50,
+            eval_windows: 16,
+            save_every: 100,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// With `init_from`, refuses the settings that describe a model to build (the model is
+    /// the checkpoint's), naming the first one set, and any tokenizer but the directory's.
+    pub fn check_fine_tune(&self) -> Result<()> {
+        let Some(dir) = &self.init_from else {
+            return Ok(());
+        };
+        let default = TrainConfig::default();
+        let set = [
+            ("layers", self.layers != default.layers),
+            ("heads", self.heads != default.heads),
+            ("width", self.width != default.width),
+            ("placement", self.placement != default.placement),
+            ("norm", self.norm != default.norm),
+            ("tokenizer", self.tokenizer != TokenizerKind::Hf),
+        ];
+        match set.iter().find(|(_, differs)| *differs) {
+            Some((name, _)) => Err(Error::Config(format!(
+                "`{name}` cannot be set when fine-tuning: the model and its tokenizer come from {}",
+                dir.display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The model these settings describe for a vocabulary of `vocab` ids.

@@ -65,6 +65,12 @@ pub fn load_data(config: &TrainConfig, tokenizer: Option<&Tokenizer>) -> Result<
             }
             (TokenizerKind::Byte, _) => Tokenizer::Byte,
             (TokenizerKind::Gpt2, _) => Tokenizer::Gpt2,
+            (TokenizerKind::Hf, _) => {
+                return Err(Error::Config(
+                    "the hf tokenizer is the tokenizer.json of the model that --init-from names"
+                        .into(),
+                ))
+            }
         },
     };
     let tokens = match source {

@@ -5,10 +5,10 @@
 //!
 //! | file | contents |
 //! |---|---|
-//! | `model.safetensors` | every parameter under its Hugging-Face-style name (`wte.weight`, `h.0.attn.c_attn.weight`, ...), metadata `step` |
+//! | `model.safetensors` | every parameter under its Hugging-Face-style name (`wte.weight`, `h.0.attn.c_attn.weight`, ...; `embed_tokens.weight`, `layers.0.self_attn.q_proj.weight`, ...), metadata `step` |
 //! | `optimizer.safetensors` | AdamW's moments `m.<name>`, `v.<name>` and step count ([`OptimizerState`](crate::optim::OptimizerState)) |
-//! | `config.json` | the model's [`GptConfig`] |
-//! | `tokenizer.json` | the [`Tokenizer`] (with its character vocabulary) |
+//! | `config.json` | the model's [`GptConfig`], or [`LlamaConfig`] for a fine-tuned Llama-family model |
+//! | `tokenizer.json` | the [`Tokenizer`] (with its character vocabulary, or the Hugging Face `tokenizer.json`) |
 //! | `train.json` | the run's [`TrainConfig`] |
 //! | `state.json` | [`TrainState`]: step, data RNG state, elapsed time |
 //! | `set.json` | the set's manifest: the step, each file's length and checksum |
@@ -28,8 +28,11 @@ use crate::checkpoint::{assign_params, TensorFile};
 use crate::checkpoint_set::{save_set, CheckpointSet};
 use crate::data::text::Tokenizer;
 use crate::models::gpt::{Gpt, GptConfig};
+use crate::models::llama::{Llama, LlamaConfig};
+use crate::models::CausalLm;
 use crate::optim::{AdamW, Optimizer};
 use crate::rng::Rng;
+use crate::tensor::Tensor;
 use crate::{Error, Result};
 
 use super::TrainConfig;
@@ -67,7 +70,7 @@ pub struct TrainState {
 #[derive(Clone, Debug)]
 pub struct SavedModel {
     /// The model, parameters restored.
-    pub model: Gpt,
+    pub model: CausalLm,
     /// Its tokenizer.
     pub tokenizer: Tokenizer,
     /// The settings it was trained with.
@@ -80,7 +83,7 @@ pub struct SavedModel {
 /// set of the run directory `run` (created if needed), replacing the previous one atomically.
 pub fn save_checkpoint(
     run: &Path,
-    model: &Gpt,
+    model: &CausalLm,
     optimizer: &AdamW,
     tokenizer: &Tokenizer,
     train: &TrainConfig,
@@ -95,7 +98,10 @@ pub fn save_checkpoint(
     save_set(run, state.step, |set| {
         set.file(MODEL_FILE, |out| model_file.write_to(out))?;
         set.file(OPTIMIZER_FILE, |out| optimizer_file.write_to(out))?;
-        set.json(CONFIG_FILE, model.config())?;
+        match model {
+            CausalLm::Gpt(gpt) => set.json(CONFIG_FILE, gpt.config())?,
+            CausalLm::Llama(llama) => set.json(CONFIG_FILE, llama.config())?,
+        }
         set.json(TOKENIZER_FILE, tokenizer)?;
         set.json(TRAIN_CONFIG_FILE, train)?;
         set.json(STATE_FILE, state)
@@ -112,26 +118,47 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
         path: set.dir().join(STATE_FILE),
         detail: format!("`rng_state`: {e}"),
     })?;
-    let config: GptConfig = set.read_json(CONFIG_FILE)?;
-    config.validate().map_err(|e| Error::Format {
-        path: set.dir().join(CONFIG_FILE),
-        detail: e.to_string(),
-    })?;
     let tokenizer: Tokenizer = set.read_json(TOKENIZER_FILE)?;
     let train: TrainConfig = set.read_json(TRAIN_CONFIG_FILE)?;
-    if tokenizer.vocab_size() != config.vocab {
+    let checkpoint = set.read_tensors(MODEL_FILE)?;
+    let step = checkpoint.metadata.get("step").and_then(|s| s.parse().ok());
+    set.check_step(MODEL_FILE, step)?;
+    // A Llama-family config is told apart by its key/value heads, which a GPT has not.
+    let config: serde_json::Value = set.read_json(CONFIG_FILE)?;
+    let model = match config.get("kv_heads") {
+        Some(_) => load_llama(&set, &checkpoint.tensors)?,
+        None => CausalLm::Gpt(load_gpt(&set, &checkpoint.tensors)?),
+    };
+    // A Hugging Face vocabulary may be padded past the tokenizer's ids; the others match.
+    let fits = match tokenizer {
+        Tokenizer::Hf { .. } => tokenizer.vocab_size() <= model.vocab(),
+        _ => tokenizer.vocab_size() == model.vocab(),
+    };
+    if !fits {
         return Err(Error::Format {
             path: set.dir().join(TOKENIZER_FILE),
             detail: format!(
                 "the tokenizer has {} ids, the model's vocabulary {}",
                 tokenizer.vocab_size(),
-                config.vocab
+                model.vocab()
             ),
         });
     }
-    let checkpoint = set.read_tensors(MODEL_FILE)?;
-    let step = checkpoint.metadata.get("step").and_then(|s| s.parse().ok());
-    set.check_step(MODEL_FILE, step)?;
+    Ok(SavedModel {
+        model,
+        tokenizer,
+        train,
+        state,
+    })
+}
+
+/// The GPT of `config.json`, with its sizes checked against `tensors` before allocating it.
+fn load_gpt(set: &CheckpointSet, tensors: &BTreeMap<String, Tensor>) -> Result<Gpt> {
+    let config: GptConfig = set.read_json(CONFIG_FILE)?;
+    config.validate().map_err(|e| Error::Format {
+        path: set.dir().join(CONFIG_FILE),
+        detail: e.to_string(),
+    })?;
     let model_path = set.dir().join(MODEL_FILE);
     // Sizes come from config.json: compare them with the tensors the file really holds
     // before allocating a model of that size (the embeddings first, which name the sizes).
@@ -140,7 +167,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
         ("wpe.weight", [config.context, config.width]),
     ];
     for (name, shape) in embeddings {
-        match checkpoint.tensors.get(name) {
+        match tensors.get(name) {
             Some(tensor) if tensor.shape() != shape => {
                 return Err(Error::Format {
                     path: model_path,
@@ -153,7 +180,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
             _ => {}
         }
     }
-    let stored: u64 = checkpoint.tensors.values().map(|t| t.len() as u64).sum();
+    let stored: u64 = tensors.values().map(|t| t.len() as u64).sum();
     let needed = config.num_params()?;
     if needed != stored {
         return Err(Error::Format {
@@ -164,13 +191,45 @@ pub fn load_checkpoint(dir: &Path) -> Result<SavedModel> {
         });
     }
     let mut model = Gpt::new(config, 0)?;
-    assign_params(&model_path, &checkpoint.tensors, &mut model.params_mut())?;
-    Ok(SavedModel {
-        model,
-        tokenizer,
-        train,
-        state,
-    })
+    assign_params(&model_path, tensors, &mut model.params_mut())?;
+    Ok(model)
+}
+
+/// The Llama-family model of `config.json`, its embedding's shape checked against
+/// `tensors` before allocating it.
+fn load_llama(set: &CheckpointSet, tensors: &BTreeMap<String, Tensor>) -> Result<CausalLm> {
+    let config: LlamaConfig = set.read_json(CONFIG_FILE)?;
+    let bad_config = |detail: String| Error::Format {
+        path: set.dir().join(CONFIG_FILE),
+        detail,
+    };
+    config.validate().map_err(|e| bad_config(e.to_string()))?;
+    let model_path = set.dir().join(MODEL_FILE);
+    let shape = [config.vocab, config.width];
+    let embedding = tensors.get("embed_tokens.weight").map(Tensor::shape);
+    if embedding.is_some_and(|s| s != shape) {
+        return Err(Error::Format {
+            path: model_path,
+            detail: format!(
+                "tensor `embed_tokens.weight` has shape {:?}, the model of {CONFIG_FILE} {shape:?}",
+                embedding.unwrap_or_default()
+            ),
+        });
+    }
+    let mut model = Llama::new(config, 0)?;
+    let stored: usize = tensors.values().map(Tensor::len).sum();
+    if stored != model.num_params() {
+        return Err(Error::Format {
+            path: model_path,
+            detail: format!(
+                "holds {stored} values, but the model of {CONFIG_FILE} has {} parameters",
+                model.num_params()
+            ),
+        });
+    }
+    assign_params(&model_path, tensors, &mut model.params_mut())?;
+    model.sync();
+    Ok(CausalLm::Llama(model))
 }
 
 /// The optimizer saved in the checkpoint that `dir` names, rebuilt with `train`'s

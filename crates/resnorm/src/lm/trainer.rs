@@ -9,8 +9,11 @@
 //! clip the global gradient norm to grad_clip (when > 0)
 //! AdamW step with lr = WarmupCosine(s)
 //! ```
-//! Weights come from `Gpt::new(config, seed)`, training windows from a separate
-//! [`Rng`] seeded with `seed ^ DATA_SEED_MIX`.
+//! Weights come from `Gpt::new(config, seed)`, or, fine-tuning ([`Trainer::fine_tune`]),
+//! from the Hugging Face checkpoint `init_from` names: a GPT-2 or a Llama-family model (a
+//! [`CausalLm`]), its `tokenizer.json` tokenizing the data. Training windows come from a
+//! separate [`Rng`] seeded with `seed ^ DATA_SEED_MIX`. Data parallelism and diagnostics are
+//! the GPT's.
 //!
 //! **Data-parallel** ([`Trainer::distributed`]): with `N` ranks, `batch` is the global batch.
 //! Every rank draws the same `batch` windows from the same data RNG and runs forward and
@@ -44,9 +47,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::data::text::{TokenDataset, Tokenizer};
+use crate::data::text::{HfTokenizer, TokenDataset, Tokenizer};
 use crate::distributed::{Communicator, SingleProcess};
+use crate::hf::HfCheckpoint;
 use crate::models::gpt::{Gpt, GptConfig};
+use crate::models::CausalLm;
 use crate::optim::{AdamW, WarmupCosine};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -57,7 +62,7 @@ use super::evaluate::{evaluate, evaluate_shared, Evaluation};
 use super::run_checkpoint::{
     load_checkpoint, load_optimizer, save_checkpoint, SavedModel, TrainState,
 };
-use super::update::{apply_gradients_sharded, Update};
+use super::update::{apply_gradients_plain, apply_gradients_sharded, Update};
 use super::zero::OptimizerShard;
 use super::TrainConfig;
 use crate::diagnostics::Diagnostics;
@@ -89,7 +94,7 @@ pub struct StepReport {
 #[derive(Debug)]
 pub struct Trainer {
     config: TrainConfig,
-    model: Gpt,
+    model: CausalLm,
     optimizer: AdamW,
     schedule: WarmupCosine,
     tokenizer: Tokenizer,
@@ -114,7 +119,45 @@ impl Trainer {
     /// A fresh run of `config` on `data`.
     pub fn new(config: TrainConfig, data: LoadedData) -> Result<Self> {
         config.validate()?;
+        if let Some(dir) = &config.init_from {
+            return Err(Error::Config(format!(
+                "the run starts from {}: build it with Trainer::fine_tune",
+                dir.display()
+            )));
+        }
         let model = Gpt::new(config.gpt_config(data.tokenizer.vocab_size()), config.seed)?;
+        let optimizer = AdamW::new(config.adamw_config())?;
+        let rng = Rng::new(config.seed ^ DATA_SEED_MIX);
+        Self::assemble(config, data, CausalLm::Gpt(model), optimizer, rng, None)
+    }
+
+    /// A fresh run fine-tuning `checkpoint`, read from `config.init_from` (see
+    /// [`TrainConfig::fine_tune`]): the data is tokenized with its `tokenizer.json`, and
+    /// `config.context` is the length of the training windows.
+    pub fn fine_tune(config: TrainConfig, checkpoint: HfCheckpoint) -> Result<Self> {
+        config.validate()?;
+        config.check_fine_tune()?;
+        let HfCheckpoint {
+            architecture,
+            model,
+            tokenizer,
+        } = checkpoint;
+        let tokenizer = tokenizer.ok_or_else(|| {
+            Error::Config(format!(
+                "the {architecture} checkpoint has no tokenizer.json to tokenize the data with"
+            ))
+        })?;
+        let tokenizer = Tokenizer::Hf {
+            tokenizer: HfTokenizer(Box::new(tokenizer)),
+        };
+        if config.context > model.context() {
+            return Err(Error::Config(format!(
+                "--context {} is longer than the {architecture} model's {} positions",
+                config.context,
+                model.context()
+            )));
+        }
+        let data = load_data(&config, Some(&tokenizer))?;
         let optimizer = AdamW::new(config.adamw_config())?;
         let rng = Rng::new(config.seed ^ DATA_SEED_MIX);
         Self::assemble(config, data, model, optimizer, rng, None)
@@ -132,11 +175,14 @@ impl Trainer {
             state,
             ..
         } = load_checkpoint(dir)?;
-        check_same_model(
-            dir,
-            model.config(),
-            &config.gpt_config(tokenizer.vocab_size()),
-        )?;
+        // A fine-tuned model is the checkpoint's: only a GPT built from settings is checked.
+        if let (CausalLm::Gpt(gpt), None) = (&model, &config.init_from) {
+            check_same_model(
+                dir,
+                gpt.config(),
+                &config.gpt_config(tokenizer.vocab_size()),
+            )?;
+        }
         let optimizer = load_optimizer(dir, &config)?;
         let data = load_data(&config, Some(&tokenizer))?;
         // load_checkpoint refused an all-zero state, naming its file.
@@ -147,12 +193,17 @@ impl Trainer {
     fn assemble(
         config: TrainConfig,
         data: LoadedData,
-        model: Gpt,
+        model: CausalLm,
         optimizer: AdamW,
         rng: Rng,
         state: Option<TrainState>,
     ) -> Result<Self> {
         check_fits_context(&data.dataset, config.context)?;
+        if matches!(model, CausalLm::Llama(_)) && config.diagnostics_every > 0 {
+            return Err(Error::Config(
+                "diagnostics_every: per-layer diagnostics are measured on a GPT only".into(),
+            ));
+        }
         let schedule = config.schedule()?;
         let rows = config.batch * config.context;
         Ok(Trainer {
@@ -187,13 +238,22 @@ impl Trainer {
                 self.config.batch
             )));
         }
+        let gpt = match &self.model {
+            CausalLm::Gpt(gpt) => gpt,
+            CausalLm::Llama(_) if ranks == 1 => return Ok(self),
+            CausalLm::Llama(_) => {
+                return Err(Error::Config(
+                    "a Llama-family model trains in one process only".into(),
+                ))
+            }
+        };
         self.average = if ranks > 1 {
-            Some(GradientAverage::new(&self.model, comm.as_mut())?)
+            Some(GradientAverage::new(gpt, comm.as_mut())?)
         } else {
             None
         };
         if ranks > 1 && self.config.zero == 1 {
-            let shard = OptimizerShard::new(&self.model, comm.rank(), ranks);
+            let shard = OptimizerShard::new(gpt, comm.rank(), ranks);
             self.optimizer = shard.keep_own(&self.optimizer)?;
             self.shard = Some(shard);
         }
@@ -236,7 +296,7 @@ impl Trainer {
         let extra = [
             ("training_tokens", self.data.train().len().into()),
             ("validation_tokens", self.data.validation().len().into()),
-            ("vocab", self.model.config().vocab.into()),
+            ("vocab", self.model.vocab().into()),
             ("parameters", self.model.num_params().into()),
             ("step", self.step.into()),
             ("weights_checksum", format!("{checksum:016x}").into()),
@@ -268,7 +328,9 @@ impl Trainer {
         let lr = self.schedule.lr_at(self.step);
         let every = self.config.diagnostics_every;
         let diagnose = every > 0 && (self.step + 1).is_multiple_of(every);
-        self.model.record_stream_stats(diagnose);
+        if let CausalLm::Gpt(gpt) = &mut self.model {
+            gpt.record_stream_stats(diagnose);
+        }
         self.model.zero_grad();
         let (rank, ranks) = (self.comm.rank(), self.comm.size());
         let local = batch / ranks;
@@ -289,24 +351,20 @@ impl Trainer {
                     Some(&self.targets[shard.clone()]),
                 )?
                 .ok_or_else(|| Error::invalid(OP, "the model returned no loss"))?;
-            match (&self.average, self.overlap && micro + 1 == accum) {
-                (Some(average), true) => {
+            match (&self.average, &mut self.model) {
+                (Some(average), CausalLm::Gpt(gpt)) if self.overlap && micro + 1 == accum => {
                     let comm = self.comm.as_mut();
-                    self.model
-                        .backward_each(&mut |k, unit| average.start_unit(comm, k, unit))?
+                    gpt.backward_each(&mut |k, unit| average.start_unit(comm, k, unit))?
                 }
-                _ => self.model.backward()?,
+                (_, model) => model.backward()?,
             }
             loss_sum += loss;
         }
         let mut comm_wait = 0.0;
-        if let Some(average) = &self.average {
+        if let (Some(average), CausalLm::Gpt(gpt)) = (&self.average, &mut self.model) {
             let overlapped = self.overlap;
-            (loss_sum, comm_wait) = average.sum_and_average(
-                &mut self.model,
-                self.comm.as_mut(),
-                loss_sum,
-                |model, comm| {
+            (loss_sum, comm_wait) =
+                average.sum_and_average(gpt, self.comm.as_mut(), loss_sum, |model, comm| {
                     if overlapped {
                         return Ok(());
                     }
@@ -314,8 +372,7 @@ impl Trainer {
                         average.start_unit(comm, k, unit)?;
                     }
                     Ok(())
-                },
-            )?;
+                })?;
         }
         let loss = loss_sum / accum as f32;
         let diverged = |loss: f32| Error::Diverged {
@@ -333,13 +390,15 @@ impl Trainer {
         };
         let diagnose = diagnose.then_some((self.step + 1, loss));
         let shard = (self.shard.as_ref()).map(|s| (s, self.comm.as_mut() as &mut dyn Communicator));
-        let (norm, diagnostics) = apply_gradients_sharded(
-            &mut self.model,
-            &mut self.optimizer,
-            update,
-            diagnose,
-            shard,
-        )?;
+        let (norm, diagnostics) = match &mut self.model {
+            CausalLm::Gpt(gpt) => {
+                apply_gradients_sharded(gpt, &mut self.optimizer, update, diagnose, shard)?
+            }
+            model => (
+                apply_gradients_plain(model, &mut self.optimizer, update)?,
+                None,
+            ),
+        };
         if !norm.is_finite() {
             return Err(diverged(loss));
         }
@@ -370,13 +429,21 @@ impl Trainer {
     }
 
     fn evaluate_windows(&mut self, windows: Option<usize>) -> Result<Evaluation> {
+        let context = self.config.context;
         if self.comm.size() == 1 {
-            return evaluate(&mut self.model, &self.data, self.config.batch, windows);
+            return evaluate(
+                &mut self.model,
+                &self.data,
+                context,
+                self.config.batch,
+                windows,
+            );
         }
         let batch = self.config.batch / self.comm.size();
         evaluate_shared(
             &mut self.model,
             &self.data,
+            context,
             batch,
             windows,
             self.comm.as_mut(),
@@ -454,12 +521,12 @@ impl Trainer {
     }
 
     /// The model.
-    pub fn model(&self) -> &Gpt {
+    pub fn model(&self) -> &CausalLm {
         &self.model
     }
 
     /// The model, for changes between steps.
-    pub fn model_mut(&mut self) -> &mut Gpt {
+    pub fn model_mut(&mut self) -> &mut CausalLm {
         &mut self.model
     }
 

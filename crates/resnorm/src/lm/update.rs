@@ -12,6 +12,8 @@
 use crate::diagnostics::{Diagnostics, PendingDiagnostics};
 use crate::distributed::Communicator;
 use crate::models::gpt::Gpt;
+use crate::models::CausalLm;
+use crate::nn::Param;
 use crate::optim::{clip_grad_norm, grad_norm, Optimizer};
 use crate::Result;
 
@@ -50,14 +52,43 @@ pub fn apply_gradients_sharded(
     diagnose: Option<(u64, f32)>,
     shard: Option<(&OptimizerShard, &mut dyn Communicator)>,
 ) -> Result<(f32, Option<Diagnostics>)> {
-    if update.accum > 1 {
-        let scale = 1.0 / update.accum as f32;
-        model.visit_params_mut(&mut |p| p.grad.iter_mut().for_each(|g| *g *= scale));
-    }
+    scale_for_accum(&mut model.params_mut(), update.accum);
     let pending = diagnose
         .map(|(step, loss)| PendingDiagnostics::after_backward(model, step, loss, update.lr))
         .transpose()?;
-    let mut params = model.params_mut();
+    let norm = clip_and_step(model.params_mut(), optimizer, update, shard)?;
+    let diagnostics = pending.map(|p| p.finish(model)).transpose()?;
+    Ok((norm, diagnostics))
+}
+
+/// [`apply_gradients`] for either model, without diagnostics (the GPT's alone): how the
+/// trainer updates a fine-tuned Llama-family model.
+pub fn apply_gradients_plain(
+    model: &mut CausalLm,
+    optimizer: &mut dyn Optimizer,
+    update: Update,
+) -> Result<f32> {
+    scale_for_accum(&mut model.params_mut(), update.accum);
+    clip_and_step(model.params_mut(), optimizer, update, None)
+}
+
+/// Divides the gradients summed over `accum` micro-batches by `accum`.
+fn scale_for_accum(params: &mut [&mut Param], accum: usize) {
+    if accum > 1 {
+        let scale = 1.0 / accum as f32;
+        for p in params {
+            p.grad.iter_mut().for_each(|g| *g *= scale);
+        }
+    }
+}
+
+/// The global gradient norm before clipping; clips, then steps when it is finite.
+fn clip_and_step(
+    mut params: Vec<&mut Param>,
+    optimizer: &mut dyn Optimizer,
+    update: Update,
+    shard: Option<(&OptimizerShard, &mut dyn Communicator)>,
+) -> Result<f32> {
     let norm = if update.grad_clip > 0.0 {
         clip_grad_norm(&mut params, update.grad_clip)?
     } else {
@@ -72,6 +103,5 @@ pub fn apply_gradients_sharded(
             }
         }
     }
-    let diagnostics = pending.map(|p| p.finish(model)).transpose()?;
-    Ok((norm, diagnostics))
+    Ok(norm)
 }

@@ -38,4 +38,4 @@ pub use token_file::{
     read_token_file, read_token_file_as, write_token_file, TokenFile, TokenFileFormat,
     LLMC_HEADER_INTS, LLMC_MAGIC, LLMC_VERSION,
 };
-pub use tokenizer::{CharVocab, Tokenizer, GPT2_VOCAB_SIZE};
+pub use tokenizer::{CharVocab, HfTokenizer, Tokenizer, GPT2_VOCAB_SIZE};

@@ -7,13 +7,16 @@
 //! - [`Tokenizer::Gpt2`]: GPT-2's byte-pair encoding (`r50k_base`, 50257 ids, id 50256 is
 //!   `<|endoftext|>`), embedded in the binary by `tiktoken-rs`, so it works offline. Text is
 //!   encoded as ordinary text: `<|endoftext|>` inside it is spelled out, not a special token.
+//! - [`Tokenizer::Hf`]: a Hugging Face `tokenizer.json` (the tokenizer of a model that
+//!   `resnorm train --init-from` fine-tunes), run by the `tokenizers` crate; no special
+//!   tokens are added, and decoding leaves them out.
 //!
 //! `decode` refuses ids outside the vocabulary. For [`Tokenizer::Byte`] and
 //! [`Tokenizer::Gpt2`] a sequence of valid ids may end inside a multi-byte character (a
 //! model's sample can): such bytes decode to U+FFFD instead of failing.
 //!
-//! A tokenizer serializes with serde (`{"kind":"char","vocab":["a","b"]}`, `{"kind":"gpt2"}`)
-//! so that a checkpoint can store it; a character vocabulary is checked (nonempty, sorted,
+//! A tokenizer serializes with serde (`{"kind":"char","vocab":["a","b"]}`, `{"kind":"gpt2"}`,
+//! `{"kind":"hf","tokenizer":{..the tokenizer.json..}}`) so that a checkpoint can store it; a character vocabulary is checked (nonempty, sorted,
 //! distinct) when read back.
 //!
 //! ```
@@ -49,6 +52,41 @@ pub enum Tokenizer {
     Byte,
     /// GPT-2's byte-pair encoding.
     Gpt2,
+    /// A Hugging Face `tokenizer.json`.
+    Hf {
+        /// The tokenizer, stored as its `tokenizer.json`.
+        tokenizer: HfTokenizer,
+    },
+}
+
+/// A Hugging Face tokenizer that serializes as its `tokenizer.json`; two are equal when
+/// their JSON is. Boxed: it is large, the other tokenizers small.
+#[derive(Clone, Debug)]
+pub struct HfTokenizer(pub Box<tokenizers::Tokenizer>);
+
+impl PartialEq for HfTokenizer {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string(false).ok() == other.0.to_string(false).ok()
+    }
+}
+
+impl Eq for HfTokenizer {}
+
+impl Serialize for HfTokenizer {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for HfTokenizer {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        tokenizers::Tokenizer::deserialize(deserializer).map(|t| HfTokenizer(Box::new(t)))
+    }
 }
 
 /// A character vocabulary: nonempty, strictly increasing, so an id is a position and a
@@ -109,6 +147,7 @@ impl Tokenizer {
             Tokenizer::Char { vocab } => vocab.0.len(),
             Tokenizer::Byte => 256,
             Tokenizer::Gpt2 => GPT2_VOCAB_SIZE,
+            Tokenizer::Hf { tokenizer } => tokenizer.0.get_vocab_size(true),
         }
     }
 
@@ -134,6 +173,11 @@ impl Tokenizer {
                 .collect(),
             Tokenizer::Byte => Ok(text.bytes().map(u32::from).collect()),
             Tokenizer::Gpt2 => Ok(tiktoken_rs::r50k_base_singleton().encode_ordinary(text)),
+            Tokenizer::Hf { tokenizer } => tokenizer
+                .0
+                .encode(text, false)
+                .map(|encoding| encoding.get_ids().to_vec())
+                .map_err(|e| Error::invalid("Tokenizer::encode", e.to_string())),
         }
     }
 
@@ -161,6 +205,10 @@ impl Tokenizer {
                     .map_err(|e| Error::invalid("Tokenizer::decode", e.to_string()))?;
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
+            Tokenizer::Hf { tokenizer } => tokenizer
+                .0
+                .decode(ids, true)
+                .map_err(|e| Error::invalid("Tokenizer::decode", e.to_string())),
         }
     }
 }
