@@ -2,8 +2,9 @@
 //!
 //! - `resnorm translate train --data DIR --src en --tgt es`: trains (see [`train`]);
 //! - `resnorm translate eval --checkpoint RUN --data PREFIX_OR_DIR --json`: loss, BLEU, chrF;
-//! - `resnorm translate --checkpoint RUN [--input FILE]`: reads one sentence a line from
-//!   `FILE` or stdin and writes one greedy translation a line to stdout.
+//! - `resnorm translate --checkpoint RUN [--input FILE] [--beam K]`: reads one sentence a
+//!   line from `FILE` or stdin and writes one translation a line to stdout (greedy, or beam
+//!   search with `K` beams).
 //!
 //! Input lines must be nonempty UTF-8; the first that is not is one error line (exit 2)
 //! naming the input and the line, and nothing is translated.
@@ -15,6 +16,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use resnorm::translate::beam::{BeamOptions, LengthPenalty};
 use resnorm::translate::checkpoint::load_translation;
 use resnorm::translate::evaluate::translate_lines;
 use resnorm::{Error, Result};
@@ -30,6 +32,35 @@ pub struct Args {
     /// File of source sentences, one a line (default: stdin).
     #[arg(long)]
     input: Option<PathBuf>,
+    #[command(flatten)]
+    search: SearchArgs,
+}
+
+/// The decoding search, shared by `translate` and `translate eval`.
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    /// Beams per sentence (1: greedy decoding).
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// Length penalty exponent: a finished hypothesis scores sum(log p) / len^LENPEN.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    lenpen: f32,
+    /// fairseq (len^a) or gnmt (((5 + len) / 6)^a).
+    #[arg(long, default_value = "fairseq")]
+    lenpen_kind: String,
+}
+
+impl SearchArgs {
+    /// The checked search options.
+    pub fn options(&self) -> Result<BeamOptions> {
+        let options = BeamOptions {
+            beams: self.beam,
+            lenpen: self.lenpen,
+            penalty: self.lenpen_kind.parse::<LengthPenalty>()?,
+        };
+        options.check()?;
+        Ok(options)
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -44,12 +75,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         Some(TranslateCommand::Train(train)) => train::run(*train),
         Some(TranslateCommand::Eval(eval)) => eval::run(eval),
-        None => decode(&args.checkpoint, args.input.as_deref()),
+        None => decode(&args.checkpoint, args.input.as_deref(), &args.search),
     }
 }
 
 /// Translates every line of `input` (stdin when `None`) with the checkpoint `dir`.
-fn decode(dir: &std::path::Path, input: Option<&std::path::Path>) -> Result<ExitCode> {
+fn decode(
+    dir: &std::path::Path,
+    input: Option<&std::path::Path>,
+    search: &SearchArgs,
+) -> Result<ExitCode> {
+    let options = search.options()?;
     let saved = load_translation(dir)?;
     let (name, bytes) = match input {
         Some(path) => (
@@ -66,8 +102,9 @@ fn decode(dir: &std::path::Path, input: Option<&std::path::Path>) -> Result<Exit
     };
     let lines = input_lines(&name, &bytes)?;
     let max_tokens = saved.config.max_tokens;
-    let translations =
-        resnorm::threads::busy(|| translate_lines(&saved.model, &saved.bpe, &lines, max_tokens))?;
+    let translations = resnorm::threads::busy(|| {
+        translate_lines(&saved.model, &saved.bpe, &lines, max_tokens, &options)
+    })?;
     let mut out = std::io::stdout().lock();
     for line in translations {
         writeln!(out, "{line}").map_err(|e| Error::io("<stdout>", e))?;
