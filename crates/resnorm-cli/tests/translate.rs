@@ -143,7 +143,15 @@ fn train_eval_and_translate_stdin() {
 
     for beam in ["1", "4"] {
         let out = resnorm_with_stdin(
-            &["translate", "--checkpoint", "run", "--beam", beam],
+            &[
+                "translate",
+                "--checkpoint",
+                "run",
+                "--beam",
+                beam,
+                "--max-tokens",
+                "1",
+            ],
             &dir,
             b"the dog\na red house\n",
         );
@@ -155,15 +163,22 @@ fn train_eval_and_translate_stdin() {
 #[test]
 fn bad_search_flags_are_one_line_exit_2() {
     let dir = temp_dir("translate", "search");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (&["--max-tokens", "0"], "--max-tokens must be at least 1"),
         (&["--beam", "0"], "--beam 0 must be in 1..=128"),
         (&["--beam", "100000"], "--beam 100000 must be in 1..=128"),
         (&["--lenpen", "NaN"], "--lenpen NaN must be a finite number"),
         (&["--lenpen-kind", "wu"], "unknown length penalty \"wu\""),
     ];
     for (flags, message) in cases {
-        for command in [&["translate"][..], &["translate", "eval"]] {
-            let args = [command, &["--checkpoint", "nowhere"], flags].concat();
+        let eval: &[&str] = &["translate", "eval"];
+        let commands = if flags[0] == "--max-tokens" {
+            &[][..]
+        } else {
+            &[eval][..]
+        };
+        for command in [&["translate"][..]].iter().chain(commands) {
+            let args = [*command, &["--checkpoint", "nowhere"], flags].concat();
             assert_one_line_error(&resnorm(&args, &dir), &[message]);
         }
     }

@@ -32,6 +32,12 @@ pub struct Args {
     /// File of source sentences, one a line (default: stdin).
     #[arg(long)]
     input: Option<PathBuf>,
+    /// Source tokens per decoded batch (default: the checkpoint's; 1 = one sentence at a time).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Also print the decoding's sentences/s to stderr (loading and tokenizing left out).
+    #[arg(long)]
+    speed: bool,
     #[command(flatten)]
     search: SearchArgs,
 }
@@ -71,23 +77,25 @@ pub enum TranslateCommand {
     Eval(eval::Args),
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
-    match args.command {
+pub fn run(mut args: Args) -> Result<ExitCode> {
+    match args.command.take() {
         Some(TranslateCommand::Train(train)) => train::run(*train),
         Some(TranslateCommand::Eval(eval)) => eval::run(eval),
-        None => decode(&args.checkpoint, args.input.as_deref(), &args.search),
+        None => decode(&args),
     }
 }
 
-/// Translates every line of `input` (stdin when `None`) with the checkpoint `dir`.
-fn decode(
-    dir: &std::path::Path,
-    input: Option<&std::path::Path>,
-    search: &SearchArgs,
-) -> Result<ExitCode> {
-    let options = search.options()?;
-    let saved = load_translation(dir)?;
-    let (name, bytes) = match input {
+/// Translates every line of `--input` (stdin when absent) with the checkpoint.
+fn decode(args: &Args) -> Result<ExitCode> {
+    let options = args.search.options()?;
+    if args.max_tokens == Some(0) {
+        return Err(Error::invalid(
+            "translate",
+            "--max-tokens must be at least 1",
+        ));
+    }
+    let saved = load_translation(&args.checkpoint)?;
+    let (name, bytes) = match args.input.as_deref() {
         Some(path) => (
             path.to_path_buf(),
             std::fs::read(path).map_err(|e| Error::io(path, e))?,
@@ -101,10 +109,19 @@ fn decode(
         }
     };
     let lines = input_lines(&name, &bytes)?;
-    let max_tokens = saved.config.max_tokens;
+    let max_tokens = args.max_tokens.unwrap_or(saved.config.max_tokens);
+    let started = std::time::Instant::now();
     let translations = resnorm::threads::busy(|| {
         translate_lines(&saved.model, &saved.bpe, &lines, max_tokens, &options)
     })?;
+    if args.speed {
+        let seconds = started.elapsed().as_secs_f64();
+        let rate = lines.len() as f64 / seconds;
+        eprintln!(
+            "decoded {} sentences in {seconds:.3} s: {rate:.2} sentences/s",
+            lines.len()
+        );
+    }
     let mut out = std::io::stdout().lock();
     for line in translations {
         writeln!(out, "{line}").map_err(|e| Error::io("<stdout>", e))?;
