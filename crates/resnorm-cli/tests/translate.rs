@@ -85,14 +85,72 @@ fn train_eval_and_translate_stdin() {
         assert!(json[key].as_f64().is_some_and(f64::is_finite), "{json}");
     }
     assert_eq!(json["sentences"], 3);
+    assert_eq!(json["beam"], 1);
 
-    let out = resnorm_with_stdin(
-        &["translate", "--checkpoint", "run"],
-        &dir,
-        b"the dog\na red house\n",
-    );
+    let eval_beam = [
+        "translate",
+        "eval",
+        "--checkpoint",
+        "run",
+        "--data",
+        "data/test",
+    ];
+    let out = resnorm(&[&eval_beam[..], &["--json", "--beam", "3"]].concat(), &dir);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert!(json["bleu"].as_f64().is_some_and(f64::is_finite), "{json}");
+    assert_eq!((&json["sentences"], &json["beam"]), (&3.into(), &3.into()));
+    let out = resnorm(
+        &[&eval_beam[..], &["--beam", "2", "--lenpen-kind", "gnmt"]].concat(),
+        &dir,
+    );
+    assert!(
+        stdout(&out).contains("(beam 2, 3 sentences)"),
+        "{}",
+        stdout(&out)
+    );
+
+    for beam in ["1", "4"] {
+        let out = resnorm_with_stdin(
+            &[
+                "translate",
+                "--checkpoint",
+                "run",
+                "--beam",
+                beam,
+                "--max-tokens",
+                "1",
+            ],
+            &dir,
+            b"the dog\na red house\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn bad_search_flags_are_one_line_exit_2() {
+    let dir = temp_dir("translate", "search");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--max-tokens", "0"], "--max-tokens must be at least 1"),
+        (&["--beam", "0"], "--beam 0 must be in 1..=128"),
+        (&["--beam", "100000"], "--beam 100000 must be in 1..=128"),
+        (&["--lenpen", "NaN"], "--lenpen NaN must be a finite number"),
+        (&["--lenpen-kind", "wu"], "unknown length penalty \"wu\""),
+    ];
+    for (flags, message) in cases {
+        let eval: &[&str] = &["translate", "eval"];
+        let commands = if flags[0] == "--max-tokens" {
+            &[][..]
+        } else {
+            &[eval][..]
+        };
+        for command in [&["translate"][..]].iter().chain(commands) {
+            let args = [*command, &["--checkpoint", "nowhere"], flags].concat();
+            assert_one_line_error(&resnorm(&args, &dir), &[message]);
+        }
+    }
 }
 
 #[test]

@@ -1,31 +1,40 @@
-//! Judging a translation model: the validation loss (teacher forcing), greedy decoding, and
-//! corpus BLEU and chrF of the decoded text against the references.
+//! Judging a translation model: the validation loss (teacher forcing), greedy or beam
+//! decoding, and corpus BLEU and chrF of the decoded text against the references.
 //!
 //! Greedy decoding feeds the decoder `<s>` and then its own most likely token, until `</s>`
-//! or `2·|source| + 10` tokens (at most the model's `max_len`), sentences batched by length:
+//! or `max_len_a·S + max_len_b = 2·S + 10` tokens (at most the model's `max_len`), where `S`
+//! is the batch's longest source (with its `</s>`), as fairseq's `--max-len-a/b` count:
 //!
 //! ```text
 //! y₀ = <s>;   yₜ = argmax_v logits(x, y₀ … yₜ₋₁)[v]
 //! ```
 //!
-//! [`greedy_decode`] is the one place decoding happens: it batches the sentences and runs
-//! [`crate::models::seq2seq::decode::greedy`], which encodes each batch once, computes the
-//! cross-attention keys and values once, and steps the decoder with a key/value cache.
+//! Beam search ([`super::beam`]) keeps `K` hypotheses per sentence under the same limit.
+//! [`decode`] is the one place decoding happens: it batches the sentences by length and runs
+//! [`crate::models::seq2seq::decode::greedy`] (`K = 1`) or [`beam_search`], which encode each
+//! batch once, compute the cross-attention keys and values once, and step the decoder with a
+//! key/value cache.
 //!
 //! ```
 //! use resnorm::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
-//! use resnorm::translate::evaluate::greedy_decode;
+//! use resnorm::translate::beam::BeamOptions;
+//! use resnorm::translate::evaluate::decode;
 //! use resnorm::translate::EOS;
 //! let config = Seq2SeqConfig { vocab: 12, width: 8, heads: 2, encoder_layers: 1, decoder_layers: 1, max_len: 8, ..Seq2SeqConfig::default() };
 //! let model = Seq2Seq::new(config, 1).unwrap();
-//! let out = greedy_decode(&model, &[vec![5, 6, EOS], vec![7, EOS]], 64).unwrap();
-//! assert_eq!(out.len(), 2);
-//! assert!(out.iter().all(|ids| ids.len() <= 8 && !ids.contains(&EOS)));
+//! let beam = BeamOptions { beams: 4, ..BeamOptions::default() };
+//! for options in [BeamOptions::default(), beam] {
+//!     let out = decode(&model, &[vec![5, 6, EOS], vec![7, EOS]], 64, &options).unwrap();
+//!     assert_eq!(out.len(), 2);
+//!     assert!(out.iter().all(|ids| ids.len() <= 8 && !ids.contains(&EOS)));
+//! }
 //! ```
 
 use crate::models::seq2seq::decode::greedy;
 use crate::models::seq2seq::Seq2Seq;
 use crate::{Error, Result};
+
+use super::beam::{beam_search, BeamOptions};
 
 use super::data::{encode_corpus, PaddedBatch};
 use super::{corpus_bleu, corpus_chrf, Bpe, EncodedPair, ParallelCorpus, TokenBatches};
@@ -42,6 +51,8 @@ pub struct Evaluation {
     pub chrf: f64,
     /// Sentences translated for BLEU and chrF.
     pub sentences: usize,
+    /// Beams of the search (1: greedy).
+    pub beams: usize,
 }
 
 /// Mean cross-entropy per target token of `pairs`, batched under `max_tokens` (pairs longer
@@ -73,14 +84,16 @@ pub fn validation_loss(
     Ok(sum / tokens as f64)
 }
 
-/// Greedy translations of `sources` (ids ending in `</s>`), without `<s>` and `</s>`, in the
-/// order given; sentences are batched under `max_tokens` source tokens. Sources longer than
-/// the model's `max_len` are cut to it.
-pub fn greedy_decode(
+/// Translations of `sources` (ids ending in `</s>`), without `<s>` and `</s>`, in the order
+/// given, greedy or by beam search as `options` say; sentences are batched under
+/// `max_tokens` source tokens. Sources longer than the model's `max_len` are cut to it.
+pub fn decode(
     model: &Seq2Seq,
     sources: &[Vec<u32>],
     max_tokens: usize,
+    options: &BeamOptions,
 ) -> Result<Vec<Vec<u32>>> {
+    options.check()?;
     let max_len = model.config().max_len;
     let mut order: Vec<usize> = (0..sources.len()).collect();
     order.sort_by_key(|&i| sources[i].len());
@@ -104,7 +117,13 @@ pub fn greedy_decode(
             src_lengths.push(n.max(1));
         }
         let limit = (2 * s + 10).min(max_len);
-        let translations = greedy(model, &src, &src_lengths, (BOS, EOS), limit)?;
+        let translations = match options.beams {
+            1 => greedy(model, &src, &src_lengths, (BOS, EOS), limit)?,
+            _ => beam_search(model, &src, &src_lengths, (BOS, EOS), limit, options)?
+                .into_iter()
+                .map(|h| h.tokens)
+                .collect(),
+        };
         for (ids, &i) in translations.into_iter().zip(group) {
             outputs[i] = ids;
         }
@@ -113,12 +132,13 @@ pub fn greedy_decode(
     Ok(outputs)
 }
 
-/// Greedy translations of `lines` as text.
+/// Translations of `lines` as text.
 pub fn translate_lines<S: AsRef<str>>(
     model: &Seq2Seq,
     bpe: &Bpe,
     lines: &[S],
     max_tokens: usize,
+    options: &BeamOptions,
 ) -> Result<Vec<String>> {
     let sources = lines
         .iter()
@@ -128,7 +148,7 @@ pub fn translate_lines<S: AsRef<str>>(
             Ok(ids)
         })
         .collect::<Result<Vec<_>>>()?;
-    greedy_decode(model, &sources, max_tokens)?
+    decode(model, &sources, max_tokens, options)?
         .iter()
         .map(|ids| bpe.decode(ids))
         .collect()
@@ -143,15 +163,29 @@ pub fn evaluate(
     sentences: Option<usize>,
     max_tokens: usize,
 ) -> Result<Evaluation> {
+    let greedy = BeamOptions::default();
+    evaluate_with(model, bpe, corpus, (sentences, max_tokens), &greedy)
+}
+
+/// As [`evaluate`], translating by the search `options` say.
+pub fn evaluate_with(
+    model: &mut Seq2Seq,
+    bpe: &Bpe,
+    corpus: &ParallelCorpus,
+    (sentences, max_tokens): (Option<usize>, usize),
+    options: &BeamOptions,
+) -> Result<Evaluation> {
+    options.check()?;
     let pairs = encode_corpus(bpe, corpus)?;
     let loss = validation_loss(model, &pairs, max_tokens)?;
     let n = sentences.map_or(corpus.len(), |n| n.min(corpus.len()));
-    let hyps = translate_lines(model, bpe, &corpus.source()[..n], max_tokens)?;
+    let hyps = translate_lines(model, bpe, &corpus.source()[..n], max_tokens, options)?;
     let refs = &corpus.target()[..n];
     Ok(Evaluation {
         loss,
         bleu: corpus_bleu(&hyps, refs)?.score,
         chrf: corpus_chrf(&hyps, refs)?,
         sentences: n,
+        beams: options.beams,
     })
 }

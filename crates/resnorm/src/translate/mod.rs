@@ -26,6 +26,7 @@ pub use bpe::{Bpe, BOS, EOS, PAD, SPECIAL_TOKENS, UNK};
 pub use chrf::{corpus_chrf, CHRF_BETA, CHRF_CHAR_ORDER};
 pub use corpus::ParallelCorpus;
 pub use tokenize_13a::tokenize_13a;
+pub mod beam;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -1,5 +1,6 @@
 //! `resnorm translate eval`: the loss (teacher forced, nats per target token), and sacreBLEU's
-//! corpus BLEU and chrF of greedy translations, of a checkpoint on a parallel corpus.
+//! corpus BLEU and chrF of greedy (or `--beam K`) translations, of a checkpoint on a parallel
+//! corpus.
 //!
 //! `--data` is a prefix (`data/test` reads `data/test.SRC` and `data/test.TGT`) or a folder
 //! (its `--split`, `test` by default); without it, the `--split` of the data the checkpoint
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use resnorm::translate::checkpoint::load_translation;
-use resnorm::translate::evaluate::evaluate;
+use resnorm::translate::evaluate::evaluate_with;
 use resnorm::translate::ParallelCorpus;
 use resnorm::Result;
 
@@ -27,12 +28,15 @@ pub struct Args {
     /// Sentences translated for BLEU and chrF (default: all).
     #[arg(long)]
     sentences: Option<usize>,
-    /// Print {"bleu":..,"chrf":..,"loss":..,"sentences":..} instead of a sentence.
+    /// Print {"bleu":..,"chrf":..,"loss":..,"sentences":..,"beam":..} instead of a sentence.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    search: super::SearchArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let options = args.search.options()?;
     let mut saved = load_translation(&args.checkpoint)?;
     let (src, tgt) = (&saved.config.src, &saved.config.tgt);
     let data = args.data.as_deref().unwrap_or(&saved.config.data);
@@ -43,22 +47,27 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let max_tokens = saved.config.max_tokens;
     let eval = resnorm::threads::busy(|| {
-        evaluate(
+        evaluate_with(
             &mut saved.model,
             &saved.bpe,
             &corpus,
-            args.sentences,
-            max_tokens,
+            (args.sentences, max_tokens),
+            &options,
         )
     })?;
     if args.json {
         let json = serde_json::json!({
             "bleu": eval.bleu, "chrf": eval.chrf, "loss": eval.loss, "sentences": eval.sentences,
+            "beam": eval.beams,
         });
         println!("{json}");
     } else {
+        let search = match eval.beams {
+            1 => "greedy".to_string(),
+            k => format!("beam {k}"),
+        };
         println!(
-            "loss {:.4} nats/token, BLEU {:.2}, chrF {:.2} (greedy, {} sentences)",
+            "loss {:.4} nats/token, BLEU {:.2}, chrF {:.2} ({search}, {} sentences)",
             eval.loss, eval.bleu, eval.chrf, eval.sentences
         );
     }

@@ -13,6 +13,11 @@
 //! Each unit is wired by the same `ResidualUnit::forward_with` as in training, so a step's
 //! logits equal the full forward's at that position (the tests check it).
 //!
+//! For beam search ([`StepDecoder::with_beams`]) each sentence has `K` rows (its beams): the
+//! source is encoded once per sentence and its cross-attention keys and values are shared by
+//! its beams (the `K` rows are `K` queries of one attention sequence), while each row has its
+//! own self-attention cache, which [`StepDecoder::reorder`] gathers by the chosen parents.
+//!
 //! ```
 //! use resnorm::models::seq2seq::decode::{greedy, StepDecoder};
 //! use resnorm::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
@@ -40,15 +45,18 @@ use crate::{Error, Result};
 pub struct StepDecoder<'m> {
     model: &'m Seq2Seq,
     batch: usize,
+    beams: usize,
     src_seq: usize,
     capacity: usize,
     len: usize,
     src_lengths: Vec<usize>,
     /// Per decoder layer, the source's `[B·S, 2C]` keys and values (biases added).
     cross: Vec<AlignedVec>,
-    /// Per decoder layer, the target's keys and values so far, `[B·capacity, C]` each.
+    /// Per decoder layer, the target's keys and values so far, `[B·K·capacity, C]` each.
     keys: Vec<AlignedVec>,
     values: Vec<AlignedVec>,
+    /// Where [`StepDecoder::reorder`] gathers a cache before swapping it in.
+    spare: AlignedVec,
     streams: [AlignedVec; 2],
     duals: [AlignedVec; 2],
     acts: Vec<UnitActs<SublayerActs>>,
@@ -70,6 +78,19 @@ impl<'m> StepDecoder<'m> {
         src_lengths: &[usize],
         capacity: usize,
     ) -> Result<Self> {
+        Self::with_beams(model, src, src_lengths, 1, capacity)
+    }
+
+    /// As [`StepDecoder::new`], with `beams` rows per sentence (row `b·K + j` is beam `j` of
+    /// sentence `b`), all of them fed the same tokens until [`StepDecoder::reorder`] says
+    /// otherwise.
+    pub fn with_beams(
+        model: &'m Seq2Seq,
+        src: &[u32],
+        src_lengths: &[usize],
+        beams: usize,
+        capacity: usize,
+    ) -> Result<Self> {
         const OP: &str = "StepDecoder::new";
         let config = model.config();
         let (c, batch) = (config.width, src_lengths.len());
@@ -78,6 +99,9 @@ impl<'m> StepDecoder<'m> {
                 OP,
                 format!("{} source tokens for {batch} sentences", src.len()),
             ));
+        }
+        if beams == 0 {
+            return Err(Error::invalid(OP, "beams must be at least 1"));
         }
         if capacity == 0 || capacity > config.max_len {
             return Err(Error::invalid(
@@ -106,18 +130,19 @@ impl<'m> StepDecoder<'m> {
                 cross.push(kv);
             }
         }
-        let layers = cross.len();
+        let (layers, n) = (cross.len(), batch * beams);
         let cache = || {
             (0..layers)
-                .map(|_| AlignedVec::zeros(batch * capacity * c))
+                .map(|_| AlignedVec::zeros(n * capacity * c))
                 .collect()
         };
-        let rows = || AlignedVec::zeros(batch * c);
+        let rows = || AlignedVec::zeros(n * c);
         let dual = model.placement().has_dual_stream();
         let kind = model.decoder.ln_f.as_ref().map_or(config.norm, |n| n.kind);
         Ok(StepDecoder {
             model,
             batch,
+            beams,
             src_seq,
             capacity,
             len: 0,
@@ -125,21 +150,59 @@ impl<'m> StepDecoder<'m> {
             cross,
             keys: cache(),
             values: cache(),
+            spare: AlignedVec::zeros(if beams > 1 { n * capacity * c } else { 0 }),
             streams: [rows(), rows()],
             duals: [rows(), rows()],
-            acts: model.decoder.unit_acts(batch, src_seq),
-            qkv: AlignedVec::zeros(batch * 3 * c),
+            acts: model.decoder.unit_acts(n, src_seq),
+            qkv: AlignedVec::zeros(n * 3 * c),
             attended: rows(),
-            probs: AlignedVec::zeros(batch * config.heads * capacity.max(src_seq)),
+            probs: AlignedVec::zeros(n * config.heads * capacity.max(src_seq)),
             out: AlignedVec::zeros(if model.decoder.ln_f.is_some() {
-                batch * c
+                n * c
             } else {
                 0
             }),
-            normed_dual: AlignedVec::zeros(if dual { batch * c } else { 0 }),
-            saved: NormSaved::new(kind, batch),
-            logits: AlignedVec::zeros(batch * config.vocab),
+            normed_dual: AlignedVec::zeros(if dual { n * c } else { 0 }),
+            saved: NormSaved::new(kind, n),
+            logits: AlignedVec::zeros(n * config.vocab),
         })
+    }
+
+    /// Rows fed per step: sentences × beams.
+    pub fn rows(&self) -> usize {
+        self.batch * self.beams
+    }
+
+    /// Makes row `r` continue from row `parents[r]`'s history (a beam of the same sentence):
+    /// each self-attention cache is gathered into a spare buffer, which is then swapped in,
+    /// so nothing is allocated.
+    pub fn reorder(&mut self, parents: &[usize]) -> Result<()> {
+        const OP: &str = "StepDecoder::reorder";
+        let (rows, beams) = (self.rows(), self.beams);
+        if parents.len() != rows {
+            return Err(Error::shape(
+                OP,
+                format!("{} parents for {rows} rows", parents.len()),
+            ));
+        }
+        if let Some(r) = (0..rows).find(|&r| parents[r] / beams != r / beams) {
+            return Err(Error::invalid(
+                OP,
+                format!("row {r}'s parent {} is another sentence's", parents[r]),
+            ));
+        }
+        if parents.iter().enumerate().all(|(r, &p)| r == p) {
+            return Ok(());
+        }
+        let (span, used) = (self.capacity * self.model.config().width, self.len);
+        let used = used * self.model.config().width;
+        for cache in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            for (row, &parent) in self.spare.chunks_exact_mut(span).zip(parents) {
+                row[..used].copy_from_slice(&cache[parent * span..][..used]);
+            }
+            std::mem::swap(cache, &mut self.spare);
+        }
+        Ok(())
     }
 
     /// Positions fed so far.
@@ -152,14 +215,14 @@ impl<'m> StepDecoder<'m> {
         self.len == 0
     }
 
-    /// Feeds one token per sentence at the next position and returns the logits `[B, V]`
-    /// for the token after it.
+    /// Feeds one token per row at the next position and returns the logits `[B·K, V]` for
+    /// the token after it.
     pub fn step(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         const OP: &str = "StepDecoder::step";
-        if tokens.len() != self.batch {
+        if tokens.len() != self.rows() {
             return Err(Error::shape(
                 OP,
-                format!("{} tokens for {} sentences", tokens.len(), self.batch),
+                format!("{} tokens for {} rows", tokens.len(), self.rows()),
             ));
         }
         if self.len == self.capacity {
@@ -170,7 +233,8 @@ impl<'m> StepDecoder<'m> {
         }
         let model = self.model;
         let config = model.config();
-        let (c, heads, batch, position) = (config.width, config.heads, self.batch, self.len);
+        let (c, heads, position) = (config.width, config.heads, self.len);
+        let (batch, beams, rows) = (self.batch, self.beams, self.rows());
         let d = c / heads;
         let StepDecoder {
             src_seq,
@@ -219,7 +283,7 @@ impl<'m> StepDecoder<'m> {
                             keys[li][at..at + c].copy_from_slice(&row[c..2 * c]);
                             values[li][at..at + c].copy_from_slice(&row[2 * c..]);
                         }
-                        let shape = AttentionShape::new(batch, heads, 1, position + 1, d).causal();
+                        let shape = AttentionShape::new(rows, heads, 1, position + 1, d).causal();
                         let operands = (
                             Rows::new(qkv, 3 * c, 0, 1),
                             Rows::new(&keys[li], c, 0, capacity),
@@ -230,11 +294,11 @@ impl<'m> StepDecoder<'m> {
                         c_proj.forward(f_out, attended)
                     }
                     Sublayer::Cross { c_q, c_proj, .. } => {
-                        let q = &mut qkv[..batch * c];
+                        let q = &mut qkv[..rows * c];
                         c_q.forward(q, h)?;
-                        let shape = AttentionShape::new(batch, heads, 1, src_seq, d);
+                        let shape = AttentionShape::new(batch, heads, beams, src_seq, d);
                         let operands = (
-                            Rows::new(q, c, 0, 1),
+                            Rows::new(q, c, 0, beams),
                             Rows::new(&cross[ci], 2 * c, 0, src_seq),
                             Rows::new(&cross[ci], 2 * c, c, src_seq),
                         );
@@ -244,7 +308,7 @@ impl<'m> StepDecoder<'m> {
                     }
                     sublayer => {
                         let ctx = Context {
-                            batch,
+                            batch: rows,
                             seq: 1,
                             lengths: None,
                             memory: None,
@@ -271,7 +335,7 @@ impl<'m> StepDecoder<'m> {
             &self.out[..]
         };
         let dims = MatDims {
-            m: batch,
+            m: rows,
             k: c,
             n: config.vocab,
         };
