@@ -9,9 +9,8 @@
 //! (diagnostics: update/weight ratios)
 //! ```
 
-use crate::diagnostics::{Diagnostics, PendingDiagnostics};
+use crate::diagnostics::{DiagnosedModel, Diagnostics, PendingDiagnostics};
 use crate::distributed::Communicator;
-use crate::models::gpt::Gpt;
 use crate::optim::{clip_grad_norm, grad_norm, Optimizer};
 use crate::Result;
 
@@ -31,8 +30,8 @@ pub struct Update {
 /// Applies `update` to `model` with `optimizer`; returns the global gradient norm before
 /// clipping and, when `diagnose` gives the step number and loss, the step's [`Diagnostics`]
 /// (the model must then have recorded stream statistics through its last backward).
-pub fn apply_gradients(
-    model: &mut Gpt,
+pub fn apply_gradients<M: DiagnosedModel + ?Sized>(
+    model: &mut M,
     optimizer: &mut dyn Optimizer,
     update: Update,
     diagnose: Option<(u64, f32)>,
@@ -43,8 +42,8 @@ pub fn apply_gradients(
 /// [`apply_gradients`] where, with `shard`, the optimizer steps only this rank's parameters
 /// and the new values are then gathered from their owners (ZeRO stage 1, see
 /// [`OptimizerShard`]); collective then.
-pub fn apply_gradients_sharded(
-    model: &mut Gpt,
+pub fn apply_gradients_sharded<M: DiagnosedModel + ?Sized>(
+    model: &mut M,
     optimizer: &mut dyn Optimizer,
     update: Update,
     diagnose: Option<(u64, f32)>,
@@ -52,7 +51,9 @@ pub fn apply_gradients_sharded(
 ) -> Result<(f32, Option<Diagnostics>)> {
     if update.accum > 1 {
         let scale = 1.0 / update.accum as f32;
-        model.visit_params_mut(&mut |p| p.grad.iter_mut().for_each(|g| *g *= scale));
+        for p in model.params_mut() {
+            p.grad.iter_mut().for_each(|g| *g *= scale);
+        }
     }
     let pending = diagnose
         .map(|(step, loss)| PendingDiagnostics::after_backward(model, step, loss, update.lr))

@@ -49,6 +49,7 @@ pub use unit::{NormActs, Sublayer, Unit, UnitActs, UnitScratch};
 
 use crate::kernels::{cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::kernels::{matmul, MatDims, Trans};
+use crate::models::gpt::stream_stats::{l2_norm, mean_row_cosine, rms, StreamStats};
 use crate::nn::{Param, ParamKind};
 use crate::rng::Rng;
 use crate::AlignedVec;
@@ -67,6 +68,7 @@ pub struct Llama {
     /// `lm_head.weight [V, C]` when the head is not tied.
     pub lm_head: Option<Param>,
     state: Option<State>,
+    stream_stats: Option<StreamStats>,
 }
 
 /// Buffers for one `(batch, seq)`.
@@ -138,6 +140,7 @@ impl Llama {
                 .then(|| Param::zeros("lm_head.weight", vec![v, c], ParamKind::Weight)),
             config,
             state: None,
+            stream_stats: None,
         };
         let mut rng = Rng::new(seed);
         model.visit_params_mut(&mut |p| {
@@ -198,8 +201,30 @@ impl Llama {
             _ => self.new_state(batch, seq),
         };
         let result = self.forward_with(&mut s, tokens, targets);
+        if let (Some(stats), true) = (&mut self.stream_stats, result.is_ok()) {
+            let width = self.config.width;
+            stats.rms = s.streams.iter().map(|x| rms(x)).collect();
+            stats.cosine = s
+                .streams
+                .windows(2)
+                .map(|w| mean_row_cosine(&w[0], &w[1], width))
+                .collect();
+            stats.grad_norm.clear();
+        }
         self.state = Some(s);
         result
+    }
+
+    /// Turns on (or off) measuring the residual stream in every forward and backward, as
+    /// [`crate::models::gpt::Gpt::record_stream_stats`] does: its RMS and turning angle per
+    /// unit, and the gradient norm flowing through it (one extra read of each stream).
+    pub fn record_stream_stats(&mut self, on: bool) {
+        self.stream_stats = on.then(StreamStats::default);
+    }
+
+    /// The measurements of the last forward (and backward), when recording is on.
+    pub fn stream_stats(&self) -> Option<&StreamStats> {
+        self.stream_stats.as_ref()
     }
 
     fn forward_with(
@@ -265,6 +290,7 @@ impl Llama {
         self.head_backward(s.streams.last().expect("2L + 1 streams"), head, d_a)?;
         let (mut d_out, mut d_in) = (d_a, d_b);
         let shape = (s.batch, s.seq);
+        let mut grad_norms = self.stream_stats.as_ref().map(|_| vec![l2_norm(d_out)]);
         for (k, unit) in self.units.iter_mut().enumerate().rev() {
             let acts = &s.units[k];
             unit.backward(
@@ -277,6 +303,13 @@ impl Llama {
                 d_in,
             )?;
             std::mem::swap(&mut d_out, &mut d_in);
+            if let Some(norms) = &mut grad_norms {
+                norms.push(l2_norm(d_out));
+            }
+        }
+        if let (Some(stats), Some(mut norms)) = (&mut self.stream_stats, grad_norms) {
+            norms.reverse();
+            stats.grad_norm = norms;
         }
         self.embed_backward(&s.tokens, d_out);
         Ok(())
