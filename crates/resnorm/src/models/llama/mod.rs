@@ -13,7 +13,9 @@
 //! Parameter names are Hugging Face's without the `model.` prefix (`embed_tokens.weight`,
 //! `layers.{i}.self_attn.q_proj.weight`, ..., `norm.weight`, `lm_head.weight`); linear
 //! weights are stored input-major (`[in, out]`, as GPT-2's `Conv1D`), the transpose of
-//! `torch.nn.Linear`'s. Buffers are allocated once per `(batch, seq)`.
+//! `torch.nn.Linear`'s. Buffers are allocated once per `(batch, seq)`. When asked
+//! ([`Llama::record_stream_stats`]) it measures the residual streams `x_0 .. x_2L` in forward
+//! and their gradients in backward, as the GPT does, for [`crate::diagnostics`] and the study.
 //!
 //! ```
 //! use resnorm::models::llama::{Llama, LlamaConfig, LlamaPlacement};
