@@ -152,7 +152,7 @@ pub fn training_figure(html: &mut String, plan: &Plan, results: &Results) {
             format!("{:.3}", run.val_loss)
         };
         let growth = last_stream_growth(run)
-            .map(|(a, b)| format!("{a:.3} → {b:.3}"))
+            .map(|(a, b, peak)| format!("{a:.3} → {b:.3} (peak {peak:.1})"))
             .unwrap_or_else(|| "-".into());
         let spread = training_gradient_spread(run)
             .map(|s| format!("{s:.2}"))

@@ -36,11 +36,18 @@ pub(super) fn evaluate(plan: &Plan, results: &Results) -> Vec<Finding> {
     ]
 }
 
-/// RMS of the last stream `x_2L` at the first and the last collected step of `run`.
-pub fn last_stream_growth(run: &TrainResult) -> Option<(f64, f64)> {
-    let first = *run.diagnostics.first()?.stream_rms.last()? as f64;
-    let last = *run.diagnostics.last()?.stream_rms.last()? as f64;
-    Some((first, last))
+/// RMS of the last stream `x_2L` at the first and the last collected step of `run`, and its
+/// largest over the collected steps.
+pub fn last_stream_growth(run: &TrainResult) -> Option<(f64, f64, f64)> {
+    let last_rms = |d: &crate::diagnostics::Diagnostics| d.stream_rms.last().map(|&r| r as f64);
+    let first = last_rms(run.diagnostics.first()?)?;
+    let last = last_rms(run.diagnostics.last()?)?;
+    let peak = run
+        .diagnostics
+        .iter()
+        .filter_map(last_rms)
+        .fold(0.0, f64::max);
+    Some((first, last, peak))
 }
 
 /// Largest over smallest of `norms` (infinite when the smallest is 0).
@@ -125,22 +132,22 @@ fn stream_growth(plan: &Plan, results: &Results) -> Finding {
         None => not_run("Llama-family probes"),
     });
     let growth = |p| {
-        let (first, last) = last_stream_growth(results.train(&plan.llm_train(p))?)?;
-        Some((first, last, last / first))
+        let (first, last, peak) = last_stream_growth(results.train(&plan.llm_train(p))?)?;
+        Some((first, last, peak, last / first))
     };
-    let Some((pre_first, pre_last, pre_growth)) = growth(LlamaPlacement::PreLn) else {
+    let Some((pre_first, pre_last, pre_peak, pre_growth)) = growth(LlamaPlacement::PreLn) else {
         checks.push(not_run("pre-ln training run"));
         return Finding::new(8, claim, checks);
     };
     for p in COMPARED {
         checks.push(match growth(p) {
-            Some((first, last, g)) => check(
+            Some((first, last, peak, g)) => check(
                 format!(
-                    "Trained at L = {}, lr {}: the last stream's RMS goes from {first:.3} to {last:.3} ({g:.2}x) under {p}, from {pre_first:.3} to {pre_last:.3} ({pre_growth:.2}x) under pre-ln (bounded: pre-ln's growth at least {STREAM_GROWTH_MARGIN} times {p}'s).",
+                    "Trained at L = {}, lr {}: the last stream's RMS goes from {first:.3} to {last:.3} ({g:.2}x) under {p}, from {pre_first:.3} to {pre_last:.3} ({pre_growth:.2}x) under pre-ln (bounded: pre-ln's growth at least {STREAM_GROWTH_MARGIN} times {p}'s); its largest over the collected steps: {peak:.1} under {p}, {pre_peak:.1} under pre-ln.",
                     plan.deep_depth, plan.high_lr
                 ),
                 pre_growth >= STREAM_GROWTH_MARGIN * g,
-                &[("growth", g), ("pre_ln_growth", pre_growth), ("final_rms", last), ("pre_ln_final_rms", pre_last)],
+                &[("growth", g), ("pre_ln_growth", pre_growth), ("final_rms", last), ("pre_ln_final_rms", pre_last), ("peak_rms", peak), ("pre_ln_peak_rms", pre_peak)],
             ),
             None => not_run(&format!("{p} training run")),
         });
