@@ -1,7 +1,7 @@
 //! Per-layer training diagnostics: the numbers that show why residual connections and
 //! normalization make deep Transformers trainable, cheap enough to collect every few steps.
 //!
-//! For a [`Gpt`] with residual streams `x_0 .. x_2L` (before each residual unit, and after
+//! For a model with residual streams `x_0 .. x_2L` (before each residual unit, and after
 //! the last; unit `2i` is block `i`'s attention, `2i + 1` its MLP) one [`Diagnostics`] holds:
 //!
 //! | field | definition |
@@ -23,7 +23,8 @@
 //! clip; optimizer.step
 //! diagnostics = pending.finish(&model)                                  // update ratios
 //! ```
-//! The cost is one copy of the weights and one pass over weights and gradients.
+//! The cost is one copy of the weights and one pass over weights and gradients. Any
+//! [`DiagnosedModel`] can be measured: the [`Gpt`] and the Llama-family decoder [`Llama`].
 //!
 //! ```
 //! use resnorm::diagnostics::PendingDiagnostics;
@@ -41,7 +42,9 @@
 //! assert!(d.grad_norm > 0.0);
 //! ```
 
+use crate::models::gpt::stream_stats::StreamStats;
 use crate::models::gpt::Gpt;
+use crate::models::llama::Llama;
 use crate::nn::Param;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -97,14 +100,90 @@ pub struct ParamDiagnostics {
     pub update_ratio: Option<f32>,
 }
 
+/// Where a parameter sits, for [`DiagnosedModel::visit_grouped_params`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamGroup {
+    /// Before the first unit: the embeddings.
+    Embedding,
+    /// In residual unit `k` (block `k / 2`; even: attention, odd: MLP).
+    Unit(usize),
+    /// After the last unit: the final norm (and an untied head).
+    Final,
+}
+
+/// A model whose residual streams and parameters the diagnostics read and whose parameters
+/// a training step updates ([`crate::lm::apply_gradients`]), whatever its architecture.
+pub trait DiagnosedModel {
+    /// Residual units (`2L`: attention and MLP per block).
+    fn unit_count(&self) -> usize;
+    /// The stream measurements of the last forward and backward, when recording is on.
+    fn stream_stats(&self) -> Option<&StreamStats>;
+    /// Hands every parameter to `f` with its group: embeddings, then unit by unit, then the
+    /// final ones; the same parameters, in the same order, every call.
+    fn visit_grouped_params(&self, f: &mut dyn FnMut(ParamGroup, &Param));
+    /// Every parameter, for the optimizer.
+    fn params_mut(&mut self) -> Vec<&mut Param>;
+}
+
+impl DiagnosedModel for Gpt {
+    fn unit_count(&self) -> usize {
+        self.units.len()
+    }
+
+    fn stream_stats(&self) -> Option<&StreamStats> {
+        Gpt::stream_stats(self)
+    }
+
+    fn visit_grouped_params(&self, f: &mut dyn FnMut(ParamGroup, &Param)) {
+        self.embedding
+            .visit_params(&mut |p| f(ParamGroup::Embedding, p));
+        for (k, unit) in self.units.iter().enumerate() {
+            unit.visit_params(&mut |p| f(ParamGroup::Unit(k), p));
+        }
+        if let Some(ln_f) = &self.ln_f {
+            ln_f.visit_params(&mut |p| f(ParamGroup::Final, p));
+        }
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        Gpt::params_mut(self)
+    }
+}
+
+impl DiagnosedModel for Llama {
+    fn unit_count(&self) -> usize {
+        self.units.len()
+    }
+
+    fn stream_stats(&self) -> Option<&StreamStats> {
+        Llama::stream_stats(self)
+    }
+
+    fn visit_grouped_params(&self, f: &mut dyn FnMut(ParamGroup, &Param)) {
+        f(ParamGroup::Embedding, &self.embed);
+        for (k, unit) in self.units.iter().enumerate() {
+            unit.visit_params(&mut |p| f(ParamGroup::Unit(k), p));
+        }
+        f(ParamGroup::Final, &self.norm.weight);
+        if let Some(head) = &self.lm_head {
+            f(ParamGroup::Final, head);
+        }
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        Llama::params_mut(self)
+    }
+}
+
 /// The half of a [`Diagnostics`] known after backward; [`PendingDiagnostics::finish`]
 /// completes it after the optimizer step.
 #[derive(Clone, Debug)]
 pub struct PendingDiagnostics {
     diagnostics: Diagnostics,
-    /// Each parameter's values before the step, in [`Gpt::visit_params`] order.
+    /// Each parameter's values before the step, in
+    /// [`DiagnosedModel::visit_grouped_params`] order.
     before: Vec<Vec<f32>>,
-    /// How many of `diagnostics.other` (the first ones) are embeddings; the rest is `ln_f`.
+    /// How many of `diagnostics.other` (the first ones) are embeddings; the rest are final.
     embedding_params: usize,
 }
 
@@ -113,12 +192,18 @@ const OP: &str = "diagnostics";
 impl PendingDiagnostics {
     /// Reads gradients, weights and the residual-stream measurements of the last forward
     /// and backward. Fails unless the model recorded stream statistics
-    /// ([`Gpt::record_stream_stats`]) through a complete backward.
-    pub fn after_backward(model: &Gpt, step: u64, loss: f32, lr: f32) -> Result<Self> {
+    /// ([`Gpt::record_stream_stats`], [`Llama::record_stream_stats`]) through a complete
+    /// backward.
+    pub fn after_backward<M: DiagnosedModel + ?Sized>(
+        model: &M,
+        step: u64,
+        loss: f32,
+        lr: f32,
+    ) -> Result<Self> {
         let stats = model.stream_stats().ok_or_else(|| {
             Error::invalid(OP, "the model does not record stream statistics; call record_stream_stats(true) before forward")
         })?;
-        let streams = 2 * model.config().layers + 1;
+        let streams = model.unit_count() + 1;
         if stats.rms.len() != streams || stats.grad_norm.len() != streams {
             return Err(Error::invalid(
                 OP,
@@ -139,26 +224,38 @@ impl PendingDiagnostics {
                 update_ratio: None,
             }
         };
-        let mut other = Vec::new();
-        model
-            .embedding
-            .visit_params(&mut |p| other.push(describe(p)));
-        let embedding_params = other.len();
-        let mut units = Vec::with_capacity(model.units.len());
-        for (k, unit) in model.units.iter().enumerate() {
-            let mut params = Vec::new();
-            unit.visit_params(&mut |p| params.push(describe(p)));
-            units.push(UnitDiagnostics {
+        let (mut other, mut finals) = (Vec::new(), Vec::new());
+        let mut units: Vec<UnitDiagnostics> = (0..model.unit_count())
+            .map(|k| UnitDiagnostics {
                 block: k / 2,
                 sublayer: if k % 2 == 0 { "attn" } else { "mlp" }.to_string(),
-                grad_norm: root_sum_squares(params.iter().map(|p| p.grad_norm)),
+                grad_norm: 0.0,
                 update_ratio: None,
-                params,
-            });
+                params: Vec::new(),
+            })
+            .collect();
+        let mut misplaced = false;
+        model.visit_grouped_params(&mut |group, p| match group {
+            ParamGroup::Embedding if units.iter().all(|u| u.params.is_empty()) => {
+                other.push(describe(p))
+            }
+            ParamGroup::Unit(k) if k < units.len() && finals.is_empty() => {
+                units[k].params.push(describe(p))
+            }
+            ParamGroup::Final => finals.push(describe(p)),
+            _ => misplaced = true,
+        });
+        if misplaced {
+            return Err(Error::invalid(
+                OP,
+                "the model visits its parameters out of order (embeddings, units, final)",
+            ));
         }
-        if let Some(ln_f) = &model.ln_f {
-            ln_f.visit_params(&mut |p| other.push(describe(p)));
+        for unit in &mut units {
+            unit.grad_norm = root_sum_squares(unit.params.iter().map(|p| p.grad_norm));
         }
+        let embedding_params = other.len();
+        other.extend(finals);
         let all = units.iter().flat_map(|u| &u.params).chain(&other);
         let grad_norm = root_sum_squares(all.map(|p| p.grad_norm));
         Ok(PendingDiagnostics {
@@ -185,7 +282,7 @@ impl PendingDiagnostics {
 
     /// Completes the measurements with the update/weight ratios of the step just taken;
     /// `model` must be the model given to [`PendingDiagnostics::after_backward`].
-    pub fn finish(self, model: &Gpt) -> Result<Diagnostics> {
+    pub fn finish<M: DiagnosedModel + ?Sized>(self, model: &M) -> Result<Diagnostics> {
         let PendingDiagnostics {
             mut diagnostics,
             before,
@@ -194,7 +291,7 @@ impl PendingDiagnostics {
         // (‖Δw‖², ‖w_before‖²) per parameter, or the name of the first one that does not fit.
         let mut changes = Vec::with_capacity(before.len());
         let mut mismatch: Option<String> = None;
-        model.visit_params(&mut |p| match before.get(changes.len()) {
+        model.visit_grouped_params(&mut |_, p| match before.get(changes.len()) {
             Some(old) if old.len() == p.value.len() => {
                 let delta: f64 = old
                     .iter()

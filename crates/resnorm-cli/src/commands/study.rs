@@ -30,6 +30,10 @@ pub struct Args {
     /// Exit with code 1 when any finding fails.
     #[arg(long)]
     strict: bool,
+    /// Make only the runs of today's LLM placements (findings 8 to 10); the other findings
+    /// read NOT RUN.
+    #[arg(long)]
+    llm_only: bool,
 }
 
 pub fn run(args: Args) -> resnorm::Result<ExitCode> {
@@ -42,7 +46,11 @@ pub fn run(args: Args) -> resnorm::Result<ExitCode> {
             StudyData::built_in(plan.seed, args.corpus_chars)?
         }
     };
-    let specs = plan.specs();
+    let specs = if args.llm_only {
+        plan.llm_specs()
+    } else {
+        plan.specs()
+    };
     let bar = ProgressBar::new(specs.iter().map(work_units).sum());
     bar.set_style(
         ProgressStyle::with_template(

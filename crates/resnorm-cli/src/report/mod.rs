@@ -2,6 +2,7 @@
 //! network) with every finding's verdict, its plots and tables of the numbers. The vision
 //! degradation study's page ([`vision`]) shares its style and its charts ([`svg`]).
 
+mod llm;
 mod svg;
 pub mod vision;
 
@@ -59,6 +60,9 @@ pub fn render(plan: &Plan, data: &StudyData, results: &Results, findings: &[Find
             5 => rms_figure(&mut html, plan, results),
             6 => norm_figure(&mut html, plan, results),
             7 => html.push_str("<p>Loss curves: the deep-stack plot of finding 4.</p>"),
+            8 => llm::stream_figure(&mut html, plan, results),
+            9 => llm::gradient_figure(&mut html, plan, results),
+            10 => llm::training_figure(&mut html, plan, results),
             _ => {}
         }
         html.push_str("</section>");

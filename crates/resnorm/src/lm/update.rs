@@ -9,9 +9,8 @@
 //! (diagnostics: update/weight ratios)
 //! ```
 
-use crate::diagnostics::{Diagnostics, PendingDiagnostics};
+use crate::diagnostics::{DiagnosedModel, Diagnostics, PendingDiagnostics};
 use crate::distributed::Communicator;
-use crate::models::gpt::Gpt;
 use crate::models::CausalLm;
 use crate::nn::Param;
 use crate::optim::{clip_grad_norm, grad_norm, Optimizer};
@@ -33,8 +32,8 @@ pub struct Update {
 /// Applies `update` to `model` with `optimizer`; returns the global gradient norm before
 /// clipping and, when `diagnose` gives the step number and loss, the step's [`Diagnostics`]
 /// (the model must then have recorded stream statistics through its last backward).
-pub fn apply_gradients(
-    model: &mut Gpt,
+pub fn apply_gradients<M: DiagnosedModel + ?Sized>(
+    model: &mut M,
     optimizer: &mut dyn Optimizer,
     update: Update,
     diagnose: Option<(u64, f32)>,
@@ -45,8 +44,8 @@ pub fn apply_gradients(
 /// [`apply_gradients`] where, with `shard`, the optimizer steps only this rank's parameters
 /// and the new values are then gathered from their owners (ZeRO stage 1, see
 /// [`OptimizerShard`]); collective then.
-pub fn apply_gradients_sharded(
-    model: &mut Gpt,
+pub fn apply_gradients_sharded<M: DiagnosedModel + ?Sized>(
+    model: &mut M,
     optimizer: &mut dyn Optimizer,
     update: Update,
     diagnose: Option<(u64, f32)>,

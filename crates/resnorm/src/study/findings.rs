@@ -5,6 +5,7 @@
 //! run it needs is missing (the tests evaluate the findings on the probes alone).
 
 use super::fit::{fit_line, log_log_slope};
+use super::llm_findings;
 use super::plan::{Plan, DEEP, PROBED_UNSCALED};
 use super::probe::ProbeResult;
 use super::runner::Results;
@@ -80,7 +81,7 @@ pub struct Check {
 /// A finding of the literature and what this study measured of it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
-    /// 1 to 7, as in the documentation.
+    /// 1 to 10, as in the documentation.
     pub id: u8,
     /// What the literature says.
     pub claim: String,
@@ -91,7 +92,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(id: u8, claim: &str, checks: Vec<Check>) -> Finding {
+    pub(super) fn new(id: u8, claim: &str, checks: Vec<Check>) -> Finding {
         let status = if checks.iter().any(|c| c.status == Status::NotRun) {
             Status::NotRun
         } else {
@@ -106,7 +107,7 @@ impl Finding {
     }
 }
 
-fn check(statement: String, ok: bool, values: &[(&str, f64)]) -> Check {
+pub(super) fn check(statement: String, ok: bool, values: &[(&str, f64)]) -> Check {
     Check {
         statement,
         status: Status::from_bool(ok),
@@ -114,7 +115,7 @@ fn check(statement: String, ok: bool, values: &[(&str, f64)]) -> Check {
     }
 }
 
-fn not_run(what: &str) -> Check {
+pub(super) fn not_run(what: &str) -> Check {
     Check {
         statement: format!("{what}: not measured (runs missing)"),
         status: Status::NotRun,
@@ -122,9 +123,11 @@ fn not_run(what: &str) -> Check {
     }
 }
 
-/// Evaluates the seven findings on `results` of `plan`, for a vocabulary of `vocab` tokens.
+/// Evaluates the findings on `results` of `plan`, for a vocabulary of `vocab` tokens: the
+/// seven about GPT placements, then those about today's LLM placements
+/// ([`super::llm_findings`]).
 pub fn evaluate(plan: &Plan, results: &Results, vocab: usize) -> Vec<Finding> {
-    vec![
+    let mut findings = vec![
         no_residual(plan, results),
         last_layer_gradient(plan, results),
         warmup(plan, results),
@@ -132,11 +135,13 @@ pub fn evaluate(plan: &Plan, results: &Results, vocab: usize) -> Vec<Finding> {
         residual_rms(plan, results),
         rms_norm(plan, results),
         unstable(plan, results),
-    ]
+    ];
+    findings.extend(llm_findings::evaluate(plan, results));
+    findings
 }
 
 /// Validation loss of a training run (infinite when it diverged).
-fn val(run: &TrainResult) -> f64 {
+pub(super) fn val(run: &TrainResult) -> f64 {
     if run.diverged {
         f64::INFINITY
     } else {
@@ -144,7 +149,7 @@ fn val(run: &TrainResult) -> f64 {
     }
 }
 
-fn describe_val(run: &TrainResult) -> String {
+pub(super) fn describe_val(run: &TrainResult) -> String {
     if run.diverged {
         format!("diverged at step {}", run.losses.len())
     } else {

@@ -20,6 +20,8 @@
 mod data;
 mod findings;
 mod fit;
+mod llm_findings;
+mod model;
 mod norm_timing;
 mod plan;
 mod probe;
@@ -34,8 +36,13 @@ pub use findings::{
     PRE_LN_SLOPE_RANGE, RMSNORM_MARGIN_NATS, TRAINED_NATS, UNIT_RMS_TOLERANCE, VANISHING_RATIO,
 };
 pub use fit::{fit_line, log_log_slope, LineFit};
+pub use llm_findings::{
+    last_stream_growth, llm_last_stream_rms, spread, training_gradient_spread, AS_WELL_NATS,
+    STREAM_GROWTH_MARGIN,
+};
+pub use model::{LlamaSpec, StudyModel, StudyModelSpec};
 pub use norm_timing::{run_norm_timing, NormTimingResult};
-pub use plan::{Plan, Preset, DEEP, PROBED_GPT2, PROBED_UNSCALED, WARMUP_COMPARED};
+pub use plan::{Plan, Preset, DEEP, LLM_PLACEMENTS, PROBED_GPT2, PROBED_UNSCALED, WARMUP_COMPARED};
 pub use probe::{run_probe, ProbeResult};
 pub use runner::{
     run_study, work_units, write_atomically, Progress, Results, RunRecord, RunResult,

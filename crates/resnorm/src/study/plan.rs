@@ -10,6 +10,7 @@
 //! | warm-up | pre-ln, post-ln at `train_depth`, `high_lr`, with and without warm-up | 3 |
 //! | deep stacks | pre-ln, post-ln, deep-norm, re-zero, no-norm, no-residual at `deep_depth` | 1, 4, 7 |
 //! | norm timing | LayerNorm and RMSNorm at the model's shape | 6 |
+//! | today's LLM placements | Llama-family pre-ln, peri-ln, reordered (+QK-norm): probes × `probe_depths`; training at `deep_depth`, `high_lr` | 8, 9, 10 |
 //!
 //! ```
 //! use resnorm::study::{Plan, Preset};
@@ -20,9 +21,11 @@
 //! assert!(plan.probe_specs().len() < specs.len());
 //! ```
 
+use super::model::LlamaSpec;
 use super::spec::{ModelSpec, NormTimingSpec, ProbeSpec, RunSpec, TrainSpec};
 use crate::kernels::NormKind;
 use crate::models::gpt::Placement;
+use crate::models::llama::LlamaPlacement;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -269,6 +272,7 @@ impl Plan {
         for p in DEEP {
             specs.push(RunSpec::Train(self.deep(p)));
         }
+        specs.extend(self.llm_specs());
         let mut unique: Vec<RunSpec> = Vec::with_capacity(specs.len());
         for spec in specs {
             if !unique.contains(&spec) {
@@ -276,5 +280,63 @@ impl Plan {
             }
         }
         unique
+    }
+}
+
+/// The Llama-family placements of today's open LLMs the study compares: pre-ln (Llama),
+/// peri-ln (Gemma 2), reordered with QK-norm (OLMo 2).
+pub const LLM_PLACEMENTS: [LlamaPlacement; 3] = LlamaPlacement::ALL;
+
+/// The runs of today's LLM placements (findings 8 to 10): the preset's width, heads and
+/// context, Llama's other options ([`LlamaSpec::new`]).
+impl Plan {
+    /// The Llama-family decoder of `placement` with `layers` blocks.
+    pub fn llm_model(&self, placement: LlamaPlacement, layers: usize) -> LlamaSpec {
+        LlamaSpec::new(
+            placement,
+            layers,
+            self.width,
+            self.heads,
+            self.context,
+            self.seed,
+        )
+    }
+
+    /// The probe of `placement` at depth `layers` (Hugging Face's N(0, 0.02) initialization).
+    pub fn llm_probe(&self, placement: LlamaPlacement, layers: usize) -> ProbeSpec<LlamaSpec> {
+        ProbeSpec {
+            model: self.llm_model(placement, layers),
+            batch: self.batch / 2,
+            batches: self.probe_batches,
+        }
+    }
+
+    /// The training run of `placement` at depth: `deep_depth` blocks, `deep_steps` steps at
+    /// the high rate `high_lr`, with the deep runs' warm-up.
+    pub fn llm_train(&self, placement: LlamaPlacement) -> TrainSpec<LlamaSpec> {
+        TrainSpec {
+            model: self.llm_model(placement, self.deep_depth),
+            batch: self.batch,
+            steps: self.deep_steps,
+            lr: self.high_lr,
+            warmup: self.warmup.min(self.deep_steps / 4),
+            clip: self.clip,
+            diagnostics_every: self.diagnostics_every,
+            eval_windows: self.eval_windows,
+        }
+    }
+
+    /// The Llama-family runs: every placement's probes, then its training run.
+    pub fn llm_specs(&self) -> Vec<RunSpec> {
+        let mut specs = Vec::new();
+        for &layers in &self.probe_depths {
+            for p in LLM_PLACEMENTS {
+                specs.push(RunSpec::LlamaProbe(self.llm_probe(p, layers)));
+            }
+        }
+        for p in LLM_PLACEMENTS {
+            specs.push(RunSpec::LlamaTrain(self.llm_train(p)));
+        }
+        specs
     }
 }

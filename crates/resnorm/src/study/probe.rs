@@ -9,6 +9,7 @@
 //! - the residual stream's RMS grows like `√l` under Pre-LN and is 1 under Post-LN.
 
 use super::data::StudyData;
+use super::model::{StudyModel, StudyModelSpec};
 use super::spec::ProbeSpec;
 use crate::diagnostics::PendingDiagnostics;
 use crate::rng::Rng;
@@ -44,7 +45,7 @@ impl ProbeResult {
 }
 
 /// Runs the probe `spec` on `data`.
-pub fn run_probe(spec: &ProbeSpec, data: &StudyData) -> Result<ProbeResult> {
+pub fn run_probe<M: StudyModelSpec>(spec: &ProbeSpec<M>, data: &StudyData) -> Result<ProbeResult> {
     if spec.batches == 0 || spec.batch == 0 {
         return Err(Error::invalid(
             "run_probe",
@@ -53,8 +54,8 @@ pub fn run_probe(spec: &ProbeSpec, data: &StudyData) -> Result<ProbeResult> {
     }
     let mut model = spec.model.build(data.vocab())?;
     model.record_stream_stats(true);
-    let mut rng = Rng::new(spec.model.seed ^ DATA_STREAM);
-    let (layers, streams) = (spec.model.layers, 2 * spec.model.layers + 1);
+    let mut rng = Rng::new(spec.model.seed() ^ DATA_STREAM);
+    let (layers, streams) = (spec.model.layers(), 2 * spec.model.layers() + 1);
     let mut sum = ProbeResult {
         loss: 0.0,
         stream_rms: vec![0.0; streams],
@@ -64,7 +65,7 @@ pub fn run_probe(spec: &ProbeSpec, data: &StudyData) -> Result<ProbeResult> {
     for _ in 0..spec.batches {
         let (inputs, targets) =
             data.dataset
-                .sample_batch(&mut rng, spec.batch, spec.model.context)?;
+                .sample_batch(&mut rng, spec.batch, spec.model.context())?;
         model.zero_grad();
         let loss = model
             .forward(&inputs, spec.batch, Some(&targets))?

@@ -6,6 +6,7 @@
 //! recomputed.
 
 use super::data::StudyData;
+use super::model::StudyModelSpec;
 use super::norm_timing::{run_norm_timing, NormTimingResult};
 use super::probe::{run_probe, ProbeResult};
 use super::spec::{NormTimingSpec, ProbeSpec, RunSpec, TrainSpec};
@@ -64,6 +65,8 @@ pub fn work_units(spec: &RunSpec) -> u64 {
         RunSpec::Probe(p) => p.batches as u64,
         RunSpec::Train(t) => t.steps,
         RunSpec::NormTiming(_) => 1,
+        RunSpec::LlamaProbe(p) => p.batches as u64,
+        RunSpec::LlamaTrain(t) => t.steps,
     }
 }
 
@@ -83,16 +86,16 @@ impl Results {
     }
 
     /// The probe `spec`, when it ran.
-    pub fn probe(&self, spec: &ProbeSpec) -> Option<&ProbeResult> {
-        match self.find(&RunSpec::Probe(spec.clone())) {
+    pub fn probe<M: StudyModelSpec>(&self, spec: &ProbeSpec<M>) -> Option<&ProbeResult> {
+        match self.find(&M::probe_run(spec.clone())) {
             Some(RunResult::Probe(r)) => Some(r),
             _ => None,
         }
     }
 
     /// The training run `spec`, when it ran.
-    pub fn train(&self, spec: &TrainSpec) -> Option<&TrainResult> {
-        match self.find(&RunSpec::Train(spec.clone())) {
+    pub fn train<M: StudyModelSpec>(&self, spec: &TrainSpec<M>) -> Option<&TrainResult> {
+        match self.find(&M::train_run(spec.clone())) {
             Some(RunResult::Train(r)) => Some(r),
             _ => None,
         }
@@ -152,7 +155,13 @@ fn run_one(spec: &RunSpec, data: &StudyData, advanced: &mut dyn FnMut()) -> Resu
             (0..p.batches).for_each(|_| advanced());
             RunResult::Probe(result)
         }
+        RunSpec::LlamaProbe(p) => {
+            let result = run_probe(p, data)?;
+            (0..p.batches).for_each(|_| advanced());
+            RunResult::Probe(result)
+        }
         RunSpec::Train(t) => RunResult::Train(run_train(t, data, &mut |_| advanced())?),
+        RunSpec::LlamaTrain(t) => RunResult::Train(run_train(t, data, &mut |_| advanced())?),
         RunSpec::NormTiming(n) => {
             let result = run_norm_timing(n)?;
             advanced();

@@ -13,6 +13,7 @@
 //! assert_ne!(spec.key(7), deeper.key(7));
 //! ```
 
+use super::model::{LlamaSpec, StudyModelSpec};
 use crate::kernels::NormKind;
 use crate::models::gpt::{Gpt, GptConfig, Placement};
 use crate::Result;
@@ -58,18 +59,14 @@ impl ModelSpec {
         };
         Gpt::new(config, self.seed)
     }
-
-    fn label(&self) -> String {
-        format!("{}-{}-L{}", self.placement, self.norm, self.layers)
-    }
 }
 
 /// Measurements at initialization, averaged over a few batches; no training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProbeSpec {
+pub struct ProbeSpec<M = ModelSpec> {
     /// The model.
-    pub model: ModelSpec,
+    pub model: M,
     /// Rows per batch.
     pub batch: usize,
     /// Batches averaged.
@@ -79,9 +76,9 @@ pub struct ProbeSpec {
 /// A short training run with AdamW and a warm-up/cosine schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TrainSpec {
+pub struct TrainSpec<M = ModelSpec> {
     /// The model.
-    pub model: ModelSpec,
+    pub model: M,
     /// Rows per batch.
     pub batch: usize,
     /// Optimizer steps.
@@ -121,6 +118,10 @@ pub enum RunSpec {
     Train(TrainSpec),
     /// LayerNorm against RMSNorm timing.
     NormTiming(NormTimingSpec),
+    /// Measurements at initialization of a Llama-family decoder.
+    LlamaProbe(ProbeSpec<LlamaSpec>),
+    /// A training run of a Llama-family decoder.
+    LlamaTrain(TrainSpec<LlamaSpec>),
 }
 
 impl RunSpec {
@@ -135,6 +136,8 @@ impl RunSpec {
             RunSpec::Probe(p) => format!("probe-{}", p.model.label()),
             RunSpec::Train(t) => format!("train-{}-w{}", t.model.label(), t.warmup),
             RunSpec::NormTiming(n) => format!("norm-timing-C{}", n.width),
+            RunSpec::LlamaProbe(p) => format!("probe-{}", p.model.label()),
+            RunSpec::LlamaTrain(t) => format!("train-{}-w{}", t.model.label(), t.warmup),
         };
         format!("{prefix}-{hash:016x}")
     }
@@ -147,6 +150,10 @@ impl RunSpec {
                 format!("train {} lr {} warm-up {}", t.model.label(), t.lr, t.warmup)
             }
             RunSpec::NormTiming(n) => format!("norm timing {}x{}", n.rows, n.width),
+            RunSpec::LlamaProbe(p) => format!("init probe {}", p.model.label()),
+            RunSpec::LlamaTrain(t) => {
+                format!("train {} lr {} warm-up {}", t.model.label(), t.lr, t.warmup)
+            }
         }
     }
 }

@@ -7,11 +7,11 @@
 //! counts as diverged.
 
 use super::data::StudyData;
+use super::model::{StudyModel, StudyModelSpec};
 use super::probe::DATA_STREAM;
 use super::spec::TrainSpec;
 use crate::diagnostics::Diagnostics;
 use crate::lm::{apply_gradients, Update};
-use crate::models::gpt::Gpt;
 use crate::optim::{AdamW, AdamWConfig, WarmupCosine};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -55,8 +55,8 @@ pub struct StepOutcome {
 /// with `diagnose`, the model must record stream statistics and the step's [`Diagnostics`]
 /// are returned too. A non-finite loss or gradient norm leaves the weights untouched.
 #[allow(clippy::too_many_arguments)]
-pub fn train_step(
-    model: &mut Gpt,
+pub fn train_step<M: StudyModel + ?Sized>(
+    model: &mut M,
     optimizer: &mut AdamW,
     schedule: &WarmupCosine,
     clip: f32,
@@ -100,8 +100,8 @@ pub fn train_step(
 }
 
 /// Runs `spec` on `data`; `on_step(step)` is called after every step (progress display).
-pub fn run_train(
-    spec: &TrainSpec,
+pub fn run_train<M: StudyModelSpec>(
+    spec: &TrainSpec<M>,
     data: &StudyData,
     on_step: &mut dyn FnMut(u64),
 ) -> Result<TrainResult> {
@@ -111,14 +111,14 @@ pub fn run_train(
             "steps, batch and diagnostics_every must be at least 1",
         ));
     }
-    let context = spec.model.context;
+    let context = spec.model.context();
     let mut model = spec.model.build(data.vocab())?;
     let mut optimizer = AdamW::new(AdamWConfig {
         weight_decay: WEIGHT_DECAY,
         ..AdamWConfig::default()
     })?;
     let schedule = WarmupCosine::new(spec.lr, spec.lr * MIN_LR_FRACTION, spec.warmup, spec.steps)?;
-    let mut rng = Rng::new(spec.model.seed ^ DATA_STREAM);
+    let mut rng = Rng::new(spec.model.seed() ^ DATA_STREAM);
     let (mut inputs, mut targets) = (vec![0; spec.batch * context], vec![0; spec.batch * context]);
     let mut result = TrainResult {
         losses: Vec::with_capacity(spec.steps as usize),
@@ -166,8 +166,12 @@ pub fn run_train(
 }
 
 /// Mean loss over the first `spec.eval_windows` validation windows, `spec.batch` at a time.
-fn validation_loss(model: &mut Gpt, data: &StudyData, spec: &TrainSpec) -> Result<f32> {
-    let context = spec.model.context;
+fn validation_loss<M: StudyModelSpec>(
+    model: &mut M::Model,
+    data: &StudyData,
+    spec: &TrainSpec<M>,
+) -> Result<f32> {
+    let context = spec.model.context();
     let windows: Vec<_> = data
         .dataset
         .validation_windows(context)?

@@ -13,7 +13,9 @@
 //! Parameter names are Hugging Face's without the `model.` prefix (`embed_tokens.weight`,
 //! `layers.{i}.self_attn.q_proj.weight`, ..., `norm.weight`, `lm_head.weight`); linear
 //! weights are stored input-major (`[in, out]`, as GPT-2's `Conv1D`), the transpose of
-//! `torch.nn.Linear`'s. Buffers are allocated once per `(batch, seq)`.
+//! `torch.nn.Linear`'s. Buffers are allocated once per `(batch, seq)`. When asked
+//! ([`Llama::record_stream_stats`]) it measures the residual streams `x_0 .. x_2L` in forward
+//! and their gradients in backward, as the GPT does, for [`crate::diagnostics`] and the study.
 //!
 //! ```
 //! use resnorm::models::llama::{Llama, LlamaConfig, LlamaPlacement};
@@ -49,6 +51,7 @@ pub use unit::{NormActs, Sublayer, Unit, UnitActs, UnitScratch};
 
 use crate::kernels::{cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::kernels::{matmul, MatDims, Trans};
+use crate::models::gpt::stream_stats::{l2_norm, mean_row_cosine, rms, StreamStats};
 use crate::nn::{Param, ParamKind};
 use crate::rng::Rng;
 use crate::AlignedVec;
@@ -67,6 +70,7 @@ pub struct Llama {
     /// `lm_head.weight [V, C]` when the head is not tied.
     pub lm_head: Option<Param>,
     state: Option<State>,
+    stream_stats: Option<StreamStats>,
 }
 
 /// Buffers for one `(batch, seq)`.
@@ -138,6 +142,7 @@ impl Llama {
                 .then(|| Param::zeros("lm_head.weight", vec![v, c], ParamKind::Weight)),
             config,
             state: None,
+            stream_stats: None,
         };
         let mut rng = Rng::new(seed);
         model.visit_params_mut(&mut |p| {
@@ -198,8 +203,30 @@ impl Llama {
             _ => self.new_state(batch, seq),
         };
         let result = self.forward_with(&mut s, tokens, targets);
+        if let (Some(stats), true) = (&mut self.stream_stats, result.is_ok()) {
+            let width = self.config.width;
+            stats.rms = s.streams.iter().map(|x| rms(x)).collect();
+            stats.cosine = s
+                .streams
+                .windows(2)
+                .map(|w| mean_row_cosine(&w[0], &w[1], width))
+                .collect();
+            stats.grad_norm.clear();
+        }
         self.state = Some(s);
         result
+    }
+
+    /// Turns on (or off) measuring the residual stream in every forward and backward, as
+    /// [`crate::models::gpt::Gpt::record_stream_stats`] does: its RMS and turning angle per
+    /// unit, and the gradient norm flowing through it (one extra read of each stream).
+    pub fn record_stream_stats(&mut self, on: bool) {
+        self.stream_stats = on.then(StreamStats::default);
+    }
+
+    /// The measurements of the last forward (and backward), when recording is on.
+    pub fn stream_stats(&self) -> Option<&StreamStats> {
+        self.stream_stats.as_ref()
     }
 
     fn forward_with(
@@ -265,6 +292,7 @@ impl Llama {
         self.head_backward(s.streams.last().expect("2L + 1 streams"), head, d_a)?;
         let (mut d_out, mut d_in) = (d_a, d_b);
         let shape = (s.batch, s.seq);
+        let mut grad_norms = self.stream_stats.as_ref().map(|_| vec![l2_norm(d_out)]);
         for (k, unit) in self.units.iter_mut().enumerate().rev() {
             let acts = &s.units[k];
             unit.backward(
@@ -277,6 +305,13 @@ impl Llama {
                 d_in,
             )?;
             std::mem::swap(&mut d_out, &mut d_in);
+            if let Some(norms) = &mut grad_norms {
+                norms.push(l2_norm(d_out));
+            }
+        }
+        if let (Some(stats), Some(mut norms)) = (&mut self.stream_stats, grad_norms) {
+            norms.reverse();
+            stats.grad_norm = norms;
         }
         self.embed_backward(&s.tokens, d_out);
         Ok(())
