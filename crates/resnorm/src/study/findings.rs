@@ -80,7 +80,7 @@ pub struct Check {
 /// A finding of the literature and what this study measured of it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
-    /// 1 to 7, as in the documentation.
+    /// 1 to 7 (the GPT presets) or 8 to 10 (the translation preset), as in the documentation.
     pub id: u8,
     /// What the literature says.
     pub claim: String,
@@ -91,7 +91,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(id: u8, claim: &str, checks: Vec<Check>) -> Finding {
+    pub(in crate::study) fn new(id: u8, claim: &str, checks: Vec<Check>) -> Finding {
         let status = if checks.iter().any(|c| c.status == Status::NotRun) {
             Status::NotRun
         } else {
@@ -106,7 +106,7 @@ impl Finding {
     }
 }
 
-fn check(statement: String, ok: bool, values: &[(&str, f64)]) -> Check {
+pub(in crate::study) fn check(statement: String, ok: bool, values: &[(&str, f64)]) -> Check {
     Check {
         statement,
         status: Status::from_bool(ok),
@@ -114,7 +114,7 @@ fn check(statement: String, ok: bool, values: &[(&str, f64)]) -> Check {
     }
 }
 
-fn not_run(what: &str) -> Check {
+pub(in crate::study) fn not_run(what: &str) -> Check {
     Check {
         statement: format!("{what}: not measured (runs missing)"),
         status: Status::NotRun,
