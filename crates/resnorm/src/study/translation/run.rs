@@ -95,7 +95,8 @@ pub struct TranslationRunResult {
     pub valid_losses: Vec<(u64, f64)>,
     /// Per-part gradient norms at the same steps.
     pub part_grad_norms: Vec<PartGradNorms>,
-    /// The step (from 0) at which the loss or gradient norm stopped being finite.
+    /// The step (from 0) at which the loss or gradient norm stopped being finite, or after
+    /// which the validation loss did.
     pub diverged_at: Option<u64>,
     /// Mean training loss over the last tenth of the steps applied (`None`: none was).
     pub final_train_loss: Option<f64>,
