@@ -173,6 +173,18 @@ fn bad_data_is_one_line_and_exit_2() {
 }
 
 #[test]
+fn a_translation_study_without_its_corpus_is_one_line_and_exit_2() {
+    let dir = temp_dir("cli", "study-translation");
+    let out = resnorm(
+        &["study", "--preset", "translation", "--data", "no-corpus"],
+        &dir,
+    );
+    assert_one_line_error(&out, &["no-corpus does not exist", "--data DIR"]);
+    assert!(!dir.join("runs/study").exists(), "nothing written");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn bad_flag_values_are_one_line_and_exit_2() {
     let dir = temp_dir("cli", "flags");
     assert_one_line_error(&train(&dir, &["--placement", "pre_ln"]), &["pre_ln"]);

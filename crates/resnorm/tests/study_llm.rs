@@ -1,4 +1,4 @@
-//! The study's runs of today's LLM placements (findings 8 to 10): they are in both presets'
+//! The study's runs of today's LLM placements (findings 11 to 13): they are in both presets'
 //! plans, a tiny version runs and is evaluated, and the Llama-family decoder's stream
 //! measurements and diagnostics follow their definitions.
 
@@ -56,14 +56,14 @@ fn a_tiny_llm_study_runs_and_states_findings_8_to_10() {
     let dir = std::env::temp_dir().join(format!("resnorm-study-llm-{}", std::process::id()));
     let results = run_study(&plan.llm_specs(), &data, &dir, &mut |_| {}).unwrap();
     let findings = evaluate(&plan, &results, data.vocab());
-    for id in [8, 9, 10] {
+    for id in [11, 12, 13] {
         let f = findings.iter().find(|f| f.id == id).unwrap();
         assert_ne!(f.status, Status::NotRun, "{f:#?}");
         for c in &f.checks {
             assert!(c.values.values().all(|v| v.is_finite()), "{c:#?}");
         }
     }
-    let f8 = findings.iter().find(|f| f.id == 8).unwrap();
+    let f8 = findings.iter().find(|f| f.id == 11).unwrap();
     assert_eq!(f8.checks.len(), 3);
     // The GPT findings' runs were not made.
     assert_eq!(findings[0].status, Status::NotRun);

@@ -9,6 +9,7 @@ pub mod ranks;
 pub mod run_dir;
 pub mod sample;
 pub mod study;
+pub mod study_translation;
 pub mod train;
 pub mod translate;
 pub mod vision;

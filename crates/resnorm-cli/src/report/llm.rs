@@ -1,4 +1,4 @@
-//! The report's plots and tables of findings 8 to 10: the Llama-family placements (pre-ln,
+//! The report's plots and tables of findings 11 to 13: the Llama-family placements (pre-ln,
 //! peri-ln as Gemma 2, reordered as OLMo 2) at depth.
 
 use super::svg::{escape, LinePlot, Scale, Series};
@@ -9,7 +9,7 @@ use resnorm::study::{
 };
 use std::fmt::Write;
 
-/// Finding 8: the stream's RMS per stream index at the first and last collected step of each
+/// Finding 11: the stream's RMS per stream index at the first and last collected step of each
 /// training run, and the last stream's RMS at initialization against depth.
 pub fn stream_figure(html: &mut String, plan: &Plan, results: &Results) {
     let mut series = Vec::new();
@@ -70,7 +70,7 @@ pub fn stream_figure(html: &mut String, plan: &Plan, results: &Results) {
     );
 }
 
-/// Finding 9: each block's gradient norm at initialization (deepest probe) and at the last
+/// Finding 12: each block's gradient norm at initialization (deepest probe) and at the last
 /// collected training step.
 pub fn gradient_figure(html: &mut String, plan: &Plan, results: &Results) {
     let deepest = *plan.probe_depths.last().expect("probe depths");
@@ -119,7 +119,7 @@ pub fn gradient_figure(html: &mut String, plan: &Plan, results: &Results) {
     );
 }
 
-/// Finding 10: the training runs' loss curves and a table of their numbers.
+/// Finding 13: the training runs' loss curves and a table of their numbers.
 pub fn training_figure(html: &mut String, plan: &Plan, results: &Results) {
     let runs: Vec<_> = LLM_PLACEMENTS
         .iter()

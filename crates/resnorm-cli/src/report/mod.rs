@@ -1,9 +1,11 @@
 //! The study's HTML report: one self-contained page (inline CSS and SVG, no scripts, no
 //! network) with every finding's verdict, its plots and tables of the numbers. The vision
-//! degradation study's page ([`vision`]) shares its style and its charts ([`svg`]).
+//! degradation study's page ([`vision`]) and the translation study's ([`translation`]) share
+//! its style and its charts ([`svg`]).
 
 mod llm;
 mod svg;
+pub mod translation;
 pub mod vision;
 
 use resnorm::kernels::NormKind;

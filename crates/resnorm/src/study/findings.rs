@@ -81,7 +81,8 @@ pub struct Check {
 /// A finding of the literature and what this study measured of it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
-    /// 1 to 10, as in the documentation.
+    /// 1 to 7 (the GPT presets), 8 to 10 (the translation preset) or 11 to 13 (the GPT
+    /// presets' Llama-family runs), as in the documentation.
     pub id: u8,
     /// What the literature says.
     pub claim: String,
@@ -92,7 +93,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub(super) fn new(id: u8, claim: &str, checks: Vec<Check>) -> Finding {
+    pub(in crate::study) fn new(id: u8, claim: &str, checks: Vec<Check>) -> Finding {
         let status = if checks.iter().any(|c| c.status == Status::NotRun) {
             Status::NotRun
         } else {
@@ -107,7 +108,7 @@ impl Finding {
     }
 }
 
-pub(super) fn check(statement: String, ok: bool, values: &[(&str, f64)]) -> Check {
+pub(in crate::study) fn check(statement: String, ok: bool, values: &[(&str, f64)]) -> Check {
     Check {
         statement,
         status: Status::from_bool(ok),
@@ -115,7 +116,7 @@ pub(super) fn check(statement: String, ok: bool, values: &[(&str, f64)]) -> Chec
     }
 }
 
-pub(super) fn not_run(what: &str) -> Check {
+pub(in crate::study) fn not_run(what: &str) -> Check {
     Check {
         statement: format!("{what}: not measured (runs missing)"),
         status: Status::NotRun,

@@ -1,4 +1,4 @@
-//! Findings 8 to 10: today's LLM norm placements at depth, each Llama-family placement
+//! Findings 11 to 13: today's LLM norm placements at depth, each Llama-family placement
 //! against pre-ln (Llama): peri-ln (Gemma 2, `x + N₂(F(N₁(x)))`) and reordered (OLMo 2,
 //! `x + N(F(x))`, with QK-norm). Both normalize each sublayer's output, so a unit adds a
 //! vector of RMS about its norm's gain to the stream, however large `F`'s output grows;
@@ -6,9 +6,9 @@
 //!
 //! | # | claim | measured |
 //! |---|---|---|
-//! | 8 | pre-ln's stream grows with depth and in training; peri-ln's and reordered's stay bounded | last stream's RMS at init vs L; its growth over the training run |
-//! | 9 | gradient norms are more uniform across layers with peri-ln and reordered | max/min block gradient norm, at init and during training |
-//! | 10 | at depth and a high rate, peri-ln and reordered train at least as well as pre-ln | validation loss |
+//! | 11 | pre-ln's stream grows with depth and in training; peri-ln's and reordered's stay bounded | last stream's RMS at init vs L; its growth over the training run |
+//! | 12 | gradient norms are more uniform across layers with peri-ln and reordered | max/min block gradient norm, at init and during training |
+//! | 13 | at depth and a high rate, peri-ln and reordered train at least as well as pre-ln | validation loss |
 //!
 //! Thresholds are the constants below.
 
@@ -18,16 +18,16 @@ use super::runner::Results;
 use super::train::TrainResult;
 use crate::models::llama::LlamaPlacement;
 
-/// Finding 8: pre-ln's last stream must grow in training at least this many times more
+/// Finding 11: pre-ln's last stream must grow in training at least this many times more
 /// than peri-ln's and reordered's.
 pub const STREAM_GROWTH_MARGIN: f64 = 2.0;
-/// Finding 10: "at least as well" allows a validation loss this much higher (nats).
+/// Finding 13: "at least as well" allows a validation loss this much higher (nats).
 pub const AS_WELL_NATS: f64 = 0.05;
 
 /// The placements compared with pre-ln.
 const COMPARED: [LlamaPlacement; 2] = [LlamaPlacement::PeriLn, LlamaPlacement::Reordered];
 
-/// Findings 8, 9 and 10 on `results` of `plan`.
+/// Findings 11, 12 and 13 on `results` of `plan`.
 pub(super) fn evaluate(plan: &Plan, results: &Results) -> Vec<Finding> {
     vec![
         stream_growth(plan, results),
@@ -137,7 +137,7 @@ fn stream_growth(plan: &Plan, results: &Results) -> Finding {
     };
     let Some((pre_first, pre_last, pre_peak, pre_growth)) = growth(LlamaPlacement::PreLn) else {
         checks.push(not_run("pre-ln training run"));
-        return Finding::new(8, claim, checks);
+        return Finding::new(11, claim, checks);
     };
     for p in COMPARED {
         checks.push(match growth(p) {
@@ -152,7 +152,7 @@ fn stream_growth(plan: &Plan, results: &Results) -> Finding {
             None => not_run(&format!("{p} training run")),
         });
     }
-    Finding::new(8, claim, checks)
+    Finding::new(11, claim, checks)
 }
 
 fn gradient_uniformity(plan: &Plan, results: &Results) -> Finding {
@@ -195,13 +195,13 @@ fn gradient_uniformity(plan: &Plan, results: &Results) -> Finding {
             });
         }
     }
-    Finding::new(9, claim, checks)
+    Finding::new(12, claim, checks)
 }
 
 fn high_rate(plan: &Plan, results: &Results) -> Finding {
     let claim = "At depth and a high learning rate, peri-LN and reordered train at least as well as pre-LN.";
     let Some(pre) = results.train(&plan.llm_train(LlamaPlacement::PreLn)) else {
-        return Finding::new(10, claim, vec![not_run("pre-ln training run")]);
+        return Finding::new(13, claim, vec![not_run("pre-ln training run")]);
     };
     let checks = COMPARED
         .iter()
@@ -217,5 +217,5 @@ fn high_rate(plan: &Plan, results: &Results) -> Finding {
             None => not_run(&format!("{p} training run")),
         })
         .collect();
-    Finding::new(10, claim, checks)
+    Finding::new(13, claim, checks)
 }

@@ -5,7 +5,8 @@
 //! initialization ([`run_probe`]), short training runs ([`run_train`], the trainer's step)
 //! and a norm timing ([`run_norm_timing`]). [`run_study`] makes them in sequence on a
 //! [`StudyData`], caching each, and [`evaluate`] turns the [`Results`] into [`Finding`]s
-//! with PASS/FAIL verdicts. The command-line tool draws the report.
+//! with PASS/FAIL verdicts. The command-line tool draws the report. The translation preset
+//! ([`TranslationPlan`]) makes encoder-decoder runs instead, with the translation trainer.
 //!
 //! ```no_run
 //! use resnorm::study::{evaluate, run_study, Plan, Preset, StudyData};
@@ -28,6 +29,7 @@ mod probe;
 mod runner;
 mod spec;
 mod train;
+mod translation;
 
 pub use data::StudyData;
 pub use findings::{
@@ -49,3 +51,8 @@ pub use runner::{
 };
 pub use spec::{fnv1a, ModelSpec, NormTimingSpec, ProbeSpec, RunSpec, TrainSpec};
 pub use train::{run_train, train_step, StepOutcome, TrainResult, MIN_LR_FRACTION, WEIGHT_DECAY};
+pub use translation::{
+    evaluate_translation, run_translation, run_translation_study, translation_key, PartGradNorms,
+    TranslationPlan, TranslationProgress, TranslationRecord, TranslationResults,
+    TranslationRunResult, TranslationStudyData, TRANSLATION_DEEP, TRANSLATION_WARMUP_COMPARED,
+};

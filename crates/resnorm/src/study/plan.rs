@@ -287,7 +287,7 @@ impl Plan {
 /// peri-ln (Gemma 2), reordered with QK-norm (OLMo 2).
 pub const LLM_PLACEMENTS: [LlamaPlacement; 3] = LlamaPlacement::ALL;
 
-/// The runs of today's LLM placements (findings 8 to 10): the preset's width, heads and
+/// The runs of today's LLM placements (findings 11 to 13): the preset's width, heads and
 /// context, Llama's other options ([`LlamaSpec::new`]).
 impl Plan {
     /// The Llama-family decoder of `placement` with `layers` blocks.
