@@ -23,6 +23,7 @@ pub mod batch_norm;
 pub mod column_sums;
 pub mod conv3x3;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod exp;
 pub mod gelu;
 pub mod im2col;
