@@ -159,7 +159,10 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
         &["--steps", "6", "--resume", "split", "--width", "32"],
     );
     assert_one_line_error(&out, &["--width 32", "16"]);
-    let out = train(&dir, &["--steps", "6", "--resume", "split", "--dropout", "0"]);
+    let out = train(
+        &dir,
+        &["--steps", "6", "--resume", "split", "--dropout", "0"],
+    );
     assert_one_line_error(&out, &["--dropout 0", "0.3"]);
     let out = train(&dir, &["--steps", "1", "--out", "bad", "--dropout", "1"]);
     assert_one_line_error(&out, &["dropout 1", "[0, 1)"]);

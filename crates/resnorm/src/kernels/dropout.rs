@@ -6,12 +6,12 @@
 //! forward   y_i  = x_i · m_i / (1 - p)        m_i = [u(seed, i) ≥ p],  u uniform in [0, 1)
 //! backward  dx_i = dy_i · m_i / (1 - p)        the same m_i, regenerated
 //! ```
-//! `u(seed, i)` is the top 32 bits of SplitMix64's output at counter `i`
-//! (`z = seed + (i + 1)·γ`, then its two multiply-xorshift rounds), the stateless
-//! counter hash that FlashAttention's Philox plays in CUDA: every element draws its own
-//! number from its index alone. A mask's seed names one tensor of one step; callers derive
-//! a different seed for every site ([`DropoutMask::site`]). `p = 0` is the identity and
-//! reads no hash.
+//! `u(seed, i)` is a 32-bit counter hash (Wellons' `lowbias32` finalizer of
+//! `i·γ ⊕ key`, `key` drawn from the seed by SplitMix64), the stateless generator that
+//! Philox is in FlashAttention's CUDA kernels: every element draws its own number from its
+//! index alone (indices taken modulo 2³²), with 32-bit operations that vectorize on every
+//! SIMD level. A mask's seed names one tensor of one step; callers derive a different
+//! seed for every site ([`DropoutMask::site`]). `p = 0` is the identity and reads no hash.
 //!
 //! ```
 //! use resnorm::kernels::dropout::{dropout_backward, dropout_forward, DropoutMask};
@@ -28,7 +28,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::simd::{rows_per_block, ONE_BLOCK_PER_THREAD};
+use crate::kernels::simd::{dispatch, rows_per_block, ONE_BLOCK_PER_THREAD};
 use crate::threads;
 use crate::{Error, Result};
 
@@ -38,7 +38,7 @@ const PARALLEL_MIN_LEN: usize = 1 << 16;
 /// SplitMix64's increment, the golden ratio in 64 bits.
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// SplitMix64's output at counter `index` of the stream `seed`.
+/// SplitMix64's output at counter `index` of the stream `seed`: seeds of steps and sites.
 #[inline(always)]
 pub fn hash(seed: u64, index: u64) -> u64 {
     let mut z = seed.wrapping_add(index.wrapping_add(1).wrapping_mul(GAMMA));
@@ -47,12 +47,25 @@ pub fn hash(seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The 32-bit draw of element `index` of the stream `key`: `lowbias32(index·γ ⊕ key)`.
+#[inline(always)]
+pub fn draw(key: u32, index: u32) -> u32 {
+    let mut x = index.wrapping_mul(0x9E37_79B9) ^ key;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x21F0_AAAD);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x735A_2D97);
+    x ^ (x >> 15)
+}
+
 /// One dropout mask: a rate and the seed of the tensor it drops from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DropoutMask {
     seed: u64,
-    /// An element is dropped when its 32-bit draw is below this (`p·2³²`, rounded).
-    threshold: u64,
+    /// The key of [`draw`], from the seed.
+    key: u32,
+    /// An element is dropped when its draw is below this (`p·2³²`, rounded).
+    threshold: u32,
     /// `1 / (1 - p)`.
     scale: f32,
 }
@@ -66,9 +79,11 @@ impl DropoutMask {
                 format!("dropout rate {p} must be in [0, 1)"),
             ));
         }
+        let threshold = (p as f64 * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
         Ok(DropoutMask {
             seed,
-            threshold: (p as f64 * 4_294_967_296.0).round() as u64,
+            key: (hash(seed, 0) >> 32) as u32,
+            threshold,
             scale: 1.0 / (1.0 - p),
         })
     }
@@ -76,8 +91,10 @@ impl DropoutMask {
     /// The mask of site `site` of the same rate: its seed hashed with the site, so the
     /// sites of one step draw independent masks.
     pub fn site(&self, site: u64) -> Self {
+        let seed = hash(self.seed, site);
         DropoutMask {
-            seed: hash(self.seed, site),
+            seed,
+            key: (hash(seed, 0) >> 32) as u32,
             ..*self
         }
     }
@@ -87,14 +104,24 @@ impl DropoutMask {
         self.threshold == 0
     }
 
+    /// Element `index`'s draw, uniform on 32 bits.
+    pub fn draw(&self, index: u64) -> u32 {
+        draw(self.key, index as u32)
+    }
+
     /// `m_i / (1 - p)`: the factor element `index` is multiplied by.
     #[inline(always)]
     pub fn factor(&self, index: u64) -> f32 {
-        if hash(self.seed, index) >> 32 >= self.threshold {
-            self.scale
-        } else {
-            0.0
-        }
+        factor(self.key, self.threshold, self.scale, index as u32)
+    }
+}
+
+#[inline(always)]
+fn factor(key: u32, threshold: u32, scale: f32, index: u32) -> f32 {
+    if draw(key, index) >= threshold {
+        scale
+    } else {
+        0.0
     }
 }
 
@@ -113,11 +140,10 @@ fn apply(values: &mut [f32], mask: &DropoutMask, offset: u64) {
     if mask.is_identity() {
         return;
     }
+    let (key, threshold, scale) = (mask.key, mask.threshold, mask.scale);
     let body = |start: usize, block: &mut [f32]| {
-        let first = offset + start as u64;
-        for (i, v) in block.iter_mut().enumerate() {
-            *v *= mask.factor(first + i as u64);
-        }
+        let first = offset.wrapping_add(start as u64) as u32;
+        scale_block(block, (key, threshold), scale, first);
     };
     if values.len() < PARALLEL_MIN_LEN {
         body(0, values);
@@ -132,16 +158,29 @@ fn apply(values: &mut [f32], mask: &DropoutMask, offset: u64) {
     });
 }
 
+dispatch! {
+    /// `v_i ← v_i · factor(first + i)` over one block, vectorized by the compiler.
+    fn scale_block(block: &mut [f32], mask: (u32, u32), scale: f32, first: u32) => auto scale_block_with
+}
+
+#[inline(always)]
+fn scale_block_with(block: &mut [f32], (key, threshold): (u32, u32), scale: f32, first: u32) {
+    for (i, v) in block.iter_mut().enumerate() {
+        *v *= factor(key, threshold, scale, first.wrapping_add(i as u32));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The naive reference: each element's draw as a fraction of 2⁶⁴, compared with `p`.
+    /// The naive reference: each element's draw as a fraction of 2³², compared with `p`.
     fn reference(x: &[f32], p: f32, seed: u64, offset: u64) -> Vec<f32> {
+        let mask = DropoutMask::new(p, seed).unwrap();
         x.iter()
             .enumerate()
             .map(|(i, &v)| {
-                let u = (hash(seed, offset + i as u64) >> 32) as f64 / 4_294_967_296.0;
+                let u = mask.draw(offset + i as u64) as f64 / 4_294_967_296.0;
                 if u >= p as f64 {
                     v / (1.0 - p)
                 } else {
