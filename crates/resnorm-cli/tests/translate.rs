@@ -159,7 +159,19 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     write_parallel_corpus(&dir);
     // 8 pairs in batches of 24 tokens: 6 steps cross an epoch boundary. A constant rate
     // after warm-up (min_lr = lr), so that the 3-step run's schedule is the 6-step run's.
-    let constant = ["--lr", "0.001", "--min-lr", "0.001"];
+    // Dropout on both sites and label smoothing: each step's masks follow from seed and step.
+    let constant = [
+        "--lr",
+        "0.001",
+        "--min-lr",
+        "0.001",
+        "--dropout",
+        "0.3",
+        "--activation-dropout",
+        "0.1",
+        "--label-smoothing",
+        "0.1",
+    ];
     let whole = [&constant[..], &["--steps", "6", "--out", "whole"]].concat();
     assert!(train(&dir, &whole).status.success());
     let split = [&constant[..], &["--steps", "3", "--out", "split"]].concat();
@@ -174,6 +186,13 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
         &["--steps", "6", "--resume", "split", "--width", "32"],
     );
     assert_one_line_error(&out, &["--width 32", "16"]);
+    let out = train(
+        &dir,
+        &["--steps", "6", "--resume", "split", "--dropout", "0"],
+    );
+    assert_one_line_error(&out, &["--dropout 0", "0.3"]);
+    let out = train(&dir, &["--steps", "1", "--out", "bad", "--dropout", "1"]);
+    assert_one_line_error(&out, &["dropout 1", "[0, 1)"]);
 }
 
 #[test]

@@ -14,7 +14,8 @@ use resnorm::kernels::gelu::{
 };
 use resnorm::kernels::{
     cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward, gelu_backward,
-    gelu_forward, MatDims, Trans,
+    gelu_forward, smoothed_cross_entropy_backward_in_place, smoothed_cross_entropy_forward,
+    MatDims, Trans,
 };
 use resnorm::nn::{Embedding, Linear};
 use resnorm::rng::Rng;
@@ -464,4 +465,83 @@ fn layer_gradient_checks_pass() {
     for check in resnorm::gradcheck::layers::checks() {
         assert!(check.passed, "{check:?}");
     }
+}
+
+#[test]
+fn label_smoothing_matches_pytorch_with_padded_targets() {
+    let f = Fixture::load("label_smoothing");
+    let vocab = f.get("logits").shape[1];
+    let (eps, dloss, pad) = (
+        f.meta_f32("eps"),
+        f.meta_f32("dloss"),
+        f.meta_f32("pad") as u32,
+    );
+    let all = tokens(f.get("targets"));
+    let valid: Vec<usize> = (0..all.len()).filter(|&r| all[r] != pad).collect();
+    let rows = |t: &[f32]| -> Vec<f32> {
+        valid
+            .iter()
+            .flat_map(|&r| t[r * vocab..][..vocab].to_vec())
+            .collect()
+    };
+    let mut logits = rows(&f.get("logits").data);
+    let targets: Vec<u32> = valid.iter().map(|&r| all[r]).collect();
+    let n = targets.len();
+    let (mut losses, mut lse) = (vec![0.0; n], vec![0.0; n]);
+    let loss = smoothed_cross_entropy_forward(&logits, &targets, vocab, eps, &mut losses, &mut lse)
+        .unwrap();
+    let want: Vec<f32> = valid.iter().map(|&r| f.get("losses").data[r]).collect();
+    assert_close("losses", &losses, &want, RTOL, ATOL);
+    assert_close("loss", &[loss], &f.get("loss").data, RTOL, ATOL);
+    smoothed_cross_entropy_backward_in_place(&mut logits, &lse, &targets, vocab, eps, dloss)
+        .unwrap();
+    assert_close(
+        "dlogits",
+        &logits,
+        &rows(&f.get("dlogits").data),
+        RTOL,
+        ATOL,
+    );
+    for r in (0..all.len()).filter(|&r| all[r] == pad) {
+        assert!(f.get("dlogits").data[r * vocab..][..vocab]
+            .iter()
+            .all(|&g| g == 0.0));
+    }
+}
+
+#[test]
+fn label_smoothing_zero_is_the_plain_loss_and_its_gradient_checks() {
+    let (rows, vocab) = (5, 9);
+    let logits: Vec<f32> = normal(21, rows * vocab).iter().map(|v| 2.0 * v).collect();
+    let targets = [0u32, 8, 3, 3, 5];
+    let (mut l0, mut l1, mut lse) = (vec![0.0; rows], vec![0.0; rows], vec![0.0; rows]);
+    let plain = cross_entropy_forward(&logits, &targets, vocab, &mut l0, &mut lse).unwrap();
+    let zero =
+        smoothed_cross_entropy_forward(&logits, &targets, vocab, 0.0, &mut l1, &mut lse).unwrap();
+    assert_eq!((plain, &l0), (zero, &l1));
+    // Finite differences of the smoothed loss, in f64 from the f32 kernel's own formula.
+    let eps = 0.2;
+    let loss_at = |z: &[f32]| -> f64 {
+        let (mut l, mut s) = (vec![0.0; rows], vec![0.0; rows]);
+        smoothed_cross_entropy_forward(z, &targets, vocab, eps, &mut l, &mut s).unwrap() as f64
+    };
+    let mut grad = logits.clone();
+    let mut s = vec![0.0; rows];
+    smoothed_cross_entropy_forward(&logits, &targets, vocab, eps, &mut l1, &mut s).unwrap();
+    smoothed_cross_entropy_backward_in_place(&mut grad, &s, &targets, vocab, eps, 1.0).unwrap();
+    let h = 1e-2f32;
+    for i in 0..logits.len() {
+        let (mut up, mut down) = (logits.clone(), logits.clone());
+        up[i] += h;
+        down[i] -= h;
+        let numeric = (loss_at(&up) - loss_at(&down)) / (2.0 * h as f64);
+        assert!(
+            (numeric - grad[i] as f64).abs() < 5e-4,
+            "{i}: {numeric} vs {}",
+            grad[i]
+        );
+    }
+    assert!(
+        smoothed_cross_entropy_forward(&logits, &targets, vocab, 1.5, &mut l1, &mut s).is_err()
+    );
 }

@@ -1,14 +1,15 @@
 //! The encoder-decoder: parity with `torch.nn.Transformer` and the hand-written PyTorch twin
 //! (tools/fixtures/seq2seq.py), gradient checks of every placement and norm against the f64
-//! reference, and padding that does not leak into valid positions.
+//! reference (with dropout and label smoothing on too), dropout off in evaluation, and
+//! padding that does not leak into valid positions.
 
 mod common;
 
 use common::{assert_close, Fixture};
-use resnorm::gradcheck::seq2seq::{check_model, OwnedBatch};
+use resnorm::gradcheck::seq2seq::{check_model, check_training, tiny_config, OwnedBatch};
 use resnorm::kernels::NormKind;
 use resnorm::models::gpt::Placement;
-use resnorm::models::seq2seq::{Batch, Seq2Seq, Seq2SeqConfig};
+use resnorm::models::seq2seq::{Batch, Dropout, Seq2Seq, Seq2SeqConfig};
 use resnorm::rng::Rng;
 
 /// Fixture tolerances: float32 PyTorch vs float32 resnorm, different summation orders.
@@ -125,6 +126,65 @@ fn every_placement_and_norm_passes_the_gradient_check() {
             assert!(failed.is_empty(), "{placement} {norm}: {failed:#?}");
         }
     }
+}
+
+#[test]
+fn dropout_and_label_smoothing_pass_the_gradient_check() {
+    for placement in [
+        Placement::PostLn,
+        Placement::PreLn,
+        Placement::ReZero,
+        Placement::ResiDual,
+    ] {
+        let results = check_training(placement, NormKind::Layer);
+        let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
+        assert!(failed.is_empty(), "{placement}: {failed:#?}");
+    }
+}
+
+#[test]
+fn dropout_is_off_without_a_dropout_and_seeded_with_one() {
+    let config = Seq2SeqConfig {
+        encoder_layers: 2,
+        decoder_layers: 2,
+        ..tiny_config(Placement::PreLn, NormKind::Layer)
+    };
+    let mut model = Seq2Seq::new(config, 3).unwrap();
+    let batch = OwnedBatch::random(&mut Rng::new(5), 11, (5, &[5, 3]), (4, &[4, 2]));
+    let plain = model.forward(&batch.view()).unwrap();
+    let logits = model.logits().to_vec();
+    let off = model.forward_training(&batch.view(), None, 0.0).unwrap();
+    assert_eq!((plain, model.logits()), (off, &logits[..]));
+    let zero = Dropout::new(0.0, 0.0, 9).unwrap();
+    model
+        .forward_training(&batch.view(), Some(zero), 0.0)
+        .unwrap();
+    assert_eq!(model.logits(), &logits[..], "rates of 0 drop nothing");
+    let dropout = Dropout::new(0.3, 0.1, 9).unwrap();
+    let a = model
+        .forward_training(&batch.view(), Some(dropout), 0.0)
+        .unwrap();
+    let dropped = model.logits().to_vec();
+    assert_ne!(dropped, logits);
+    let b = model
+        .forward_training(&batch.view(), Some(dropout), 0.0)
+        .unwrap();
+    assert_eq!(
+        (a, &dropped[..]),
+        (b, model.logits()),
+        "the same seed, the same masks"
+    );
+    model
+        .forward_training(&batch.view(), Some(dropout.for_step(1)), 0.0)
+        .unwrap();
+    assert_ne!(model.logits(), &dropped[..], "another step, other masks");
+    assert_eq!(
+        model.forward(&batch.view()).unwrap(),
+        plain,
+        "evaluation after training"
+    );
+    let smoothed = model.forward_training(&batch.view(), None, 0.1).unwrap();
+    assert!(smoothed.unwrap() > plain.unwrap() - 1.0 && smoothed != plain);
 }
 
 #[test]

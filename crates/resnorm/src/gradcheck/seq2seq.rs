@@ -5,7 +5,10 @@
 //! The reference reads parameters by their checkpoint names and shares nothing with the
 //! model's code but the definitions (`models/gpt/unit.rs`, `models/seq2seq/`, and the
 //! PyTorch twin `tools/fixtures/seq2seq.py`). Its batch is padded on both sides, so the
-//! check also covers the key lengths and the ignored target positions.
+//! check also covers the key lengths and the ignored target positions. A training step's
+//! dropout and label smoothing are checked too ([`check_training`]): the masks are pure
+//! functions of the seed, so the reference draws the same ones (through
+//! [`crate::kernels::dropout`]'s hash only) and finite differences see a fixed function.
 //!
 //! ```
 //! use resnorm::gradcheck::seq2seq::check_model;
@@ -21,7 +24,8 @@ use super::norms::norm_reference;
 use super::{compare, numeric_gradient, CheckResult};
 use crate::kernels::NormKind;
 use crate::models::gpt::Placement;
-use crate::models::seq2seq::{Batch, Seq2Seq, Seq2SeqConfig};
+use crate::models::seq2seq::dropout::{Site, DECODER_STACK, ENCODER_STACK};
+use crate::models::seq2seq::{Batch, Dropout, Seq2Seq, Seq2SeqConfig};
 use crate::rng::Rng;
 
 /// Relative error the model's `f32` gradients must stay under.
@@ -162,6 +166,25 @@ fn attention(
 /// Mean cross-entropy over the valid target positions of the model `config` with
 /// parameters `p` on `batch`, computed in `f64` straight from the definitions.
 pub fn reference_loss(config: &Seq2SeqConfig, p: &ReferenceParams, batch: &OwnedBatch) -> f64 {
+    reference_training_loss(config, p, batch, (None, 0.0))
+}
+
+/// [`reference_loss`] of a training step: `dropout`'s masks on the embeddings, every unit's
+/// output and the MLPs' activations, and the labels smoothed by `smoothing`.
+pub fn reference_training_loss(
+    config: &Seq2SeqConfig,
+    p: &ReferenceParams,
+    batch: &OwnedBatch,
+    (dropout, smoothing): (Option<Dropout>, f64),
+) -> f64 {
+    let drop = |x: &mut [f64], stack: u64, site: Site| {
+        if let Some(d) = dropout {
+            let mask = d.mask(stack, site);
+            x.iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v *= mask.factor(i as u64) as f64);
+        }
+    };
     let (c, v, heads) = (config.width, config.vocab, config.heads);
     let b = batch.batch;
     let (s_len, t_len) = (batch.src.len() / b, batch.tgt.len() / b);
@@ -199,9 +222,10 @@ pub fn reference_loss(config: &Seq2SeqConfig, p: &ReferenceParams, batch: &Owned
         }
         x
     };
-    let mlp = |h: &[f64], prefix: &str| {
+    let mlp = |h: &[f64], prefix: &str, (stack, k): (u64, usize)| {
         let u = linear(h, &format!("{prefix}.c_fc"), c, 4 * c);
-        let a: Vec<f64> = u.iter().map(|&u| gelu_reference(u)).collect();
+        let mut a: Vec<f64> = u.iter().map(|&u| gelu_reference(u)).collect();
+        drop(&mut a, stack, Site::Activation(k));
         linear(&a, &format!("{prefix}.c_proj"), 4 * c, c)
     };
     let self_attention =
@@ -223,14 +247,18 @@ pub fn reference_loss(config: &Seq2SeqConfig, p: &ReferenceParams, batch: &Owned
             );
             linear(&y, &format!("{prefix}.c_proj"), c, c)
         };
-    // One residual unit as unit.rs defines it.
+    // One residual unit as unit.rs defines it; `F` ends in its output's dropout.
     let unit = |x: &[f64],
                 dual: &mut Vec<f64>,
                 f: &dyn Fn(&[f64]) -> Vec<f64>,
-                ln: &str,
-                gate: &str,
-                alpha: f64|
+                (ln, gate): (&str, &str),
+                (alpha, stack, k): (f64, u64, usize)|
      -> Vec<f64> {
+        let f = |h: &[f64]| {
+            let mut out = f(h);
+            drop(&mut out, stack, Site::Output(k));
+            out
+        };
         match config.placement {
             Placement::PreLn => add(x, &f(&norm(x, ln))),
             Placement::PostLn => norm(&add(x, &f(x)), ln),
@@ -267,45 +295,49 @@ pub fn reference_loss(config: &Seq2SeqConfig, p: &ReferenceParams, batch: &Owned
     // The encoder.
     let alpha = config.encoder_alpha() as f64;
     let mut x = embed_tokens(&batch.src, s_len);
+    drop(&mut x, ENCODER_STACK, Site::Input);
     let mut dual = x.clone();
     let src_lengths = Some(&batch.src_lengths[..]);
     for i in 0..config.encoder_layers {
         let p = format!("encoder.{i}");
         let attn =
             |h: &[f64]| self_attention(h, &format!("{p}.self_attn"), s_len, false, src_lengths);
+        let stack = ENCODER_STACK;
+        let names = (format!("{p}.ln_1"), format!("{p}.rezero_self"));
         x = unit(
             &x,
             &mut dual,
             &attn,
-            &format!("{p}.ln_1"),
-            &format!("{p}.rezero_self"),
-            alpha,
+            (&names.0, &names.1),
+            (alpha, stack, 2 * i),
         );
-        let ff = |h: &[f64]| mlp(h, &format!("{p}.mlp"));
+        let ff = |h: &[f64]| mlp(h, &format!("{p}.mlp"), (stack, 2 * i + 1));
+        let names = (format!("{p}.ln_2"), format!("{p}.rezero_mlp"));
         x = unit(
             &x,
             &mut dual,
             &ff,
-            &format!("{p}.ln_2"),
-            &format!("{p}.rezero_mlp"),
-            alpha,
+            (&names.0, &names.1),
+            (alpha, stack, 2 * i + 1),
         );
     }
     let memory = final_norm(x, &dual, "encoder.ln_f");
     // The decoder.
     let alpha = config.decoder_alpha() as f64;
     let mut y = embed_tokens(&batch.tgt, t_len);
+    drop(&mut y, DECODER_STACK, Site::Input);
     let mut dual = y.clone();
     for i in 0..config.decoder_layers {
         let p = format!("decoder.{i}");
         let attn = |h: &[f64]| self_attention(h, &format!("{p}.self_attn"), t_len, true, None);
+        let stack = DECODER_STACK;
+        let names = (format!("{p}.ln_1"), format!("{p}.rezero_self"));
         y = unit(
             &y,
             &mut dual,
             &attn,
-            &format!("{p}.ln_1"),
-            &format!("{p}.rezero_self"),
-            alpha,
+            (&names.0, &names.1),
+            (alpha, stack, 3 * i),
         );
         let cross = |h: &[f64]| {
             let q = linear(h, &format!("{p}.cross_attn.c_q"), c, c);
@@ -326,22 +358,22 @@ pub fn reference_loss(config: &Seq2SeqConfig, p: &ReferenceParams, batch: &Owned
             );
             linear(&o, &format!("{p}.cross_attn.c_proj"), c, c)
         };
+        let names = (format!("{p}.ln_2"), format!("{p}.rezero_cross"));
         y = unit(
             &y,
             &mut dual,
             &cross,
-            &format!("{p}.ln_2"),
-            &format!("{p}.rezero_cross"),
-            alpha,
+            (&names.0, &names.1),
+            (alpha, stack, 3 * i + 1),
         );
-        let ff = |h: &[f64]| mlp(h, &format!("{p}.mlp"));
+        let ff = |h: &[f64]| mlp(h, &format!("{p}.mlp"), (stack, 3 * i + 2));
+        let names = (format!("{p}.ln_3"), format!("{p}.rezero_mlp"));
         y = unit(
             &y,
             &mut dual,
             &ff,
-            &format!("{p}.ln_3"),
-            &format!("{p}.rezero_mlp"),
-            alpha,
+            (&names.0, &names.1),
+            (alpha, stack, 3 * i + 2),
         );
     }
     let z = final_norm(y, &dual, "decoder.ln_f");
@@ -355,7 +387,18 @@ pub fn reference_loss(config: &Seq2SeqConfig, p: &ReferenceParams, batch: &Owned
             targets.push(batch.targets[s * t_len + t]);
         }
     }
-    cross_entropy_reference(&logits, &targets, v)
+    let nll = cross_entropy_reference(&logits, &targets, v);
+    // ε·mean over the rows of (lse - mean_j z_j), the smoothing term.
+    let uniform: f64 = logits
+        .chunks_exact(v)
+        .map(|z| {
+            let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + z.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            lse - z.iter().sum::<f64>() / v as f64
+        })
+        .sum::<f64>()
+        / targets.len() as f64;
+    (1.0 - smoothing) * nll + smoothing * uniform
 }
 
 /// Checks the gradient of the loss with respect to every parameter tensor of a tiny
@@ -363,12 +406,31 @@ pub fn reference_loss(config: &Seq2SeqConfig, p: &ReferenceParams, batch: &Owned
 /// batch padded on both sides; one [`CheckResult`] per tensor, named
 /// `seq2seq <placement> <norm> <tensor>`.
 pub fn check_model(placement: Placement, norm: NormKind) -> Vec<CheckResult> {
+    check_model_with(placement, norm, (None, 0.0))
+}
+
+/// The dropout rates and label smoothing [`check_training`] runs with.
+pub const TRAINING: (f32, f32, f32) = (0.3, 0.2, 0.1);
+
+/// [`check_model`] of a training step: residual dropout 0.3, activation dropout 0.2 and
+/// label smoothing 0.1 ([`TRAINING`]), with masks of a fixed seed.
+pub fn check_training(placement: Placement, norm: NormKind) -> Vec<CheckResult> {
+    let (residual, activation, smoothing) = TRAINING;
+    let dropout = Dropout::new(residual, activation, 5).expect("rates below 1");
+    check_model_with(placement, norm, (Some(dropout), smoothing))
+}
+
+fn check_model_with(
+    placement: Placement,
+    norm: NormKind,
+    (dropout, smoothing): (Option<Dropout>, f32),
+) -> Vec<CheckResult> {
     let config = tiny_config(placement, norm);
     let mut model = Seq2Seq::new(config.clone(), 7).expect("the tiny config is valid");
     let mut rng = Rng::new(11);
     model.visit_params_mut(&mut |p| randomize_param(p, &mut rng));
     let batch = OwnedBatch::random(&mut rng, config.vocab, (5, &[5, 3]), (4, &[4, 2]));
-    model.forward(&batch.view()).expect("valid batch");
+    (model.forward_training(&batch.view(), dropout, smoothing)).expect("valid batch");
     model.backward().expect("forward had targets");
     let mut params = ReferenceParams::new();
     let mut analytic = Vec::new();
@@ -384,18 +446,21 @@ pub fn check_model(placement: Placement, norm: NormKind) -> Vec<CheckResult> {
             let numeric = numeric_gradient(
                 |v| {
                     probe.insert(name.clone(), v.to_vec());
-                    reference_loss(&config, &probe, &batch)
+                    let training = (dropout, smoothing as f64);
+                    reference_training_loss(&config, &probe, &batch, training)
                 },
                 &start,
                 STEP,
             );
-            let name = format!("seq2seq {placement} {norm} {name}");
+            let mode = if dropout.is_some() { " training" } else { "" };
+            let name = format!("seq2seq{mode} {placement} {norm} {name}");
             compare(&name, &grad, &numeric, tolerance(placement))
         })
         .collect()
 }
 
-/// One summary per placement and norm kind: the worst tensor of [`check_model`].
+/// One summary per placement and norm kind (the worst tensor of [`check_model`]), then one
+/// per placement of [`check_training`].
 pub fn checks() -> Vec<CheckResult> {
     let mut out = Vec::new();
     for placement in Placement::ALL {
@@ -405,19 +470,32 @@ pub fn checks() -> Vec<CheckResult> {
             &[NormKind::Layer]
         };
         for &norm in kinds {
-            let results = check_model(placement, norm);
-            let worst = results
-                .iter()
-                .max_by(|a, b| a.max_rel_err.total_cmp(&b.max_rel_err))
-                .expect("a model has parameters");
-            out.push(CheckResult {
-                name: format!("seq2seq {placement} {norm} ({} tensors)", results.len()),
-                max_abs_err: results.iter().map(|r| r.max_abs_err).fold(0.0, f64::max),
-                max_rel_err: worst.max_rel_err,
-                tolerance: tolerance(placement),
-                passed: results.iter().all(|r| r.passed),
-            });
+            let name = format!("seq2seq {placement} {norm}");
+            out.push(summary(name, check_model(placement, norm), placement));
         }
     }
+    for placement in Placement::ALL {
+        let name = format!("seq2seq training {placement} layer");
+        out.push(summary(
+            name,
+            check_training(placement, NormKind::Layer),
+            placement,
+        ));
+    }
     out
+}
+
+/// The worst tensor of one model's checks.
+fn summary(name: String, results: Vec<CheckResult>, placement: Placement) -> CheckResult {
+    let worst = results
+        .iter()
+        .max_by(|a, b| a.max_rel_err.total_cmp(&b.max_rel_err))
+        .expect("a model has parameters");
+    CheckResult {
+        name: format!("{name} ({} tensors)", results.len()),
+        max_abs_err: results.iter().map(|r| r.max_abs_err).fold(0.0, f64::max),
+        max_rel_err: worst.max_rel_err,
+        tolerance: tolerance(placement),
+        passed: results.iter().all(|r| r.passed),
+    }
 }

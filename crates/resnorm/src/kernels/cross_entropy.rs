@@ -16,6 +16,16 @@
 //! dz[r,j] = (exp(z[r,j] - lse_r) - [j = t_r]) · dL / rows      (overwritten)
 //! ```
 //!
+//! With label smoothing `ε` (Szegedy et al. 2016; torch's `label_smoothing`, fairseq's
+//! `label_smoothed_cross_entropy`) the target is `(1-ε)·onehot + ε/V`:
+//!
+//! ```text
+//! loss_r  = (1-ε)·(lse_r - z[r, t_r]) + ε·(lse_r - mean_j z[r,j])
+//! dz[r,j] = (exp(z[r,j] - lse_r) - (1-ε)·[j = t_r] - ε/V) · dL / rows
+//! ```
+//! ([`smoothed_cross_entropy_forward`], [`smoothed_cross_entropy_backward_in_place`]; `ε = 0`
+//! is the plain loss).
+//!
 //! [`cross_entropy_backward_in_place`] writes `dz` over the logits themselves, as llm.c does,
 //! so that a `[B·T, 50257]` model needs one logits-sized buffer, not two. Rows are split into
 //! one block per thread of [`crate::threads::pool`]; rows are independent, so results do not
@@ -55,11 +65,36 @@ pub fn cross_entropy_forward(
     logsumexp: &mut [f32],
 ) -> Result<f32> {
     const OP: &str = "cross_entropy_forward";
-    check(OP, logits.len(), targets, vocab)?;
+    forward_with(OP, (logits, targets, vocab), 0.0, losses, logsumexp)
+}
+
+/// [`cross_entropy_forward`] against the smoothed target `(1-ε)·onehot + ε/V`, with
+/// `smoothing = ε` in `[0, 1]`.
+pub fn smoothed_cross_entropy_forward(
+    logits: &[f32],
+    targets: &[u32],
+    vocab: usize,
+    smoothing: f32,
+    losses: &mut [f32],
+    logsumexp: &mut [f32],
+) -> Result<f32> {
+    const OP: &str = "smoothed_cross_entropy_forward";
+    check_smoothing(OP, smoothing)?;
+    forward_with(OP, (logits, targets, vocab), smoothing, losses, logsumexp)
+}
+
+fn forward_with(
+    op: &'static str,
+    (logits, targets, vocab): (&[f32], &[u32], usize),
+    smoothing: f32,
+    losses: &mut [f32],
+    logsumexp: &mut [f32],
+) -> Result<f32> {
+    check(op, logits.len(), targets, vocab)?;
     let rows = targets.len();
     if losses.len() != rows || logsumexp.len() != rows {
         return Err(Error::shape(
-            OP,
+            op,
             format!(
                 "losses and logsumexp need {rows} elements, got {} and {}",
                 losses.len(),
@@ -75,6 +110,10 @@ pub fn cross_entropy_forward(
         {
             *lse = row_logsumexp(z);
             *loss = *lse - z[targets[first_row + i] as usize];
+            if smoothing != 0.0 {
+                let mean = z.iter().map(|&v| v as f64).sum::<f64>() / vocab as f64;
+                *loss = (1.0 - smoothing) * *loss + smoothing * (*lse - mean as f32);
+            }
         }
     };
     if logits.len() < PARALLEL_MIN_LEN {
@@ -116,7 +155,7 @@ pub fn cross_entropy_backward(
         targets.len(),
     )?;
     dlogits.copy_from_slice(logits);
-    backward_rows(dlogits, logsumexp, targets, vocab, dloss);
+    backward_rows(dlogits, logsumexp, targets, vocab, (0.0, dloss));
     Ok(())
 }
 
@@ -137,17 +176,56 @@ pub fn cross_entropy_backward_in_place(
         logsumexp.len(),
         targets.len(),
     )?;
-    backward_rows(logits, logsumexp, targets, vocab, dloss);
+    backward_rows(logits, logsumexp, targets, vocab, (0.0, dloss));
     Ok(())
 }
 
-/// Turns each row of logits, in place, into its gradient.
-fn backward_rows(z: &mut [f32], logsumexp: &[f32], targets: &[u32], vocab: usize, dloss: f32) {
+/// [`cross_entropy_backward_in_place`] of [`smoothed_cross_entropy_forward`]'s loss:
+/// `dz = (softmax(z) - (1-ε)·onehot(t) - ε/V) · dloss / rows`, over the logits.
+pub fn smoothed_cross_entropy_backward_in_place(
+    logits: &mut [f32],
+    logsumexp: &[f32],
+    targets: &[u32],
+    vocab: usize,
+    smoothing: f32,
+    dloss: f32,
+) -> Result<()> {
+    const OP: &str = "smoothed_cross_entropy_backward_in_place";
+    check_smoothing(OP, smoothing)?;
+    check(OP, logits.len(), targets, vocab)?;
+    let (len, rows) = (logits.len(), targets.len());
+    check_backward(OP, len, len, logsumexp.len(), rows)?;
+    backward_rows(logits, logsumexp, targets, vocab, (smoothing, dloss));
+    Ok(())
+}
+
+fn check_smoothing(op: &'static str, smoothing: f32) -> Result<()> {
+    match (0.0..=1.0).contains(&smoothing) {
+        true => Ok(()),
+        false => Err(Error::invalid(
+            op,
+            format!("label smoothing {smoothing} must be in [0, 1]"),
+        )),
+    }
+}
+
+/// Turns each row of logits, in place, into its gradient under smoothing `ε`.
+fn backward_rows(
+    z: &mut [f32],
+    logsumexp: &[f32],
+    targets: &[u32],
+    vocab: usize,
+    (smoothing, dloss): (f32, f32),
+) {
     let scale = dloss / targets.len() as f32;
+    let uniform = smoothing * scale / vocab as f32;
     let block = |z: &mut [f32], lse: &[f32], targets: &[u32]| {
         for ((z, &lse), &target) in z.chunks_exact_mut(vocab).zip(lse).zip(targets) {
             softmax_row(z, lse, scale);
-            z[target as usize] -= scale;
+            if smoothing != 0.0 {
+                z.iter_mut().for_each(|v| *v -= uniform);
+            }
+            z[target as usize] -= (1.0 - smoothing) * scale;
         }
     };
     if z.len() < PARALLEL_MIN_LEN {

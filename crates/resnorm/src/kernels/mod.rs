@@ -23,6 +23,7 @@ pub mod batch_norm;
 pub mod column_sums;
 pub mod conv3x3;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod exp;
 pub mod gelu;
 pub mod im2col;
@@ -40,6 +41,7 @@ pub(crate) mod tile;
 pub use conv3x3::{conv3x3_forward, conv3x3_weight_grad, Conv3x3Layout, Conv3x3Weights};
 pub use cross_entropy::{
     cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward,
+    smoothed_cross_entropy_backward_in_place, smoothed_cross_entropy_forward,
 };
 pub use gelu::{gelu_backward, gelu_forward};
 pub use im2col::{col2im, col2im_add, im2col, PatchGeometry};

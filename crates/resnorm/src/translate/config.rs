@@ -11,12 +11,18 @@
 //!       = min_lr + ½(1 + cos(π (s − warmup)/(steps − warmup)))·(lr − min_lr)   after
 //! ```
 //!
+//! Regularization as fairseq's `transformer_iwslt_de_en` recipe for a corpus of this size
+//! (docs/translation.md): residual dropout 0.3 on the embeddings and every sublayer's
+//! output, no activation dropout, label smoothing 0.1. A configuration saved before these
+//! settings existed reads them as 0 (the run it describes trained without them).
+//!
 //! ```
 //! use resnorm::translate::config::TranslateConfig;
 //! let config = TranslateConfig { steps: 10, warmup: 2, ..TranslateConfig::default() };
 //! config.validate().unwrap();
 //! assert_eq!(config.seq2seq_config(8000).width, 256);
-//! assert!(TranslateConfig { max_tokens: 0, ..config }.validate().is_err());
+//! assert!(TranslateConfig { max_tokens: 0, ..config.clone() }.validate().is_err());
+//! assert!(TranslateConfig { dropout: 1.0, ..config }.validate().is_err());
 //! ```
 
 use std::path::PathBuf;
@@ -25,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernels::NormKind;
 use crate::models::gpt::Placement;
-use crate::models::seq2seq::Seq2SeqConfig;
+use crate::models::seq2seq::{Dropout, Seq2SeqConfig};
 use crate::optim::{AdamWConfig, WarmupCosine};
 use crate::{Error, Result};
 
@@ -77,6 +83,15 @@ pub struct TranslateConfig {
     pub save_every: u64,
     /// Validation sentences translated for the closing BLEU (0 = all).
     pub bleu_sentences: usize,
+    /// Residual dropout: the embeddings and every sublayer's output, in training.
+    #[serde(default)]
+    pub dropout: f32,
+    /// Dropout after the MLPs' GELU, in training.
+    #[serde(default)]
+    pub activation_dropout: f32,
+    /// Label smoothing `ε` of the training loss (`(1-ε)·NLL + ε·mean_j(-log p_j)`).
+    #[serde(default)]
+    pub label_smoothing: f32,
 }
 
 impl Default for TranslateConfig {
@@ -104,6 +119,9 @@ impl Default for TranslateConfig {
             eval_every: 250,
             save_every: 250,
             bleu_sentences: 200,
+            dropout: 0.3,
+            activation_dropout: 0.0,
+            label_smoothing: 0.1,
         }
     }
 }
@@ -122,6 +140,22 @@ impl TranslateConfig {
             norm: self.norm,
             ..Seq2SeqConfig::default()
         }
+    }
+
+    /// The run's dropout, seeded by the run's seed (each step's masks: [`Dropout::for_step`]);
+    /// `None` when both rates are 0.
+    pub fn dropout(&self) -> Result<Option<Dropout>> {
+        if self.dropout == 0.0 && self.activation_dropout == 0.0 {
+            return Ok(None);
+        }
+        Dropout::new(self.dropout, self.activation_dropout, self.seed)
+            .map(Some)
+            .map_err(|_| {
+                Error::Config(format!(
+                    "dropout {} and activation_dropout {} must be in [0, 1)",
+                    self.dropout, self.activation_dropout
+                ))
+            })
     }
 
     /// AdamW with PyTorch's betas and this run's weight decay.
@@ -161,6 +195,13 @@ impl TranslateConfig {
                 self.grad_clip
             ));
         }
+        if !(0.0..=1.0).contains(&self.label_smoothing) {
+            return fail(format!(
+                "label_smoothing {} must be in [0, 1]",
+                self.label_smoothing
+            ));
+        }
+        self.dropout()?;
         self.seq2seq_config(self.vocab).validate()?;
         crate::optim::AdamW::new(self.adamw_config()).map_err(|e| Error::Config(e.to_string()))?;
         self.schedule().map(|_| ())

@@ -3,14 +3,16 @@
 //! One [`TranslateTrainer::step`] at step `s` (from 0):
 //! ```text
 //! batch = batches[epoch_order(epoch)[position]];  position += 1 (next epoch at the end)
-//! zero every gradient -> forward (mean cross-entropy per target token) -> backward
+//! zero every gradient -> forward (dropout masks of step s; mean label-smoothed
+//!                         cross-entropy per target token) -> backward
 //! stop with Error::Diverged if loss or ‖grad‖ is NaN/inf (parameters untouched)
 //! clip the global gradient norm to grad_clip (when > 0)
 //! AdamW step with lr = WarmupCosine(s)
 //! ```
 //! Weights come from `Seq2Seq::new(config, seed)`; the batches and each epoch's order from
-//! the seed, so `(epoch, position)` is the whole data state and a resumed run continues
-//! bit for bit (same thread count).
+//! the seed, and each step's dropout masks from the seed and the step, so
+//! `(step, epoch, position)` is the whole random state and a resumed run continues bit for
+//! bit (same thread count).
 //!
 //! ```no_run
 //! use resnorm::translate::config::TranslateConfig;
@@ -29,7 +31,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::models::seq2seq::Seq2Seq;
+use crate::models::seq2seq::{Dropout, Seq2Seq};
 use crate::optim::{clip_grad_norm, grad_norm, AdamW, Optimizer, WarmupCosine};
 use crate::{Error, Result};
 
@@ -45,7 +47,7 @@ use super::evaluate::{evaluate, validation_loss, Evaluation};
 pub struct TranslateStep {
     /// Optimizer steps taken, counting this one.
     pub step: u64,
-    /// Mean cross-entropy per target token of the batch.
+    /// Mean cross-entropy per target token of the batch (label-smoothed, under dropout).
     pub loss: f32,
     /// Learning rate used.
     pub lr: f32,
@@ -71,6 +73,8 @@ pub struct TranslateTrainer {
     elapsed_before: f64,
     started: Instant,
     padded: PaddedBatch,
+    /// The run's dropout (`None`: off), reseeded every step.
+    dropout: Option<Dropout>,
 }
 
 impl TranslateTrainer {
@@ -123,6 +127,7 @@ impl TranslateTrainer {
         }
         Ok(TranslateTrainer {
             schedule: config.schedule()?,
+            dropout: config.dropout()?,
             config,
             model,
             optimizer,
@@ -153,9 +158,11 @@ impl TranslateTrainer {
         let indices = self.data.batches.batch(self.order[self.position]);
         self.padded.fill(&self.data.train, indices);
         self.model.zero_grad();
+        let dropout = self.dropout.map(|d| d.for_step(self.step));
+        let smoothing = self.config.label_smoothing;
         let loss = self
             .model
-            .forward(&self.padded.as_batch())?
+            .forward_training(&self.padded.as_batch(), dropout, smoothing)?
             .ok_or_else(|| Error::invalid("TranslateTrainer::step", "no loss"))?;
         let diverged = |loss: f32| Error::Diverged {
             step: self.step,

@@ -111,6 +111,15 @@ pub struct Args {
     /// Validation sentences translated for the closing BLEU (0 = all).
     #[arg(long)]
     bleu_sentences: Option<usize>,
+    /// Residual dropout on the embeddings and every sublayer's output (default 0.3).
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Dropout after the MLPs' GELU (default 0).
+    #[arg(long)]
+    activation_dropout: Option<f32>,
+    /// Label smoothing of the training loss (default 0.1).
+    #[arg(long)]
+    label_smoothing: Option<f32>,
 }
 
 impl Args {
@@ -167,6 +176,9 @@ impl Args {
         set(&mut c.eval_every, &self.eval_every);
         set(&mut c.save_every, &self.save_every);
         set(&mut c.bleu_sentences, &self.bleu_sentences);
+        set(&mut c.dropout, &self.dropout);
+        set(&mut c.activation_dropout, &self.activation_dropout);
+        set(&mut c.label_smoothing, &self.label_smoothing);
         c.validate()?;
         Ok(c)
     }

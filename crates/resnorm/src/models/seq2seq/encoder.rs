@@ -26,6 +26,7 @@
 //! assert_eq!(dx.len(), x.len());
 //! ```
 
+use super::dropout::{Dropout, ENCODER_STACK};
 use super::stack::{Stack, StackActs};
 use super::sublayer::{Context, Sublayer};
 use super::Seq2SeqConfig;
@@ -85,6 +86,19 @@ impl Encoder {
     /// Encodes `x [batch·seq, C]` (embedded sequences padded to `seq`, `lengths[b]` valid
     /// positions each) and returns the output `[batch·seq, C]`.
     pub fn forward(&mut self, x: &[f32], lengths: &[usize], batch: usize) -> Result<&[f32]> {
+        self.forward_dropped(x, lengths, batch, None)
+    }
+
+    /// [`Encoder::forward`] in training: with `Some(dropout)`, `x` (the embedding) and every
+    /// unit's output and MLP activation are dropped out ([`Dropout`]); the next
+    /// [`Encoder::backward`] regenerates the same masks. `None` is [`Encoder::forward`].
+    pub fn forward_dropped(
+        &mut self,
+        x: &[f32],
+        lengths: &[usize],
+        batch: usize,
+        dropout: Option<Dropout>,
+    ) -> Result<&[f32]> {
         const OP: &str = "Encoder::forward";
         let width = self.width();
         if batch == 0 || x.is_empty() || !x.len().is_multiple_of(batch * width) {
@@ -116,7 +130,8 @@ impl Encoder {
             lengths: Some(&state.lengths),
             memory: None,
         };
-        let result = self.stack.forward(&mut state.acts, &ctx);
+        let dropout = dropout.map(|d| (d, ENCODER_STACK));
+        let result = self.stack.forward_dropped(&mut state.acts, &ctx, dropout);
         let state = self.state.insert(state);
         result.map(|()| state.acts.output())
     }

@@ -9,6 +9,9 @@
 //! logits = y · Eᵀ                          (the output projection tied to the embedding)
 //! loss = mean cross-entropy over the valid target positions (t < tgt_len_b)
 //! ```
+//! In training ([`Seq2Seq::forward_training`]) the embeddings, every unit's output and the
+//! MLPs' activations are dropped out ([`Dropout`]), and the loss may smooth its labels:
+//! `(1-ε)·NLL + ε·mean_j(-log p_j)` (`kernels::cross_entropy`).
 //! Each unit is wired by `models/gpt/unit.rs`, the one place a placement becomes code;
 //! each stack ends in the final norm its placement has (stack.rs). Padded target positions
 //! give no loss and no logits: only the valid rows reach the output projection.
@@ -39,6 +42,7 @@
 mod config;
 pub mod decode;
 mod decoder;
+pub(crate) mod dropout;
 mod embed;
 mod encoder;
 mod init;
@@ -47,17 +51,19 @@ mod sublayer;
 
 pub use config::Seq2SeqConfig;
 pub use decoder::decoder_stack;
+pub use dropout::{Dropout, UnitMasks};
 pub use embed::TokenEmbedding;
 pub use encoder::Encoder;
 pub use stack::{Stack, StackActs};
 pub use sublayer::{Context, Memory, Sublayer, SublayerActs};
 
-use crate::kernels::{cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::kernels::{matmul, MatDims, Trans};
+use crate::kernels::{smoothed_cross_entropy_backward_in_place, smoothed_cross_entropy_forward};
 use crate::models::gpt::Placement;
 use crate::nn::Param;
 use crate::AlignedVec;
 use crate::{Error, Result};
+use dropout::DECODER_STACK;
 use encoder::check_lengths;
 
 /// One padded batch of sentence pairs, row-major, right padded (any token id below the
@@ -105,6 +111,8 @@ struct State {
     /// The targets of those rows.
     targets: Vec<u32>,
     backward_ready: bool,
+    /// The label smoothing `ε` of the last forward's loss.
+    smoothing: f32,
     x_src: AlignedVec,
     decoder: StackActs,
     /// The decoder's output at the valid rows, `[rows, C]`.
@@ -153,18 +161,36 @@ impl Seq2Seq {
     /// valid target positions and prepares [`Seq2Seq::backward`]; without, only the logits
     /// of the valid positions are computed ([`Seq2Seq::logits`]).
     pub fn forward(&mut self, batch: &Batch<'_>) -> Result<Option<f32>> {
+        self.forward_training(batch, None, 0.0)
+    }
+
+    /// [`Seq2Seq::forward`] of a training step: `dropout` drops out the embeddings, every
+    /// unit's output and the MLPs' activations (none: evaluation), and the loss smooths its
+    /// labels by `label_smoothing` in `[0, 1]`; [`Seq2Seq::backward`] follows both.
+    pub fn forward_training(
+        &mut self,
+        batch: &Batch<'_>,
+        dropout: Option<Dropout>,
+        label_smoothing: f32,
+    ) -> Result<Option<f32>> {
         let (src_seq, tgt_seq) = check_batch(batch, self.config.max_len)?;
         let b = batch.batch;
         let mut state = match self.state.take() {
             Some(s) if (s.batch, s.src_seq, s.tgt_seq) == (b, src_seq, tgt_seq) => s,
             _ => self.new_state(b, src_seq, tgt_seq),
         };
-        let result = self.forward_with(&mut state, batch);
+        state.smoothing = label_smoothing;
+        let result = self.forward_with(&mut state, batch, dropout);
         self.state = Some(state);
         result
     }
 
-    fn forward_with(&mut self, s: &mut State, batch: &Batch<'_>) -> Result<Option<f32>> {
+    fn forward_with(
+        &mut self,
+        s: &mut State,
+        batch: &Batch<'_>,
+        dropout: Option<Dropout>,
+    ) -> Result<Option<f32>> {
         let (c, vocab) = (self.config.width, self.config.vocab);
         s.src.clear();
         s.src.extend_from_slice(batch.src);
@@ -182,11 +208,13 @@ impl Seq2Seq {
         }
         s.backward_ready = false;
         self.embed.forward(&mut s.x_src, &s.src, s.src_seq)?;
-        let memory = self.encoder.forward(&s.x_src, &s.src_lengths, s.batch)?;
+        let memory = (self.encoder).forward_dropped(&s.x_src, &s.src_lengths, s.batch, dropout)?;
         self.embed
             .forward(s.decoder.input_mut(), &s.tgt, s.tgt_seq)?;
         let ctx = decoder_context((s.batch, s.src_seq, s.tgt_seq), &s.src_lengths, memory);
-        self.decoder.forward(&mut s.decoder, &ctx)?;
+        let dropout = dropout.map(|d| (d, DECODER_STACK));
+        self.decoder
+            .forward_dropped(&mut s.decoder, &ctx, dropout)?;
         let out = s.decoder.output();
         let n = s.rows.len();
         for (z, &r) in s.z.chunks_exact_mut(c).zip(&s.rows) {
@@ -217,7 +245,9 @@ impl Seq2Seq {
             ));
         }
         let (losses, lse) = (&mut s.losses[..n], &mut s.logsumexp[..n]);
-        let loss = cross_entropy_forward(logits, &s.targets, vocab, losses, lse)?;
+        let smoothing = s.smoothing;
+        let loss =
+            smoothed_cross_entropy_forward(logits, &s.targets, vocab, smoothing, losses, lse)?;
         s.backward_ready = true;
         Ok(Some(loss))
     }
@@ -252,7 +282,8 @@ impl Seq2Seq {
     fn backward_with(&mut self, s: &mut State) -> Result<()> {
         let (c, vocab, n) = (self.config.width, self.config.vocab, s.rows.len());
         let dlogits = &mut s.logits[..n * vocab];
-        cross_entropy_backward_in_place(dlogits, &s.logsumexp[..n], &s.targets, vocab, 1.0)?;
+        let (lse, smoothing) = (&s.logsumexp[..n], s.smoothing);
+        smoothed_cross_entropy_backward_in_place(dlogits, lse, &s.targets, vocab, smoothing, 1.0)?;
         let embed = &mut self.embed.weight;
         let dims = MatDims {
             m: n,
@@ -303,6 +334,7 @@ impl Seq2Seq {
             rows: Vec::with_capacity(tgt_rows),
             targets: Vec::with_capacity(tgt_rows),
             backward_ready: false,
+            smoothing: 0.0,
             x_src: AlignedVec::zeros(src_rows * c),
             decoder: self.decoder.new_acts(batch, tgt_seq, src_seq),
             z: AlignedVec::zeros(tgt_rows * c),

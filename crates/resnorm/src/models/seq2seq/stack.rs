@@ -8,9 +8,13 @@
 //!     = x_K                               post-ln, deep-norm, re-zero, no-norm
 //! ```
 //! The final norm follows the GPT's (`models/gpt/head.rs`), and `torch.nn.Transformer`'s
-//! `norm_first` for post-ln and pre-ln.
+//! `norm_first` for post-ln and pre-ln. In training ([`Stack::forward_dropped`]) the input
+//! `x₀` and every unit's `F` are dropped out (dropout.rs); the backward regenerates the
+//! masks the forward drew.
 
+use super::dropout::{Dropout, Site};
 use super::sublayer::{Context, Scratch, Sublayer, SublayerActs};
+use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::kernels::residual::{residual_add, residual_add_assign};
 use crate::models::gpt::{Placement, ResidualUnit, UnitActs, UnitScratch};
 use crate::nn::norm::{Norm, NormSaved};
@@ -44,6 +48,8 @@ pub struct StackActs {
     scratch: UnitScratch<Scratch>,
     d_stream: [AlignedVec; 2],
     d_dual: AlignedVec,
+    /// The last forward's dropout and the stack's index in its masks' sites.
+    dropout: Option<(Dropout, u64)>,
 }
 
 impl StackActs {
@@ -116,12 +122,25 @@ impl Stack {
             scratch: UnitScratch::new(rows, width, Scratch::new(rows, width, batch * memory_seq)),
             d_stream: [AlignedVec::zeros(n), AlignedVec::zeros(n)],
             d_dual: AlignedVec::zeros(if dual { n } else { 0 }),
+            dropout: None,
         }
     }
 
     /// Runs every unit on the input in `acts` ([`StackActs::input_mut`]), then the final
     /// norm; the result is [`StackActs::output`].
     pub fn forward(&self, acts: &mut StackActs, ctx: &Context<'_>) -> Result<()> {
+        self.forward_dropped(acts, ctx, None)
+    }
+
+    /// [`Stack::forward`] in training: `dropout` drops the input and every unit's output
+    /// (and MLP activation) with masks of the stack numbered `stack` (0 encoder, 1 decoder).
+    pub(crate) fn forward_dropped(
+        &self,
+        acts: &mut StackActs,
+        ctx: &Context<'_>,
+        dropout: Option<(Dropout, u64)>,
+    ) -> Result<()> {
+        acts.dropout = dropout;
         let StackActs {
             streams,
             duals,
@@ -131,6 +150,9 @@ impl Stack {
             ln_f_saved,
             ..
         } = acts;
+        if let Some((dropout, stack)) = dropout {
+            dropout_forward(&mut streams[0], &dropout.mask(stack, Site::Input), 0);
+        }
         let dual = self.placement.has_dual_stream();
         if dual {
             duals[0].copy_from_slice(&streams[0]);
@@ -143,8 +165,9 @@ impl Stack {
             } else {
                 None
             };
+            let masks = dropout.map(|(d, stack)| d.unit(stack, k));
             unit.forward_with(&before[k], &mut after[0], dual, &mut units[k], |h, a, f| {
-                unit.sublayer.forward(h, a, f, ctx)
+                unit.sublayer.forward_masked(h, a, f, ctx, masks)
             })?;
         }
         let last = streams.last().expect("units + 1 streams");
@@ -198,8 +221,10 @@ impl Stack {
             scratch,
             d_stream,
             d_dual,
+            dropout,
             ..
         } = acts;
+        let dropout = *dropout;
         let [d_a, d_b] = d_stream;
         let last = streams.last().expect("units + 1 streams");
         match (&mut self.ln_f, duals.last()) {
@@ -215,6 +240,7 @@ impl Stack {
         for (k, unit) in self.units.iter_mut().enumerate().rev() {
             let d_dual = dual.then_some(&d_dual[..]);
             let d_memory = d_memory.as_deref_mut();
+            let masks = dropout.map(|(d, stack)| d.unit(stack, k));
             unit.backward_with(
                 d_out,
                 d_dual,
@@ -222,12 +248,15 @@ impl Stack {
                 d_in,
                 &units[k],
                 scratch,
-                |f, d_f, h, a, s, d_h| f.backward(d_f, h, a, s, d_h, ctx, d_memory),
+                |f, d_f, h, a, s, d_h| f.backward(d_f, h, a, s, d_h, (ctx, masks), d_memory),
             )?;
             std::mem::swap(&mut d_out, &mut d_in);
         }
         if dual {
             residual_add_assign(d_out, d_dual)?; // x₀ feeds both streams
+        }
+        if let Some((dropout, stack)) = dropout {
+            dropout_backward(d_out, &dropout.mask(stack, Site::Input), 0);
         }
         Ok(d_out)
     }

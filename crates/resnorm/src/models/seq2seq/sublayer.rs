@@ -8,14 +8,20 @@
 //! cross:          q = h·W_q + b_q;  [k | v] = m·W_kv + b_kv   (m: the encoder's output)
 //!                 y = softmax(q·kᵀ/√d, keys < src_len_b)·v;  F(h) = y·W_proj + b_proj
 //! ```
+//! In training each output is dropped out before it joins the stream, and the MLP's
+//! activation too ([`super::Dropout`]); backward regenerates the same masks.
+//!
 //! Backward runs the same path reversed; cross-attention also adds `∂L/∂m = dkv·W_kvᵀ` into
 //! the gradient of the encoder's output, which every decoder layer reads. The projections'
 //! biases are added as the attention reads its operands and their gradients summed as it
 //! writes them, as in the GPT.
 
+use super::dropout::UnitMasks;
 use crate::kernels::attention::{
     attention_backward, attention_forward, AttentionShape, GradTarget, Grads, Rows,
 };
+use crate::kernels::dropout::{dropout_backward, dropout_forward};
+use crate::kernels::gelu::{bias_gelu_backward_from_slope, bias_gelu_forward_keeping_slope};
 use crate::kernels::residual::residual_add_assign;
 use crate::models::gpt::Transform;
 use crate::models::gpt::{Sublayer as GptSublayer, SublayerActs as GptActs, SublayerScratch};
@@ -105,6 +111,11 @@ pub struct Scratch {
     dy: AlignedVec,
     dkv: AlignedVec,
     dmemory: AlignedVec,
+    /// `∂L/∂F` through the output's dropout mask `[rows, C]`.
+    d_out: AlignedVec,
+    /// The MLP's `∂L/∂a` and `∂L/∂u` under activation dropout, `[rows, 4C]` each.
+    d_act: AlignedVec,
+    d_pre: AlignedVec,
 }
 
 impl Scratch {
@@ -117,6 +128,9 @@ impl Scratch {
             dy: AlignedVec::zeros(rows * width),
             dkv: AlignedVec::zeros(memory_rows * 2 * width),
             dmemory: AlignedVec::zeros(memory_rows * width),
+            d_out: AlignedVec::zeros(rows * width),
+            d_act: AlignedVec::zeros(rows * 4 * width),
+            d_pre: AlignedVec::zeros(rows * 4 * width),
         }
     }
 }
@@ -200,6 +214,46 @@ impl Sublayer {
         out: &mut [f32],
         ctx: &Context<'_>,
     ) -> Result<()> {
+        self.forward_masked(h, acts, out, ctx, None)
+    }
+
+    /// [`Sublayer::forward`] with the output (and an MLP's activation) dropped out by
+    /// `masks`, when given.
+    pub(crate) fn forward_masked(
+        &self,
+        h: &[f32],
+        acts: &mut SublayerActs,
+        out: &mut [f32],
+        ctx: &Context<'_>,
+        masks: Option<UnitMasks>,
+    ) -> Result<()> {
+        let activation = masks.map(|m| m.activation).filter(|m| !m.is_identity());
+        match (self, acts, activation) {
+            (
+                Sublayer::Gpt(GptSublayer::Mlp { c_fc, c_proj }),
+                SublayerActs::Gpt(GptActs::Mlp { slope, act }),
+                Some(mask),
+            ) => {
+                c_fc.forward_without_bias(slope, h)?;
+                bias_gelu_forward_keeping_slope(act, slope, bias(c_fc))?;
+                dropout_forward(act, &mask, 0);
+                c_proj.forward(out, act)?;
+            }
+            (sublayer, acts, _) => sublayer.forward_unmasked(h, acts, out, ctx)?,
+        }
+        if let Some(masks) = masks {
+            dropout_forward(out, &masks.output, 0);
+        }
+        Ok(())
+    }
+
+    fn forward_unmasked(
+        &self,
+        h: &[f32],
+        acts: &mut SublayerActs,
+        out: &mut [f32],
+        ctx: &Context<'_>,
+    ) -> Result<()> {
         let (batch, seq) = (ctx.batch, ctx.seq);
         match (self, acts) {
             (Sublayer::Gpt(gpt), SublayerActs::Gpt(acts)) => gpt.forward(h, acts, out, batch, seq),
@@ -241,9 +295,44 @@ impl Sublayer {
     }
 
     /// `dh = F'(h)ᵀ dout` (overwritten); adds into the sublayer's parameter gradients and,
-    /// for cross-attention, `∂L/∂memory` into `d_memory`.
+    /// for cross-attention, `∂L/∂memory` into `d_memory`. `masks` are the forward's.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
+        &mut self,
+        dout: &[f32],
+        h: &[f32],
+        acts: &SublayerActs,
+        scratch: &mut Scratch,
+        dh: &mut [f32],
+        (ctx, masks): (&Context<'_>, Option<UnitMasks>),
+        d_memory: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let Some(masks) = masks else {
+            return self.backward_unmasked(dout, h, acts, scratch, dh, ctx, d_memory);
+        };
+        // The output's mask first: `∂L/∂F = dout · m / (1 - p)`.
+        let mut d_out = std::mem::take(&mut scratch.d_out);
+        let d_f = &mut d_out[..dout.len()];
+        d_f.copy_from_slice(dout);
+        dropout_backward(d_f, &masks.output, 0);
+        let result = match (&mut *self, acts) {
+            (
+                Sublayer::Gpt(GptSublayer::Mlp { c_fc, c_proj }),
+                SublayerActs::Gpt(GptActs::Mlp { slope, act }),
+            ) if !masks.activation.is_identity() => {
+                let buffers = (&mut scratch.d_act[..], &mut scratch.d_pre[..]);
+                mlp_backward_dropped((c_fc, c_proj), (slope, act), (d_f, h, dh), buffers, masks)
+            }
+            (sublayer, acts) => {
+                sublayer.backward_unmasked(d_f, h, acts, scratch, dh, ctx, d_memory)
+            }
+        };
+        scratch.d_out = d_out;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn backward_unmasked(
         &mut self,
         dout: &[f32],
         h: &[f32],
@@ -311,6 +400,23 @@ impl Sublayer {
             _ => unreachable!("activations are always built by the same sublayer"),
         }
     }
+}
+
+/// The MLP's backward under activation dropout: `d_a = m ⊙ (∂L/∂F·W_projᵀ) / (1 - p)`,
+/// then GELU's and `c_fc`'s backward as the GPT's MLP has them.
+fn mlp_backward_dropped(
+    (c_fc, c_proj): (&mut Linear, &mut Linear),
+    (slope, act): (&[f32], &[f32]),
+    (d_f, h, dh): (&[f32], &[f32], &mut [f32]),
+    (d_act, d_pre): (&mut [f32], &mut [f32]),
+    masks: UnitMasks,
+) -> Result<()> {
+    let (d_act, d_pre) = (&mut d_act[..act.len()], &mut d_pre[..act.len()]);
+    c_proj.backward(d_act, act, d_f)?;
+    dropout_backward(d_act, &masks.activation, 0);
+    let (_, bias_grad) = split_bias(c_fc);
+    bias_gelu_backward_from_slope(d_pre, slope, d_act, bias_grad)?;
+    c_fc.backward_without_bias(dh, h, d_pre)
 }
 
 /// The attention of `heads` heads from `ctx`'s queries to `memory`'s keys.
