@@ -3,16 +3,19 @@
 //!
 //! ```text
 //! parameters in visit order, cut into N contiguous runs of about equal elements: rank r owns run r
-//! every rank: averaged gradients (all of them), the global norm, clipping     (as without ZeRO)
-//! rank r:     AdamW step on its own run only (its m and v exist nowhere else)
-//! all-gather: each parameter's new value broadcast from its owner to every rank
-//! save:       rank r sends its m and v; rank 0 writes the whole state, as one process would
-//! resume:     every rank reads the whole state and keeps its own run
+//! reduce-scatter: rank r receives the averaged gradients of its run only  (GradientAverage)
+//! global norm:    ‖g‖² = Σ_r (rank r's Σ g² over its run), one all-reduce of one number
+//! rank r:         clip and AdamW-step its own run (its m and v exist nowhere else)
+//! all-gather:     every run's new weights to every rank, one MPI_Allgatherv
+//! save:           rank r sends its m and v; rank 0 writes the whole state, as one process would
+//! resume:         every rank reads the whole state and keeps its own run
 //! ```
-//! AdamW is element-wise, so each weight gets the bits it would get without sharding: a ZeRO
-//! run equals the unsharded run on the same ranks bit for bit, and its checkpoint does not
-//! depend on `N`. (The gradients are still summed in full rather than reduce-scattered, so
-//! this saves memory, not bandwidth.)
+//! Each rank sends `(N-1)/N` of the gradient and receives `(N-1)/N` of the weights: the
+//! bytes of one all-reduce, while holding `1/N` of AdamW's moments. AdamW is element-wise
+//! and the gradient sums are those of the all-reduce, so each weight gets the bits it would
+//! get without sharding, except that the norm's sum of squares is added in another order
+//! (per run, then over the ranks), which can move the clipping factor by a rounding step;
+//! its checkpoint does not depend on `N`.
 //!
 //! ```
 //! use resnorm::lm::OptimizerShard;
@@ -40,7 +43,18 @@ pub struct OptimizerShard {
     owners: Vec<usize>,
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
+    /// Where each parameter's weights start in the visit-order concatenation of all.
+    offsets: Vec<usize>,
+    /// Where each rank's run starts in that concatenation, and (last) its length.
+    run_starts: Vec<usize>,
+    /// One window of the concatenation, for the all-gather (allocated once).
+    window: Vec<f32>,
+    /// Each rank's part of the current window.
+    counts: Vec<usize>,
 }
+
+/// Weights gathered per all-gather: the scratch window is bounded by this, not by the model.
+const GATHER_WINDOW: usize = 1 << 22;
 
 impl OptimizerShard {
     /// The split of `model`'s parameters over `ranks` ranks, seen from `rank`: parameter `i`,
@@ -53,22 +67,39 @@ impl OptimizerShard {
             names.push(p.name.clone());
             shapes.push(p.shape.clone());
         });
-        let total: usize = sizes.iter().sum::<usize>().max(1);
+        let total: usize = sizes.iter().sum::<usize>();
         let mut start = 0;
-        let owners = sizes
+        let mut offsets = Vec::with_capacity(sizes.len());
+        let mut run_starts = vec![total; ranks + 1];
+        let owners: Vec<usize> = sizes
             .iter()
             .map(|&n| {
-                let owner = (start * ranks / total).min(ranks - 1);
+                let owner = (start * ranks / total.max(1)).min(ranks - 1);
+                run_starts[owner] = run_starts[owner].min(start);
+                offsets.push(start);
                 start += n;
                 owner
             })
             .collect();
+        // A rank that owns nothing starts where the next one does.
+        for r in (0..ranks).rev() {
+            run_starts[r] = run_starts[r].min(run_starts[r + 1]);
+        }
         OptimizerShard {
             rank,
             owners,
             names,
             shapes,
+            offsets,
+            run_starts,
+            window: vec![0.0; total.min(GATHER_WINDOW)],
+            counts: vec![0; ranks],
         }
+    }
+
+    /// The rank that owns parameter `index` (in visit order).
+    pub fn owner(&self, index: usize) -> usize {
+        self.owners[index]
     }
 
     /// The indices (in visit order) of the parameters this rank updates.
@@ -99,15 +130,51 @@ impl OptimizerShard {
         Ok(optimizer)
     }
 
-    /// Gives every rank the value of every parameter after each owner's update: one
-    /// broadcast per parameter from its owner (collective).
+    /// Gives every rank the value of every parameter after each owner's update
+    /// (collective): the visit-order concatenation of the weights is all-gathered in
+    /// windows of [`GATHER_WINDOW`], each rank sending the part of its run in the window.
     pub fn gather_weights(
-        &self,
+        &mut self,
         params: &mut [&mut Param],
         comm: &mut dyn Communicator,
     ) -> Result<()> {
-        for (param, &owner) in params.iter_mut().zip(&self.owners) {
-            comm.broadcast_f32(owner, &mut param.value)?;
+        if params.len() != self.owners.len() {
+            return Err(Error::invalid(
+                "OptimizerShard::gather_weights",
+                format!(
+                    "{} parameters, the shard has {}",
+                    params.len(),
+                    self.owners.len()
+                ),
+            ));
+        }
+        let total = self.run_starts[self.run_starts.len() - 1];
+        let mut from = 0;
+        while from < total {
+            let to = (from + GATHER_WINDOW).min(total);
+            let overlap = |start: usize, end: usize| start.max(from)..end.min(to);
+            for (r, count) in self.counts.iter_mut().enumerate() {
+                *count = overlap(self.run_starts[r], self.run_starts[r + 1]).len();
+            }
+            let window = &mut self.window[..to - from];
+            for ((param, &owner), &start) in params.iter_mut().zip(&self.owners).zip(&self.offsets)
+            {
+                let inside = overlap(start, start + param.value.len());
+                if !inside.is_empty() && owner == self.rank {
+                    window[inside.start - from..inside.end - from]
+                        .copy_from_slice(&param.value[inside.start - start..inside.end - start]);
+                }
+            }
+            comm.all_gather_f32(window, &self.counts)?;
+            for ((param, &owner), &start) in params.iter_mut().zip(&self.owners).zip(&self.offsets)
+            {
+                let inside = overlap(start, start + param.value.len());
+                if !inside.is_empty() && owner != self.rank {
+                    param.value[inside.start - start..inside.end - start]
+                        .copy_from_slice(&window[inside.start - from..inside.end - from]);
+                }
+            }
+            from = to;
         }
         Ok(())
     }
