@@ -132,7 +132,8 @@ impl OptimizerShard {
 
     /// Gives every rank the value of every parameter after each owner's update
     /// (collective): the visit-order concatenation of the weights is all-gathered in
-    /// windows of [`GATHER_WINDOW`], each rank sending the part of its run in the window.
+    /// windows of at most [`GATHER_WINDOW`] weights, each rank sending the part of its run
+    /// in the window.
     pub fn gather_weights(
         &mut self,
         params: &mut [&mut Param],
@@ -149,9 +150,10 @@ impl OptimizerShard {
             ));
         }
         let total = self.run_starts[self.run_starts.len() - 1];
+        let size = self.window.len();
         let mut from = 0;
         while from < total {
-            let to = (from + GATHER_WINDOW).min(total);
+            let to = (from + size).min(total);
             let overlap = |start: usize, end: usize| start.max(from)..end.min(to);
             for (r, count) in self.counts.iter_mut().enumerate() {
                 *count = overlap(self.run_starts[r], self.run_starts[r + 1]).len();
@@ -269,6 +271,107 @@ mod tests {
                 runs.iter().all(|r| !r.is_empty()),
                 "{ranks} ranks: {runs:?}"
             );
+        }
+    }
+
+    /// Two ranks as seen from one: the other rank's weights come from `theirs`, window by
+    /// window.
+    #[derive(Debug)]
+    struct Mirror {
+        rank: usize,
+        theirs: Vec<f32>,
+        at: usize,
+    }
+
+    impl Communicator for Mirror {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn sum_f64(&mut self, _: &mut [f64]) -> Result<()> {
+            unreachable!()
+        }
+        fn broadcast_bytes(&mut self, _: usize, _: &mut Vec<u8>) -> Result<()> {
+            unreachable!()
+        }
+        fn broadcast_f32(&mut self, _: usize, _: &mut [f32]) -> Result<()> {
+            unreachable!()
+        }
+        fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()> {
+            let other = 1 - self.rank;
+            let start: usize = counts[..other].iter().sum();
+            let part = start..start + counts[other];
+            values[part.clone()].copy_from_slice(&self.theirs[self.at..][part]);
+            self.at += values.len();
+            Ok(())
+        }
+        fn set_buckets(&mut self, _: &[crate::distributed::Bucket]) -> Result<()> {
+            unreachable!()
+        }
+        fn bucket_mut(&mut self, _: usize) -> Result<&mut [f32]> {
+            unreachable!()
+        }
+        fn start_bucket_sum(&mut self, _: usize) -> Result<()> {
+            unreachable!()
+        }
+        fn progress(&mut self) -> Result<()> {
+            unreachable!()
+        }
+        fn finish_bucket_sums(&mut self) -> Result<()> {
+            unreachable!()
+        }
+        fn bucket_sum(&self, _: usize) -> Result<&[f32]> {
+            unreachable!()
+        }
+        fn abort(&self, code: i32) -> ! {
+            std::process::exit(code)
+        }
+    }
+
+    /// After the all-gather, each rank holds its own run's weights and the other's, in
+    /// windows of any size (one of 1 and 7 weights here, the whole model by default).
+    #[test]
+    fn gathered_weights_come_from_their_owners() {
+        let theirs_model = Gpt::new(model().config().clone(), 6).unwrap();
+        let mut theirs = Vec::new();
+        theirs_model.visit_params(&mut |p| theirs.extend_from_slice(&p.value));
+        for rank in 0..2 {
+            for window in [1, 7, usize::MAX] {
+                let mut mine = model();
+                let mut shard = OptimizerShard::new(&mine, rank, 2);
+                shard.window.truncate(window);
+                let mut comm = Mirror {
+                    rank,
+                    theirs: theirs.clone(),
+                    at: 0,
+                };
+                shard
+                    .gather_weights(&mut mine.params_mut(), &mut comm)
+                    .unwrap();
+                assert_eq!(comm.at, theirs.len());
+                let mut ours = Vec::new();
+                model().visit_params(&mut |p| ours.push(p.value.to_vec()));
+                let (mut at, mut i) = (0, 0);
+                mine.visit_params(&mut |p| {
+                    let n = p.value.len();
+                    let want = if shard.owner(i) == rank {
+                        &ours[i][..]
+                    } else {
+                        &theirs[at..at + n]
+                    };
+                    assert_eq!(
+                        &p.value[..],
+                        want,
+                        "rank {rank}, window {window}, {}",
+                        p.name
+                    );
+                    at += n;
+                    i += 1;
+                });
+                assert!(shard.owned().len() < i, "both ranks own some");
+            }
         }
     }
 
