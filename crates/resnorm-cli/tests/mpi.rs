@@ -247,6 +247,13 @@ fn ranks_that_disagree_or_fail_stop_together_with_one_line() {
         &["--batch 3", "2 ranks"],
     );
 
+    // ZeRO leaves each rank the averaged gradients of its own share only.
+    let sharded = args("--steps 2 --out f --zero 1 --diagnostics-every 1");
+    assert_one_error(
+        &mpirun(&dir, &[sharded.clone(), sharded]),
+        &["--diagnostics-every with --zero 1 on 2 ranks"],
+    );
+
     // Rank 0 alone fails after the start (its metrics file cannot be opened) while rank 1
     // waits in the first step's sums: MPI_Abort ends both.
     std::fs::create_dir_all(dir.join("e/metrics.jsonl")).unwrap();
