@@ -101,9 +101,6 @@ pub trait Communicator: std::fmt::Debug + Send {
     /// Rank `root`'s `bytes`, on every rank (their lengths may differ before the call).
     fn broadcast_bytes(&mut self, root: usize, bytes: &mut Vec<u8>) -> Result<()>;
 
-    /// Rank `root`'s `values`, on every rank (equal lengths on every rank).
-    fn broadcast_f32(&mut self, root: usize, values: &mut [f32]) -> Result<()>;
-
     /// Rank `r`'s part of `values`, `counts[r]` elements after the parts of ranks `0 .. r`,
     /// on every rank (all-gather; `counts` and the length of `values` equal on every rank).
     fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()>;

@@ -153,21 +153,6 @@ impl Communicator for Mpi {
         Ok(())
     }
 
-    fn broadcast_f32(&mut self, root: usize, values: &mut [f32]) -> Result<()> {
-        if root >= self.size() {
-            return Err(Error::invalid(
-                "Mpi::broadcast_f32",
-                format!("root {root} of {} ranks", self.size()),
-            ));
-        }
-        if !values.is_empty() {
-            self.world
-                .process_at_rank(root as i32)
-                .broadcast_into(values);
-        }
-        Ok(())
-    }
-
     fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()> {
         const OP: &str = "MPI_Allgatherv";
         check_parts(OP, values.len(), counts, self.size())?;

@@ -55,10 +55,6 @@ impl Communicator for SingleProcess {
         Ok(())
     }
 
-    fn broadcast_f32(&mut self, root: usize, _values: &mut [f32]) -> Result<()> {
-        self.broadcast_bytes(root, &mut Vec::new())
-    }
-
     fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()> {
         check_parts("SingleProcess::all_gather_f32", values.len(), counts, 1)
     }

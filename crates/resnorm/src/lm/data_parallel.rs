@@ -229,9 +229,6 @@ mod tests {
         fn broadcast_bytes(&mut self, root: usize, bytes: &mut Vec<u8>) -> Result<()> {
             self.0.broadcast_bytes(root, bytes)
         }
-        fn broadcast_f32(&mut self, root: usize, values: &mut [f32]) -> Result<()> {
-            self.0.broadcast_f32(root, values)
-        }
         fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()> {
             self.0.all_gather_f32(values, counts)
         }

@@ -296,9 +296,6 @@ mod tests {
         fn broadcast_bytes(&mut self, _: usize, _: &mut Vec<u8>) -> Result<()> {
             unreachable!()
         }
-        fn broadcast_f32(&mut self, _: usize, _: &mut [f32]) -> Result<()> {
-            unreachable!()
-        }
         fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()> {
             let other = 1 - self.rank;
             let start: usize = counts[..other].iter().sum();
