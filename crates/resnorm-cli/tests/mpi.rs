@@ -14,8 +14,14 @@
 //! steps: 1.4e-6 = 4e-5 `Σ lr`, in the key bias. The test asserts `1e-3 Σ lr`: 25 times the
 //! measurement and still 2000 times below what a wrong shard, a missing bucket or a wrong
 //! scale (each an error of order `lr` per step) would give. Overlapping the sums with the
-//! backward pass or not changes nothing but timing, and sharding AdamW's state (`--zero 1`)
-//! nothing at all: those runs are compared bit for bit.
+//! backward pass or not changes nothing but timing: those runs are compared bit for bit.
+//! So is `--zero 1` (reduce-scatter, sharded AdamW, all-gather), with tolerance 0: on two
+//! ranks every gradient sum is one addition `a + b`, exact and commutative, so the
+//! reduce-scatter gives the all-reduce's bits; the one other change is the order in which
+//! the norm's `f64` sum of squares is added (per rank's run, then over ranks), a relative
+//! difference of about 1e-16 that reaches the `f32` clipping factor only if it straddles an
+//! `f32` rounding boundary (about 2^-29 of the time per step). On more ranks the sums'
+//! order would differ and the tolerance above would apply.
 
 #![cfg(feature = "mpi")]
 
@@ -161,7 +167,8 @@ fn two_ranks_train_as_one_process_with_the_whole_batch() {
     assert_ok(&mpirun(&dir, &[late.clone(), late]));
     assert_close(&dir, "two", "late", 0.0);
 
-    // AdamW is element-wise: updating each rank's share and gathering changes no bit.
+    // Reduce-scattering the gradients, updating each rank's share and gathering the weights
+    // changes no bit on two ranks (see the module documentation).
     let zero = args("--steps 20 --out zero --zero 1");
     assert_ok(&mpirun(&dir, &[zero.clone(), zero]));
     assert_close(&dir, "two", "zero", 0.0);
@@ -238,6 +245,13 @@ fn ranks_that_disagree_or_fail_stop_together_with_one_line() {
     assert_one_error(
         &mpirun(&dir, &[odd.clone(), odd]),
         &["--batch 3", "2 ranks"],
+    );
+
+    // ZeRO leaves each rank the averaged gradients of its own share only.
+    let sharded = args("--steps 2 --out f --zero 1 --diagnostics-every 1");
+    assert_one_error(
+        &mpirun(&dir, &[sharded.clone(), sharded]),
+        &["--diagnostics-every with --zero 1 on 2 ranks"],
     );
 
     // Rank 0 alone fails after the start (its metrics file cannot be opened) while rank 1

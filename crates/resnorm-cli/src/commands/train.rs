@@ -33,7 +33,7 @@ use resnorm::hf::{self, HfCheckpoint};
 use resnorm::kernels::NormKind;
 use resnorm::lm::{
     load_checkpoint, load_data, Evaluation, MetricsLog, MetricsRecord, TokenizerKind, TrainConfig,
-    Trainer,
+    Trainer, ZERO_DIAGNOSTICS,
 };
 use resnorm::memory::Workload;
 use resnorm::models::gpt::{Placement, Sampling};
@@ -294,6 +294,11 @@ fn start(args: &Args, rank: usize, ranks: usize) -> Result<Trainer> {
     let config = args.settings(rank == 0, init.as_ref())?;
     if !config.batch.is_multiple_of(ranks) {
         return Err(ranks::uneven_batch(config.batch, ranks));
+    }
+    if ranks > 1 && config.zero == 1 && config.diagnostics_every > 0 {
+        return Err(Error::Config(format!(
+            "--diagnostics-every with --zero 1 on {ranks} ranks: {ZERO_DIAGNOSTICS}"
+        )));
     }
     let local = config.batch / ranks;
     match (&args.resume, init) {

@@ -12,6 +12,9 @@
 //! the backward pass finish and whose sums start at once, without waiting
 //! ([`Communicator::start_bucket_sum`]), so the transfer of late layers' gradients overlaps
 //! the backward of earlier ones; [`Communicator::finish_bucket_sums`] waits for them all.
+//! A [`Bucket`] is summed whole on every rank (all-reduce), or scattered: cut into one
+//! piece per rank, each rank receiving the sum of its own piece only (reduce-scatter, for
+//! ZeRO, where a rank needs only the gradients of the weights it updates).
 //!
 //! - [`SingleProcess`]: one rank; every sum is the identity. The default build and the tests
 //!   use it.
@@ -21,9 +24,9 @@
 //! without error, and that every rank has the same settings.
 //!
 //! ```
-//! use resnorm::distributed::{Communicator, SingleProcess};
+//! use resnorm::distributed::{Bucket, Communicator, SingleProcess};
 //! let mut comm = SingleProcess::default();
-//! comm.set_buckets(&[3, 2]).unwrap();
+//! comm.set_buckets(&[Bucket::Whole(3), Bucket::Whole(2)]).unwrap();
 //! comm.bucket_mut(1).unwrap().copy_from_slice(&[1.0, 2.0]);
 //! comm.start_bucket_sum(1).unwrap();
 //! comm.finish_bucket_sums().unwrap();
@@ -42,7 +45,45 @@ mod single;
 pub use self::mpi::Mpi;
 pub use single::SingleProcess;
 
-use crate::Result;
+use crate::{Error, Result};
+
+/// A gradient bucket's elements, and which of their sums each rank receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bucket {
+    /// This many elements, whose whole sum every rank receives (all-reduce).
+    Whole(usize),
+    /// Consecutive pieces of these lengths, one per rank in rank order: rank `r` receives
+    /// the sum of piece `r` only (reduce-scatter).
+    Scattered(Vec<usize>),
+}
+
+impl Bucket {
+    /// Elements each rank sends.
+    pub fn len(&self) -> usize {
+        match self {
+            Bucket::Whole(n) => *n,
+            Bucket::Scattered(pieces) => pieces.iter().sum(),
+        }
+    }
+
+    /// Whether the bucket has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements of the sum that `rank` of `ranks` receives; an error for a scattered bucket
+    /// without one piece per rank.
+    pub fn received(&self, rank: usize, ranks: usize) -> Result<usize> {
+        match self {
+            Bucket::Whole(n) => Ok(*n),
+            Bucket::Scattered(pieces) if pieces.len() == ranks => Ok(pieces[rank]),
+            Bucket::Scattered(pieces) => Err(Error::invalid(
+                "Bucket::received",
+                format!("{} pieces for {ranks} ranks", pieces.len()),
+            )),
+        }
+    }
+}
 
 /// What a data-parallel trainer needs of the processes it runs in. Every method except
 /// [`Communicator::rank`], [`Communicator::size`] and the bucket accessors is collective:
@@ -60,12 +101,13 @@ pub trait Communicator: std::fmt::Debug + Send {
     /// Rank `root`'s `bytes`, on every rank (their lengths may differ before the call).
     fn broadcast_bytes(&mut self, root: usize, bytes: &mut Vec<u8>) -> Result<()>;
 
-    /// Rank `root`'s `values`, on every rank (equal lengths on every rank).
-    fn broadcast_f32(&mut self, root: usize, values: &mut [f32]) -> Result<()>;
+    /// Rank `r`'s part of `values`, `counts[r]` elements after the parts of ranks `0 .. r`,
+    /// on every rank (all-gather; `counts` and the length of `values` equal on every rank).
+    fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()>;
 
-    /// Allocates gradient buckets of `lens` elements each, replacing the earlier ones; done
-    /// once per run, as no sum may be in flight.
-    fn set_buckets(&mut self, lens: &[usize]) -> Result<()>;
+    /// Allocates `buckets`, replacing the earlier ones; done once per run, as no sum may be
+    /// in flight.
+    fn set_buckets(&mut self, buckets: &[Bucket]) -> Result<()>;
 
     /// Bucket `id`'s send buffer, to fill before [`Communicator::start_bucket_sum`]; an error
     /// while its sum is in flight.
@@ -80,10 +122,26 @@ pub trait Communicator: std::fmt::Debug + Send {
     /// Waits until every started sum is complete.
     fn finish_bucket_sums(&mut self) -> Result<()>;
 
-    /// Bucket `id`'s sum over every rank, after [`Communicator::finish_bucket_sums`].
+    /// Bucket `id`'s sum over every rank, after [`Communicator::finish_bucket_sums`]: the
+    /// whole sum, or of a [`Bucket::Scattered`] bucket this rank's piece.
     fn bucket_sum(&self, id: usize) -> Result<&[f32]>;
 
     /// Ends every rank's process with exit status `code`: what a rank that fails alone
     /// does, so that the others do not wait for it forever.
     fn abort(&self, code: i32) -> !;
+}
+
+/// Refuses all-gather `counts` that are not one per rank adding up to `len`.
+fn check_parts(op: &'static str, len: usize, counts: &[usize], ranks: usize) -> Result<()> {
+    let total: usize = counts.iter().sum();
+    if counts.len() != ranks || total != len {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{} parts of {total} elements in all, for {ranks} ranks and {len} elements",
+                counts.len()
+            ),
+        ));
+    }
+    Ok(())
 }

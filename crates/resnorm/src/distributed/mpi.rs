@@ -1,9 +1,9 @@
 //! The [`Communicator`] over MPI: the ranks of `MPI_COMM_WORLD`, as `mpirun` or Slurm's
 //! `srun` start them.
 //!
-//! Gradient buckets are summed with `MPI_Iallreduce` on buffers this struct owns: a send
-//! buffer the trainer fills and a receive buffer for the sum (rsmpi's safe API has no
-//! `MPI_IN_PLACE`). Open MPI moves the data of a non-blocking collective only inside MPI
+//! Gradient buckets are summed with `MPI_Iallreduce` (or `MPI_Ireduce_scatter` for a
+//! scattered bucket) on buffers this struct owns: a send buffer the trainer fills and a
+//! receive buffer for the sum (rsmpi's bindings have no `MPI_IN_PLACE`). Open MPI moves the data of a non-blocking collective only inside MPI
 //! calls, so the trainer calls [`Communicator::progress`] (`MPI_Testall`) between the
 //! layers of the backward pass. MPI is initialized with `MPI_THREAD_SERIALIZED`: the
 //! training step runs on a worker of the thread pool, never two MPI calls at once.
@@ -25,14 +25,24 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator as _, CommunicatorCollectives as _, Root as _};
 use mpi::Threading;
 
-use super::Communicator;
+use super::{check_parts, Bucket, Communicator};
 use crate::{Error, Result};
 
 /// The ranks of `MPI_COMM_WORLD`. Dropping it waits for any sum in flight, then finalizes MPI.
 pub struct Mpi {
     world: SimpleCommunicator,
     send: Vec<Vec<f32>>,
+    /// At least one element each, so that MPI never sees an empty `Vec`'s dangling pointer.
     recv: Vec<Vec<f32>>,
+    /// Elements of each bucket's sum this rank receives.
+    received: Vec<usize>,
+    /// Each scattered bucket's piece lengths (`MPI_Ireduce_scatter`'s `recvcounts`, which
+    /// must live until the request completes); `None` for a whole bucket.
+    pieces: Vec<Option<Vec<c_int>>>,
+    /// All-gather scratch: this rank's part, then every part's count and displacement.
+    gather_send: Vec<f32>,
+    gather_counts: Vec<c_int>,
+    gather_displs: Vec<c_int>,
     /// One request per bucket; `MPI_REQUEST_NULL` when none is in flight.
     requests: Vec<ffi::MPI_Request>,
     in_flight: Vec<bool>,
@@ -73,6 +83,11 @@ impl Mpi {
             world: universe.world(),
             send: Vec::new(),
             recv: Vec::new(),
+            received: Vec::new(),
+            pieces: Vec::new(),
+            gather_send: Vec::new(),
+            gather_counts: Vec::new(),
+            gather_displs: Vec::new(),
             requests: Vec::new(),
             in_flight: Vec::new(),
             _universe: universe,
@@ -138,38 +153,76 @@ impl Communicator for Mpi {
         Ok(())
     }
 
-    fn broadcast_f32(&mut self, root: usize, values: &mut [f32]) -> Result<()> {
-        if root >= self.size() {
+    fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()> {
+        const OP: &str = "MPI_Allgatherv";
+        check_parts(OP, values.len(), counts, self.size())?;
+        if values.len() > c_int::MAX as usize {
             return Err(Error::invalid(
-                "Mpi::broadcast_f32",
-                format!("root {root} of {} ranks", self.size()),
+                OP,
+                format!("{} elements are over MPI's count limit", values.len()),
             ));
         }
-        if !values.is_empty() {
-            self.world
-                .process_at_rank(root as i32)
-                .broadcast_into(values);
+        if values.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let rank = self.rank();
+        let start: usize = counts[..rank].iter().sum();
+        self.gather_send.clear();
+        self.gather_send.reserve(1);
+        (self.gather_send).extend_from_slice(&values[start..start + counts[rank]]);
+        self.gather_counts.clear();
+        self.gather_displs.clear();
+        let mut at = 0;
+        for &n in counts {
+            self.gather_counts.push(n as c_int);
+            self.gather_displs.push(at as c_int);
+            at += n;
+        }
+        // SAFETY: every buffer is live for the blocking call; the counts and displacements
+        // stay within `values` (checked above) and fit a c_int; the send buffer holds this
+        // rank's count and is allocated even when that is 0.
+        let code = unsafe {
+            ffi::MPI_Allgatherv(
+                self.gather_send.as_ptr().cast::<c_void>(),
+                counts[rank] as c_int,
+                ffi::RSMPI_FLOAT,
+                values.as_mut_ptr().cast::<c_void>(),
+                self.gather_counts.as_ptr(),
+                self.gather_displs.as_ptr(),
+                ffi::RSMPI_FLOAT,
+                self.world.as_raw(),
+            )
+        };
+        Self::check(OP, code)
     }
 
-    fn set_buckets(&mut self, lens: &[usize]) -> Result<()> {
+    fn set_buckets(&mut self, buckets: &[Bucket]) -> Result<()> {
         const OP: &str = "Mpi::set_buckets";
         if self.in_flight.iter().any(|&f| f) {
             return Err(Error::invalid(OP, "a bucket's sum is in flight"));
         }
-        if let Some(&n) = lens.iter().find(|&&n| n > c_int::MAX as usize) {
+        if let Some(b) = buckets.iter().find(|b| b.len() > c_int::MAX as usize) {
             return Err(Error::invalid(
                 OP,
-                format!("a bucket of {n} elements is over MPI's count limit"),
+                format!("a bucket of {} elements is over MPI's count limit", b.len()),
             ));
         }
-        self.send = lens.iter().map(|&n| vec![0.0; n]).collect();
-        self.recv = lens.iter().map(|&n| vec![0.0; n]).collect();
+        let (rank, ranks) = (self.rank(), self.size());
+        self.received = (buckets.iter())
+            .map(|b| b.received(rank, ranks))
+            .collect::<Result<_>>()?;
+        self.send = buckets.iter().map(|b| vec![0.0; b.len()]).collect();
+        self.recv = self.received.iter().map(|&n| vec![0.0; n.max(1)]).collect();
+        self.pieces = (buckets.iter())
+            .map(|b| match b {
+                Bucket::Whole(_) => None,
+                Bucket::Scattered(pieces) => Some(pieces.iter().map(|&n| n as c_int).collect()),
+            })
+            .collect();
         // SAFETY: reading an immutable handle that MPI_Init set.
         let null = unsafe { ffi::RSMPI_REQUEST_NULL };
-        self.requests = vec![null; lens.len()];
-        self.in_flight = vec![false; lens.len()];
+        self.requests = vec![null; buckets.len()];
+        self.in_flight = vec![false; buckets.len()];
         Ok(())
     }
 
@@ -179,23 +232,35 @@ impl Communicator for Mpi {
     }
 
     fn start_bucket_sum(&mut self, id: usize) -> Result<()> {
-        const OP: &str = "MPI_Iallreduce";
+        const OP: &str = "Mpi::start_bucket_sum";
         self.check_bucket(OP, id)?;
         let (send, recv) = (&self.send[id], &mut self.recv[id]);
-        // SAFETY: both buffers belong to `self` and are neither read, written, moved nor
-        // freed until the request completes: `bucket_mut`, `bucket_sum` and `set_buckets`
-        // refuse a bucket in flight, and `drop` waits for it. The count fits a c_int
-        // (checked in `set_buckets`).
+        // SAFETY: both buffers (and a scattered bucket's piece lengths) belong to `self` and
+        // are neither read, written, moved nor freed until the request completes:
+        // `bucket_mut`, `bucket_sum` and `set_buckets` refuse a bucket in flight, and `drop`
+        // waits for it. The counts fit a c_int (checked in `set_buckets`), and the receive
+        // buffer holds this rank's piece.
         let code = unsafe {
-            ffi::MPI_Iallreduce(
-                send.as_ptr().cast::<c_void>(),
-                recv.as_mut_ptr().cast::<c_void>(),
-                send.len() as c_int,
-                ffi::RSMPI_FLOAT,
-                ffi::RSMPI_SUM,
-                self.world.as_raw(),
-                &mut self.requests[id],
-            )
+            match &self.pieces[id] {
+                None => ffi::MPI_Iallreduce(
+                    send.as_ptr().cast::<c_void>(),
+                    recv.as_mut_ptr().cast::<c_void>(),
+                    send.len() as c_int,
+                    ffi::RSMPI_FLOAT,
+                    ffi::RSMPI_SUM,
+                    self.world.as_raw(),
+                    &mut self.requests[id],
+                ),
+                Some(pieces) => ffi::MPI_Ireduce_scatter(
+                    send.as_ptr().cast::<c_void>(),
+                    recv.as_mut_ptr().cast::<c_void>(),
+                    pieces.as_ptr(),
+                    ffi::RSMPI_FLOAT,
+                    ffi::RSMPI_SUM,
+                    self.world.as_raw(),
+                    &mut self.requests[id],
+                ),
+            }
         };
         Self::check(OP, code)?;
         self.in_flight[id] = true;
@@ -242,7 +307,7 @@ impl Communicator for Mpi {
 
     fn bucket_sum(&self, id: usize) -> Result<&[f32]> {
         self.check_bucket("Mpi::bucket_sum", id)?;
-        Ok(&self.recv[id])
+        Ok(&self.recv[id][..self.received[id]])
     }
 
     fn abort(&self, code: i32) -> ! {

@@ -10,7 +10,7 @@
 //! assert_eq!(bytes, b"settings");
 //! ```
 
-use super::Communicator;
+use super::{check_parts, Bucket, Communicator};
 use crate::{Error, Result};
 
 /// One process, no transport; sums are the identity.
@@ -55,12 +55,15 @@ impl Communicator for SingleProcess {
         Ok(())
     }
 
-    fn broadcast_f32(&mut self, root: usize, _values: &mut [f32]) -> Result<()> {
-        self.broadcast_bytes(root, &mut Vec::new())
+    fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()> {
+        check_parts("SingleProcess::all_gather_f32", values.len(), counts, 1)
     }
 
-    fn set_buckets(&mut self, lens: &[usize]) -> Result<()> {
-        self.buckets = lens.iter().map(|&n| vec![0.0; n]).collect();
+    fn set_buckets(&mut self, buckets: &[Bucket]) -> Result<()> {
+        self.buckets = buckets
+            .iter()
+            .map(|b| b.received(0, 1).map(|n| vec![0.0; n]))
+            .collect::<Result<_>>()?;
         Ok(())
     }
 

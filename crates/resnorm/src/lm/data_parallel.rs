@@ -11,6 +11,11 @@
 //! at the very end, cannot overlap. The local loss rides in that bucket as one more element,
 //! which saves a collective per step. With one rank nothing is copied.
 //!
+//! With ZeRO stage 1 ([`OptimizerShard`]) each bucket is reduce-scattered instead: cut at
+//! the parameters' owners, every rank receives the summed gradients of the weights it
+//! updates and nothing else, half the bytes of an all-reduce (the weights come back by an
+//! all-gather after the update). The loss then travels alone in a one-number sum.
+//!
 //! ```
 //! use resnorm::distributed::SingleProcess;
 //! use resnorm::lm::GradientAverage;
@@ -18,7 +23,7 @@
 //! let config = GptConfig { layers: 1, heads: 1, width: 8, context: 4, vocab: 5, ..GptConfig::default() };
 //! let mut model = Gpt::new(config, 0).unwrap();
 //! let mut comm = SingleProcess::default();
-//! let average = GradientAverage::new(&model, &mut comm).unwrap();
+//! let average = GradientAverage::new(&model, &mut comm, None).unwrap();
 //! assert_eq!(average.buckets(), 3); // two units and the last bucket
 //! model.forward(&[1, 2, 3, 4], 1, Some(&[2, 3, 4, 0])).unwrap();
 //! model.backward().unwrap();
@@ -28,47 +33,91 @@
 
 use std::time::Instant;
 
-use crate::distributed::Communicator;
+use crate::distributed::{Bucket, Communicator};
 use crate::models::gpt::{Gpt, ResidualUnit};
 use crate::nn::Param;
-use crate::Result;
+use crate::{Error, Result};
+
+use super::OptimizerShard;
 
 /// The bucket layout of one GPT shape.
 #[derive(Clone, Debug)]
 pub struct GradientAverage {
-    /// Elements of each unit's bucket.
-    unit_lens: Vec<usize>,
-    /// Elements of the last bucket.
-    last_len: usize,
+    /// Elements each rank sends per bucket (one per unit, then the last).
+    lens: Vec<usize>,
+    /// For each parameter in [`Gpt::visit_params`] order: the bucket it travels in and
+    /// where its sum starts in what this rank receives of that bucket; `None` for a
+    /// parameter whose sum goes to another rank (ZeRO).
+    sources: Vec<Option<(usize, usize)>>,
+    /// Whether the buckets are reduce-scattered (ZeRO) rather than all-reduced.
+    scattered: bool,
 }
 
 impl GradientAverage {
-    /// The layout for `model`, with the buckets allocated in `comm`.
-    pub fn new(model: &Gpt, comm: &mut dyn Communicator) -> Result<Self> {
-        let unit_lens: Vec<usize> = model.units.iter().map(unit_len).collect();
-        let mut last = 1; // the loss
-        model.embedding.visit_params(&mut |p| last += p.grad.len());
-        if let Some(ln_f) = &model.ln_f {
-            ln_f.visit_params(&mut |p| last += p.grad.len());
+    /// The layout for `model`, with the buckets allocated in `comm`: all-reduced, or with
+    /// `shard` reduce-scattered at its owners.
+    pub fn new(
+        model: &Gpt,
+        comm: &mut dyn Communicator,
+        shard: Option<&OptimizerShard>,
+    ) -> Result<Self> {
+        let (rank, ranks) = (comm.rank(), comm.size());
+        let last = model.units.len();
+        // Each parameter's bucket and length, in visit order: embedding, units, final norm.
+        let mut params: Vec<(usize, usize)> = Vec::new();
+        model
+            .embedding
+            .visit_params(&mut |p| params.push((last, p.grad.len())));
+        for (k, unit) in model.units.iter().enumerate() {
+            unit.visit_params(&mut |p| params.push((k, p.grad.len())));
         }
-        let mut lens = unit_lens.clone();
-        lens.push(last);
-        comm.set_buckets(&lens)?;
+        if let Some(ln_f) = &model.ln_f {
+            ln_f.visit_params(&mut |p| params.push((last, p.grad.len())));
+        }
+        // Within a bucket the parameters lie in visit order, so the owners never decrease:
+        // each rank's piece is one run of the bucket.
+        let mut pieces = vec![vec![0; ranks]; last + 1];
+        let mut received = vec![0; last + 1];
+        let mut sources = Vec::with_capacity(params.len());
+        for (i, &(bucket, len)) in params.iter().enumerate() {
+            let owner = shard.map_or(rank, |s| s.owner(i));
+            if owner >= ranks {
+                return Err(Error::invalid(
+                    "GradientAverage::new",
+                    format!("parameter {i}'s owner is rank {owner} of {ranks}"),
+                ));
+            }
+            pieces[bucket][owner] += len;
+            sources.push((owner == rank).then_some((bucket, received[bucket])));
+            if owner == rank {
+                received[bucket] += len;
+            }
+        }
+        let buckets: Vec<Bucket> = match shard {
+            Some(_) => pieces.into_iter().map(Bucket::Scattered).collect(),
+            None => {
+                // The last bucket carries the loss after its gradients.
+                received[last] += 1;
+                received.iter().map(|&n| Bucket::Whole(n)).collect()
+            }
+        };
+        comm.set_buckets(&buckets)?;
         Ok(GradientAverage {
-            unit_lens,
-            last_len: last,
+            lens: buckets.iter().map(Bucket::len).collect(),
+            sources,
+            scattered: shard.is_some(),
         })
     }
 
     /// Buckets in the layout: one per unit and the last.
     pub fn buckets(&self) -> usize {
-        self.unit_lens.len() + 1
+        self.lens.len()
     }
 
     /// Gradient elements sent per step by each rank (what the ring all-reduce moves
-    /// `2(N-1)/N` times over each link).
+    /// `2(N-1)/N` times over each link, and a reduce-scatter `(N-1)/N` times).
     pub fn elements(&self) -> usize {
-        self.unit_lens.iter().sum::<usize>() + self.last_len
+        self.lens.iter().sum()
     }
 
     /// Copies unit `k`'s gradients into its bucket and starts the bucket's sum: what the
@@ -91,8 +140,10 @@ impl GradientAverage {
 
     /// Completes a step's exchange after the backward that called [`Self::start_unit`] for
     /// every unit (or `start_units` now, when it did not): sends the last bucket with
-    /// `loss`, waits for every sum, and leaves the mean over ranks in the model's gradients.
-    /// Returns the mean loss and the seconds spent waiting after the backward.
+    /// `loss`, waits for every sum, and leaves the mean over ranks in the model's gradients
+    /// (with ZeRO, in those of the parameters this rank owns; the others keep this rank's
+    /// own gradients, which nothing may read). Returns the mean loss and the seconds spent
+    /// waiting after the backward.
     pub fn sum_and_average(
         &self,
         model: &mut Gpt,
@@ -105,7 +156,7 @@ impl GradientAverage {
         }
         let waited = Instant::now();
         start_units(model, comm)?;
-        let last = self.unit_lens.len();
+        let last = self.lens.len() - 1;
         let bucket = comm.bucket_mut(last)?;
         let mut at = 0;
         let mut pack = |p: &Param| {
@@ -116,45 +167,42 @@ impl GradientAverage {
         if let Some(ln_f) = &model.ln_f {
             ln_f.visit_params(&mut pack);
         }
-        bucket[at] = loss;
+        if !self.scattered {
+            bucket[at] = loss;
+        }
         comm.start_bucket_sum(last)?;
         comm.finish_bucket_sums()?;
+        let loss_sum = if self.scattered {
+            let mut sum = [f64::from(loss)];
+            comm.sum_f64(&mut sum)?;
+            sum[0] as f32
+        } else {
+            comm.bucket_sum(last)?[at]
+        };
         let waited = waited.elapsed().as_secs_f64();
 
         let scale = 1.0 / comm.size() as f32;
-        let unpack = |p: &mut Param, from: &[f32]| {
-            for (g, &s) in p.grad.iter_mut().zip(from) {
-                *g = s * scale;
+        let comm: &dyn Communicator = comm;
+        let (mut i, mut failed) = (0, None);
+        model.visit_params_mut(&mut |p| {
+            if let Some((bucket, at)) = self.sources[i] {
+                match comm.bucket_sum(bucket) {
+                    Ok(sum) => {
+                        let n = p.grad.len();
+                        for (g, &s) in p.grad.iter_mut().zip(&sum[at..at + n]) {
+                            *g = s * scale;
+                        }
+                    }
+                    Err(e) => failed = Some(e),
+                }
             }
-        };
-        for (k, unit) in model.units.iter_mut().enumerate() {
-            let mut from = comm.bucket_sum(k)?;
-            let mut params = Vec::new();
-            unit.params_mut(&mut params);
-            for p in params {
-                let n = p.grad.len();
-                unpack(p, from);
-                from = &from[n..];
-            }
+            i += 1;
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((loss_sum * scale, waited)),
         }
-        let mut from = comm.bucket_sum(last)?;
-        let mut rest = |p: &mut Param| {
-            let n = p.grad.len();
-            unpack(p, from);
-            from = &from[n..];
-        };
-        model.embedding.visit_params_mut(&mut rest);
-        if let Some(ln_f) = &mut model.ln_f {
-            ln_f.visit_params_mut(&mut rest);
-        }
-        Ok((from[0] * scale, waited))
     }
-}
-
-fn unit_len(unit: &ResidualUnit) -> usize {
-    let mut n = 0;
-    unit.visit_params(&mut |p| n += p.grad.len());
-    n
 }
 
 #[cfg(test)]
@@ -181,12 +229,12 @@ mod tests {
         fn broadcast_bytes(&mut self, root: usize, bytes: &mut Vec<u8>) -> Result<()> {
             self.0.broadcast_bytes(root, bytes)
         }
-        fn broadcast_f32(&mut self, root: usize, values: &mut [f32]) -> Result<()> {
-            self.0.broadcast_f32(root, values)
+        fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()> {
+            self.0.all_gather_f32(values, counts)
         }
-        fn set_buckets(&mut self, lens: &[usize]) -> Result<()> {
-            self.1 = lens.iter().map(|&n| vec![0.0; n]).collect();
-            self.0.set_buckets(lens)
+        fn set_buckets(&mut self, buckets: &[Bucket]) -> Result<()> {
+            self.1 = buckets.iter().map(|b| vec![0.0; b.len()]).collect();
+            self.0.set_buckets(buckets)
         }
         fn bucket_mut(&mut self, id: usize) -> Result<&mut [f32]> {
             self.0.bucket_mut(id)
@@ -234,7 +282,7 @@ mod tests {
                 };
                 let mut model = Gpt::new(config, 3).unwrap();
                 let mut comm = Twins::default();
-                let average = GradientAverage::new(&model, &mut comm).unwrap();
+                let average = GradientAverage::new(&model, &mut comm, None).unwrap();
                 model
                     .forward(
                         &[1, 2, 3, 4, 5, 6, 0, 1],

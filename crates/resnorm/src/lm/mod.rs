@@ -33,6 +33,6 @@ pub use run_checkpoint::{
     load_checkpoint, load_optimizer, save_checkpoint, SavedModel, TrainState, CONFIG_FILE,
     MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE,
 };
-pub use trainer::{StepReport, Trainer, DATA_SEED_MIX};
+pub use trainer::{StepReport, Trainer, DATA_SEED_MIX, ZERO_DIAGNOSTICS};
 pub use update::{apply_gradients, apply_gradients_plain, apply_gradients_sharded, Update};
 pub use zero::OptimizerShard;

@@ -21,8 +21,9 @@
 //! ranks see exactly the windows of one process; the gradients and the loss are then
 //! averaged over the ranks (see [`super::GradientAverage`]), and every rank applies the same
 //! update to the same weights. Nothing saved depends on `N`: a run resumes on any number of
-//! ranks. With `zero = 1` each rank keeps only its share of AdamW's state
-//! ([`super::OptimizerShard`]). Every kernel is deterministic for a given
+//! ranks. With `zero = 1` each rank receives the averaged gradients of its share of the
+//! weights only (reduce-scatter), keeps only that share of AdamW's state and updates it
+//! ([`super::OptimizerShard`]); the weights are then all-gathered. Every kernel is deterministic for a given
 //! thread count, so the same settings and thread count give a bit-identical loss curve, and
 //! a run resumed from a checkpoint (parameters, AdamW moments, step, data RNG state) continues
 //! exactly as if it had never stopped.
@@ -66,6 +67,11 @@ use super::update::{apply_gradients_plain, apply_gradients_sharded, Update};
 use super::zero::OptimizerShard;
 use super::TrainConfig;
 use crate::diagnostics::Diagnostics;
+
+/// Why `zero = 1` on several ranks refuses `diagnostics_every`: each rank then holds the
+/// averaged gradients of its own share of the weights only.
+pub const ZERO_DIAGNOSTICS: &str = "diagnostics need every averaged gradient, which zero 1 on \
+several ranks does not keep (each rank receives its own share): use one or the other";
 
 /// Mixed into the seed for the data sampler, so that it does not replay the weights' stream.
 pub const DATA_SEED_MIX: u64 = 0xDA7A_5EED_0000_0001;
@@ -247,16 +253,19 @@ impl Trainer {
                 ))
             }
         };
-        self.average = if ranks > 1 {
-            Some(GradientAverage::new(gpt, comm.as_mut())?)
-        } else {
-            None
-        };
         if ranks > 1 && self.config.zero == 1 {
+            if self.config.diagnostics_every > 0 {
+                return Err(Error::Config(ZERO_DIAGNOSTICS.to_string()));
+            }
             let shard = OptimizerShard::new(gpt, comm.rank(), ranks);
             self.optimizer = shard.keep_own(&self.optimizer)?;
             self.shard = Some(shard);
         }
+        self.average = if ranks > 1 {
+            Some(GradientAverage::new(gpt, comm.as_mut(), self.shard.as_ref())?)
+        } else {
+            None
+        };
         self.comm = comm;
         Ok(self)
     }
@@ -389,7 +398,7 @@ impl Trainer {
             accum,
         };
         let diagnose = diagnose.then_some((self.step + 1, loss));
-        let shard = (self.shard.as_ref()).map(|s| (s, self.comm.as_mut() as &mut dyn Communicator));
+        let shard = (self.shard.as_mut()).map(|s| (s, self.comm.as_mut() as &mut dyn Communicator));
         let (norm, diagnostics) = match &mut self.model {
             CausalLm::Gpt(gpt) => {
                 apply_gradients_sharded(gpt, &mut self.optimizer, update, diagnose, shard)?

@@ -3,16 +3,19 @@
 //!
 //! ```text
 //! parameters in visit order, cut into N contiguous runs of about equal elements: rank r owns run r
-//! every rank: averaged gradients (all of them), the global norm, clipping     (as without ZeRO)
-//! rank r:     AdamW step on its own run only (its m and v exist nowhere else)
-//! all-gather: each parameter's new value broadcast from its owner to every rank
-//! save:       rank r sends its m and v; rank 0 writes the whole state, as one process would
-//! resume:     every rank reads the whole state and keeps its own run
+//! reduce-scatter: rank r receives the averaged gradients of its run only  (GradientAverage)
+//! global norm:    ‖g‖² = Σ_r (rank r's Σ g² over its run), one all-reduce of one number
+//! rank r:         clip and AdamW-step its own run (its m and v exist nowhere else)
+//! all-gather:     every run's new weights to every rank, one MPI_Allgatherv
+//! save:           rank r sends its m and v; rank 0 writes the whole state, as one process would
+//! resume:         every rank reads the whole state and keeps its own run
 //! ```
-//! AdamW is element-wise, so each weight gets the bits it would get without sharding: a ZeRO
-//! run equals the unsharded run on the same ranks bit for bit, and its checkpoint does not
-//! depend on `N`. (The gradients are still summed in full rather than reduce-scattered, so
-//! this saves memory, not bandwidth.)
+//! Each rank sends `(N-1)/N` of the gradient and receives `(N-1)/N` of the weights: the
+//! bytes of one all-reduce, while holding `1/N` of AdamW's moments. AdamW is element-wise
+//! and the gradient sums are those of the all-reduce, so each weight gets the bits it would
+//! get without sharding, except that the norm's sum of squares is added in another order
+//! (per run, then over the ranks), which can move the clipping factor by a rounding step;
+//! its checkpoint does not depend on `N`.
 //!
 //! ```
 //! use resnorm::lm::OptimizerShard;
@@ -40,7 +43,18 @@ pub struct OptimizerShard {
     owners: Vec<usize>,
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
+    /// Where each parameter's weights start in the visit-order concatenation of all.
+    offsets: Vec<usize>,
+    /// Where each rank's run starts in that concatenation, and (last) its length.
+    run_starts: Vec<usize>,
+    /// One window of the concatenation, for the all-gather (allocated once).
+    window: Vec<f32>,
+    /// Each rank's part of the current window.
+    counts: Vec<usize>,
 }
+
+/// Weights gathered per all-gather: the scratch window is bounded by this, not by the model.
+const GATHER_WINDOW: usize = 1 << 22;
 
 impl OptimizerShard {
     /// The split of `model`'s parameters over `ranks` ranks, seen from `rank`: parameter `i`,
@@ -53,22 +67,39 @@ impl OptimizerShard {
             names.push(p.name.clone());
             shapes.push(p.shape.clone());
         });
-        let total: usize = sizes.iter().sum::<usize>().max(1);
+        let total: usize = sizes.iter().sum::<usize>();
         let mut start = 0;
-        let owners = sizes
+        let mut offsets = Vec::with_capacity(sizes.len());
+        let mut run_starts = vec![total; ranks + 1];
+        let owners: Vec<usize> = sizes
             .iter()
             .map(|&n| {
-                let owner = (start * ranks / total).min(ranks - 1);
+                let owner = (start * ranks / total.max(1)).min(ranks - 1);
+                run_starts[owner] = run_starts[owner].min(start);
+                offsets.push(start);
                 start += n;
                 owner
             })
             .collect();
+        // A rank that owns nothing starts where the next one does.
+        for r in (0..ranks).rev() {
+            run_starts[r] = run_starts[r].min(run_starts[r + 1]);
+        }
         OptimizerShard {
             rank,
             owners,
             names,
             shapes,
+            offsets,
+            run_starts,
+            window: vec![0.0; total.min(GATHER_WINDOW)],
+            counts: vec![0; ranks],
         }
+    }
+
+    /// The rank that owns parameter `index` (in visit order).
+    pub fn owner(&self, index: usize) -> usize {
+        self.owners[index]
     }
 
     /// The indices (in visit order) of the parameters this rank updates.
@@ -99,15 +130,53 @@ impl OptimizerShard {
         Ok(optimizer)
     }
 
-    /// Gives every rank the value of every parameter after each owner's update: one
-    /// broadcast per parameter from its owner (collective).
+    /// Gives every rank the value of every parameter after each owner's update
+    /// (collective): the visit-order concatenation of the weights is all-gathered in
+    /// windows of at most [`GATHER_WINDOW`] weights, each rank sending the part of its run
+    /// in the window.
     pub fn gather_weights(
-        &self,
+        &mut self,
         params: &mut [&mut Param],
         comm: &mut dyn Communicator,
     ) -> Result<()> {
-        for (param, &owner) in params.iter_mut().zip(&self.owners) {
-            comm.broadcast_f32(owner, &mut param.value)?;
+        if params.len() != self.owners.len() {
+            return Err(Error::invalid(
+                "OptimizerShard::gather_weights",
+                format!(
+                    "{} parameters, the shard has {}",
+                    params.len(),
+                    self.owners.len()
+                ),
+            ));
+        }
+        let total = self.run_starts[self.run_starts.len() - 1];
+        let size = self.window.len();
+        let mut from = 0;
+        while from < total {
+            let to = (from + size).min(total);
+            let overlap = |start: usize, end: usize| start.max(from)..end.min(to);
+            for (r, count) in self.counts.iter_mut().enumerate() {
+                *count = overlap(self.run_starts[r], self.run_starts[r + 1]).len();
+            }
+            let window = &mut self.window[..to - from];
+            for ((param, &owner), &start) in params.iter_mut().zip(&self.owners).zip(&self.offsets)
+            {
+                let inside = overlap(start, start + param.value.len());
+                if !inside.is_empty() && owner == self.rank {
+                    window[inside.start - from..inside.end - from]
+                        .copy_from_slice(&param.value[inside.start - start..inside.end - start]);
+                }
+            }
+            comm.all_gather_f32(window, &self.counts)?;
+            for ((param, &owner), &start) in params.iter_mut().zip(&self.owners).zip(&self.offsets)
+            {
+                let inside = overlap(start, start + param.value.len());
+                if !inside.is_empty() && owner != self.rank {
+                    param.value[inside.start - start..inside.end - start]
+                        .copy_from_slice(&window[inside.start - from..inside.end - from]);
+                }
+            }
+            from = to;
         }
         Ok(())
     }
@@ -202,6 +271,104 @@ mod tests {
                 runs.iter().all(|r| !r.is_empty()),
                 "{ranks} ranks: {runs:?}"
             );
+        }
+    }
+
+    /// Two ranks as seen from one: the other rank's weights come from `theirs`, window by
+    /// window.
+    #[derive(Debug)]
+    struct Mirror {
+        rank: usize,
+        theirs: Vec<f32>,
+        at: usize,
+    }
+
+    impl Communicator for Mirror {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn sum_f64(&mut self, _: &mut [f64]) -> Result<()> {
+            unreachable!()
+        }
+        fn broadcast_bytes(&mut self, _: usize, _: &mut Vec<u8>) -> Result<()> {
+            unreachable!()
+        }
+        fn all_gather_f32(&mut self, values: &mut [f32], counts: &[usize]) -> Result<()> {
+            let other = 1 - self.rank;
+            let start: usize = counts[..other].iter().sum();
+            let part = start..start + counts[other];
+            values[part.clone()].copy_from_slice(&self.theirs[self.at..][part]);
+            self.at += values.len();
+            Ok(())
+        }
+        fn set_buckets(&mut self, _: &[crate::distributed::Bucket]) -> Result<()> {
+            unreachable!()
+        }
+        fn bucket_mut(&mut self, _: usize) -> Result<&mut [f32]> {
+            unreachable!()
+        }
+        fn start_bucket_sum(&mut self, _: usize) -> Result<()> {
+            unreachable!()
+        }
+        fn progress(&mut self) -> Result<()> {
+            unreachable!()
+        }
+        fn finish_bucket_sums(&mut self) -> Result<()> {
+            unreachable!()
+        }
+        fn bucket_sum(&self, _: usize) -> Result<&[f32]> {
+            unreachable!()
+        }
+        fn abort(&self, code: i32) -> ! {
+            std::process::exit(code)
+        }
+    }
+
+    /// After the all-gather, each rank holds its own run's weights and the other's, in
+    /// windows of any size (one of 1 and 7 weights here, the whole model by default).
+    #[test]
+    fn gathered_weights_come_from_their_owners() {
+        let theirs_model = Gpt::new(model().config().clone(), 6).unwrap();
+        let mut theirs = Vec::new();
+        theirs_model.visit_params(&mut |p| theirs.extend_from_slice(&p.value));
+        for rank in 0..2 {
+            for window in [1, 7, usize::MAX] {
+                let mut mine = model();
+                let mut shard = OptimizerShard::new(&mine, rank, 2);
+                shard.window.truncate(window);
+                let mut comm = Mirror {
+                    rank,
+                    theirs: theirs.clone(),
+                    at: 0,
+                };
+                shard
+                    .gather_weights(&mut mine.params_mut(), &mut comm)
+                    .unwrap();
+                assert_eq!(comm.at, theirs.len());
+                let mut ours = Vec::new();
+                model().visit_params(&mut |p| ours.push(p.value.to_vec()));
+                let (mut at, mut i) = (0, 0);
+                mine.visit_params(&mut |p| {
+                    let n = p.value.len();
+                    let want = if shard.owner(i) == rank {
+                        &ours[i][..]
+                    } else {
+                        &theirs[at..at + n]
+                    };
+                    assert_eq!(
+                        &p.value[..],
+                        want,
+                        "rank {rank}, window {window}, {}",
+                        p.name
+                    );
+                    at += n;
+                    i += 1;
+                });
+                assert!(shard.owned().len() < i, "both ranks own some");
+            }
         }
     }
 

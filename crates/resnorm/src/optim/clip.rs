@@ -48,10 +48,12 @@ const CHUNK: usize = 1 << 16;
 
 /// The L2 norm of all gradients together, accumulated in `f64` in parameter order.
 pub fn grad_norm<P: Borrow<Param> + Sync>(params: &[P]) -> f32 {
-    sum_of_squares(params).sqrt() as f32
+    grad_sum_of_squares(params).sqrt() as f32
 }
 
-fn sum_of_squares<P: Borrow<Param> + Sync>(params: &[P]) -> f64 {
+/// `Σ g²` over the gradients of `params`, in `f64` and in the order [`grad_norm`] adds
+/// them: one process's part of a global norm whose gradients are spread over several.
+pub fn grad_sum_of_squares<P: Borrow<Param> + Sync>(params: &[P]) -> f64 {
     let partials: Vec<f64> = crate::threads::pool().install(|| {
         params
             .par_iter()
@@ -84,13 +86,24 @@ pub fn clip_grad_norm<P: BorrowMut<Param> + Send + Sync>(
     params: &mut [P],
     max_norm: f32,
 ) -> Result<f32> {
+    let norm = grad_sum_of_squares(params).sqrt();
+    clip_to_norm(params, norm, max_norm)?;
+    Ok(norm as f32)
+}
+
+/// Scales the gradients of `params` as [`clip_grad_norm`] does, for a global `norm`
+/// computed elsewhere (the root of the sum of every process's [`grad_sum_of_squares`]).
+pub fn clip_to_norm<P: BorrowMut<Param> + Send + Sync>(
+    params: &mut [P],
+    norm: f64,
+    max_norm: f32,
+) -> Result<()> {
     if !(max_norm.is_finite() && max_norm > 0.0) {
         return Err(Error::invalid(
             "clip_grad_norm",
             format!("max_norm = {max_norm}, must be finite and positive"),
         ));
     }
-    let norm = sum_of_squares(params).sqrt();
     let scale = max_norm as f64 / (norm + NORM_EPS);
     if (norm as f32).is_finite() && scale < 1.0 {
         let scale = scale as f32;
@@ -101,5 +114,5 @@ pub fn clip_grad_norm<P: BorrowMut<Param> + Send + Sync>(
                 .for_each(|chunk| chunk.iter_mut().for_each(|g| *g *= scale));
         });
     }
-    Ok(norm as f32)
+    Ok(())
 }

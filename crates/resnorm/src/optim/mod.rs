@@ -38,7 +38,7 @@ pub mod sgd;
 pub mod state;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use clip::{clip_grad_norm, grad_norm};
+pub use clip::{clip_grad_norm, clip_to_norm, grad_norm, grad_sum_of_squares};
 pub use schedule::{Schedule, StepDecay, WarmupCosine};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::OptimizerState;
