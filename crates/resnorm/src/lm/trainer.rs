@@ -262,7 +262,11 @@ impl Trainer {
             self.shard = Some(shard);
         }
         self.average = if ranks > 1 {
-            Some(GradientAverage::new(gpt, comm.as_mut(), self.shard.as_ref())?)
+            Some(GradientAverage::new(
+                gpt,
+                comm.as_mut(),
+                self.shard.as_ref(),
+            )?)
         } else {
             None
         };
