@@ -41,7 +41,7 @@ pub mod decode;
 mod decoder;
 mod embed;
 mod encoder;
-mod init;
+pub(crate) mod init;
 mod stack;
 mod sublayer;
 
