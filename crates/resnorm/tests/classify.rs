@@ -331,3 +331,81 @@ fn cls_pooling_needs_the_encoders_cls_token() {
     assert!(Classifier::new(gpt, &task, Pooling::Cls, false, 0).is_err());
     assert!(Classifier::new(encoder(true), &task, Pooling::Cls, false, 0).is_ok());
 }
+
+/// tools/fixtures/encoder_classify.py: `torch.nn.TransformerEncoder` (post-ln, pre-ln) and a
+/// hand-written twin (the other placements), [CLS] and mean pooling, a padded batch: logits,
+/// loss and every gradient.
+#[test]
+fn encoder_pytorch_parity_of_logits_loss_and_gradients() {
+    use Placement::*;
+    let cases = [
+        ("torch", PostLn, NormKind::Layer, Pooling::Cls),
+        ("torch", PreLn, NormKind::Layer, Pooling::Mean),
+        ("torch", PreLn, NormKind::Layer, Pooling::Cls),
+        ("hand", DeepNorm, NormKind::Layer, Pooling::Mean),
+        ("hand", ResiDual, NormKind::Rms, Pooling::Cls),
+        ("hand", Sandwich, NormKind::Rms, Pooling::Mean),
+        ("hand", ReZero, NormKind::Layer, Pooling::Cls),
+        ("hand", NoNorm, NormKind::Layer, Pooling::Mean),
+        ("hand", NoResidual, NormKind::Rms, Pooling::Cls),
+    ];
+    for (twin, placement, norm, pooling) in cases {
+        let name = format!("encoder_classify_{twin}_{placement}_{norm}_{pooling}");
+        let fx = Fixture::load(&name);
+        let config = EncoderConfig {
+            vocab: 13,
+            layers: 2,
+            heads: 2,
+            width: 8,
+            context: 6,
+            placement,
+            norm,
+            cls: pooling == Pooling::Cls,
+            ..EncoderConfig::default()
+        };
+        let task = Task::Classes(vec!["a".into(), "b".into(), "c".into()]);
+        let body = ClassifierBody::Encoder(EncoderBody::new(config, 0).unwrap());
+        let mut model = Classifier::new(body, &task, pooling, false, 0).unwrap();
+        for p in model.params_mut() {
+            p.value
+                .copy_from_slice(&fx.get(&format!("param.{}", p.name)).data);
+        }
+        let ints = |key: &str| {
+            fx.get(key)
+                .data
+                .iter()
+                .map(|&v| v as usize)
+                .collect::<Vec<_>>()
+        };
+        let tokens: Vec<u32> = ints("tokens").iter().map(|&t| t as u32).collect();
+        let labels: Vec<u32> = ints("labels").iter().map(|&l| l as u32).collect();
+        let logits = model.forward(&tokens, &ints("lengths")).unwrap().to_vec();
+        assert_close(
+            &format!("{name} logits"),
+            &logits,
+            &fx.get("logits").data,
+            1e-4,
+            1e-5,
+        );
+        let loss = model.loss(&labels, &[0.0; 3]).unwrap();
+        assert_close(
+            &format!("{name} loss"),
+            &[loss],
+            &fx.get("loss").data,
+            1e-5,
+            1e-6,
+        );
+        model.zero_grad();
+        model.backward().unwrap();
+        for p in model.params_mut() {
+            let expected = &fx.get(&format!("grad.{}", p.name)).data;
+            assert_close(
+                &format!("{name} d{}", p.name),
+                &p.grad,
+                expected,
+                1e-4,
+                1e-5,
+            );
+        }
+    }
+}
