@@ -26,7 +26,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from transformers import GPT2TokenizerFast
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 
 def read_table(path, threshold):
@@ -145,10 +145,13 @@ def main():
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     bpe = args.bpe_dir or sorted(glob.glob(os.path.expanduser("~/.cargo/registry/src/*/tiktoken-rs-*/assets")))[-1]
-    tok = GPT2TokenizerFast(vocab_file=f"{bpe}/encoder.json", merges_file=f"{bpe}/vocab.bpe")
+    tok = Tokenizer(models.BPE.from_file(f"{bpe}/encoder.json", f"{bpe}/vocab.bpe"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     table = read_table(args.data, args.threshold)
     split = read_split(args.split)
-    encoded = {n: tok.encode(text)[:args.context] for n, (text, _, _) in table.items()}
+    encoded = {n: tok.encode(text).ids[:args.context] for n, (text, _, _) in table.items()}
+    assert min(map(len, encoded.values())) > 0, "a sentence with no token"
+
     labels = {n: label for n, (_, label, _) in table.items()}
     model = Twin(50257, args.width, args.heads, args.layers, args.context, 2, args.dropout)
     matrices = [p for n, p in model.named_parameters() if p.dim() == 2 and n != "embed.weight"]
