@@ -139,6 +139,46 @@ fn regression_reports_pearson_r() {
         .all(|l| l.parse::<f32>().is_ok()));
 }
 
+/// `--body encoder --pool cls`: train, then eval and predict read the encoder back; cls
+/// pooling on a GPT body is refused in one line.
+#[test]
+fn the_encoder_body_trains_evaluates_and_predicts() {
+    let dir = temp_dir("classify-cli", "encoder");
+    write_sentiment_tsv(&dir);
+    let out = resnorm(
+        &train_args("--label-column label --body encoder --pool cls --dropout 0.1 --placement post-ln --steps 40 --out run"),
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("post-ln encoder classifier (cls pooling)")
+    );
+    let out = resnorm(&["classify", "eval", "--checkpoint", "run", "--json"], &dir);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["accuracy"].as_f64().unwrap() > 0.8, "{report}");
+    let out = resnorm(
+        &[
+            "classify",
+            "predict",
+            "--checkpoint",
+            "run",
+            "--input",
+            "s.tsv",
+        ],
+        &dir,
+    );
+    assert!(out.status.success());
+    let out = resnorm(
+        &train_args("--label-column label --pool cls --steps 1 --out gpt"),
+        &dir,
+    );
+    assert_one_line_error(&out, &["cls pooling needs the encoder body"]);
+}
+
 #[test]
 fn bad_input_is_one_line_naming_file_line_and_column() {
     let dir = temp_dir("classify-cli", "bad-input");

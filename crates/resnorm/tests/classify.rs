@@ -7,7 +7,8 @@ mod common;
 
 use common::{assert_close, saved_tiny_run, Fixture, TempDir};
 use resnorm::classify::{
-    load_classifier, Classifier, ClassifierBody, ClassifyConfig, Pooling, TableSpec, Task, Trainer,
+    load_classifier, BodyKind, Classifier, ClassifierBody, ClassifyConfig, EncoderBody,
+    EncoderConfig, Pooling, TableSpec, Task, Trainer,
 };
 use resnorm::kernels::NormKind;
 use resnorm::lm::TokenizerKind;
@@ -148,9 +149,27 @@ fn tiny_config(data: std::path::PathBuf, steps: u64) -> ClassifyConfig {
 
 #[test]
 fn learns_a_separable_task_and_resumes_bit_for_bit() {
-    let dir = TempDir::new("learns");
+    learns_and_resumes("learns", |c| c);
+}
+
+/// The encoder body with a [CLS] token and dropout: dropout's masks come from the saved
+/// data RNG, so resuming stays bit for bit.
+#[test]
+fn the_encoder_learns_a_separable_task_and_resumes_bit_for_bit() {
+    learns_and_resumes("encoder-learns", |c| ClassifyConfig {
+        body: BodyKind::Encoder,
+        pooling: Pooling::Cls,
+        placement: Placement::PostLn,
+        dropout: 0.1,
+        ..c
+    });
+}
+
+fn learns_and_resumes(name: &str, setup: fn(ClassifyConfig) -> ClassifyConfig) {
+    let dir = TempDir::new(name);
     let data = separable_tsv(&dir, 200);
     let (straight, halves) = (dir.0.join("straight"), dir.0.join("halves"));
+    let tiny_config = |data, steps| setup(tiny_config(data, steps));
     let mut trainer = Trainer::new(tiny_config(data.clone(), 120), &straight).unwrap();
     let first = trainer.step().unwrap().loss;
     while !trainer.is_done() {
@@ -208,7 +227,9 @@ fn a_frozen_body_keeps_its_pretrained_weights() {
             "the body's size is the checkpoint's"
         );
         let body = |t: &Trainer| {
-            let ClassifierBody::Gpt(gpt) = &t.model().body;
+            let ClassifierBody::Gpt(gpt) = &t.model().body else {
+                panic!("fine-tuning keeps a GPT body")
+            };
             let mut v = Vec::new();
             gpt.visit_params(&mut |p| v.push(p.value.to_vec()));
             v
@@ -273,6 +294,116 @@ fn pytorch_parity_of_logits_loss_and_gradients() {
                 &p.grad,
                 expected,
                 1e-3,
+                1e-5,
+            );
+        }
+    }
+}
+
+/// Every placement, [CLS] and mean pooling, a padded batch: the whole encoder classifier's
+/// gradients against finite differences of an `f64` reference.
+#[test]
+fn encoder_classifier_gradients_match_finite_differences() {
+    for result in resnorm::gradcheck::encoder_classifier::checks() {
+        assert!(result.passed, "{result:?}");
+    }
+}
+
+/// The [CLS] token goes with cls pooling, and only there.
+#[test]
+fn cls_pooling_needs_the_encoders_cls_token() {
+    let task = Task::Classes(vec!["a".into(), "b".into()]);
+    let encoder = |cls| {
+        let config = EncoderConfig {
+            vocab: 5,
+            layers: 1,
+            heads: 2,
+            width: 8,
+            context: 4,
+            cls,
+            ..EncoderConfig::default()
+        };
+        ClassifierBody::Encoder(EncoderBody::new(config, 0).unwrap())
+    };
+    assert!(Classifier::new(encoder(false), &task, Pooling::Cls, false, 0).is_err());
+    assert!(Classifier::new(encoder(true), &task, Pooling::Mean, false, 0).is_err());
+    let gpt = ClassifierBody::Gpt(tiny_gpt(Placement::PreLn));
+    assert!(Classifier::new(gpt, &task, Pooling::Cls, false, 0).is_err());
+    assert!(Classifier::new(encoder(true), &task, Pooling::Cls, false, 0).is_ok());
+}
+
+/// tools/fixtures/encoder_classify.py: `torch.nn.TransformerEncoder` (post-ln, pre-ln) and a
+/// hand-written twin (the other placements), [CLS] and mean pooling, a padded batch: logits,
+/// loss and every gradient.
+#[test]
+fn encoder_pytorch_parity_of_logits_loss_and_gradients() {
+    use Placement::*;
+    let cases = [
+        ("torch", PostLn, NormKind::Layer, Pooling::Cls),
+        ("torch", PreLn, NormKind::Layer, Pooling::Mean),
+        ("torch", PreLn, NormKind::Layer, Pooling::Cls),
+        ("hand", DeepNorm, NormKind::Layer, Pooling::Mean),
+        ("hand", ResiDual, NormKind::Rms, Pooling::Cls),
+        ("hand", Sandwich, NormKind::Rms, Pooling::Mean),
+        ("hand", ReZero, NormKind::Layer, Pooling::Cls),
+        ("hand", NoNorm, NormKind::Layer, Pooling::Mean),
+        ("hand", NoResidual, NormKind::Rms, Pooling::Cls),
+    ];
+    for (twin, placement, norm, pooling) in cases {
+        let name = format!("encoder_classify_{twin}_{placement}_{norm}_{pooling}");
+        let fx = Fixture::load(&name);
+        let config = EncoderConfig {
+            vocab: 13,
+            layers: 2,
+            heads: 2,
+            width: 8,
+            context: 6,
+            placement,
+            norm,
+            cls: pooling == Pooling::Cls,
+            ..EncoderConfig::default()
+        };
+        let task = Task::Classes(vec!["a".into(), "b".into(), "c".into()]);
+        let body = ClassifierBody::Encoder(EncoderBody::new(config, 0).unwrap());
+        let mut model = Classifier::new(body, &task, pooling, false, 0).unwrap();
+        for p in model.params_mut() {
+            p.value
+                .copy_from_slice(&fx.get(&format!("param.{}", p.name)).data);
+        }
+        let ints = |key: &str| {
+            fx.get(key)
+                .data
+                .iter()
+                .map(|&v| v as usize)
+                .collect::<Vec<_>>()
+        };
+        let tokens: Vec<u32> = ints("tokens").iter().map(|&t| t as u32).collect();
+        let labels: Vec<u32> = ints("labels").iter().map(|&l| l as u32).collect();
+        let logits = model.forward(&tokens, &ints("lengths")).unwrap().to_vec();
+        assert_close(
+            &format!("{name} logits"),
+            &logits,
+            &fx.get("logits").data,
+            1e-4,
+            1e-5,
+        );
+        let loss = model.loss(&labels, &[0.0; 3]).unwrap();
+        assert_close(
+            &format!("{name} loss"),
+            &[loss],
+            &fx.get("loss").data,
+            1e-5,
+            1e-6,
+        );
+        model.zero_grad();
+        model.backward().unwrap();
+        for p in model.params_mut() {
+            let expected = &fx.get(&format!("grad.{}", p.name)).data;
+            assert_close(
+                &format!("{name} d{}", p.name),
+                &p.grad,
+                expected,
+                1e-4,
                 1e-5,
             );
         }

@@ -5,9 +5,9 @@
 //! |---|---|
 //! | `model.safetensors` | the body's parameters under the GPT's names and `head.weight`, `head.bias`; metadata `step` |
 //! | `optimizer.safetensors` | AdamW's moments of the trainable parameters and its step count |
-//! | `config.json` | the body's [`GptConfig`] |
+//! | `config.json` | the body's [`GptConfig`], or [`EncoderConfig`] for an encoder body |
 //! | `tokenizer.json` | the [`Tokenizer`] |
-//! | `classify.json` | the run's [`ClassifyConfig`] |
+//! | `classify.json` | the run's [`ClassifyConfig`] (its `body` says how to read `config.json`) |
 //! | `task.json` | the classes, or regression ([`Task`]) |
 //! | `state.json` | [`RunState`]: step, data RNG state, elapsed time |
 //!
@@ -25,8 +25,9 @@ use crate::optim::{AdamW, Optimizer};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
-use super::config::ClassifyConfig;
+use super::config::{BodyKind, ClassifyConfig};
 use super::data::Task;
+use super::encoder::{EncoderBody, EncoderConfig};
 use super::model::{Classifier, ClassifierBody};
 
 const MODEL_FILE: &str = "model.safetensors";
@@ -72,11 +73,13 @@ pub(crate) fn save_classifier(
     let model_file = TensorFile::from_params(&params, &metadata)?;
     let optimizer_state = optimizer.state();
     let optimizer_file = optimizer_state.tensor_file()?;
-    let ClassifierBody::Gpt(gpt) = &model.body;
     save_set(run, state.step, |set| {
         set.file(MODEL_FILE, |out| model_file.write_to(out))?;
         set.file(OPTIMIZER_FILE, |out| optimizer_file.write_to(out))?;
-        set.json(CONFIG_FILE, gpt.config())?;
+        match &model.body {
+            ClassifierBody::Gpt(gpt) => set.json(CONFIG_FILE, gpt.config())?,
+            ClassifierBody::Encoder(body) => set.json(CONFIG_FILE, body.config())?,
+        }
         set.json(TOKENIZER_FILE, tokenizer)?;
         set.json(CLASSIFY_FILE, config)?;
         set.json(TASK_FILE, task)?;
@@ -95,25 +98,35 @@ pub fn load_classifier(dir: &Path) -> Result<SavedClassifier> {
     set.check_step(STATE_FILE, Some(state.step))?;
     Rng::from_state(state.rng_state)
         .map_err(|e| format(STATE_FILE, format!("`rng_state`: {e}")))?;
-    let gpt_config: GptConfig = set.read_json(CONFIG_FILE)?;
-    gpt_config
-        .validate()
-        .map_err(|e| format(CONFIG_FILE, e.to_string()))?;
-    let tokenizer: Tokenizer = set.read_json(TOKENIZER_FILE)?;
-    if tokenizer.vocab_size() != gpt_config.vocab {
-        return Err(format(
-            TOKENIZER_FILE,
-            format!(
-                "the tokenizer has {} ids, the model's vocabulary {}",
-                tokenizer.vocab_size(),
-                gpt_config.vocab
-            ),
-        ));
-    }
     let config: ClassifyConfig = set.read_json(CLASSIFY_FILE)?;
     config
         .validate()
         .map_err(|e| format(CLASSIFY_FILE, e.to_string()))?;
+    let body_config = match config.body {
+        BodyKind::Gpt => BodyConfig::Gpt(set.read_json(CONFIG_FILE)?),
+        BodyKind::Encoder => BodyConfig::Encoder(set.read_json(CONFIG_FILE)?),
+    };
+    let (vocab, width, body_params) = match &body_config {
+        BodyConfig::Gpt(c) => c
+            .validate()
+            .and(c.num_params())
+            .map(|n| (c.vocab, c.width, n)),
+        BodyConfig::Encoder(c) => c
+            .validate()
+            .and(c.num_params())
+            .map(|n| (c.vocab, c.width, n)),
+    }
+    .map_err(|e| format(CONFIG_FILE, e.to_string()))?;
+    let tokenizer: Tokenizer = set.read_json(TOKENIZER_FILE)?;
+    if tokenizer.vocab_size() != vocab {
+        return Err(format(
+            TOKENIZER_FILE,
+            format!(
+                "the tokenizer has {} ids, the model's vocabulary {vocab}",
+                tokenizer.vocab_size(),
+            ),
+        ));
+    }
     let task: Task = set.read_json(TASK_FILE)?;
     if task.outputs() == 0 || matches!(&task, Task::Classes(c) if c.len() < 2) {
         return Err(format(
@@ -128,15 +141,20 @@ pub fn load_classifier(dir: &Path) -> Result<SavedClassifier> {
     // The sizes come from config.json and task.json: compare them with what the file holds
     // before allocating a model of that size.
     let stored: u64 = checkpoint.tensors.values().map(|t| t.len() as u64).sum();
-    let needed = gpt_config.num_params()? + ((gpt_config.width + 1) * task.outputs()) as u64;
+    let needed = body_params + ((width + 1) * task.outputs()) as u64;
     if needed != stored {
         return Err(Error::Format {
             path: model_path,
             detail: format!("holds {stored} values, but the classifier of {CONFIG_FILE} and {TASK_FILE} has {needed} parameters"),
         });
     }
-    let body = ClassifierBody::Gpt(Gpt::new(gpt_config, 0)?);
-    let mut model = Classifier::new(body, &task, config.pooling, config.freeze_body, 0)?;
+    let body = match body_config {
+        BodyConfig::Gpt(c) => ClassifierBody::Gpt(Gpt::new(c, 0)?),
+        BodyConfig::Encoder(c) => ClassifierBody::Encoder(EncoderBody::new(c, 0)?),
+    };
+    let mut model = Classifier::new(body, &task, config.pooling, config.freeze_body, 0)
+        .and_then(|m| m.with_dropout(config.dropout))
+        .map_err(|e| format(CLASSIFY_FILE, e.to_string()))?;
     assign_params(&model_path, &checkpoint.tensors, &mut model.params_mut())?;
     Ok(SavedClassifier {
         model,
@@ -145,6 +163,12 @@ pub fn load_classifier(dir: &Path) -> Result<SavedClassifier> {
         task,
         state,
     })
+}
+
+/// What `config.json` holds, by the body `classify.json` names.
+enum BodyConfig {
+    Gpt(GptConfig),
+    Encoder(EncoderConfig),
 }
 
 /// The optimizer saved in `dir`, rebuilt with `config`'s hyperparameters.

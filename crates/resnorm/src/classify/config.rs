@@ -3,20 +3,27 @@
 //! The defaults train a 2-layer width-64 pre-LN GPT body on GPT-2 BPE tokens (64 per
 //! sentence), mean-pooled, in about four minutes on two cores (the VADER set's binary task,
 //! see docs/benchmarks.md: words as tokens beat bytes there by 16 points). With `init`
-//! the body, its size and its tokenizer come from a `resnorm train` run instead.
+//! the body, its size and its tokenizer come from a `resnorm train` run instead. With
+//! `body: encoder` the same sizes describe a Transformer encoder (bidirectional attention)
+//! trained from scratch, pooled by mean or by a prepended [CLS] token (`pooling: cls`).
 //!
 //! ```
-//! use resnorm::classify::{ClassifyConfig, Pooling, TableSpec};
+//! use resnorm::classify::{BodyKind, ClassifyConfig, Pooling, TableSpec};
 //! let config = ClassifyConfig {
 //!     table: TableSpec { label_column: Some("label".into()), ..TableSpec::new("text") },
 //!     ..ClassifyConfig::default()
 //! };
 //! config.validate().unwrap();
 //! assert_eq!((config.pooling, config.gpt_config(50257).context), (Pooling::Mean, 64));
-//! assert!(ClassifyConfig { steps: 0, ..config }.validate().is_err());
+//! assert!(ClassifyConfig { steps: 0, ..config.clone() }.validate().is_err());
+//! let encoder = ClassifyConfig { body: BodyKind::Encoder, pooling: Pooling::Cls, ..config };
+//! assert!(encoder.encoder_config(100).cls);
+//! assert!(ClassifyConfig { body: BodyKind::Gpt, ..encoder }.validate().is_err());
 //! ```
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +34,42 @@ use crate::optim::{AdamWConfig, WarmupCosine};
 use crate::{Error, Result};
 
 use super::data::TableSpec;
+use super::encoder::EncoderConfig;
 use super::pooling::Pooling;
+
+/// Which network reads the sentence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyKind {
+    /// A decoder-only GPT (causal attention), from scratch or from a `resnorm train` run.
+    #[default]
+    Gpt,
+    /// A Transformer encoder (bidirectional attention), from scratch.
+    Encoder,
+}
+
+impl fmt::Display for BodyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BodyKind::Gpt => "gpt",
+            BodyKind::Encoder => "encoder",
+        })
+    }
+}
+
+impl FromStr for BodyKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gpt" => Ok(BodyKind::Gpt),
+            "encoder" => Ok(BodyKind::Encoder),
+            _ => Err(Error::Config(format!(
+                "unknown body '{s}'; expected gpt or encoder"
+            ))),
+        }
+    }
+}
 
 /// The settings of one classification run; see the module documentation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +85,9 @@ pub struct ClassifyConfig {
     pub test_fraction: f64,
     /// Seeds the split.
     pub split_seed: u64,
+    /// The network under the head (runs saved before the field existed read as a GPT).
+    #[serde(default)]
+    pub body: BodyKind,
     /// A `resnorm train` run whose GPT is fine-tuned (body, size and tokenizer from it);
     /// `None` trains from scratch.
     pub init: Option<PathBuf>,
@@ -60,8 +105,12 @@ pub struct ClassifyConfig {
     pub norm: NormKind,
     /// The tokenizer (from scratch; a character vocabulary is taken from the training split).
     pub tokenizer: TokenizerKind,
-    /// Last real token or mean over the real tokens.
+    /// [CLS] token (encoder only), last real token or mean over the real tokens.
     pub pooling: Pooling,
+    /// Probability of dropping each pooled feature before the head while training (runs
+    /// saved before the field existed read as 0).
+    #[serde(default)]
+    pub dropout: f32,
     /// Train the head only.
     pub freeze_body: bool,
     /// Sentences per step.
@@ -94,6 +143,7 @@ impl Default for ClassifyConfig {
             valid_fraction: 0.1,
             test_fraction: 0.1,
             split_seed: 0,
+            body: BodyKind::Gpt,
             init: None,
             layers: 2,
             heads: 4,
@@ -103,6 +153,7 @@ impl Default for ClassifyConfig {
             norm: NormKind::Layer,
             tokenizer: TokenizerKind::Gpt2,
             pooling: Pooling::Mean,
+            dropout: 0.0,
             freeze_body: false,
             batch: 32,
             steps: 1000,
@@ -133,6 +184,22 @@ impl ClassifyConfig {
         }
     }
 
+    /// The encoder body these settings describe, for a vocabulary of `vocab` ids; [CLS]
+    /// pooling prepends the token.
+    pub fn encoder_config(&self, vocab: usize) -> EncoderConfig {
+        EncoderConfig {
+            vocab,
+            layers: self.layers,
+            heads: self.heads,
+            width: self.width,
+            context: self.context,
+            placement: self.placement,
+            norm: self.norm,
+            cls: self.pooling == Pooling::Cls,
+            ..EncoderConfig::default()
+        }
+    }
+
     /// AdamW's hyperparameters.
     pub fn adamw_config(&self) -> AdamWConfig {
         AdamWConfig {
@@ -157,9 +224,24 @@ impl ClassifyConfig {
                 self.grad_clip
             )));
         }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Config(format!(
+                "dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
+        }
         self.table.validate()?;
         self.schedule()?;
         crate::optim::AdamW::new(self.adamw_config()).map_err(|e| Error::Config(e.to_string()))?;
-        self.gpt_config(1).validate()
+        match self.body {
+            BodyKind::Gpt if self.pooling == Pooling::Cls => Err(Error::Config(
+                "cls pooling needs the encoder body (a GPT's first token sees only itself)".into(),
+            )),
+            BodyKind::Gpt => self.gpt_config(1).validate(),
+            BodyKind::Encoder if self.init.is_some() => Err(Error::Config(
+                "init fine-tunes a GPT run; the encoder body trains from scratch".into(),
+            )),
+            BodyKind::Encoder => self.encoder_config(1).validate(),
+        }
     }
 }

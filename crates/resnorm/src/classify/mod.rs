@@ -1,6 +1,7 @@
 //! Sentence classification (and regression on a score) with a Transformer body: data from
 //! TSV/CSV, a stratified split kept in the run directory, a pooled linear head on a GPT
-//! trained from scratch or fine-tuned from a `resnorm train` run, the training loop,
+//! trained from scratch or fine-tuned from a `resnorm train` run or on a Transformer encoder
+//! trained from scratch, the training loop,
 //! checkpoints and the scores. `resnorm classify train|eval|predict` wrap this module.
 //!
 //! ```text
@@ -15,6 +16,7 @@ mod batch;
 mod checkpoint;
 mod config;
 mod data;
+mod encoder;
 mod evaluate;
 mod metrics;
 mod model;
@@ -24,8 +26,9 @@ mod trainer;
 
 pub use batch::{encode_sentence, fill_batch};
 pub use checkpoint::{load_classifier, RunState, SavedClassifier};
-pub use config::ClassifyConfig;
+pub use config::{BodyKind, ClassifyConfig};
 pub use data::{read_table, Example, Table, TableSpec, Task};
+pub use encoder::{EncoderBody, EncoderConfig};
 pub use evaluate::{outputs, predicted_classes, score, EvalReport};
 pub use metrics::{pearson, ClassMetrics, GroupAccuracy};
 pub use model::{Classifier, ClassifierBody};

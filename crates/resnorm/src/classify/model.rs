@@ -1,15 +1,19 @@
 //! A sentence classifier: a body's hidden states, pooled, then a linear head.
 //!
 //! ```text
-//! h = body(tokens)                 [B, T, C]   right-padded rows (ClassifierBody)
-//! p = pool(h, lengths)             [B, C]      last real token or mean (see pooling.rs)
-//! y = p · W + b                    [B, K]      W [C, K] "head.weight", b "head.bias"
+//! h = body(tokens)                 [B, P+T, C] right-padded rows (ClassifierBody; P = 1
+//!                                              with an encoder's [CLS] token, else 0)
+//! p = pool(h, P + lengths)         [B, C]      [CLS], last real token or mean (pooling.rs)
+//! p' = p ⊙ m / (1 − q)             [B, C]      dropout while training: m_i ~ Bernoulli(1 − q)
+//! y = p' · W + b                   [B, K]      W [C, K] "head.weight", b "head.bias"
 //! classes:     loss = mean_b cross-entropy(y_b, label_b)
 //! regression:  loss = mean_b (y_b − score_b)²          (K = 1)
-//! backward: dy -> dW, db, dp = dy Wᵀ -> dh = pool'ᵀ dp -> body (skipped when frozen)
+//! backward: dy -> dW, db, dp' = dy Wᵀ -> dp = dp' ⊙ m / (1 − q) -> dh = pool'ᵀ dp -> body
 //! ```
-//! The body is an enum so that other bodies can join the GPT's; with `freeze_body` only the
-//! head trains, and the body's backward is not run at all.
+//! The body is a GPT (causal) or a Transformer encoder (bidirectional, padded keys masked);
+//! with `freeze_body` only the head trains, and the body's backward is not run at all.
+//! Dropout draws its mask from the caller's RNG (the trainer's data RNG), so a resumed run
+//! draws the same masks; evaluation runs without it.
 //!
 //! ```
 //! use resnorm::classify::{Classifier, ClassifierBody, Pooling, Task};
@@ -32,6 +36,7 @@ use crate::rng::Rng;
 use crate::{Error, Result};
 
 use super::data::Task;
+use super::encoder::EncoderBody;
 use super::pooling::Pooling;
 
 /// The network under the head.
@@ -39,6 +44,8 @@ use super::pooling::Pooling;
 pub enum ClassifierBody {
     /// A decoder-only GPT, to its final norm (causal attention).
     Gpt(Gpt),
+    /// A Transformer encoder (bidirectional attention over the real tokens).
+    Encoder(EncoderBody),
 }
 
 impl ClassifierBody {
@@ -46,6 +53,15 @@ impl ClassifierBody {
     pub fn width(&self) -> usize {
         match self {
             ClassifierBody::Gpt(gpt) => gpt.config().width,
+            ClassifierBody::Encoder(body) => body.config().width,
+        }
+    }
+
+    /// Positions the body puts in front of each sentence (its [CLS] token).
+    pub fn prefix(&self) -> usize {
+        match self {
+            ClassifierBody::Gpt(_) => 0,
+            ClassifierBody::Encoder(body) => body.config().prefix(),
         }
     }
 
@@ -53,30 +69,35 @@ impl ClassifierBody {
     pub fn context(&self) -> usize {
         match self {
             ClassifierBody::Gpt(gpt) => gpt.config().context,
+            ClassifierBody::Encoder(body) => body.config().context,
         }
     }
 
-    fn forward(&mut self, tokens: &[u32], batch: usize) -> Result<&[f32]> {
+    fn forward(&mut self, tokens: &[u32], lengths: &[usize]) -> Result<&[f32]> {
         match self {
-            ClassifierBody::Gpt(gpt) => gpt.forward_hidden(tokens, batch),
+            ClassifierBody::Gpt(gpt) => gpt.forward_hidden(tokens, lengths.len()),
+            ClassifierBody::Encoder(body) => body.forward(tokens, lengths, lengths.len()),
         }
     }
 
     fn backward(&mut self, d_hidden: &[f32]) -> Result<()> {
         match self {
             ClassifierBody::Gpt(gpt) => gpt.backward_hidden(d_hidden),
+            ClassifierBody::Encoder(body) => body.backward(d_hidden),
         }
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
         match self {
             ClassifierBody::Gpt(gpt) => gpt.params_mut(),
+            ClassifierBody::Encoder(body) => body.params_mut(),
         }
     }
 
     fn visit_params(&self, f: &mut dyn FnMut(&Param)) {
         match self {
             ClassifierBody::Gpt(gpt) => gpt.visit_params(f),
+            ClassifierBody::Encoder(body) => body.visit_params(f),
         }
     }
 }
@@ -91,7 +112,11 @@ pub struct Classifier {
     pooling: Pooling,
     freeze_body: bool,
     regression: bool,
+    dropout: f32,
+    /// `m / (1 − q)` of the last forward with dropout; empty when it ran without.
+    mask: Vec<f32>,
     lengths: Vec<usize>,
+    pool_lengths: Vec<usize>,
     seq: usize,
     hidden_len: usize,
     pooled: Vec<f32>,
@@ -104,7 +129,8 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// `body` with a fresh head for `task` (weights normal(0, 0.02) from `seed`, bias 0).
+    /// `body` with a fresh head for `task` (weights normal(0, 0.02) from `seed`, bias 0);
+    /// [CLS] pooling needs a body that prepends the token.
     pub fn new(
         body: ClassifierBody,
         task: &Task,
@@ -112,6 +138,12 @@ impl Classifier {
         freeze_body: bool,
         seed: u64,
     ) -> Result<Self> {
+        if (pooling == Pooling::Cls) != (body.prefix() == 1) {
+            return Err(Error::Config(format!(
+                "{pooling} pooling with a body that {} a [CLS] token; cls pooling and an encoder's [CLS] token go together",
+                if body.prefix() == 1 { "prepends" } else { "has no" }
+            )));
+        }
         let mut head = Linear::new("head", body.width(), task.outputs(), true)?;
         head.init(&mut Rng::new(seed), 0.02);
         Ok(Classifier {
@@ -120,7 +152,10 @@ impl Classifier {
             pooling,
             freeze_body,
             regression: matches!(task, Task::Regression),
+            dropout: 0.0,
+            mask: Vec::new(),
             lengths: Vec::new(),
+            pool_lengths: Vec::new(),
             seq: 0,
             hidden_len: 0,
             pooled: Vec::new(),
@@ -131,6 +166,14 @@ impl Classifier {
             losses: Vec::new(),
             logsumexp: Vec::new(),
         })
+    }
+
+    /// The same classifier with dropout of probability `q` before the head while training.
+    pub fn with_dropout(self, q: f32) -> Result<Self> {
+        if !(0.0..1.0).contains(&q) {
+            return Err(Error::Config(format!("dropout {q} must be in [0, 1)")));
+        }
+        Ok(Classifier { dropout: q, ..self })
     }
 
     /// Outputs per sentence `K`.
@@ -144,8 +187,44 @@ impl Classifier {
     }
 
     /// The logits (regression: the scores) `[B, K]` of right-padded `tokens` (`B` rows of
-    /// equal length) whose real lengths are `lengths`.
+    /// equal length) whose real lengths are `lengths`, without dropout.
     pub fn forward(&mut self, tokens: &[u32], lengths: &[usize]) -> Result<&[f32]> {
+        self.forward_pooled(tokens, lengths)?;
+        self.mask.clear();
+        self.head_forward()
+    }
+
+    /// As [`Classifier::forward`], with dropout before the head, its mask drawn from `rng`
+    /// (nothing drawn when the probability is 0).
+    pub fn forward_train(
+        &mut self,
+        tokens: &[u32],
+        lengths: &[usize],
+        rng: &mut Rng,
+    ) -> Result<&[f32]> {
+        self.forward_pooled(tokens, lengths)?;
+        self.mask.clear();
+        if self.dropout > 0.0 {
+            let keep = 1.0 / (1.0 - self.dropout);
+            let q = self.dropout;
+            let draw = |_| if rng.uniform() < q { 0.0 } else { keep };
+            self.mask.extend((0..self.pooled.len()).map(draw));
+            self.pooled
+                .iter_mut()
+                .zip(&self.mask)
+                .for_each(|(p, m)| *p *= m);
+        }
+        self.head_forward()
+    }
+
+    fn head_forward(&mut self) -> Result<&[f32]> {
+        self.logits.resize(self.lengths.len() * self.outputs(), 0.0);
+        self.head.forward(&mut self.logits, &self.pooled)?;
+        Ok(&self.logits)
+    }
+
+    /// Body and pooling: fills `pooled`, `lengths`, `pool_lengths`, `seq`.
+    fn forward_pooled(&mut self, tokens: &[u32], lengths: &[usize]) -> Result<()> {
         let batch = lengths.len();
         if batch == 0 || !tokens.len().is_multiple_of(batch) {
             return Err(Error::shape(
@@ -153,19 +232,20 @@ impl Classifier {
                 format!("{} tokens for {batch} rows", tokens.len()),
             ));
         }
-        let (width, k) = (self.body.width(), self.outputs());
-        let seq = tokens.len() / batch;
-        let hidden = self.body.forward(tokens, batch)?;
+        let (width, prefix) = (self.body.width(), self.body.prefix());
+        let seq = tokens.len() / batch + prefix;
+        self.pool_lengths.clear();
+        self.pool_lengths
+            .extend(lengths.iter().map(|&n| n + prefix));
+        let hidden = self.body.forward(tokens, lengths)?;
         self.pooled.resize(batch * width, 0.0);
         self.pooling
-            .forward(hidden, lengths, seq, &mut self.pooled)?;
+            .forward(hidden, &self.pool_lengths, seq, &mut self.pooled)?;
         self.hidden_len = hidden.len();
-        self.logits.resize(batch * k, 0.0);
-        self.head.forward(&mut self.logits, &self.pooled)?;
         self.lengths.clear();
         self.lengths.extend_from_slice(lengths);
         self.seq = seq;
-        Ok(&self.logits)
+        Ok(())
     }
 
     /// The mean loss of the last forward against `labels` (classes) or `scores`
@@ -224,9 +304,17 @@ impl Classifier {
         if self.freeze_body {
             return Ok(());
         }
+        self.d_pooled
+            .iter_mut()
+            .zip(&self.mask)
+            .for_each(|(d, m)| *d *= m);
         self.d_hidden.resize(self.hidden_len, 0.0);
-        self.pooling
-            .backward(&self.d_pooled, &self.lengths, self.seq, &mut self.d_hidden)?;
+        self.pooling.backward(
+            &self.d_pooled,
+            &self.pool_lengths,
+            self.seq,
+            &mut self.d_hidden,
+        )?;
         self.body.backward(&self.d_hidden)
     }
 
@@ -269,6 +357,9 @@ impl Classifier {
         if !self.freeze_body {
             match &mut self.body {
                 ClassifierBody::Gpt(gpt) => gpt.zero_grad(),
+                ClassifierBody::Encoder(body) => {
+                    body.params_mut().into_iter().for_each(|p| p.zero_grad())
+                }
             }
         }
         self.head.visit_params_mut(&mut |p| p.zero_grad());

@@ -4,11 +4,13 @@
 //! states `h [B, seq, C]`:
 //!
 //! ```text
+//! cls:   p_b = h[b, 0]                          dh[b, 0] = dp_b
 //! last:  p_b = h[b, n_b − 1]                    dh[b, n_b − 1] = dp_b
 //! mean:  p_b = (1/n_b) Σ_{t<n_b} h[b, t]         dh[b, t] = dp_b / n_b   (t < n_b)
 //! every other position (the pads) gets dh = 0, so pads add nothing to any gradient
 //! ```
-//! Under causal attention the last real token has read the whole sentence and no pad; mean
+//! Under causal attention the last real token has read the whole sentence and no pad; under
+//! bidirectional attention so has the first, the [CLS] token an encoder body prepends; mean
 //! pooling skips the pads explicitly.
 //!
 //! ```
@@ -19,6 +21,8 @@
 //! assert_eq!(p, [2.0, 3.0]);
 //! Pooling::Last.forward(&h, &[2], 3, &mut p).unwrap();
 //! assert_eq!(p, [3.0, 4.0]);
+//! Pooling::Cls.forward(&h, &[2], 3, &mut p).unwrap();
+//! assert_eq!(p, [1.0, 2.0]);
 //! let mut dh = [7.0; 6];
 //! Pooling::Mean.backward(&[1.0, 2.0], &[2], 3, &mut dh).unwrap();
 //! assert_eq!(dh, [0.5, 1.0, 0.5, 1.0, 0.0, 0.0]);
@@ -35,6 +39,8 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
+    /// The first position's state: the [CLS] token of an encoder body.
+    Cls,
     /// The last real token's state.
     Last,
     /// The mean over the real tokens.
@@ -44,6 +50,7 @@ pub enum Pooling {
 impl fmt::Display for Pooling {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Pooling::Cls => "cls",
             Pooling::Last => "last",
             Pooling::Mean => "mean",
         })
@@ -55,10 +62,11 @@ impl FromStr for Pooling {
 
     fn from_str(s: &str) -> Result<Self> {
         match s {
+            "cls" => Ok(Pooling::Cls),
             "last" => Ok(Pooling::Last),
             "mean" => Ok(Pooling::Mean),
             _ => Err(Error::Config(format!(
-                "unknown pooling '{s}'; expected last or mean"
+                "unknown pooling '{s}'; expected cls, last or mean"
             ))),
         }
     }
@@ -106,6 +114,7 @@ impl Pooling {
         for (b, (out, &n)) in pooled.chunks_exact_mut(width).zip(lengths).enumerate() {
             let row = |t: usize| &hidden[(b * seq + t) * width..][..width];
             match self {
+                Pooling::Cls => out.copy_from_slice(row(0)),
                 Pooling::Last => out.copy_from_slice(row(n - 1)),
                 Pooling::Mean => {
                     out.fill(0.0);
@@ -139,6 +148,7 @@ impl Pooling {
         for (b, (dp, &n)) in d_pooled.chunks_exact(width).zip(lengths).enumerate() {
             let rows = &mut d_hidden[b * seq * width..][..seq * width];
             match self {
+                Pooling::Cls => rows[..width].copy_from_slice(dp),
                 Pooling::Last => rows[(n - 1) * width..][..width].copy_from_slice(dp),
                 Pooling::Mean => {
                     let scale = 1.0 / n as f32;

@@ -8,9 +8,10 @@
 //! clip the global gradient norm to grad_clip (when > 0); AdamW with lr = WarmupCosine(s)
 //! ```
 //! A fresh run reads the table, splits it ([`stratified_split`]) and writes `split.tsv` into
-//! the run directory; the body is a fresh GPT (weights from `seed`) or the GPT of a
-//! `resnorm train` run (`init`), the head always fresh (from `seed ^ HEAD_SEED_MIX`). The
-//! data RNG is seeded with `seed ^ DATA_SEED_MIX`, as the language model's. Every kernel is
+//! the run directory; the body is a fresh GPT or encoder (weights from `seed`) or the GPT of
+//! a `resnorm train` run (`init`), the head always fresh (from `seed ^ HEAD_SEED_MIX`). The
+//! data RNG is seeded with `seed ^ DATA_SEED_MIX`, as the language model's, and also draws
+//! the dropout masks (after the batch's sentences). Every kernel is
 //! deterministic for a given thread count, so a run resumed from its checkpoint (weights,
 //! AdamW moments, step, data RNG state; the split read back from `split.tsv`) continues
 //! bit for bit.
@@ -53,8 +54,9 @@ use super::batch::{encode_sentence, fill_batch};
 use super::checkpoint::{
     load_classifier, load_optimizer, save_classifier, RunState, SavedClassifier,
 };
-use super::config::ClassifyConfig;
+use super::config::{BodyKind, ClassifyConfig};
 use super::data::{read_table, Table, Task};
+use super::encoder::EncoderBody;
 use super::evaluate::{outputs, score, EvalReport};
 use super::model::{Classifier, ClassifierBody};
 use super::split::{stratified_split, Split, SPLIT_FILE};
@@ -166,7 +168,7 @@ impl Trainer {
         )?;
         std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
         split.write(&run.join(SPLIT_FILE), &table.examples)?;
-        let (gpt, tokenizer) = match &config.init {
+        let (body, tokenizer) = match &config.init {
             Some(dir) => {
                 let saved = crate::lm::load_checkpoint(dir)?;
                 let model = saved.model.into_gpt("a classifier's --init")?;
@@ -175,7 +177,7 @@ impl Trainer {
                     (c.layers, c.heads, c.width, c.context);
                 (config.placement, config.norm) = (c.placement, c.norm);
                 config.tokenizer = TokenizerKind::of(&saved.tokenizer);
-                (model, saved.tokenizer)
+                (ClassifierBody::Gpt(model), saved.tokenizer)
             }
             None => {
                 let tokenizer = match config.tokenizer {
@@ -195,17 +197,27 @@ impl Trainer {
                         ))
                     }
                 };
-                let gpt = Gpt::new(config.gpt_config(tokenizer.vocab_size()), config.seed)?;
-                (gpt, tokenizer)
+                let vocab = tokenizer.vocab_size();
+                let body = match config.body {
+                    BodyKind::Gpt => {
+                        ClassifierBody::Gpt(Gpt::new(config.gpt_config(vocab), config.seed)?)
+                    }
+                    BodyKind::Encoder => ClassifierBody::Encoder(EncoderBody::new(
+                        config.encoder_config(vocab),
+                        config.seed,
+                    )?),
+                };
+                (body, tokenizer)
             }
         };
         let model = Classifier::new(
-            ClassifierBody::Gpt(gpt),
+            body,
             &table.task,
             config.pooling,
             config.freeze_body,
             config.seed ^ HEAD_SEED_MIX,
-        )?;
+        )?
+        .with_dropout(config.dropout)?;
         let optimizer = AdamW::new(config.adamw_config())?;
         let rng = Rng::new(config.seed ^ DATA_SEED_MIX);
         Self::assemble(config, model, optimizer, tokenizer, table, split, rng, None)
@@ -320,7 +332,8 @@ impl Trainer {
             &mut self.lengths,
         );
         self.model.zero_grad();
-        self.model.forward(&self.tokens, &self.lengths)?;
+        self.model
+            .forward_train(&self.tokens, &self.lengths, &mut self.rng)?;
         let loss = self.model.loss(&self.labels, &self.scores)?;
         let diverged = |loss: f32| Error::Diverged {
             step: self.step,

@@ -23,25 +23,27 @@ const TOLERANCE: f64 = 2e-4;
 const STEP: f64 = 1e-5;
 
 /// What the reference needs besides the values it is differentiated in.
-struct Case {
-    pooling: Pooling,
-    regression: bool,
-    lengths: Vec<usize>,
-    seq: usize,
-    width: usize,
-    outputs: usize,
-    labels: Vec<u32>,
-    scores: Vec<f32>,
+pub(super) struct Case {
+    pub(super) pooling: Pooling,
+    pub(super) regression: bool,
+    /// Positions pooled per row (a [CLS] token counts).
+    pub(super) lengths: Vec<usize>,
+    pub(super) seq: usize,
+    pub(super) width: usize,
+    pub(super) outputs: usize,
+    pub(super) labels: Vec<u32>,
+    pub(super) scores: Vec<f32>,
 }
 
 /// The mean loss in `f64` straight from the definitions.
-fn reference_loss(case: &Case, h: &[f64], w: &[f64], b: &[f64]) -> f64 {
+pub(super) fn reference_loss(case: &Case, h: &[f64], w: &[f64], b: &[f64]) -> f64 {
     let (c, k) = (case.width, case.outputs);
     let mut total = 0.0;
     for (row, &n) in case.lengths.iter().enumerate() {
         let at = |t: usize, j: usize| h[(row * case.seq + t) * c + j];
         let pooled: Vec<f64> = (0..c)
             .map(|j| match case.pooling {
+                Pooling::Cls => at(0, j),
                 Pooling::Last => at(n - 1, j),
                 Pooling::Mean => (0..n).map(|t| at(t, j)).sum::<f64>() / n as f64,
             })
@@ -96,7 +98,9 @@ fn check(pooling: Pooling, regression: bool) -> Vec<CheckResult> {
         .expect("one target per row");
     model.zero_grad();
     model.backward().expect("after a loss");
-    let ClassifierBody::Gpt(gpt) = &mut model.body;
+    let ClassifierBody::Gpt(gpt) = &mut model.body else {
+        unreachable!("the body was built as a GPT above")
+    };
     let h: Vec<f64> = (gpt
         .forward_hidden(&tokens, case.lengths.len())
         .expect("a valid batch"))

@@ -20,6 +20,7 @@
 pub mod attention;
 pub mod batch_norm;
 pub mod classify;
+pub mod encoder_classifier;
 pub mod gpt;
 pub mod layers;
 pub mod llama;
@@ -104,6 +105,7 @@ pub fn all_checks() -> Vec<CheckResult> {
     results.extend(resnet::checks());
     results.extend(gpt::checks());
     results.extend(classify::checks());
+    results.extend(encoder_classifier::checks());
     results.extend(llama::checks());
     results.extend(seq2seq::checks());
     results

@@ -120,7 +120,7 @@ impl OwnedBatch {
 /// Multi-head attention in f64: queries `[B·Tq, C]`, keys and values `[B·Tk, C]`, `len_b`
 /// valid keys, causal (`Tq = Tk`) or not; a query that sees no key gives zeros.
 #[allow(clippy::too_many_arguments)]
-fn attention(
+pub(super) fn attention(
     q: &[f64],
     kv: (&[f64], &[f64]),
     (batch, tq, tk): (usize, usize, usize),

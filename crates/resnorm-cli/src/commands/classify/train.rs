@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use resnorm::classify::{ClassifyConfig, EvalReport, Pooling, Trainer};
+use resnorm::classify::{BodyKind, ClassifyConfig, EvalReport, Pooling, Trainer};
 use resnorm::kernels::NormKind;
 use resnorm::lm::{MetricsLog, TokenizerKind};
 use resnorm::models::gpt::Placement;
@@ -54,15 +54,21 @@ pub struct Args {
     /// Start a new run in --out even though it holds one.
     #[arg(long)]
     overwrite: bool,
+    /// gpt (causal) or encoder (bidirectional, from scratch) [default: gpt].
+    #[arg(long)]
+    body: Option<BodyKind>,
     /// Fine-tune the GPT of this `resnorm train` run (its size and tokenizer).
     #[arg(long)]
     init: Option<PathBuf>,
     /// Train the head only.
     #[arg(long)]
     freeze_body: bool,
-    /// last or mean [default: mean].
-    #[arg(long)]
+    /// cls (encoder: a prepended [CLS] token), last or mean [default: mean].
+    #[arg(long, visible_alias = "pool")]
     pooling: Option<Pooling>,
+    /// Dropout before the head while training [default: 0].
+    #[arg(long)]
+    dropout: Option<f32>,
     /// char, byte or gpt2 (from scratch) [default: gpt2].
     #[arg(long)]
     tokenizer: Option<TokenizerKind>,
@@ -144,9 +150,11 @@ impl Args {
         set(&mut t.group_column, &some(&self.group_column));
         set(&mut t.labels, &self.labels.clone().map(Some));
         set(&mut t.threshold, &self.threshold.map(Some));
+        set(&mut c.body, &self.body);
         set(&mut c.init, &self.init.clone().map(Some));
         c.freeze_body |= self.freeze_body;
         set(&mut c.pooling, &self.pooling);
+        set(&mut c.dropout, &self.dropout);
         set(&mut c.tokenizer, &self.tokenizer);
         set(&mut c.layers, &self.layers);
         set(&mut c.heads, &self.heads);
@@ -212,9 +220,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut params = 0;
     trainer.model().visit_params(&mut |p| params += p.len());
     say(&format!(
-        "{} a {params}-parameter {} GPT classifier ({} pooling{}) for {} steps: {} training / {} validation / {} test sentences, into {}",
+        "{} a {params}-parameter {} {} classifier ({} pooling{}) for {} steps: {} training / {} validation / {} test sentences, into {}",
         if config.init.is_some() { "fine-tuning" } else { "training" },
         config.placement,
+        match config.body {
+            BodyKind::Gpt => "GPT",
+            BodyKind::Encoder => "encoder",
+        },
         config.pooling,
         if config.freeze_body { ", body frozen" } else { "" },
         config.steps,

@@ -32,7 +32,8 @@ pub(super) fn initialize(model: &mut Seq2Seq, seed: u64) {
     init_stack(&mut model.decoder, &mut rng, decoder_beta);
 }
 
-fn init_stack(stack: &mut Stack, rng: &mut Rng, beta: f32) {
+/// Draws every linear weight of `stack` (Xavier-normal, DeepNet's `beta` where it applies).
+pub(crate) fn init_stack(stack: &mut Stack, rng: &mut Rng, beta: f32) {
     for unit in &mut stack.units {
         match &mut unit.sublayer {
             Sublayer::Gpt(GptSublayer::Attention { c_attn, c_proj, .. })

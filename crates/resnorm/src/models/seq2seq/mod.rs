@@ -45,7 +45,7 @@ mod decoder;
 pub(crate) mod dropout;
 mod embed;
 mod encoder;
-mod init;
+pub(crate) mod init;
 mod stack;
 mod sublayer;
 
