@@ -3,18 +3,20 @@
 # short rounds (docs/benchmarks.md, "Sentiment"). Both on the same split, same model and
 # recipe, 2 threads each; the sentences/s are the training steps only.
 #
-#   tools/bench_classify_speed.sh [ROUNDS] [STEPS]      (defaults 3 and 100)
+#   tools/bench_classify_speed.sh [ROUNDS] [STEPS] [BINARY]
+#                                   (defaults 3, 100 and target/release/resnorm)
 #
-# Needs target/debug/resnorm (the dev profile is optimized), torch, transformers, and
+# Needs the binary (cargo build --release -p resnorm-cli), torch, tokenizers, and
 # ../shared/data/sentiment/vader_groundtruth.tsv.
 set -euo pipefail
 ROUNDS=${1:-3}
 STEPS=${2:-100}
+BIN=${3:-target/release/resnorm}
 V=../shared/data/sentiment/vader_groundtruth.tsv
 RUN=${TMPDIR:-/tmp}/resnorm-classify-speed
 echo "# $(date -u +%FT%TZ) $(uptime | sed 's/.*load/load/')"
 for round in $(seq "$ROUNDS"); do
-  target/debug/resnorm --threads 2 classify train --body encoder --data "$V" --score-column score \
+  "$BIN" --threads 2 classify train --body encoder --data "$V" --score-column score \
     --threshold 0.5 --dropout 0.1 --steps "$STEPS" --eval-every 0 --out "$RUN" --overwrite >/dev/null 2>&1
   ours=$(python3 -c "
 import json, sys

@@ -8,7 +8,9 @@ Development tool, run by hand (docs/benchmarks.md, "Sentiment"):
     python3 tools/bench_torch_classify.py --data $V --split runs/encoder/split.tsv
 
 Same model as `resnorm classify train --body encoder` (torch.nn.TransformerEncoder, pre-ln
-with a final LayerNorm, GELU tanh, no dropout inside; sqrt(C) E + sinusoids; mean pooling
+with a final LayerNorm, GELU tanh, --encoder-dropout inside (default 0: on the embedding
+and as TransformerEncoderLayer's dropout, which also drops the attention probabilities, where
+resnorm's encoder does not); sqrt(C) E + sinusoids; mean pooling
 over the real tokens, dropout before the head), same initialization (E normal(0, C^-1/2),
 Xavier-normal linears with the fused q/k/v as three [C, C] blocks, head normal(0, 0.02)),
 same tokens (GPT-2 BPE from tiktoken-rs's encoder.json/vocab.bpe, cut to --context), same
@@ -63,15 +65,16 @@ def positions(seq, c):
 
 
 class Twin(torch.nn.Module):
-    def __init__(self, vocab, width, heads, layers, context, classes, dropout):
+    def __init__(self, vocab, width, heads, layers, context, classes, dropout, encoder_dropout):
         super().__init__()
         self.embed = torch.nn.Embedding(vocab, width)
-        layer = torch.nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0,
+        layer = torch.nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=encoder_dropout,
                                                  activation=lambda x: F.gelu(x, approximate="tanh"),
                                                  layer_norm_eps=1e-5, batch_first=True, norm_first=True)
         self.encoder = torch.nn.TransformerEncoder(layer, layers, norm=torch.nn.LayerNorm(width, eps=1e-5),
                                                    enable_nested_tensor=False)
         self.drop = torch.nn.Dropout(dropout)
+        self.drop_embedding = torch.nn.Dropout(encoder_dropout)
         self.head = torch.nn.Linear(width, classes)
         self.register_buffer("pos", positions(context, width))
         self.width = width
@@ -91,7 +94,7 @@ class Twin(torch.nn.Module):
 
     def forward(self, tokens, lengths):
         t = tokens.shape[1]
-        x = self.width ** 0.5 * self.embed(tokens) + self.pos[:t]
+        x = self.drop_embedding(self.width ** 0.5 * self.embed(tokens) + self.pos[:t])
         valid = torch.arange(t)[None, :] < lengths[:, None]
         h = self.encoder(x, src_key_padding_mask=~valid)
         pooled = (h * valid[..., None]).sum(1) / lengths[:, None]
@@ -135,6 +138,7 @@ def main():
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--encoder-dropout", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--no-eval", action="store_true", help="time the steps only")
@@ -153,7 +157,8 @@ def main():
     assert min(map(len, encoded.values())) > 0, "a sentence with no token"
 
     labels = {n: label for n, (_, label, _) in table.items()}
-    model = Twin(50257, args.width, args.heads, args.layers, args.context, 2, args.dropout)
+    model = Twin(50257, args.width, args.heads, args.layers, args.context, 2, args.dropout,
+                 args.encoder_dropout)
     matrices = [p for n, p in model.named_parameters() if p.dim() == 2 and n != "embed.weight"]
     others = [p for n, p in model.named_parameters() if p.dim() != 2 or n == "embed.weight"]
     opt = torch.optim.AdamW([{"params": matrices, "weight_decay": args.weight_decay},

@@ -139,14 +139,15 @@ fn regression_reports_pearson_r() {
         .all(|l| l.parse::<f32>().is_ok()));
 }
 
-/// `--body encoder --pool cls`: train, then eval and predict read the encoder back; cls
-/// pooling on a GPT body is refused in one line.
+/// `--body encoder --pool cls`, with dropout inside the encoder and before the head: train,
+/// then eval and predict read the encoder back; cls pooling and encoder dropout on a GPT
+/// body are refused in one line.
 #[test]
 fn the_encoder_body_trains_evaluates_and_predicts() {
     let dir = temp_dir("classify-cli", "encoder");
     write_sentiment_tsv(&dir);
     let out = resnorm(
-        &train_args("--label-column label --body encoder --pool cls --dropout 0.1 --placement post-ln --steps 40 --out run"),
+        &train_args("--label-column label --body encoder --pool cls --dropout 0.1 --encoder-dropout 0.1 --placement post-ln --steps 40 --out run"),
         &dir,
     );
     assert!(
@@ -177,6 +178,11 @@ fn the_encoder_body_trains_evaluates_and_predicts() {
         &dir,
     );
     assert_one_line_error(&out, &["cls pooling needs the encoder body"]);
+    let out = resnorm(
+        &train_args("--label-column label --encoder-dropout 0.1 --steps 1 --out gpt"),
+        &dir,
+    );
+    assert_one_line_error(&out, &["encoder dropout applies to the encoder body"]);
 }
 
 #[test]

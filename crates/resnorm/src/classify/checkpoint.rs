@@ -154,6 +154,7 @@ pub fn load_classifier(dir: &Path) -> Result<SavedClassifier> {
     };
     let mut model = Classifier::new(body, &task, config.pooling, config.freeze_body, 0)
         .and_then(|m| m.with_dropout(config.dropout))
+        .and_then(|m| m.with_body_dropout(config.encoder_dropout))
         .map_err(|e| format(CLASSIFY_FILE, e.to_string()))?;
     assign_params(&model_path, &checkpoint.tensors, &mut model.params_mut())?;
     Ok(SavedClassifier {

@@ -111,6 +111,10 @@ pub struct ClassifyConfig {
     /// saved before the field existed read as 0).
     #[serde(default)]
     pub dropout: f32,
+    /// The encoder body's own dropout rate (embedding, sublayer outputs, MLP activations)
+    /// while training (runs saved before the field existed read as 0).
+    #[serde(default)]
+    pub encoder_dropout: f32,
     /// Train the head only.
     pub freeze_body: bool,
     /// Sentences per step.
@@ -154,6 +158,7 @@ impl Default for ClassifyConfig {
             tokenizer: TokenizerKind::Gpt2,
             pooling: Pooling::Mean,
             dropout: 0.0,
+            encoder_dropout: 0.0,
             freeze_body: false,
             batch: 32,
             steps: 1000,
@@ -229,6 +234,17 @@ impl ClassifyConfig {
                 "dropout must be in [0, 1), got {}",
                 self.dropout
             )));
+        }
+        if !(0.0..1.0).contains(&self.encoder_dropout) {
+            return Err(Error::Config(format!(
+                "encoder dropout must be in [0, 1), got {}",
+                self.encoder_dropout
+            )));
+        }
+        if self.encoder_dropout > 0.0 && self.body != BodyKind::Encoder {
+            return Err(Error::Config(
+                "encoder dropout applies to the encoder body; a GPT body has none".into(),
+            ));
         }
         self.table.validate()?;
         self.schedule()?;

@@ -7,6 +7,8 @@
 //! x₀       = √C·E[tokens'] + P                     P sinusoidal (seq2seq's TokenEmbedding)
 //! h        = Encoder(x₀; keys < len_b)             every placement × LayerNorm/RMSNorm
 //! backward: dx₀ = Encoder'ᵀ dh;  dE[tokens'[b, t]] += √C·dx₀[b, t]
+//! training: x₀, every unit's F(h) and every MLP activation dropped out at one rate
+//!           (EncoderBody::forward_dropped, the seq2seq encoder's masks)
 //! ```
 //! Positions are the seq2seq model's fixed sinusoids rather than a learned table: they have
 //! no parameters to fit on a few thousand sentences and `torch.nn.TransformerEncoder`'s
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::kernels::NormKind;
 use crate::models::gpt::{GptConfig, Placement};
 use crate::models::seq2seq::init::init_stack;
-use crate::models::seq2seq::{Encoder, Seq2SeqConfig, TokenEmbedding};
+use crate::models::seq2seq::{Dropout, Encoder, Seq2SeqConfig, TokenEmbedding};
 use crate::nn::Param;
 use crate::rng::Rng;
 use crate::AlignedVec;
@@ -179,6 +181,20 @@ impl EncoderBody {
     /// The hidden states `[B, prefix + seq, C]` of right-padded `tokens` (`batch` rows of
     /// `seq`) with `lengths` real tokens each.
     pub fn forward(&mut self, tokens: &[u32], lengths: &[usize], batch: usize) -> Result<&[f32]> {
+        self.forward_dropped(tokens, lengths, batch, None)
+    }
+
+    /// [`EncoderBody::forward`] in training: with `Some(dropout)`, the embedding, every
+    /// unit's output and every MLP activation are dropped out as in the encoder of
+    /// `models/seq2seq` (`torch.nn.TransformerEncoderLayer`'s places); the next
+    /// [`EncoderBody::backward`] regenerates the same masks.
+    pub fn forward_dropped(
+        &mut self,
+        tokens: &[u32],
+        lengths: &[usize],
+        batch: usize,
+        dropout: Option<Dropout>,
+    ) -> Result<&[f32]> {
         const OP: &str = "EncoderBody::forward";
         if batch == 0 || lengths.len() != batch || !tokens.len().is_multiple_of(batch) {
             return Err(Error::shape(
@@ -205,7 +221,8 @@ impl EncoderBody {
             self.x = AlignedVec::zeros(self.tokens.len() * width);
         }
         self.embed.forward(&mut self.x, &self.tokens, seq)?;
-        self.encoder.forward(&self.x, &self.lengths, batch)
+        self.encoder
+            .forward_dropped(&self.x, &self.lengths, batch, dropout)
     }
 
     /// Backpropagates `d_hidden` (`[B, prefix + seq, C]`) of the last forward into every

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! h = body(tokens)                 [B, P+T, C] right-padded rows (ClassifierBody; P = 1
-//!                                              with an encoder's [CLS] token, else 0)
+//!                                              with an encoder's [CLS] token, else 0;
+//!                                              an encoder drops out inside at rate r)
 //! p = pool(h, P + lengths)         [B, C]      [CLS], last real token or mean (pooling.rs)
 //! p' = p ⊙ m / (1 − q)             [B, C]      dropout while training: m_i ~ Bernoulli(1 − q)
 //! y = p' · W + b                   [B, K]      W [C, K] "head.weight", b "head.bias"
@@ -12,8 +13,9 @@
 //! ```
 //! The body is a GPT (causal) or a Transformer encoder (bidirectional, padded keys masked);
 //! with `freeze_body` only the head trains, and the body's backward is not run at all.
-//! Dropout draws its mask from the caller's RNG (the trainer's data RNG), so a resumed run
-//! draws the same masks; evaluation runs without it.
+//! Dropout draws its mask (and the seed of the encoder's masks, when `r > 0`) from the
+//! caller's RNG (the trainer's data RNG), so a resumed run draws the same masks; evaluation
+//! runs without it.
 //!
 //! ```
 //! use resnorm::classify::{Classifier, ClassifierBody, Pooling, Task};
@@ -31,6 +33,7 @@
 
 use crate::kernels::{cross_entropy_backward, cross_entropy_forward};
 use crate::models::gpt::Gpt;
+use crate::models::seq2seq::Dropout;
 use crate::nn::{Linear, Param};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -73,10 +76,19 @@ impl ClassifierBody {
         }
     }
 
-    fn forward(&mut self, tokens: &[u32], lengths: &[usize]) -> Result<&[f32]> {
+    /// The hidden states; `dropout` only reaches an encoder ([`Classifier::with_body_dropout`]
+    /// refuses it for a GPT).
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        lengths: &[usize],
+        dropout: Option<Dropout>,
+    ) -> Result<&[f32]> {
         match self {
             ClassifierBody::Gpt(gpt) => gpt.forward_hidden(tokens, lengths.len()),
-            ClassifierBody::Encoder(body) => body.forward(tokens, lengths, lengths.len()),
+            ClassifierBody::Encoder(body) => {
+                body.forward_dropped(tokens, lengths, lengths.len(), dropout)
+            }
         }
     }
 
@@ -113,6 +125,8 @@ pub struct Classifier {
     freeze_body: bool,
     regression: bool,
     dropout: f32,
+    /// The encoder's residual and activation dropout rate `r` while training.
+    body_dropout: f32,
     /// `m / (1 − q)` of the last forward with dropout; empty when it ran without.
     mask: Vec<f32>,
     lengths: Vec<usize>,
@@ -153,6 +167,7 @@ impl Classifier {
             freeze_body,
             regression: matches!(task, Task::Regression),
             dropout: 0.0,
+            body_dropout: 0.0,
             mask: Vec::new(),
             lengths: Vec::new(),
             pool_lengths: Vec::new(),
@@ -176,6 +191,27 @@ impl Classifier {
         Ok(Classifier { dropout: q, ..self })
     }
 
+    /// The same classifier with the encoder's own dropout at rate `r` while training: on its
+    /// embedding, every sublayer's output and every MLP activation, as
+    /// `torch.nn.TransformerEncoderLayer(dropout=r)` places it (but for the attention
+    /// probabilities). A GPT body has no dropout: `r > 0` is refused for it.
+    pub fn with_body_dropout(self, r: f32) -> Result<Self> {
+        if !(0.0..1.0).contains(&r) {
+            return Err(Error::Config(format!(
+                "encoder dropout {r} must be in [0, 1)"
+            )));
+        }
+        if r > 0.0 && matches!(self.body, ClassifierBody::Gpt(_)) {
+            return Err(Error::Config(
+                "encoder dropout applies to an encoder body; a GPT body has none".into(),
+            ));
+        }
+        Ok(Classifier {
+            body_dropout: r,
+            ..self
+        })
+    }
+
     /// Outputs per sentence `K`.
     pub fn outputs(&self) -> usize {
         self.head.out_features()
@@ -189,20 +225,27 @@ impl Classifier {
     /// The logits (regression: the scores) `[B, K]` of right-padded `tokens` (`B` rows of
     /// equal length) whose real lengths are `lengths`, without dropout.
     pub fn forward(&mut self, tokens: &[u32], lengths: &[usize]) -> Result<&[f32]> {
-        self.forward_pooled(tokens, lengths)?;
+        self.forward_pooled(tokens, lengths, None)?;
         self.mask.clear();
         self.head_forward()
     }
 
-    /// As [`Classifier::forward`], with dropout before the head, its mask drawn from `rng`
-    /// (nothing drawn when the probability is 0).
+    /// As [`Classifier::forward`], with dropout in the encoder (its masks' seed the first
+    /// draw of `rng`) and before the head (its mask drawn next); nothing is drawn for a rate
+    /// of 0.
     pub fn forward_train(
         &mut self,
         tokens: &[u32],
         lengths: &[usize],
         rng: &mut Rng,
     ) -> Result<&[f32]> {
-        self.forward_pooled(tokens, lengths)?;
+        let body_dropout = if self.body_dropout > 0.0 {
+            let r = self.body_dropout;
+            Some(Dropout::new(r, r, rng.next_u64())?)
+        } else {
+            None
+        };
+        self.forward_pooled(tokens, lengths, body_dropout)?;
         self.mask.clear();
         if self.dropout > 0.0 {
             let keep = 1.0 / (1.0 - self.dropout);
@@ -224,7 +267,12 @@ impl Classifier {
     }
 
     /// Body and pooling: fills `pooled`, `lengths`, `pool_lengths`, `seq`.
-    fn forward_pooled(&mut self, tokens: &[u32], lengths: &[usize]) -> Result<()> {
+    fn forward_pooled(
+        &mut self,
+        tokens: &[u32],
+        lengths: &[usize],
+        dropout: Option<Dropout>,
+    ) -> Result<()> {
         let batch = lengths.len();
         if batch == 0 || !tokens.len().is_multiple_of(batch) {
             return Err(Error::shape(
@@ -237,7 +285,7 @@ impl Classifier {
         self.pool_lengths.clear();
         self.pool_lengths
             .extend(lengths.iter().map(|&n| n + prefix));
-        let hidden = self.body.forward(tokens, lengths)?;
+        let hidden = self.body.forward(tokens, lengths, dropout)?;
         self.pooled.resize(batch * width, 0.0);
         self.pooling
             .forward(hidden, &self.pool_lengths, seq, &mut self.pooled)?;

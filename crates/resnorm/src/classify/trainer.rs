@@ -217,7 +217,8 @@ impl Trainer {
             config.freeze_body,
             config.seed ^ HEAD_SEED_MIX,
         )?
-        .with_dropout(config.dropout)?;
+        .with_dropout(config.dropout)?
+        .with_body_dropout(config.encoder_dropout)?;
         let optimizer = AdamW::new(config.adamw_config())?;
         let rng = Rng::new(config.seed ^ DATA_SEED_MIX);
         Self::assemble(config, model, optimizer, tokenizer, table, split, rng, None)

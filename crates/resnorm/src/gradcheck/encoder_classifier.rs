@@ -6,6 +6,10 @@
 //! ```text
 //! L = mean_b CE(pool(Encoder(√C·E[[CLS] ++ tokens_b] + P; keys < len_b)) · W + b, label_b)
 //! ```
+//! A training forward with the encoder's dropout is checked too ([`check_training`]): its
+//! masks are pure functions of the seed and the element's index, so finite differences see
+//! a fixed function, and the reference applies the same masks at the same places.
+//!
 //! The reference reads parameters by name and shares nothing with the model's code but the
 //! definitions (docs/architecture.md, `classify/encoder.rs`); its attention and its pooling,
 //! head and loss are those of the seq2seq and classifier checks.
@@ -28,6 +32,8 @@ use super::{compare, numeric_gradient, CheckResult};
 use crate::classify::{Classifier, ClassifierBody, EncoderBody, EncoderConfig, Pooling, Task};
 use crate::kernels::NormKind;
 use crate::models::gpt::Placement;
+use crate::models::seq2seq::dropout::{Site, ENCODER_STACK};
+use crate::models::seq2seq::Dropout;
 use crate::rng::Rng;
 
 /// Relative error the model's `f32` gradients must stay under.
@@ -39,6 +45,10 @@ const STEP: f64 = 1e-5;
 const SEQ: usize = 4;
 const LENGTHS: [usize; 3] = [4, 2, 1];
 const LABELS: [u32; 3] = [2, 0, 1];
+/// The encoder dropout rate [`check_training`] runs with.
+const TRAINING_DROPOUT: f32 = 0.3;
+/// Seeds the RNG that the training forward draws its masks' seed from.
+const DROPOUT_RNG_SEED: u64 = 21;
 
 /// A sublayer's `F` in the reference.
 type Transform<'a> = dyn Fn(&[f64]) -> Vec<f64> + 'a;
@@ -66,8 +76,22 @@ pub fn tiny_config(placement: Placement, norm: NormKind, pooling: Pooling) -> En
 }
 
 /// The hidden states `[B, prefix + SEQ, C]` of the body `config` with parameters `p`, in
-/// `f64` from the definitions.
-fn reference_hidden(config: &EncoderConfig, p: &ReferenceParams, tokens: &[u32]) -> Vec<f64> {
+/// `f64` from the definitions; with `dropout`, its masks on the embedding, every unit's
+/// output and every MLP activation.
+fn reference_hidden(
+    config: &EncoderConfig,
+    p: &ReferenceParams,
+    tokens: &[u32],
+    dropout: Option<Dropout>,
+) -> Vec<f64> {
+    let drop = |x: &mut [f64], site: Site| {
+        if let Some(d) = dropout {
+            let mask = d.mask(ENCODER_STACK, site);
+            x.iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v *= mask.factor(i as u64) as f64);
+        }
+    };
     let (c, heads, prefix) = (config.width, config.heads, config.prefix());
     let seq = SEQ + prefix;
     let batch = LENGTHS.len();
@@ -118,20 +142,28 @@ fn reference_hidden(config: &EncoderConfig, p: &ReferenceParams, tokens: &[u32])
         );
         linear(&y, &format!("{prefix}.c_proj"), c, c)
     };
-    let mlp = |h: &[f64], prefix: &str| {
+    let mlp = |h: &[f64], prefix: &str, unit: usize| {
         let u = linear(h, &format!("{prefix}.c_fc"), c, 4 * c);
-        let a: Vec<f64> = u.iter().map(|&u| gelu_reference(u)).collect();
+        let mut a: Vec<f64> = u.iter().map(|&u| gelu_reference(u)).collect();
+        drop(&mut a, Site::Activation(unit));
         linear(&a, &format!("{prefix}.c_proj"), 4 * c, c)
     };
+    drop(&mut x, Site::Input);
     let alpha = config.placement.residual_scale(config.layers) as f64;
     let mut dual = x.clone();
     for i in 0..config.layers {
         let l = format!("encoder.{i}");
         let attn = |h: &[f64]| self_attention(h, &format!("{l}.self_attn"));
-        let ff = |h: &[f64]| mlp(h, &format!("{l}.mlp"));
+        let ff = |h: &[f64]| mlp(h, &format!("{l}.mlp"), 2 * i + 1);
         let sublayers: [(&Transform, &str, &str); 2] =
             [(&attn, "ln_1", "rezero_self"), (&ff, "ln_2", "rezero_mlp")];
-        for (f, ln, gate) in sublayers {
+        for (j, (sublayer, ln, gate)) in sublayers.into_iter().enumerate() {
+            // `F` ends in its output's dropout, before it joins the stream.
+            let f = |h: &[f64]| {
+                let mut out = sublayer(h);
+                drop(&mut out, Site::Output(2 * i + j));
+                out
+            };
             let ln = format!("{l}.{ln}");
             x = match config.placement {
                 Placement::PreLn => add(&x, &f(&norm(&x, &ln))),
@@ -166,10 +198,26 @@ fn reference_hidden(config: &EncoderConfig, p: &ReferenceParams, tokens: &[u32])
 /// central differences of the reference; one [`CheckResult`] per tensor, named
 /// `encoder classifier <placement> <norm> <pooling> <tensor>`.
 pub fn check_model(placement: Placement, norm: NormKind, pooling: Pooling) -> Vec<CheckResult> {
+    check_model_with(placement, norm, pooling, 0.0)
+}
+
+/// [`check_model`] of a training forward: the encoder's dropout at rate 0.3, its masks'
+/// seed drawn from a fixed RNG as the trainer draws it; tensors named `... training <tensor>`.
+pub fn check_training(placement: Placement, norm: NormKind, pooling: Pooling) -> Vec<CheckResult> {
+    check_model_with(placement, norm, pooling, TRAINING_DROPOUT)
+}
+
+fn check_model_with(
+    placement: Placement,
+    norm: NormKind,
+    pooling: Pooling,
+    rate: f32,
+) -> Vec<CheckResult> {
     let config = tiny_config(placement, norm, pooling);
     let body = EncoderBody::new(config.clone(), 7).expect("the tiny config is valid");
     let task = Task::Classes(vec!["a".into(), "b".into(), "c".into()]);
     let mut model = Classifier::new(ClassifierBody::Encoder(body), &task, pooling, false, 9)
+        .and_then(|m| m.with_body_dropout(rate))
         .expect("a valid classifier");
     let mut rng = Rng::new(13);
     model
@@ -179,7 +227,13 @@ pub fn check_model(placement: Placement, norm: NormKind, pooling: Pooling) -> Ve
     let tokens: Vec<u32> = (0..SEQ * LENGTHS.len())
         .map(|_| rng.below(config.vocab) as u32)
         .collect();
-    model.forward(&tokens, &LENGTHS).expect("a valid batch");
+    // The training forward draws its masks' seed first from the RNG it is given.
+    let mut dropout_rng = Rng::new(DROPOUT_RNG_SEED);
+    let dropout = (rate > 0.0).then(|| {
+        let seed = dropout_rng.clone().next_u64();
+        Dropout::new(rate, rate, seed).expect("a rate below 1")
+    });
+    (model.forward_train(&tokens, &LENGTHS, &mut dropout_rng)).expect("a valid batch");
     model.loss(&LABELS, &[0.0; 3]).expect("one label per row");
     model.zero_grad();
     model.backward().expect("after a loss");
@@ -200,7 +254,7 @@ pub fn check_model(placement: Placement, norm: NormKind, pooling: Pooling) -> Ve
         analytic.push((p.name.clone(), p.grad.clone()));
     });
     let loss = |p: &ReferenceParams| {
-        let h = reference_hidden(&config, p, &tokens);
+        let h = reference_hidden(&config, p, &tokens, dropout);
         head_loss(&case, &h, &p["head.weight"], &p["head.bias"])
     };
     analytic
@@ -216,35 +270,53 @@ pub fn check_model(placement: Placement, norm: NormKind, pooling: Pooling) -> Ve
                 &start,
                 STEP,
             );
-            let name = format!("encoder classifier {placement} {norm} {pooling} {name}");
+            let mode = if dropout.is_some() { " training" } else { "" };
+            let name = format!("encoder classifier {placement} {norm} {pooling}{mode} {name}");
             compare(&name, &grad, &numeric, tolerance(placement))
         })
         .collect()
 }
 
 /// One summary per placement and pooling (LayerNorm and RMSNorm taking turns): the worst
-/// tensor of [`check_model`].
+/// tensor of [`check_model`]; and one per placement of [`check_training`] (the poolings
+/// taking turns).
 pub fn checks() -> Vec<CheckResult> {
     let mut out = Vec::new();
     for (i, placement) in Placement::ALL.into_iter().enumerate() {
         for (j, pooling) in [Pooling::Cls, Pooling::Mean].into_iter().enumerate() {
             let norm = [NormKind::Layer, NormKind::Rms][(i + j) % 2];
-            let results = check_model(placement, norm, pooling);
-            let worst = results
-                .iter()
-                .max_by(|a, b| a.max_rel_err.total_cmp(&b.max_rel_err))
-                .expect("a model has parameters");
-            out.push(CheckResult {
-                name: format!(
-                    "encoder classifier {placement} {norm} {pooling} ({} tensors)",
-                    results.len()
-                ),
-                max_abs_err: results.iter().map(|r| r.max_abs_err).fold(0.0, f64::max),
-                max_rel_err: worst.max_rel_err,
-                tolerance: tolerance(placement),
-                passed: results.iter().all(|r| r.passed),
-            });
+            let mut runs = vec![(check_model(placement, norm, pooling), "")];
+            if j == i % 2 {
+                runs.push((check_training(placement, norm, pooling), " training"));
+            }
+            for (results, mode) in runs {
+                out.push(summary(placement, norm, pooling, mode, &results));
+            }
         }
     }
     out
+}
+
+/// The worst tensor of one check, under the check's name.
+fn summary(
+    placement: Placement,
+    norm: NormKind,
+    pooling: Pooling,
+    mode: &str,
+    results: &[CheckResult],
+) -> CheckResult {
+    let worst = results
+        .iter()
+        .max_by(|a, b| a.max_rel_err.total_cmp(&b.max_rel_err))
+        .expect("a model has parameters");
+    CheckResult {
+        name: format!(
+            "encoder classifier {placement} {norm} {pooling}{mode} ({} tensors)",
+            results.len()
+        ),
+        max_abs_err: results.iter().map(|r| r.max_abs_err).fold(0.0, f64::max),
+        max_rel_err: worst.max_rel_err,
+        tolerance: tolerance(placement),
+        passed: results.iter().all(|r| r.passed),
+    }
 }

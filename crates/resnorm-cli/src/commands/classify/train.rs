@@ -69,6 +69,10 @@ pub struct Args {
     /// Dropout before the head while training [default: 0].
     #[arg(long)]
     dropout: Option<f32>,
+    /// The encoder body's own dropout (embedding, sublayer outputs, MLP activations) while
+    /// training [default: 0].
+    #[arg(long)]
+    encoder_dropout: Option<f32>,
     /// char, byte or gpt2 (from scratch) [default: gpt2].
     #[arg(long)]
     tokenizer: Option<TokenizerKind>,
@@ -155,6 +159,7 @@ impl Args {
         c.freeze_body |= self.freeze_body;
         set(&mut c.pooling, &self.pooling);
         set(&mut c.dropout, &self.dropout);
+        set(&mut c.encoder_dropout, &self.encoder_dropout);
         set(&mut c.tokenizer, &self.tokenizer);
         set(&mut c.layers, &self.layers);
         set(&mut c.heads, &self.heads);
