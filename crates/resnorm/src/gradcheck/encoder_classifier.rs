@@ -115,6 +115,7 @@ fn reference_hidden(config: &EncoderConfig, p: &ReferenceParams, tokens: &[u32])
             heads,
             false,
             Some(&lengths),
+            None,
         );
         linear(&y, &format!("{prefix}.c_proj"), c, c)
     };
