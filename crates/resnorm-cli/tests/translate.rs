@@ -159,7 +159,7 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     write_parallel_corpus(&dir);
     // 8 pairs in batches of 24 tokens: 6 steps cross an epoch boundary. A constant rate
     // after warm-up (min_lr = lr), so that the 3-step run's schedule is the 6-step run's.
-    // Dropout on both sites and label smoothing: each step's masks follow from seed and step.
+    // Dropout on every site and label smoothing: each step's masks follow from seed and step.
     let constant = [
         "--lr",
         "0.001",
@@ -168,6 +168,8 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
         "--dropout",
         "0.3",
         "--activation-dropout",
+        "0.1",
+        "--attention-dropout",
         "0.1",
         "--label-smoothing",
         "0.1",
@@ -193,6 +195,11 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     assert_one_line_error(&out, &["--dropout 0", "0.3"]);
     let out = train(&dir, &["--steps", "1", "--out", "bad", "--dropout", "1"]);
     assert_one_line_error(&out, &["dropout 1", "[0, 1)"]);
+    let out = train(
+        &dir,
+        &["--steps", "1", "--out", "bad", "--attention-dropout", "1"],
+    );
+    assert_one_line_error(&out, &["attention_dropout 1", "[0, 1)"]);
 }
 
 #[test]

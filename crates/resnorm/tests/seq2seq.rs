@@ -160,6 +160,11 @@ fn dropout_is_off_without_a_dropout_and_seeded_with_one() {
         .forward_training(&batch.view(), Some(zero), 0.0)
         .unwrap();
     assert_eq!(model.logits(), &logits[..], "rates of 0 drop nothing");
+    let attention_only = zero.with_attention(0.3).unwrap();
+    model
+        .forward_training(&batch.view(), Some(attention_only), 0.0)
+        .unwrap();
+    assert_ne!(model.logits(), &logits[..], "attention dropout alone drops");
     let dropout = Dropout::new(0.3, 0.1, 9).unwrap();
     let a = model
         .forward_training(&batch.view(), Some(dropout), 0.0)

@@ -2,6 +2,10 @@
 //! causal or bidirectional, self or cross, padded or not, grouped key/value heads or not, a
 //! sequence with no valid key; and the `f64` references that the tests compare with.
 //!
+//! With attention dropout ([`dropout_modes`]) the references draw the kernels' mask from its
+//! hash alone ([`crate::kernels::dropout::DropoutMask::factor`]): a fixed seed makes a fixed
+//! function, which finite differences can check.
+//!
 //! Self-attention modes run on one fused `[B, T, (H + 2·H_kv)·d]` buffer ([`Grads::Packed`]),
 //! cross-attention on `[B, Tq, H·d]` queries and `[B, Tk, 2·H_kv·d]` keys/values
 //! ([`Grads::Split`]), so that both layouts' strides are exercised.
@@ -15,6 +19,7 @@ use super::{compare, numeric_gradient, CheckResult};
 use crate::kernels::attention::{
     attention_backward, attention_forward, AttentionShape, GradTarget, Grads, Rows,
 };
+use crate::kernels::dropout::DropoutMask;
 use crate::rng::Rng;
 
 /// Central-difference step.
@@ -86,8 +91,47 @@ pub fn modes() -> Vec<Mode> {
     ]
 }
 
+/// The rate of [`dropout_modes`]: high, so that a row keeps few of its keys.
+pub const DROPOUT_RATE: f32 = 0.3;
+
+/// Modes with attention dropout at [`DROPOUT_RATE`]: causal and bidirectional, self and
+/// cross, padded rows, a sequence with no valid key.
+pub fn dropout_modes() -> Vec<Mode> {
+    let mask = DropoutMask::new(DROPOUT_RATE, 13).expect("a rate below 1");
+    let base = |tq, tk| AttentionShape::new(2, 4, tq, tk, 3).dropped(mask);
+    vec![
+        Mode {
+            name: "dropout causal self padded grouped",
+            fused: true,
+            shape: base(7, 7).causal().grouped(2),
+            key_lengths: Some(vec![7, 4]),
+        },
+        Mode {
+            name: "dropout bidirectional self padded",
+            fused: true,
+            shape: base(6, 6),
+            key_lengths: Some(vec![6, 2]),
+        },
+        Mode {
+            name: "dropout cross padded with an empty source",
+            fused: false,
+            shape: base(5, 9),
+            key_lengths: Some(vec![9, 0]),
+        },
+    ]
+}
+
+/// The factor `m / (1 - p)` of probability `(b, h, i, j)` under `shape`'s dropout (1 without).
+fn kept(shape: &AttentionShape, (b, h, i, j): (usize, usize, usize, usize)) -> f64 {
+    let index = ((b * shape.heads + h) * shape.q_len + i) * shape.kv_len + j;
+    shape
+        .dropout
+        .map_or(1.0, |mask| mask.factor(index as u64) as f64)
+}
+
 /// Attention in `f64` on dense `q [B, Tq, H·d]`, `k`, `v [B, Tk, H_kv·d]`: the output
-/// `[B, Tq, H·d]` and the probabilities `[B, H, Tq, Tk]` (zero where a query sees nothing).
+/// `[B, Tq, H·d]` and the probabilities `[B, H, Tq, Tk]` (zero where a query sees nothing;
+/// undropped: the output alone reads the dropout mask).
 pub fn reference_forward(
     (q, k, v): (&[f64], &[f64], &[f64]),
     shape: &AttentionShape,
@@ -125,6 +169,7 @@ pub fn reference_forward(
                 let o = &mut out[(b * s.q_len + i) * qw + h * d..][..d];
                 for (j, &pj) in p[..seen].iter().enumerate() {
                     let vj = &v[(b * s.kv_len + j) * kw + g * d..][..d];
+                    let pj = pj * kept(s, (b, h, i, j));
                     o.iter_mut().zip(vj).for_each(|(o, v)| *o += pj * v);
                 }
             }
@@ -152,17 +197,22 @@ pub fn reference_backward(
                 let p = &probs[((b * s.heads + h) * s.q_len + i) * s.kv_len..][..s.kv_len];
                 let go = &dout[(b * s.q_len + i) * qw + h * d..][..d];
                 let key = |j: usize| (b * s.kv_len + j) * kw + g * d;
+                // dP = M ⊙ (dO·Vᵀ) / (1 - p); the softmax's backward sums P ⊙ dP.
                 let dp: Vec<f64> = (0..s.kv_len)
-                    .map(|j| go.iter().zip(&v[key(j)..][..d]).map(|(a, b)| a * b).sum())
+                    .map(|j| {
+                        let dp: f64 = go.iter().zip(&v[key(j)..][..d]).map(|(a, b)| a * b).sum();
+                        dp * kept(s, (b, h, i, j))
+                    })
                     .collect();
                 let dot: f64 = p.iter().zip(&dp).map(|(p, dp)| p * dp).sum();
                 for j in 0..s.kv_len {
                     let ds = s.scale as f64 * p[j] * (dp[j] - dot);
+                    let dropped = p[j] * kept(s, (b, h, i, j));
                     let qi = (b * s.q_len + i) * qw + h * d;
                     for c in 0..d {
                         dq[qi + c] += ds * k[key(j) + c];
                         dk[key(j) + c] += ds * q[qi + c];
-                        dv[key(j) + c] += p[j] * go[c];
+                        dv[key(j) + c] += dropped * go[c];
                     }
                 }
             }
@@ -285,11 +335,12 @@ pub fn run_kernels(
     Ok((out, probs, grads))
 }
 
-/// Every mode's `dq`, `dk`, `dv` against central differences of [`reference_forward`].
+/// Every mode's `dq`, `dk`, `dv` against central differences of [`reference_forward`], those
+/// of [`dropout_modes`] included.
 pub fn checks() -> Vec<CheckResult> {
     let mut rng = Rng::new(20);
     let mut results = Vec::new();
-    for mode in modes() {
+    for mode in modes().into_iter().chain(dropout_modes()) {
         let (q, k, v) = operands(&mode, &mut rng);
         let g: Vec<f32> = (0..mode.shape.out_len()).map(|_| rng.normal()).collect();
         let (_, _, grads) = run_kernels(&mode, (&q, &k, &v), &g).expect("sizes match");

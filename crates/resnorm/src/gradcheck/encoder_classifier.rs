@@ -139,6 +139,7 @@ fn reference_hidden(
             heads,
             false,
             Some(&lengths),
+            None,
         );
         linear(&y, &format!("{prefix}.c_proj"), c, c)
     };

@@ -22,6 +22,7 @@ use super::gpt::{randomize_param, ReferenceParams};
 use super::layers::{cross_entropy_reference, gelu_reference, linear_reference};
 use super::norms::norm_reference;
 use super::{compare, numeric_gradient, CheckResult};
+use crate::kernels::dropout::DropoutMask;
 use crate::kernels::NormKind;
 use crate::models::gpt::Placement;
 use crate::models::seq2seq::dropout::{Site, DECODER_STACK, ENCODER_STACK};
@@ -118,7 +119,9 @@ impl OwnedBatch {
 }
 
 /// Multi-head attention in f64: queries `[B·Tq, C]`, keys and values `[B·Tk, C]`, `len_b`
-/// valid keys, causal (`Tq = Tk`) or not; a query that sees no key gives zeros.
+/// valid keys, causal (`Tq = Tk`) or not, the probabilities dropped out by `dropout` if
+/// given (probability `(b, h, i, j)` at the mask's index `((b·H + h)·Tq + i)·Tk + j`); a
+/// query that sees no key gives zeros.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     q: &[f64],
@@ -128,6 +131,7 @@ pub(super) fn attention(
     heads: usize,
     causal: bool,
     lengths: Option<&[usize]>,
+    dropout: Option<DropoutMask>,
 ) -> Vec<f64> {
     let (k, v) = kv;
     let d = c / heads;
@@ -152,9 +156,11 @@ pub(super) fn attention(
                 let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                 let total: f64 = e.iter().sum();
                 for (j, e) in e.iter().enumerate() {
+                    let index = ((b * heads + h) * tq + i) * tk + j;
+                    let kept = dropout.map_or(1.0, |m| m.factor(index as u64) as f64);
                     for x in 0..d {
                         out[(b * tq + i) * c + h * d + x] +=
-                            e / total * v[(b * tk + j) * c + h * d + x];
+                            kept * e / total * v[(b * tk + j) * c + h * d + x];
                     }
                 }
             }
@@ -170,7 +176,8 @@ pub fn reference_loss(config: &Seq2SeqConfig, p: &ReferenceParams, batch: &Owned
 }
 
 /// [`reference_loss`] of a training step: `dropout`'s masks on the embeddings, every unit's
-/// output and the MLPs' activations, and the labels smoothed by `smoothing`.
+/// output, the MLPs' activations and the attentions' probabilities, and the labels smoothed
+/// by `smoothing`.
 pub fn reference_training_loss(
     config: &Seq2SeqConfig,
     p: &ReferenceParams,
@@ -222,6 +229,7 @@ pub fn reference_training_loss(
         }
         x
     };
+    let attention_mask = |stack: u64, k: usize| dropout.map(|d| d.mask(stack, Site::Attention(k)));
     let mlp = |h: &[f64], prefix: &str, (stack, k): (u64, usize)| {
         let u = linear(h, &format!("{prefix}.c_fc"), c, 4 * c);
         let mut a: Vec<f64> = u.iter().map(|&u| gelu_reference(u)).collect();
@@ -229,7 +237,7 @@ pub fn reference_training_loss(
         linear(&a, &format!("{prefix}.c_proj"), 4 * c, c)
     };
     let self_attention =
-        |h: &[f64], prefix: &str, seq: usize, causal: bool, lengths: Option<&[usize]>| {
+        |h: &[f64], prefix: &str, (seq, causal): (usize, bool), lengths: Option<&[usize]>, site| {
             let qkv = linear(h, &format!("{prefix}.c_attn"), c, 3 * c);
             let part = |k: usize| -> Vec<f64> {
                 qkv.chunks_exact(3 * c)
@@ -244,6 +252,7 @@ pub fn reference_training_loss(
                 heads,
                 causal,
                 lengths,
+                site,
             );
             linear(&y, &format!("{prefix}.c_proj"), c, c)
         };
@@ -300,9 +309,17 @@ pub fn reference_training_loss(
     let src_lengths = Some(&batch.src_lengths[..]);
     for i in 0..config.encoder_layers {
         let p = format!("encoder.{i}");
-        let attn =
-            |h: &[f64]| self_attention(h, &format!("{p}.self_attn"), s_len, false, src_lengths);
         let stack = ENCODER_STACK;
+        let mask = attention_mask(stack, 2 * i);
+        let attn = |h: &[f64]| {
+            self_attention(
+                h,
+                &format!("{p}.self_attn"),
+                (s_len, false),
+                src_lengths,
+                mask,
+            )
+        };
         let names = (format!("{p}.ln_1"), format!("{p}.rezero_self"));
         x = unit(
             &x,
@@ -329,8 +346,10 @@ pub fn reference_training_loss(
     let mut dual = y.clone();
     for i in 0..config.decoder_layers {
         let p = format!("decoder.{i}");
-        let attn = |h: &[f64]| self_attention(h, &format!("{p}.self_attn"), t_len, true, None);
         let stack = DECODER_STACK;
+        let mask = attention_mask(stack, 3 * i);
+        let attn =
+            |h: &[f64]| self_attention(h, &format!("{p}.self_attn"), (t_len, true), None, mask);
         let names = (format!("{p}.ln_1"), format!("{p}.rezero_self"));
         y = unit(
             &y,
@@ -355,6 +374,7 @@ pub fn reference_training_loss(
                 heads,
                 false,
                 src_lengths,
+                attention_mask(stack, 3 * i + 1),
             );
             linear(&o, &format!("{p}.cross_attn.c_proj"), c, c)
         };
@@ -409,14 +429,18 @@ pub fn check_model(placement: Placement, norm: NormKind) -> Vec<CheckResult> {
     check_model_with(placement, norm, (None, 0.0))
 }
 
-/// The dropout rates and label smoothing [`check_training`] runs with.
-pub const TRAINING: (f32, f32, f32) = (0.3, 0.2, 0.1);
+/// The residual, activation and attention dropout rates and the label smoothing
+/// [`check_training`] runs with.
+pub const TRAINING: (f32, f32, f32, f32) = (0.3, 0.2, 0.25, 0.1);
 
-/// [`check_model`] of a training step: residual dropout 0.3, activation dropout 0.2 and
-/// label smoothing 0.1 ([`TRAINING`]), with masks of a fixed seed.
+/// [`check_model`] of a training step: residual dropout 0.3, activation dropout 0.2,
+/// attention dropout 0.25 and label smoothing 0.1 ([`TRAINING`]), with masks of a fixed
+/// seed.
 pub fn check_training(placement: Placement, norm: NormKind) -> Vec<CheckResult> {
-    let (residual, activation, smoothing) = TRAINING;
-    let dropout = Dropout::new(residual, activation, 5).expect("rates below 1");
+    let (residual, activation, attention, smoothing) = TRAINING;
+    let dropout = Dropout::new(residual, activation, 5)
+        .and_then(|d| d.with_attention(attention))
+        .expect("rates below 1");
     check_model_with(placement, norm, (Some(dropout), smoothing))
 }
 

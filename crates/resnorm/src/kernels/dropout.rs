@@ -114,6 +114,14 @@ impl DropoutMask {
     pub fn factor(&self, index: u64) -> f32 {
         factor(self.key, self.threshold, self.scale, index as u32)
     }
+
+    /// `row[j] ← row[j] · factor(first + j)` on the calling thread, inlined: for kernels
+    /// already compiled for the level in force (attention's rows of probabilities), into
+    /// which it vectorizes without a second dispatch.
+    #[inline(always)]
+    pub(crate) fn scale_row(&self, row: &mut [f32], first: u64) {
+        scale_block_with(row, (self.key, self.threshold), self.scale, first as u32);
+    }
 }
 
 #[inline(always)]

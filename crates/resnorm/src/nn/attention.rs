@@ -13,6 +13,8 @@
 //! `c_attn`'s bias and add it as each head reads its columns, the bias's gradient summed from
 //! the columns each head writes to `dqkv`: the model's attention then reads `qkv` once
 //! instead of adding the bias in a pass of its own first (and reads `dqkv` once less).
+//! Their `_dropped` forms add attention dropout on the probabilities (training; `att` keeps
+//! them undropped, and the backward regenerates the mask from its seed).
 //!
 //! ```
 //! use resnorm::nn::CausalSelfAttention;
@@ -32,6 +34,7 @@
 use crate::kernels::attention::{
     attention_backward, attention_forward, AttentionShape, GradTarget, Grads, Rows,
 };
+use crate::kernels::dropout::DropoutMask;
 use crate::nn::Param;
 use crate::{Error, Result};
 
@@ -100,9 +103,34 @@ impl CausalSelfAttention {
         seq: usize,
     ) -> Result<()> {
         const OP: &str = "CausalSelfAttention::forward_adding_bias";
-        self.check_bias(OP, bias.len())?;
-        self.check(OP, batch, seq, qkv, out, att)?;
-        let shape = self.shape(batch, seq);
+        self.forward_biased(OP, (out, att), (qkv, bias), (batch, seq), None)
+    }
+
+    /// [`CausalSelfAttention::forward_adding_bias`] with the probabilities dropped out by
+    /// `mask` before they meet the values (`att` saves them undropped).
+    pub fn forward_adding_bias_dropped(
+        &self,
+        (out, att): (&mut [f32], &mut [f32]),
+        (qkv, bias): (&[f32], &[f32]),
+        mask: &DropoutMask,
+        batch: usize,
+        seq: usize,
+    ) -> Result<()> {
+        const OP: &str = "CausalSelfAttention::forward_adding_bias_dropped";
+        self.forward_biased(OP, (out, att), (qkv, bias), (batch, seq), Some(mask))
+    }
+
+    fn forward_biased(
+        &self,
+        op: &'static str,
+        (out, att): (&mut [f32], &mut [f32]),
+        (qkv, bias): (&[f32], &[f32]),
+        (batch, seq): (usize, usize),
+        dropout: Option<&DropoutMask>,
+    ) -> Result<()> {
+        self.check_bias(op, bias.len())?;
+        self.check(op, batch, seq, qkv, out, att)?;
+        let shape = self.dropped_shape(batch, seq, dropout);
         attention_forward(out, att, self.views(qkv, Some(bias), seq), &shape, None)
     }
 
@@ -139,16 +167,59 @@ impl CausalSelfAttention {
         seq: usize,
     ) -> Result<()> {
         const OP: &str = "CausalSelfAttention::backward_adding_bias";
-        self.check_bias(OP, bias.len())?;
-        self.check_bias(OP, dbias.len())?;
-        self.check_backward(OP, batch, seq, (qkv, dqkv.len()), dout, att)?;
-        let (shape, views) = (self.shape(batch, seq), self.views(qkv, Some(bias), seq));
+        let (grads, inputs) = ((dqkv, dbias), (dout, att));
+        self.backward_biased(OP, grads, inputs, (qkv, bias), (batch, seq), None)
+    }
+
+    /// The backward of [`CausalSelfAttention::forward_adding_bias_dropped`], given the same
+    /// `mask`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_adding_bias_dropped(
+        &self,
+        (dqkv, dbias): (&mut [f32], &mut [f32]),
+        dout: &[f32],
+        att: &[f32],
+        (qkv, bias): (&[f32], &[f32]),
+        mask: &DropoutMask,
+        batch: usize,
+        seq: usize,
+    ) -> Result<()> {
+        const OP: &str = "CausalSelfAttention::backward_adding_bias_dropped";
+        let (grads, inputs) = ((dqkv, dbias), (dout, att));
+        self.backward_biased(OP, grads, inputs, (qkv, bias), (batch, seq), Some(mask))
+    }
+
+    fn backward_biased(
+        &self,
+        op: &'static str,
+        (dqkv, dbias): (&mut [f32], &mut [f32]),
+        (dout, att): (&[f32], &[f32]),
+        (qkv, bias): (&[f32], &[f32]),
+        (batch, seq): (usize, usize),
+        dropout: Option<&DropoutMask>,
+    ) -> Result<()> {
+        self.check_bias(op, bias.len())?;
+        self.check_bias(op, dbias.len())?;
+        self.check_backward(op, batch, seq, (qkv, dqkv.len()), dout, att)?;
+        let shape = self.dropped_shape(batch, seq, dropout);
+        let views = self.views(qkv, Some(bias), seq);
         let grads = Grads::Packed(GradTarget::with_bias(dqkv, dbias));
         attention_backward(grads, dout, att, views, &shape, None)
     }
 
     fn shape(&self, batch: usize, seq: usize) -> AttentionShape {
         AttentionShape::new(batch, self.heads, seq, seq, self.channels / self.heads).causal()
+    }
+
+    /// [`Self::shape`], its probabilities dropped out by `dropout` if given.
+    fn dropped_shape(
+        &self,
+        batch: usize,
+        seq: usize,
+        dropout: Option<&DropoutMask>,
+    ) -> AttentionShape {
+        let shape = self.shape(batch, seq);
+        dropout.map_or(shape, |mask| shape.dropped(*mask))
     }
 
     /// The query, key and value views of `qkv`'s `[q | k | v]` rows.

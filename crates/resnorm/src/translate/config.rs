@@ -13,8 +13,9 @@
 //!
 //! Regularization as fairseq's `transformer_iwslt_de_en` recipe for a corpus of this size
 //! (docs/translation.md): residual dropout 0.3 on the embeddings and every sublayer's
-//! output, no activation dropout, label smoothing 0.1. A configuration saved before these
-//! settings existed reads them as 0 (the run it describes trained without them).
+//! output, no activation dropout, no attention dropout (the recipe's `--attention-dropout`
+//! is left at fairseq's default, 0), label smoothing 0.1. A configuration saved before
+//! these settings existed reads them as 0 (the run it describes trained without them).
 //!
 //! ```
 //! use resnorm::translate::config::TranslateConfig;
@@ -22,7 +23,8 @@
 //! config.validate().unwrap();
 //! assert_eq!(config.seq2seq_config(8000).width, 256);
 //! assert!(TranslateConfig { max_tokens: 0, ..config.clone() }.validate().is_err());
-//! assert!(TranslateConfig { dropout: 1.0, ..config }.validate().is_err());
+//! assert!(TranslateConfig { dropout: 1.0, ..config.clone() }.validate().is_err());
+//! assert!(TranslateConfig { attention_dropout: 1.0, ..config }.validate().is_err());
 //! ```
 
 use std::path::PathBuf;
@@ -89,6 +91,9 @@ pub struct TranslateConfig {
     /// Dropout after the MLPs' GELU, in training.
     #[serde(default)]
     pub activation_dropout: f32,
+    /// Dropout on every attention's probabilities, in training.
+    #[serde(default)]
+    pub attention_dropout: f32,
     /// Label smoothing `ε` of the training loss (`(1-ε)·NLL + ε·mean_j(-log p_j)`).
     #[serde(default)]
     pub label_smoothing: f32,
@@ -121,6 +126,7 @@ impl Default for TranslateConfig {
             bleu_sentences: 200,
             dropout: 0.3,
             activation_dropout: 0.0,
+            attention_dropout: 0.0,
             label_smoothing: 0.1,
         }
     }
@@ -143,17 +149,24 @@ impl TranslateConfig {
     }
 
     /// The run's dropout, seeded by the run's seed (each step's masks: [`Dropout::for_step`]);
-    /// `None` when both rates are 0.
+    /// `None` when every rate is 0.
     pub fn dropout(&self) -> Result<Option<Dropout>> {
-        if self.dropout == 0.0 && self.activation_dropout == 0.0 {
+        let rates = [
+            self.dropout,
+            self.activation_dropout,
+            self.attention_dropout,
+        ];
+        if rates.iter().all(|&r| r == 0.0) {
             return Ok(None);
         }
         Dropout::new(self.dropout, self.activation_dropout, self.seed)
+            .and_then(|d| d.with_attention(self.attention_dropout))
             .map(Some)
             .map_err(|_| {
                 Error::Config(format!(
-                    "dropout {} and activation_dropout {} must be in [0, 1)",
-                    self.dropout, self.activation_dropout
+                    "dropout {}, activation_dropout {} and attention_dropout {} must be in \
+                     [0, 1)",
+                    self.dropout, self.activation_dropout, self.attention_dropout
                 ))
             })
     }

@@ -117,6 +117,10 @@ pub struct Args {
     /// Dropout after the MLPs' GELU (default 0).
     #[arg(long)]
     activation_dropout: Option<f32>,
+    /// Dropout on every attention's probabilities, self and cross (default 0, as fairseq's
+    /// transformer_iwslt_de_en recipe: its residual dropout 0.3 already regularizes).
+    #[arg(long)]
+    attention_dropout: Option<f32>,
     /// Label smoothing of the training loss (default 0.1).
     #[arg(long)]
     label_smoothing: Option<f32>,
@@ -178,6 +182,7 @@ impl Args {
         set(&mut c.bleu_sentences, &self.bleu_sentences);
         set(&mut c.dropout, &self.dropout);
         set(&mut c.activation_dropout, &self.activation_dropout);
+        set(&mut c.attention_dropout, &self.attention_dropout);
         set(&mut c.label_smoothing, &self.label_smoothing);
         c.validate()?;
         Ok(c)

@@ -39,7 +39,7 @@ use crate::{Error, Result};
 
 /// Writes `out` (`[B, Tq, H·d]`) and `probs` (`[B, H, Tq, Tk]`, every element: zeros for the
 /// keys a query does not see) as [`super::attention_forward`] does. The operands carry no
-/// bias: a cache holds finished rows.
+/// bias: a cache holds finished rows; and the shape no dropout: decoding never drops.
 pub fn attention_decode(
     out: &mut [f32],
     probs: &mut [f32],
@@ -53,6 +53,9 @@ pub fn attention_decode(
             OP,
             "decoding reads finished rows: add the biases before caching",
         ));
+    }
+    if shape.dropout.is_some() {
+        return Err(Error::invalid(OP, "decoding never drops attention"));
     }
     if !start_forward(OP, (out, probs.len()), (&q, &k, &v), shape, key_lengths)? {
         return Ok(());

@@ -10,6 +10,10 @@
 //! backward  dP = dO·(Vᵀ)  →  dS  →  dQ = dS·K,  dK = dSᵀ·Q,  dV = Pᵀ·dO
 //! ```
 //!
+//! With attention dropout each row of `P` is multiplied by its mask once saved (forward),
+//! and in backward each row of `dP` by the regenerated mask before the softmax's backward,
+//! then the row of `P` after it, so that `dV` reads the dropped `P`.
+//!
 //! Only the `len` valid keys of the sequence are copied (the rest are zeros here, whatever
 //! the caller's buffer holds there). Each product runs by blocks of [`ROWS`] rows (see
 //! [`crate::kernels::tile`]) that stop where the block's keys stop: a block of queries
@@ -59,6 +63,12 @@ impl HeadShape {
 
     fn visible(&self, i: usize) -> usize {
         self.attn.visible(i, self.len)
+    }
+
+    /// The dropout mask's index of the probability of query `i` of head `h` of sequence `b`
+    /// for key 0: its place in the `[B, H, Tq, Tk]` probabilities.
+    fn mask_index(&self, b: usize, h: usize, i: usize) -> u64 {
+        (((b * self.attn.heads + h) * self.attn.q_len + i) * self.attn.kv_len) as u64
     }
 
     /// The keys that the block of queries from `row` sees: those of its last row.
@@ -270,6 +280,11 @@ pub(super) unsafe fn forward<V: TileVector>(
         if seen > 0 {
             softmax(seen_scores, shape.attn.scale);
             p[..seen].copy_from_slice(seen_scores);
+            // The undropped `P` is saved (the softmax's backward needs it); `P·V` reads the
+            // dropped one.
+            if let Some(mask) = &shape.attn.dropout {
+                mask.scale_row(seen_scores, shape.mask_index(b, h, i));
+            }
         }
         clear_block_reach(unseen);
     }
@@ -353,13 +368,23 @@ pub(super) unsafe fn backward<V: TileVector>(
         product::<V>((ds, ls), by_rows(d_o, dp), (vt, ls), scores);
         for (i, (ds, p)) in ds
             .chunks_exact_mut(ls)
-            .zip(p.chunks_exact(ls))
+            .zip(p.chunks_exact_mut(ls))
             .take(tq)
             .enumerate()
         {
             let seen = shape.visible(i);
             let (seen_ds, unseen) = ds[..kp].split_at_mut(seen);
-            softmax_backward(seen_ds, &p[..seen], shape.attn.scale);
+            match &shape.attn.dropout {
+                None => softmax_backward(seen_ds, &p[..seen], shape.attn.scale),
+                // `dP = M ⊙ (dO·Vᵀ) / (1 - p)` into the softmax's backward with the undropped
+                // `P`; then `P` becomes the dropped one that `dV = Pᵀ·dO` reads.
+                Some(mask) => {
+                    let at = shape.mask_index(b, h, i);
+                    mask.scale_row(seen_ds, at);
+                    softmax_backward(seen_ds, &p[..seen], shape.attn.scale);
+                    mask.scale_row(&mut p[..seen], at);
+                }
+            }
             clear_block_reach(unseen);
         }
         let sums = shape.query_blocks(|r| shape.query_sum_block(r));

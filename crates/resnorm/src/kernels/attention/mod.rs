@@ -20,6 +20,21 @@
 //! dQ = dS K      dK = Σ_{h in g} dSᵀ Q      dV = Σ_{h in g} Pᵀ dO
 //! ```
 //!
+//! Attention dropout (training; [`AttentionShape::dropped`]) multiplies the probabilities by
+//! an inverted-dropout mask `M` ([`crate::kernels::dropout`]) before they meet `V`; the mask
+//! is a pure function of the seed and the index `((b·H + h)·Tq + i)·Tk + j`, so the backward
+//! regenerates it and the saved `P` stays the softmax's:
+//!
+//! ```text
+//! P̃ = M ⊙ P / (1 - p)        O = P̃ V
+//! dP̃ = dO Vᵀ     dP = M ⊙ dP̃ / (1 - p)     dS = scale · P ⊙ (dP - Σ_j' P dP)
+//! dV = Σ_{h in g} P̃ᵀ dO
+//! ```
+//!
+//! The softmax's backward sums `P ⊙ dP` over the row, never `dO ⊙ O` (the two agree only
+//! without dropout). A rate of 0 leaves no mask in the shape and runs the path above
+//! unchanged.
+//!
 //! Keys at or past `len_b` are neither attended nor given gradient (their `dK`, `dV` rows
 //! are zero). A query that sees no key (`len_b = 0`) outputs zeros and passes no gradient,
 //! as recent PyTorch's `scaled_dot_product_attention` does (older versions gave NaN, which a
@@ -37,6 +52,7 @@
 //! use resnorm::kernels::attention::{
 //!     attention_backward, attention_forward, AttentionShape, GradTarget, Grads, Rows,
 //! };
+//! use resnorm::kernels::dropout::DropoutMask;
 //! // Causal self-attention on a fused [B, T, 3C] qkv: two heads of 2 features, C = 4.
 //! let (batch, seq, c) = (1, 3, 4);
 //! let shape = AttentionShape::new(batch, 2, seq, seq, 2).causal();
@@ -48,6 +64,15 @@
 //! attention_forward(&mut out, &mut probs, (q, k, v), &shape, None).unwrap();
 //! assert_eq!(&probs[..3], &[1.0, 0.0, 0.0]); // the first token sees only itself
 //! assert_eq!(&out[..2], &qkv[8..10]); // so head 0's output is its own value
+//!
+//! // With attention dropout at 0.5 the saved probabilities are the same; the first token's
+//! // one probability is dropped (output 0) or doubled (output twice its value).
+//! let dropped = shape.dropped(DropoutMask::new(0.5, 3).unwrap());
+//! let (mut out_d, mut probs_d) = (vec![0.0; shape.out_len()], vec![0.0; shape.probs_len()]);
+//! attention_forward(&mut out_d, &mut probs_d, (q, k, v), &dropped, None).unwrap();
+//! assert_eq!(probs_d, probs);
+//! let doubled: Vec<f32> = qkv[8..10].iter().map(|v| 2.0 * v).collect();
+//! assert!(out_d[..2] == [0.0, 0.0] || out_d[..2] == doubled[..]);
 //!
 //! // The same with the third key padded away: the last query sees two keys (and the
 //! // probability of the third is not written: it stays as the zeroed buffer has it).

@@ -2,6 +2,7 @@
 //! ([`Rows`]), where its gradients go ([`Grads`]), and the checks that every read and write of
 //! a call stays inside its buffers, made before any element is touched.
 
+use crate::kernels::dropout::DropoutMask;
 use crate::{Error, Result};
 
 /// The sizes and options of one attention call.
@@ -29,6 +30,10 @@ pub struct AttentionShape {
     pub causal: bool,
     /// Multiplies the scores `q·k` before the softmax; finite and positive.
     pub scale: f32,
+    /// Attention dropout on the probabilities, in training: `P` is multiplied by the mask's
+    /// factors before `P·V`, element `(b, h, i, j)` at index `((b·H + h)·Tq + i)·Tk + j`.
+    /// `None` (never an identity mask, see [`AttentionShape::dropped`]) drops nothing.
+    pub dropout: Option<DropoutMask>,
 }
 
 impl AttentionShape {
@@ -43,6 +48,7 @@ impl AttentionShape {
             head_dim,
             causal: false,
             scale: 1.0 / (head_dim as f32).sqrt(),
+            dropout: None,
         }
     }
 
@@ -62,6 +68,16 @@ impl AttentionShape {
     /// The same with another scale.
     pub fn scaled(self, scale: f32) -> Self {
         AttentionShape { scale, ..self }
+    }
+
+    /// The same with the probabilities dropped out by `mask` (training only: decoding
+    /// refuses it). A rate of 0 keeps `dropout` `None`, so the kernels take the path
+    /// without dropout, bit for bit.
+    pub fn dropped(self, mask: DropoutMask) -> Self {
+        AttentionShape {
+            dropout: (!mask.is_identity()).then_some(mask),
+            ..self
+        }
     }
 
     /// Query heads per key/value head.

@@ -1,12 +1,14 @@
 //! The scalar level's path run head by head from buffers left full of NaN, against the
 //! public functions (at the level in force): the same results to
 //! rounding, so the padding and the blocks' reach are cleared by the head code and nothing
-//! else left over is read.
+//! else left over is read; with attention dropout too, so the mask's index and its
+//! regeneration agree between the levels.
 
 use super::columns::SharedColumns;
 use super::head::{self, GradSinks, HeadShape};
 use super::{attention_backward, attention_forward, GradTarget, Grads};
-use crate::gradcheck::attention::{modes, operands, Mode, Packed};
+use crate::gradcheck::attention::{dropout_modes, modes, operands, Mode, Packed};
+use crate::kernels::dropout::DropoutMask;
 use crate::kernels::simd::Scalar;
 use crate::rng::Rng;
 
@@ -14,12 +16,20 @@ use crate::rng::Rng;
 fn the_scalar_path_from_nan_scratch_matches() {
     let mut rng = Rng::new(3);
     let mut all = modes();
+    all.extend(dropout_modes());
+    let big = super::AttentionShape::new(2, 4, 37, 37, 20)
+        .causal()
+        .grouped(2);
     all.push(Mode {
         name: "causal self grouped 37",
         fused: true,
-        shape: super::AttentionShape::new(2, 4, 37, 37, 20)
-            .causal()
-            .grouped(2),
+        shape: big,
+        key_lengths: Some(vec![30, 37]),
+    });
+    all.push(Mode {
+        name: "dropout causal self grouped 37",
+        fused: true,
+        shape: big.dropped(DropoutMask::new(0.1, 4).unwrap()),
         key_lengths: Some(vec![30, 37]),
     });
     for mode in all {

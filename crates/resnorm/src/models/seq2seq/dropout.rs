@@ -5,18 +5,22 @@
 //! x₀ = drop_r(embedding)                          each stack's input (stack.rs)
 //! F(h) = drop_r(sublayer(h))                      every unit's output, before it joins the stream
 //! MLP: drop_a(GELU(h·W_fc + b_fc))·W_proj + b_proj  activation dropout (sublayer.rs)
+//! attention: drop_t(softmax(q·kᵀ/√d))·v           attention dropout, every self- and
+//!                                                 cross-attention (kernels::attention)
 //! ```
 //! `drop_p` is inverted dropout ([`crate::kernels::dropout`]): its mask is a pure function of
 //! the step's seed, the site (stack, unit, kind) and the element's index, so the backward
 //! regenerates it, and a resumed run draws the same masks. Evaluation and decoding run with
-//! no [`Dropout`] at all.
+//! no [`Dropout`] at all. Attention dropout (`drop_t`, torch's `MultiheadAttention(dropout=)`,
+//! fairseq's `--attention-dropout`) is 0 unless [`Dropout::with_attention`] sets it.
 //!
 //! ```
 //! use resnorm::models::seq2seq::Dropout;
-//! let dropout = Dropout::new(0.3, 0.1, 17).unwrap();
+//! let dropout = Dropout::new(0.3, 0.1, 17).unwrap().with_attention(0.1).unwrap();
 //! assert_eq!(dropout.for_step(5), dropout.for_step(5));
 //! assert_ne!(dropout.for_step(5).seed(), dropout.for_step(6).seed());
 //! assert!(Dropout::new(1.0, 0.0, 1).is_err());
+//! assert!(dropout.with_attention(1.0).is_err());
 //! ```
 
 use crate::kernels::dropout::{hash, DropoutMask};
@@ -34,17 +38,22 @@ pub struct Dropout {
     residual: f32,
     /// Activation dropout: after the MLP's GELU.
     activation: f32,
+    /// Attention dropout: on every attention's probabilities.
+    attention: f32,
     /// The seed of every mask of this forward.
     seed: u64,
 }
 
-/// The masks of one residual unit: its output's and its MLP activation's.
+/// The masks of one residual unit: its output's, its MLP activation's and its attention
+/// probabilities'.
 #[derive(Clone, Copy, Debug)]
 pub struct UnitMasks {
     /// On `F(h)`.
     pub output: DropoutMask,
     /// On the MLP's `GELU(u)` (unused by attention sublayers).
     pub activation: DropoutMask,
+    /// On the attention's probabilities (unused by MLPs).
+    pub attention: DropoutMask,
 }
 
 /// Which tensor of a stack a mask drops from.
@@ -56,18 +65,27 @@ pub(crate) enum Site {
     Output(usize),
     /// Unit `k`'s MLP activation.
     Activation(usize),
+    /// Unit `k`'s attention probabilities.
+    Attention(usize),
 }
 
 impl Dropout {
-    /// Rates in `[0, 1)` and a seed.
+    /// Rates in `[0, 1)` and a seed; no attention dropout.
     pub fn new(residual: f32, activation: f32, seed: u64) -> Result<Self> {
         DropoutMask::new(residual, seed)?;
         DropoutMask::new(activation, seed)?;
         Ok(Dropout {
             residual,
             activation,
+            attention: 0.0,
             seed,
         })
+    }
+
+    /// The same with attention dropout `attention` in `[0, 1)`.
+    pub fn with_attention(self, attention: f32) -> Result<Self> {
+        DropoutMask::new(attention, self.seed)?;
+        Ok(Dropout { attention, ..self })
     }
 
     /// The same rates with the seed of training step `step` of a run seeded by
@@ -89,6 +107,7 @@ impl Dropout {
         UnitMasks {
             output: self.mask(stack, Site::Output(k)),
             activation: self.mask(stack, Site::Activation(k)),
+            attention: self.mask(stack, Site::Attention(k)),
         }
     }
 
@@ -98,6 +117,7 @@ impl Dropout {
             Site::Input => (self.residual, 0, 0),
             Site::Output(k) => (self.residual, k as u64, 1),
             Site::Activation(k) => (self.activation, k as u64, 2),
+            Site::Attention(k) => (self.attention, k as u64, 3),
         };
         let site = (stack << 40) | (unit << 2) | kind;
         DropoutMask::new(rate, self.seed)

@@ -8,8 +8,9 @@
 //! cross:          q = h·W_q + b_q;  [k | v] = m·W_kv + b_kv   (m: the encoder's output)
 //!                 y = softmax(q·kᵀ/√d, keys < src_len_b)·v;  F(h) = y·W_proj + b_proj
 //! ```
-//! In training each output is dropped out before it joins the stream, and the MLP's
-//! activation too ([`super::Dropout`]); backward regenerates the same masks.
+//! In training each output is dropped out before it joins the stream, the MLP's
+//! activation and every attention's probabilities too ([`super::Dropout`]); backward
+//! regenerates the same masks.
 //!
 //! Backward runs the same path reversed; cross-attention also adds `∂L/∂m = dkv·W_kvᵀ` into
 //! the gradient of the encoder's output, which every decoder layer reads. The projections'
@@ -20,7 +21,7 @@ use super::dropout::UnitMasks;
 use crate::kernels::attention::{
     attention_backward, attention_forward, AttentionShape, GradTarget, Grads, Rows,
 };
-use crate::kernels::dropout::{dropout_backward, dropout_forward};
+use crate::kernels::dropout::{dropout_backward, dropout_forward, DropoutMask};
 use crate::kernels::gelu::{bias_gelu_backward_from_slope, bias_gelu_forward_keeping_slope};
 use crate::kernels::residual::residual_add_assign;
 use crate::models::gpt::Transform;
@@ -217,8 +218,8 @@ impl Sublayer {
         self.forward_masked(h, acts, out, ctx, None)
     }
 
-    /// [`Sublayer::forward`] with the output (and an MLP's activation) dropped out by
-    /// `masks`, when given.
+    /// [`Sublayer::forward`] with the output (and an MLP's activation or an attention's
+    /// probabilities) dropped out by `masks`, when given.
     pub(crate) fn forward_masked(
         &self,
         h: &[f32],
@@ -228,6 +229,7 @@ impl Sublayer {
         masks: Option<UnitMasks>,
     ) -> Result<()> {
         let activation = masks.map(|m| m.activation).filter(|m| !m.is_identity());
+        let attention = masks.map(|m| m.attention).filter(|m| !m.is_identity());
         match (self, acts, activation) {
             (
                 Sublayer::Gpt(GptSublayer::Mlp { c_fc, c_proj }),
@@ -239,7 +241,7 @@ impl Sublayer {
                 dropout_forward(act, &mask, 0);
                 c_proj.forward(out, act)?;
             }
-            (sublayer, acts, _) => sublayer.forward_unmasked(h, acts, out, ctx)?,
+            (sublayer, acts, _) => sublayer.forward_attending(h, acts, out, ctx, attention)?,
         }
         if let Some(masks) = masks {
             dropout_forward(out, &masks.output, 0);
@@ -247,16 +249,35 @@ impl Sublayer {
         Ok(())
     }
 
-    fn forward_unmasked(
+    /// `out = F(h)` with the attention's probabilities dropped out by `attention`, if given
+    /// (never an identity mask).
+    fn forward_attending(
         &self,
         h: &[f32],
         acts: &mut SublayerActs,
         out: &mut [f32],
         ctx: &Context<'_>,
+        attention: Option<DropoutMask>,
     ) -> Result<()> {
         let (batch, seq) = (ctx.batch, ctx.seq);
-        match (self, acts) {
-            (Sublayer::Gpt(gpt), SublayerActs::Gpt(acts)) => gpt.forward(h, acts, out, batch, seq),
+        match (self, acts, attention) {
+            (
+                Sublayer::Gpt(GptSublayer::Attention {
+                    c_attn,
+                    core,
+                    c_proj,
+                }),
+                SublayerActs::Gpt(GptActs::Attention { qkv, att, y }),
+                Some(mask),
+            ) => {
+                c_attn.forward_without_bias(qkv, h)?;
+                let operands = (&qkv[..], bias(c_attn));
+                core.forward_adding_bias_dropped((y, att), operands, &mask, batch, seq)?;
+                c_proj.forward(out, y)
+            }
+            (Sublayer::Gpt(gpt), SublayerActs::Gpt(acts), _) => {
+                gpt.forward(h, acts, out, batch, seq)
+            }
             (
                 Sublayer::Bidirectional {
                     c_attn,
@@ -264,10 +285,14 @@ impl Sublayer {
                     c_proj,
                 },
                 SublayerActs::Bidirectional { qkv, att, y },
+                _,
             ) => {
                 c_attn.forward_without_bias(qkv, h)?;
                 let c = c_proj.in_features();
-                let shape = AttentionShape::new(batch, *heads, seq, seq, c / heads);
+                let shape = dropped(
+                    AttentionShape::new(batch, *heads, seq, seq, c / heads),
+                    attention,
+                );
                 let view = |column| Rows::new(qkv, 3 * c, column, seq).with_bias(bias(c_attn));
                 let operands = (view(0), view(c), view(2 * c));
                 attention_forward(y, att, operands, &shape, ctx.lengths)?;
@@ -281,12 +306,13 @@ impl Sublayer {
                     c_proj,
                 },
                 SublayerActs::Cross { q, kv, att, y },
+                _,
             ) => {
                 let memory = ctx.memory.ok_or_else(no_memory)?;
                 c_q.forward_without_bias(q, h)?;
                 c_kv.forward_without_bias(kv, memory.data)?;
                 let operands = cross_operands((q, bias(c_q)), (kv, bias(c_kv)), seq, memory.seq);
-                let shape = cross_shape(c_proj, *heads, ctx, memory);
+                let shape = dropped(cross_shape(c_proj, *heads, ctx, memory), attention);
                 attention_forward(y, att, operands, &shape, memory.lengths)?;
                 c_proj.forward(out, y)
             }
@@ -308,8 +334,9 @@ impl Sublayer {
         d_memory: Option<&mut [f32]>,
     ) -> Result<()> {
         let Some(masks) = masks else {
-            return self.backward_unmasked(dout, h, acts, scratch, dh, ctx, d_memory);
+            return self.backward_attending(dout, h, acts, scratch, dh, (ctx, None), d_memory);
         };
+        let attention = Some(masks.attention).filter(|m| !m.is_identity());
         // The output's mask first: `∂L/∂F = dout · m / (1 - p)`.
         let mut d_out = std::mem::take(&mut scratch.d_out);
         let d_f = &mut d_out[..dout.len()];
@@ -324,27 +351,53 @@ impl Sublayer {
                 mlp_backward_dropped((c_fc, c_proj), (slope, act), (d_f, h, dh), buffers, masks)
             }
             (sublayer, acts) => {
-                sublayer.backward_unmasked(d_f, h, acts, scratch, dh, ctx, d_memory)
+                let ctx = (ctx, attention);
+                sublayer.backward_attending(d_f, h, acts, scratch, dh, ctx, d_memory)
             }
         };
         scratch.d_out = d_out;
         result
     }
 
+    /// The backward of [`Sublayer::forward_attending`], given the same `attention` mask.
     #[allow(clippy::too_many_arguments)]
-    fn backward_unmasked(
+    fn backward_attending(
         &mut self,
         dout: &[f32],
         h: &[f32],
         acts: &SublayerActs,
         scratch: &mut Scratch,
         dh: &mut [f32],
-        ctx: &Context<'_>,
+        (ctx, attention): (&Context<'_>, Option<DropoutMask>),
         d_memory: Option<&mut [f32]>,
     ) -> Result<()> {
         let (batch, seq) = (ctx.batch, ctx.seq);
-        match (self, acts) {
-            (Sublayer::Gpt(gpt), SublayerActs::Gpt(acts)) => {
+        match (self, acts, attention) {
+            (
+                Sublayer::Gpt(GptSublayer::Attention {
+                    c_attn,
+                    core,
+                    c_proj,
+                }),
+                SublayerActs::Gpt(GptActs::Attention { qkv, att, y }),
+                Some(mask),
+            ) => {
+                c_proj.backward(&mut scratch.dy, y, dout)?;
+                let dqkv = &mut scratch.dq[..qkv.len()];
+                let (b, db) = split_bias(c_attn);
+                let (grads, operands) = ((dqkv, db), (&qkv[..], b));
+                core.backward_adding_bias_dropped(
+                    grads,
+                    &scratch.dy,
+                    att,
+                    operands,
+                    &mask,
+                    batch,
+                    seq,
+                )?;
+                c_attn.backward_without_bias(dh, h, &scratch.dq[..qkv.len()])
+            }
+            (Sublayer::Gpt(gpt), SublayerActs::Gpt(acts), _) => {
                 gpt.backward(dout, h, acts, &mut scratch.gpt, dh, batch, seq)
             }
             (
@@ -354,10 +407,12 @@ impl Sublayer {
                     c_proj,
                 },
                 SublayerActs::Bidirectional { qkv, att, y },
+                _,
             ) => {
                 let c = c_proj.in_features();
                 c_proj.backward(&mut scratch.dy, y, dout)?;
                 let shape = AttentionShape::new(batch, *heads, seq, seq, c / *heads);
+                let shape = dropped(shape, attention);
                 let dqkv = &mut scratch.dq[..qkv.len()];
                 {
                     let (b, db) = split_bias(c_attn);
@@ -376,11 +431,12 @@ impl Sublayer {
                     c_proj,
                 },
                 SublayerActs::Cross { q, kv, att, y },
+                _,
             ) => {
                 let memory = ctx.memory.ok_or_else(no_memory)?;
                 let d_memory = d_memory.ok_or_else(no_memory)?;
                 c_proj.backward(&mut scratch.dy, y, dout)?;
-                let shape = cross_shape(c_proj, *heads, ctx, memory);
+                let shape = dropped(cross_shape(c_proj, *heads, ctx, memory), attention);
                 let (dq, dkv) = (&mut scratch.dq[..q.len()], &mut scratch.dkv[..kv.len()]);
                 {
                     let (bq, dbq) = split_bias(c_q);
@@ -428,6 +484,11 @@ pub(super) fn cross_shape(
 ) -> AttentionShape {
     let c = c_proj.in_features();
     AttentionShape::new(ctx.batch, heads, ctx.seq, memory.seq, c / heads)
+}
+
+/// `shape` with its probabilities dropped out by `mask`, if given.
+fn dropped(shape: AttentionShape, mask: Option<DropoutMask>) -> AttentionShape {
+    mask.map_or(shape, |mask| shape.dropped(mask))
 }
 
 /// Cross-attention's views: queries `[B·T, C]`, keys and values the halves of `[B·S, 2C]`,
