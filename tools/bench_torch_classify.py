@@ -9,8 +9,8 @@ Development tool, run by hand (docs/benchmarks.md, "Sentiment"):
 
 Same model as `resnorm classify train --body encoder` (torch.nn.TransformerEncoder, pre-ln
 with a final LayerNorm, GELU tanh, --encoder-dropout inside (default 0: on the embedding
-and as TransformerEncoderLayer's dropout, which also drops the attention probabilities, where
-resnorm's encoder does not); sqrt(C) E + sinusoids; mean pooling
+and as TransformerEncoderLayer's dropout: sublayer outputs, MLP activation, attention
+probabilities, as resnorm's encoder); sqrt(C) E + sinusoids; mean pooling
 over the real tokens, dropout before the head), same initialization (E normal(0, C^-1/2),
 Xavier-normal linears with the fused q/k/v as three [C, C] blocks, head normal(0, 0.02)),
 same tokens (GPT-2 BPE from tiktoken-rs's encoder.json/vocab.bpe, cut to --context), same

@@ -111,8 +111,8 @@ pub struct ClassifyConfig {
     /// saved before the field existed read as 0).
     #[serde(default)]
     pub dropout: f32,
-    /// The encoder body's own dropout rate (embedding, sublayer outputs, MLP activations)
-    /// while training (runs saved before the field existed read as 0).
+    /// The encoder body's own dropout rate (embedding, sublayer outputs, MLP activations,
+    /// attention probabilities) while training (runs saved before the field existed read as 0).
     #[serde(default)]
     pub encoder_dropout: f32,
     /// Train the head only.

@@ -7,8 +7,9 @@
 //! x₀       = √C·E[tokens'] + P                     P sinusoidal (seq2seq's TokenEmbedding)
 //! h        = Encoder(x₀; keys < len_b)             every placement × LayerNorm/RMSNorm
 //! backward: dx₀ = Encoder'ᵀ dh;  dE[tokens'[b, t]] += √C·dx₀[b, t]
-//! training: x₀, every unit's F(h) and every MLP activation dropped out at one rate
-//!           (EncoderBody::forward_dropped, the seq2seq encoder's masks)
+//! training: x₀, every unit's F(h), every MLP activation and every attention's
+//!           probabilities dropped out at one rate (EncoderBody::forward_dropped, the
+//!           seq2seq encoder's masks)
 //! ```
 //! Positions are the seq2seq model's fixed sinusoids rather than a learned table: they have
 //! no parameters to fit on a few thousand sentences and `torch.nn.TransformerEncoder`'s
@@ -185,8 +186,9 @@ impl EncoderBody {
     }
 
     /// [`EncoderBody::forward`] in training: with `Some(dropout)`, the embedding, every
-    /// unit's output and every MLP activation are dropped out as in the encoder of
-    /// `models/seq2seq` (`torch.nn.TransformerEncoderLayer`'s places); the next
+    /// unit's output, every MLP activation and every attention's probabilities are dropped
+    /// out as in the encoder of `models/seq2seq` (`torch.nn.TransformerEncoderLayer`'s
+    /// places); the next
     /// [`EncoderBody::backward`] regenerates the same masks.
     pub fn forward_dropped(
         &mut self,

@@ -125,7 +125,7 @@ pub struct Classifier {
     freeze_body: bool,
     regression: bool,
     dropout: f32,
-    /// The encoder's residual and activation dropout rate `r` while training.
+    /// The encoder's residual, activation and attention dropout rate `r` while training.
     body_dropout: f32,
     /// `m / (1 − q)` of the last forward with dropout; empty when it ran without.
     mask: Vec<f32>,
@@ -192,9 +192,9 @@ impl Classifier {
     }
 
     /// The same classifier with the encoder's own dropout at rate `r` while training: on its
-    /// embedding, every sublayer's output and every MLP activation, as
-    /// `torch.nn.TransformerEncoderLayer(dropout=r)` places it (but for the attention
-    /// probabilities). A GPT body has no dropout: `r > 0` is refused for it.
+    /// embedding, every sublayer's output, every MLP activation and every attention's
+    /// probabilities, as `torch.nn.TransformerEncoderLayer(dropout=r)` places it (and the
+    /// embedding's as fairseq). A GPT body has no dropout: `r > 0` is refused for it.
     pub fn with_body_dropout(self, r: f32) -> Result<Self> {
         if !(0.0..1.0).contains(&r) {
             return Err(Error::Config(format!(
@@ -241,7 +241,7 @@ impl Classifier {
     ) -> Result<&[f32]> {
         let body_dropout = if self.body_dropout > 0.0 {
             let r = self.body_dropout;
-            Some(Dropout::new(r, r, rng.next_u64())?)
+            Some(Dropout::new(r, r, rng.next_u64())?.with_attention(r)?)
         } else {
             None
         };

@@ -77,7 +77,7 @@ pub fn tiny_config(placement: Placement, norm: NormKind, pooling: Pooling) -> En
 
 /// The hidden states `[B, prefix + SEQ, C]` of the body `config` with parameters `p`, in
 /// `f64` from the definitions; with `dropout`, its masks on the embedding, every unit's
-/// output and every MLP activation.
+/// output, every MLP activation and every attention's probabilities.
 fn reference_hidden(
     config: &EncoderConfig,
     p: &ReferenceParams,
@@ -123,7 +123,7 @@ fn reference_hidden(
             }));
         }
     }
-    let self_attention = |h: &[f64], prefix: &str| {
+    let self_attention = |h: &[f64], prefix: &str, unit: usize| {
         let qkv = linear(h, &format!("{prefix}.c_attn"), c, 3 * c);
         let part = |k: usize| -> Vec<f64> {
             qkv.chunks_exact(3 * c)
@@ -139,7 +139,7 @@ fn reference_hidden(
             heads,
             false,
             Some(&lengths),
-            None,
+            dropout.map(|d| d.mask(ENCODER_STACK, Site::Attention(unit))),
         );
         linear(&y, &format!("{prefix}.c_proj"), c, c)
     };
@@ -154,7 +154,7 @@ fn reference_hidden(
     let mut dual = x.clone();
     for i in 0..config.layers {
         let l = format!("encoder.{i}");
-        let attn = |h: &[f64]| self_attention(h, &format!("{l}.self_attn"));
+        let attn = |h: &[f64]| self_attention(h, &format!("{l}.self_attn"), 2 * i);
         let ff = |h: &[f64]| mlp(h, &format!("{l}.mlp"), 2 * i + 1);
         let sublayers: [(&Transform, &str, &str); 2] =
             [(&attn, "ln_1", "rezero_self"), (&ff, "ln_2", "rezero_mlp")];
@@ -232,7 +232,9 @@ fn check_model_with(
     let mut dropout_rng = Rng::new(DROPOUT_RNG_SEED);
     let dropout = (rate > 0.0).then(|| {
         let seed = dropout_rng.clone().next_u64();
-        Dropout::new(rate, rate, seed).expect("a rate below 1")
+        Dropout::new(rate, rate, seed)
+            .and_then(|d| d.with_attention(rate))
+            .expect("a rate below 1")
     });
     (model.forward_train(&tokens, &LENGTHS, &mut dropout_rng)).expect("a valid batch");
     model.loss(&LABELS, &[0.0; 3]).expect("one label per row");

@@ -69,8 +69,8 @@ pub struct Args {
     /// Dropout before the head while training [default: 0].
     #[arg(long)]
     dropout: Option<f32>,
-    /// The encoder body's own dropout (embedding, sublayer outputs, MLP activations) while
-    /// training [default: 0].
+    /// The encoder body's own dropout (embedding, sublayer outputs, MLP activations,
+    /// attention probabilities) while training [default: 0].
     #[arg(long)]
     encoder_dropout: Option<f32>,
     /// char, byte or gpt2 (from scratch) [default: gpt2].
