@@ -2,7 +2,7 @@
 //! feature (docs/distributed.md). What a rank does with an error is decided here:
 //!
 //! - before training, errors and settings are agreed on collectively, so every rank stops
-//!   together and only rank 0 prints the one `error:` line (exit 2 on every rank);
+//!   together, after rank 0 has printed the one `error:` line (exit 2 on every rank);
 //! - during training, a rank that fails alone prints its error with its rank and aborts
 //!   every rank (`MPI_Abort`), so that none waits in a collective forever.
 
@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use resnorm::distributed::{agree, Communicator};
 use resnorm::{Error, Result};
+
+use crate::signals::Stop;
 
 /// Joins the ranks this process was started with (one without the `mpi` feature, or when
 /// not started by `mpirun`).
@@ -25,8 +27,9 @@ pub fn join() -> Result<Box<dyn Communicator>> {
 }
 
 /// Every rank's `local` setup, once every rank has one without error and with the same
-/// `fingerprint`. Otherwise `Ok(None)` on every rank but 0 (exit 2 quietly) and on rank 0
-/// the one error to print.
+/// `fingerprint`. Otherwise, on several ranks, rank 0 prints the one error line and every
+/// rank gets `Ok(None)` (exit 2 quietly) only after that: a rank that exited first would
+/// have `mpirun` kill rank 0 before its line is out. On one rank the error is returned.
 pub fn agreed<T>(
     comm: &mut dyn Communicator,
     local: Result<T>,
@@ -41,8 +44,14 @@ pub fn agreed<T>(
     });
     match checked {
         Ok(setup) => Ok(Some(setup)),
-        Err(e) if comm.rank() == 0 => Err(e),
-        Err(_) => Ok(None),
+        Err(e) => {
+            if comm.rank() == 0 {
+                crate::print_error(&e);
+            }
+            // Every rank waits here until rank 0 has printed.
+            comm.sum_f64(&mut [0.0])?;
+            Ok(None)
+        }
     }
 }
 
@@ -58,7 +67,7 @@ pub fn or_abort<T>(comm: &dyn Communicator, outcome: Result<T>) -> Result<T> {
     }
 }
 
-/// The quiet exit of a rank other than 0 after an agreed error.
+/// The quiet exit of every rank after an agreed error (rank 0 has printed it).
 pub fn quiet_failure() -> ExitCode {
     ExitCode::from(2)
 }
@@ -68,4 +77,15 @@ pub fn uneven_batch(batch: usize, ranks: usize) -> Error {
     Error::Config(format!(
         "--batch {batch} does not split evenly over {ranks} ranks: use a multiple of {ranks}"
     ))
+}
+
+/// Whether a signal asked to stop, on any rank: `mpirun` passes signals on to every rank,
+/// but not at the same instant, and the ranks must stop after the same step.
+pub fn stop_agreed(comm: &mut dyn Communicator, stop: &Stop) -> Result<bool> {
+    if comm.size() == 1 {
+        return Ok(stop.requested());
+    }
+    let mut requested = [if stop.requested() { 1.0 } else { 0.0 }];
+    comm.sum_f64(&mut requested)?;
+    Ok(requested[0] > 0.0)
 }

@@ -414,7 +414,7 @@ fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
             trainer.save_all_ranks(out)?;
             last_saved = Some(report.step);
         }
-        if stop_agreed(trainer, &stop)? {
+        if ranks::stop_agreed(trainer.communicator(), &stop)? {
             if last_saved != Some(report.step) {
                 trainer.save_all_ranks(out)?;
             }
@@ -440,7 +440,7 @@ fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
             if args.no_overlap { "off" } else { "on" }
         );
     }
-    if stop_agreed(trainer, &stop)? {
+    if ranks::stop_agreed(trainer.communicator(), &stop)? {
         if lead {
             eprintln!("{}: the run is complete and saved", stop.name());
         }
@@ -454,18 +454,6 @@ fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether a signal asked to stop, on any rank: `mpirun` passes signals on to every rank,
-/// but not at the same instant, and the ranks must stop after the same step.
-fn stop_agreed(trainer: &mut Trainer, stop: &Stop) -> Result<bool> {
-    let comm = trainer.communicator();
-    if comm.size() == 1 {
-        return Ok(stop.requested());
-    }
-    let mut requested = [if stop.requested() { 1.0 } else { 0.0 }];
-    comm.sum_f64(&mut requested)?;
-    Ok(requested[0] > 0.0)
 }
 
 /// The last lines of a run: losses against what the data allows.

@@ -16,6 +16,14 @@
 //! AdamW moments, step, data RNG state; the split read back from `split.tsv`) continues
 //! bit for bit.
 //!
+//! **Data-parallel** ([`Trainer::distributed`]): with `N` ranks `batch` is the global batch
+//! `B` (a multiple of `N`). Every rank draws the same `B` sentences from the same data RNG
+//! and trains on its own `B/N` of them (rank `r` takes rows `r·B/N ..`); with dropout it
+//! also draws every row's mask, using its own rows' only. The gradients and losses of the
+//! equal shares are averaged ([`FlatAverage`]), so `N` ranks train as one process, up to the
+//! order of float sums, masks included, and every rank's RNG stays where one process's
+//! would be: a run resumes on any number of ranks.
+//!
 //! ```
 //! use resnorm::classify::{ClassifyConfig, TableSpec, Trainer};
 //! use resnorm::lm::TokenizerKind;
@@ -44,6 +52,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::data::text::Tokenizer;
+use crate::distributed::{agree, Communicator, FlatAverage, SingleProcess};
 use crate::lm::{TokenizerKind, DATA_SEED_MIX};
 use crate::models::gpt::Gpt;
 use crate::optim::{clip_grad_norm, grad_norm, AdamW, Optimizer, WarmupCosine};
@@ -101,6 +110,9 @@ pub struct Trainer {
     lengths: Vec<usize>,
     labels: Vec<u32>,
     scores: Vec<f32>,
+    comm: Box<dyn Communicator>,
+    /// The bucket layout, with more than one rank.
+    average: Option<FlatAverage>,
 }
 
 /// The column that names a row's class, for error messages.
@@ -141,7 +153,22 @@ pub fn encode_table(
 
 impl Trainer {
     /// A fresh run of `config` in the run directory `run` (created; `split.tsv` written).
-    pub fn new(mut config: ClassifyConfig, run: &Path) -> Result<Self> {
+    pub fn new(config: ClassifyConfig, run: &Path) -> Result<Self> {
+        let trainer = Self::fresh(config)?;
+        trainer.write_split(run)?;
+        Ok(trainer)
+    }
+
+    /// Writes the run's `split.tsv` into the run directory `run` (created).
+    pub fn write_split(&self, run: &Path) -> Result<()> {
+        std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+        self.split
+            .write(&run.join(SPLIT_FILE), &self.table.examples)
+    }
+
+    /// A fresh run of `config` that writes nothing: what the ranks other than 0 of a
+    /// data-parallel run start, rank 0 writing the split ([`Trainer::new`]).
+    pub fn fresh(mut config: ClassifyConfig) -> Result<Self> {
         config.validate()?;
         let table = read_table(&config.data, &config.table)?;
         if let Task::Classes(names) = &table.task {
@@ -166,8 +193,6 @@ impl Trainer {
             &data,
             class_column(&config),
         )?;
-        std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-        split.write(&run.join(SPLIT_FILE), &table.examples)?;
         let (body, tokenizer) = match &config.init {
             Some(dir) => {
                 let saved = crate::lm::load_checkpoint(dir)?;
@@ -302,8 +327,53 @@ impl Trainer {
             lengths: Vec::new(),
             labels: Vec::with_capacity(config.batch),
             scores: Vec::with_capacity(config.batch),
+            comm: Box::new(SingleProcess::default()),
+            average: None,
             config,
         })
+    }
+
+    /// Trains on the ranks of `comm` from here on, `batch` split evenly over them (see the
+    /// module documentation). Collective: every rank calls it.
+    pub fn distributed(mut self, mut comm: Box<dyn Communicator>) -> Result<Self> {
+        let ranks = comm.size();
+        if !self.config.batch.is_multiple_of(ranks) {
+            return Err(Error::Config(format!(
+                "batch {} does not split evenly over {ranks} ranks",
+                self.config.batch
+            )));
+        }
+        self.average = match ranks {
+            1 => None,
+            _ => Some(FlatAverage::new(
+                &self.model.trainable_mut(),
+                comm.as_mut(),
+            )?),
+        };
+        self.comm = comm;
+        Ok(self)
+    }
+
+    /// The communicator the run trains on.
+    pub fn communicator(&mut self) -> &mut dyn Communicator {
+        self.comm.as_mut()
+    }
+
+    /// What every rank must agree on before training: the settings, the split's and model's
+    /// sizes, the step and a checksum of the weights (see [`agree::fingerprint`]).
+    pub fn fingerprint(&self) -> serde_json::Value {
+        let mut params = 0;
+        self.model.visit_params(&mut |p| params += p.len());
+        let extra = vec![
+            ("rows", self.table.examples.len().into()),
+            ("training_rows", self.split.train.len().into()),
+            ("validation_rows", self.split.valid.len().into()),
+            ("test_rows", self.split.test.len().into()),
+            ("vocab", self.tokenizer.vocab_size().into()),
+            ("parameters", params.into()),
+            ("step", self.step.into()),
+        ];
+        agree::fingerprint(&self.config, extra, |f| self.model.visit_params(f))
     }
 
     /// One optimizer step (see the module documentation).
@@ -324,18 +394,44 @@ impl Trainer {
             self.labels.push(self.table.examples[i].label);
             self.scores.push(self.table.examples[i].score);
         }
+        let (rank, ranks) = (self.comm.rank(), self.comm.size());
+        let local = batch / ranks;
+        let mine = rank * local..(rank + 1) * local;
         let seq = self.model.body.context();
         fill_batch(
             &self.encoded,
-            &self.rows,
+            &self.rows[mine.clone()],
             seq,
             &mut self.tokens,
             &mut self.lengths,
         );
         self.model.zero_grad();
+        // The dropout masks of the rows before and after this rank's, drawn and dropped.
+        let width = self.model.body.width();
+        let skip = |rng: &mut Rng, rows: usize| {
+            for _ in 0..rows * width {
+                rng.next_u64();
+            }
+        };
+        let dropout = self.config.dropout > 0.0;
+        if dropout {
+            skip(&mut self.rng, mine.start);
+        }
         self.model
             .forward_train(&self.tokens, &self.lengths, &mut self.rng)?;
-        let loss = self.model.loss(&self.labels, &self.scores)?;
+        if dropout {
+            skip(&mut self.rng, batch - mine.end);
+        }
+        let mut loss = self
+            .model
+            .loss(&self.labels[mine.clone()], &self.scores[mine])?;
+        self.model.backward()?;
+        let mut params = self.model.trainable_mut();
+        if let Some(average) = &self.average {
+            loss = average
+                .average(&mut params, self.comm.as_mut(), 1.0, loss)?
+                .loss;
+        }
         let diverged = |loss: f32| Error::Diverged {
             step: self.step,
             loss,
@@ -344,8 +440,6 @@ impl Trainer {
         if !loss.is_finite() {
             return Err(diverged(loss));
         }
-        self.model.backward()?;
-        let mut params = self.model.trainable_mut();
         let norm = if self.config.grad_clip > 0.0 {
             clip_grad_norm(&mut params, self.config.grad_clip)?
         } else {
@@ -367,7 +461,7 @@ impl Trainer {
     }
 
     /// Loss and scores on the validation split (`test`: on the test split), per group when
-    /// the table has groups.
+    /// the table has groups. On this rank alone: data-parallel, rank 0 evaluates for all.
     pub fn evaluate(&mut self, test: bool) -> Result<EvalReport> {
         let rows = if test {
             &self.split.test
@@ -380,6 +474,7 @@ impl Trainer {
     }
 
     /// Saves a checkpoint of the run as the live set of the run directory `run`.
+    /// Data-parallel, rank 0 alone calls it: every rank holds the same state.
     pub fn save(&self, run: &Path) -> Result<()> {
         let state = RunState {
             step: self.step,

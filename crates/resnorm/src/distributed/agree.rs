@@ -8,6 +8,8 @@
 //!   differs; the lowest such rank's list goes to all.
 //!
 //! Both cost two small collectives and return the same result on every rank.
+//! [`fingerprint`] builds a trainer's description: its settings, the sizes of its data and
+//! model, and a checksum of its weights.
 //!
 //! ```
 //! use resnorm::distributed::{agree, SingleProcess};
@@ -18,7 +20,39 @@
 //! ```
 
 use super::Communicator;
+use crate::nn::Param;
 use crate::{Error, Result};
+
+/// What every rank of a trainer must agree on, as one flat JSON object: the fields of
+/// `settings`, then `extra` (data and model sizes, the step), then `weights_checksum`, an
+/// FNV-1a hash of the bits of every weight `visit_weights` hands over, so that ranks that
+/// would start from different weights are refused before the first step.
+pub fn fingerprint(
+    settings: &impl serde::Serialize,
+    extra: Vec<(&str, serde_json::Value)>,
+    visit_weights: impl FnOnce(&mut dyn FnMut(&Param)),
+) -> serde_json::Value {
+    // Through text, so that an f32 setting reads as written (0.01, not 0.009999999776).
+    let text = serde_json::to_string(settings).unwrap_or_default();
+    let mut fields = match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let mut checksum = 0xcbf2_9ce4_8422_2325u64;
+    visit_weights(&mut |p| {
+        for v in p.value.iter() {
+            checksum = (checksum ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3);
+        }
+    });
+    for (key, value) in extra {
+        fields.insert(key.to_string(), value);
+    }
+    fields.insert(
+        "weights_checksum".to_string(),
+        format!("{checksum:016x}").into(),
+    );
+    serde_json::Value::Object(fields)
+}
 
 /// `local` on every rank if every rank's is `Ok`; otherwise an error on every rank: rank 0's
 /// own when it failed, else the lowest failing rank's message, naming the rank.

@@ -23,6 +23,11 @@
 //! [`agree`] holds the collective checks run before training: that every rank started
 //! without error, and that every rank has the same settings.
 //!
+//! The GPT language model's trainer overlaps its sums with the backward pass
+//! ([`crate::lm::GradientAverage`]); any other model averages its flat list of trainable
+//! parameters after the backward ([`FlatAverage`]), weighting each rank by what its loss is
+//! a mean over (the translation and classification trainers).
+//!
 //! ```
 //! use resnorm::distributed::{Bucket, Communicator, SingleProcess};
 //! let mut comm = SingleProcess::default();
@@ -37,12 +42,14 @@
 //! ```
 
 pub mod agree;
+mod average;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod single;
 
 #[cfg(feature = "mpi")]
 pub use self::mpi::Mpi;
+pub use average::{Averaged, FlatAverage, BUCKET_ELEMENTS};
 pub use single::SingleProcess;
 
 use crate::{Error, Result};

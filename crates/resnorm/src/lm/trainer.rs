@@ -294,30 +294,14 @@ impl Trainer {
     /// What every rank must agree on before training: the settings, the data's size and the
     /// model (its step and a checksum of its weights), as one flat JSON object.
     pub fn fingerprint(&self) -> serde_json::Value {
-        // Through text, so that an f32 setting reads as written (0.01, not 0.009999999776).
-        let text = serde_json::to_string(&self.config).unwrap_or_default();
-        let mut fields = match serde_json::from_str(&text) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => serde_json::Map::new(),
-        };
-        let mut checksum = 0xcbf2_9ce4_8422_2325u64; // FNV-1a over the weights' bits
-        self.model.visit_params(&mut |p| {
-            for v in p.value.iter() {
-                checksum = (checksum ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3);
-            }
-        });
-        let extra = [
+        let extra = vec![
             ("training_tokens", self.data.train().len().into()),
             ("validation_tokens", self.data.validation().len().into()),
             ("vocab", self.model.vocab().into()),
             ("parameters", self.model.num_params().into()),
             ("step", self.step.into()),
-            ("weights_checksum", format!("{checksum:016x}").into()),
         ];
-        for (key, value) in extra {
-            fields.insert(key.to_string(), value);
-        }
-        serde_json::Value::Object(fields)
+        crate::distributed::agree::fingerprint(&self.config, extra, |f| self.model.visit_params(f))
     }
 
     /// One optimizer step (see the module documentation).

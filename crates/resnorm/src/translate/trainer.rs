@@ -14,6 +14,16 @@
 //! `(step, epoch, position)` is the whole random state and a resumed run continues bit for
 //! bit (same thread count).
 //!
+//! **Data-parallel** ([`TranslateTrainer::distributed`]): with `N` ranks every rank walks the
+//! same batches in the same order, and rank `r` takes the sentences `r, r + N, r + 2N, …` of
+//! each (length-sorted, so the shares are about equally long; a rank may get none). Each
+//! rank's loss is a mean over its own `T_r` target tokens, so the gradients and losses are
+//! averaged with weights `T_r` ([`FlatAverage`]): the result is the mean over the batch's
+//! `T = Σ T_r` tokens, and `N` ranks train as one process, up to the order of float sums.
+//! Dropout masks are drawn per rank (the step's seed mixed with the rank), so with dropout
+//! the ranks' masks differ from one process's (same rates, other draws). Nothing saved
+//! depends on `N`: a run resumes on any number of ranks.
+//!
 //! ```no_run
 //! use resnorm::translate::config::TranslateConfig;
 //! use resnorm::translate::data::TranslationData;
@@ -31,6 +41,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::distributed::{agree, Communicator, FlatAverage, SingleProcess};
 use crate::models::seq2seq::{Dropout, Seq2Seq};
 use crate::optim::{clip_grad_norm, grad_norm, AdamW, Optimizer, WarmupCosine};
 use crate::{Error, Result};
@@ -53,7 +64,7 @@ pub struct TranslateStep {
     pub lr: f32,
     /// Global gradient norm before clipping.
     pub grad_norm: f32,
-    /// Target tokens predicted (padding left out).
+    /// Target tokens predicted (padding left out), on every rank together.
     pub tokens: usize,
 }
 
@@ -75,6 +86,11 @@ pub struct TranslateTrainer {
     padded: PaddedBatch,
     /// The run's dropout (`None`: off), reseeded every step.
     dropout: Option<Dropout>,
+    /// This rank's sentences of the current batch.
+    share: Vec<usize>,
+    comm: Box<dyn Communicator>,
+    /// The bucket layout, with more than one rank.
+    average: Option<FlatAverage>,
 }
 
 impl TranslateTrainer {
@@ -140,7 +156,44 @@ impl TranslateTrainer {
             elapsed_before: state.elapsed,
             started: Instant::now(),
             padded: PaddedBatch::default(),
+            share: Vec::new(),
+            comm: Box::new(SingleProcess::default()),
+            average: None,
         })
+    }
+
+    /// Trains on the ranks of `comm` from here on, each taking its share of every batch (see
+    /// the module documentation). Collective: every rank calls it.
+    pub fn distributed(mut self, mut comm: Box<dyn Communicator>) -> Result<Self> {
+        self.average = match comm.size() {
+            1 => None,
+            _ => Some(FlatAverage::new(&self.model.params_mut(), comm.as_mut())?),
+        };
+        self.comm = comm;
+        Ok(self)
+    }
+
+    /// The communicator the run trains on.
+    pub fn communicator(&mut self) -> &mut dyn Communicator {
+        self.comm.as_mut()
+    }
+
+    /// What every rank must agree on before training: the settings, the data's and model's
+    /// sizes, where the run stands and a checksum of the weights (see [`agree::fingerprint`]).
+    pub fn fingerprint(&self) -> serde_json::Value {
+        let mut params = 0;
+        self.model.visit_params(&mut |p| params += p.len());
+        let extra = vec![
+            ("training_pairs", self.data.train.len().into()),
+            ("batches", self.data.batches.len().into()),
+            ("validation_pairs", self.data.valid_ids.len().into()),
+            ("vocab", self.data.bpe.vocab_size().into()),
+            ("parameters", params.into()),
+            ("step", self.step.into()),
+            ("epoch", self.epoch.into()),
+            ("position", self.position.into()),
+        ];
+        agree::fingerprint(&self.config, extra, |f| self.model.visit_params(f))
     }
 
     /// One optimizer step (see the module documentation).
@@ -155,15 +208,32 @@ impl TranslateTrainer {
             self.order = self.data.batches.epoch_order(self.epoch);
         }
         let lr = self.schedule.lr_at(self.step);
-        let indices = self.data.batches.batch(self.order[self.position]);
-        self.padded.fill(&self.data.train, indices);
+        let (rank, ranks) = (self.comm.rank(), self.comm.size());
+        let batch = self.data.batches.batch(self.order[self.position]);
+        self.share.clear();
+        self.share.extend(batch.iter().skip(rank).step_by(ranks));
         self.model.zero_grad();
-        let dropout = self.dropout.map(|d| d.for_step(self.step));
-        let smoothing = self.config.label_smoothing;
-        let loss = self
-            .model
-            .forward_training(&self.padded.as_batch(), dropout, smoothing)?
-            .ok_or_else(|| Error::invalid("TranslateTrainer::step", "no loss"))?;
+        let (mut loss, mut tokens) = (0.0, 0);
+        if !self.share.is_empty() {
+            self.padded.fill(&self.data.train, &self.share);
+            let dropout = self.dropout.map(|d| match ranks {
+                1 => d.for_step(self.step),
+                _ => d.for_step(self.step).for_step(rank as u64),
+            });
+            let smoothing = self.config.label_smoothing;
+            loss = self
+                .model
+                .forward_training(&self.padded.as_batch(), dropout, smoothing)?
+                .ok_or_else(|| Error::invalid("TranslateTrainer::step", "no loss"))?;
+            self.model.backward()?;
+            tokens = self.padded.target_tokens();
+        }
+        let mut params = self.model.params_mut();
+        if let Some(average) = &self.average {
+            // Weighted by target tokens: the mean over the whole batch's tokens.
+            let mean = average.average(&mut params, self.comm.as_mut(), tokens as f32, loss)?;
+            (loss, tokens) = (mean.loss, mean.weight as usize);
+        }
         let diverged = |loss: f32| Error::Diverged {
             step: self.step,
             loss,
@@ -172,8 +242,6 @@ impl TranslateTrainer {
         if !loss.is_finite() {
             return Err(diverged(loss));
         }
-        self.model.backward()?;
-        let mut params = self.model.params_mut();
         let norm = match self.config.grad_clip > 0.0 {
             true => clip_grad_norm(&mut params, self.config.grad_clip)?,
             false => grad_norm(&params),
@@ -190,11 +258,12 @@ impl TranslateTrainer {
             loss,
             lr,
             grad_norm: norm,
-            tokens: self.padded.target_tokens(),
+            tokens,
         })
     }
 
-    /// Mean cross-entropy per target token on the validation pairs.
+    /// Mean cross-entropy per target token on the validation pairs (on this rank alone:
+    /// data-parallel, rank 0 evaluates for all, as every rank holds the same weights).
     pub fn validation_loss(&mut self) -> Result<f64> {
         let max_tokens = self.config.max_tokens;
         crate::threads::busy(|| validation_loss(&mut self.model, &self.data.valid_ids, max_tokens))
@@ -209,7 +278,8 @@ impl TranslateTrainer {
         crate::threads::busy(|| evaluate(model, &data.bpe, &data.valid, n, max_tokens))
     }
 
-    /// Saves the run as the live checkpoint set of the run directory `dir`.
+    /// Saves the run as the live checkpoint set of the run directory `dir`. Data-parallel,
+    /// rank 0 alone calls it: every rank holds the same weights, moments and position.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let state = TranslateState {
             step: self.step,

@@ -2,9 +2,14 @@
 //! checkpoint sets in `--out`; `--resume` continues it with its saved settings (only
 //! `--steps` may change). SIGINT and SIGTERM stop after the current step, save, and exit
 //! 130 / 143; a diverged loss exits 1 and leaves the last checkpoint as it was.
+//!
+//! Under `mpirun` (a build with the `mpi` feature) every rank runs this command with the same
+//! flags: `--batch` is the global batch, split evenly over the ranks; rank 0 alone prints,
+//! evaluates, writes `split.tsv`, the metrics and the checkpoints (see `commands::ranks` for
+//! errors, docs/distributed.md for users).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -16,7 +21,7 @@ use resnorm::models::gpt::Placement;
 use resnorm::{Error, Result};
 use serde::Serialize;
 
-use crate::commands::run_dir;
+use crate::commands::{ranks, run_dir};
 use crate::signals::Stop;
 
 /// Exit code of a run whose loss diverged.
@@ -203,29 +208,75 @@ struct Record {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let mut comm = ranks::join()?;
     let out = args.out.clone();
-    run_dir::claim(&out, args.resume.then_some(out.as_path()), args.overwrite)?;
-    let mut trainer = if args.resume {
-        let saved = resnorm::classify::load_classifier(&out)?;
+    // Rank 0 alone claims the directory; the others read it only once that is done.
+    let claimed = match comm.rank() {
+        0 => run_dir::claim(&out, args.resume.then_some(out.as_path()), args.overwrite),
+        _ => Ok(()),
+    };
+    if ranks::agreed(comm.as_mut(), claimed, |_| serde_json::Value::Null)?.is_none() {
+        return Ok(ranks::quiet_failure());
+    }
+    let setup = start(&args, comm.rank() == 0, comm.size());
+    let Some(trainer) = ranks::agreed(comm.as_mut(), setup, Trainer::fingerprint)? else {
+        return Ok(ranks::quiet_failure());
+    };
+    let mut trainer = trainer.distributed(comm)?;
+    let outcome = train(&args, &out, &mut trainer);
+    ranks::or_abort(trainer.communicator(), outcome)
+}
+
+/// The trainer of a fresh run (rank 0, `lead`, writes its split) or of the saved one, its
+/// batch checked to split evenly over `ranks`.
+fn start(args: &Args, lead: bool, ranks: usize) -> Result<Trainer> {
+    let out = &args.out;
+    if args.resume {
+        let saved = resnorm::classify::load_classifier(out)?;
         let asked = args.settings(saved.config.clone());
         run_dir::check_same_settings(&saved.config, &asked, |k| k == "steps", flag_of, "--steps")?;
-        run_dir::warn_threads(saved.state.threads);
-        Trainer::resume(&out, args.steps)?
-    } else {
-        Trainer::new(args.settings(ClassifyConfig::default()), &out)?
+        if !asked.batch.is_multiple_of(ranks) {
+            return Err(ranks::uneven_batch(asked.batch, ranks));
+        }
+        if lead {
+            run_dir::warn_threads(saved.state.threads);
+        }
+        return Trainer::resume(out, args.steps);
+    }
+    let config = args.settings(ClassifyConfig::default());
+    if !config.batch.is_multiple_of(ranks) {
+        return Err(ranks::uneven_batch(config.batch, ranks));
+    }
+    match lead {
+        true => Trainer::new(config, out),
+        false => Trainer::fresh(config),
+    }
+}
+
+/// The step loop, evaluations, metrics, checkpoints and the closing line. Every rank runs
+/// it; rank 0 alone prints, evaluates, writes `metrics.jsonl` and saves.
+fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
+    let ranks = trainer.communicator().size();
+    let lead = trainer.communicator().rank() == 0;
+    let mut log = match lead {
+        true => Some(MetricsLog::open(
+            &out.join("metrics.jsonl"),
+            trainer.steps_taken(),
+        )?),
+        false => None,
     };
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), trainer.steps_taken())?;
     let stop = Stop::install()?;
-    let bar = progress_bar(&trainer);
+    let bar = progress_bar(trainer, lead);
     let say = |text: &str| match &bar {
         Some(bar) => bar.println(text),
-        None => eprintln!("{text}"),
+        None if lead => eprintln!("{text}"),
+        None => {}
     };
     let config = trainer.config().clone();
     let mut params = 0;
     trainer.model().visit_params(&mut |p| params += p.len());
     say(&format!(
-        "{} a {params}-parameter {} {} classifier ({} pooling{}) for {} steps: {} training / {} validation / {} test sentences, into {}",
+        "{} a {params}-parameter {} {} classifier ({} pooling{}) for {} steps: {} training / {} validation / {} test sentences, into {}{}",
         if config.init.is_some() { "fine-tuning" } else { "training" },
         config.placement,
         match config.body {
@@ -238,7 +289,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         trainer.split().train.len(),
         trainer.split().valid.len(),
         trainer.split().test.len(),
-        out.display()
+        out.display(),
+        match ranks {
+            1 => String::new(),
+            n => format!(" on {n} ranks"),
+        }
     ));
     let mut last_saved = args.resume.then_some(trainer.steps_taken());
     while !trainer.is_done() {
@@ -256,14 +311,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     ),
                     None => "no checkpoint was saved".to_string(),
                 };
-                eprintln!("error: {diverged}; stopped, {kept}");
+                // The loss and gradients are averaged over the ranks: all diverge together.
+                if lead {
+                    eprintln!("error: {diverged}; stopped, {kept}");
+                }
                 return Ok(ExitCode::from(EXIT_DIVERGED));
             }
             Err(other) => return Err(other),
         };
         let seconds = started.elapsed().as_secs_f64();
-        let evaluate =
-            trainer.is_done() || (config.eval_every > 0 && report.step % config.eval_every == 0);
+        let evaluate = lead
+            && (trainer.is_done()
+                || (config.eval_every > 0 && report.step % config.eval_every == 0));
         let valid = evaluate.then(|| trainer.evaluate(false)).transpose()?;
         if let Some(v) = &valid {
             say(&format!(
@@ -274,15 +333,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 summary(v)
             ));
         }
-        log.append(&Record {
-            step: report.step,
-            loss: report.loss,
-            lr: report.lr,
-            grad_norm: report.grad_norm,
-            sentences_per_s: report.sentences as f64 / seconds,
-            elapsed: trainer.elapsed(),
-            valid,
-        })?;
+        if let Some(log) = &mut log {
+            log.append(&Record {
+                step: report.step,
+                loss: report.loss,
+                lr: report.lr,
+                grad_norm: report.grad_norm,
+                sentences_per_s: report.sentences as f64 / seconds,
+                elapsed: trainer.elapsed(),
+                valid,
+            })?;
+        }
         if let Some(bar) = &bar {
             bar.set_position(report.step);
             bar.set_message(format!(
@@ -293,27 +354,34 @@ pub fn run(args: Args) -> Result<ExitCode> {
             ));
         }
         if trainer.is_done() || (config.save_every > 0 && report.step % config.save_every == 0) {
-            trainer.save(&out)?;
+            if lead {
+                trainer.save(out)?;
+            }
             last_saved = Some(report.step);
         }
-        if stop.requested() {
-            if last_saved != Some(report.step) {
-                trainer.save(&out)?;
+        if ranks::stop_agreed(trainer.communicator(), &stop)? {
+            if lead && last_saved != Some(report.step) {
+                trainer.save(out)?;
             }
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
-            eprintln!(
-                "{}: checkpoint of step {} saved in {}; continue with --resume",
-                stop.name(),
-                report.step,
-                out.display()
-            );
+            if lead {
+                eprintln!(
+                    "{}: checkpoint of step {} saved in {}; continue with --resume",
+                    stop.name(),
+                    report.step,
+                    out.display()
+                );
+            }
             return Ok(ExitCode::from(stop.exit_code()));
         }
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
+    }
+    if !lead {
+        return Ok(ExitCode::SUCCESS);
     }
     let test = trainer.evaluate(true)?;
     println!(
@@ -324,9 +392,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A progress bar on a terminal; `None` elsewhere (logs get the evaluation lines only).
-fn progress_bar(trainer: &Trainer) -> Option<ProgressBar> {
-    std::io::stderr().is_terminal().then(|| {
+/// A progress bar on rank 0's (`lead`) terminal; `None` elsewhere (logs get the evaluation
+/// lines only).
+fn progress_bar(trainer: &Trainer, lead: bool) -> Option<ProgressBar> {
+    (lead && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(trainer.config().steps);
         bar.set_style(
             ProgressStyle::with_template(

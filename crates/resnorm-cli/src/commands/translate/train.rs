@@ -8,9 +8,14 @@
 //! checkpoint set `checkpoint/` every `--save-every` steps and at the end, and
 //! `metrics.jsonl`, one JSON line per step (tokens_per_s counts target tokens). Exit codes
 //! as `resnorm train`: 1 diverged, 2 bad input, 130 / 143 stopped by a signal after saving.
+//!
+//! Under `mpirun` (a build with the `mpi` feature) every rank runs this command with the same
+//! flags: each takes its share of every batch's sentences (`--max-tokens` stays the global
+//! batch); rank 0 alone prints, validates, writes the metrics and saves (see
+//! `commands::ranks` for errors, docs/distributed.md for users).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -24,7 +29,7 @@ use resnorm::translate::data::TranslationData;
 use resnorm::translate::trainer::TranslateTrainer;
 use resnorm::{Error, Result};
 
-use crate::commands::run_dir;
+use crate::commands::{ranks, run_dir};
 use crate::signals::Stop;
 
 /// Exit code of a run stopped by a NaN or infinite loss.
@@ -129,7 +134,7 @@ pub struct Args {
 impl Args {
     /// Defaults or the checkpoint's settings, then the flags; a resume is checked against
     /// the saved run.
-    fn settings(&self) -> Result<TranslateConfig> {
+    fn settings(&self, lead: bool) -> Result<TranslateConfig> {
         let Some(dir) = &self.resume else {
             return self.apply(TranslateConfig::default());
         };
@@ -148,7 +153,9 @@ impl Args {
                 asked.steps, saved.state.step
             )));
         }
-        run_dir::warn_threads(saved.state.threads);
+        if lead {
+            run_dir::warn_threads(saved.state.threads);
+        }
         Ok(asked)
     }
 
@@ -190,32 +197,67 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let mut comm = ranks::join()?;
     let out = args
         .out
         .clone()
         .or_else(|| args.resume.clone())
         .unwrap_or_else(|| PathBuf::from("runs/translate"));
-    run_dir::claim(&out, args.resume.as_deref(), args.overwrite)?;
-    let config = args.settings()?;
-    let mut trainer = match &args.resume {
-        Some(dir) => TranslateTrainer::resume(dir, config)?,
+    // Rank 0 alone claims the directory; the others read it only once that is done.
+    let claimed = match comm.rank() {
+        0 => run_dir::claim(&out, args.resume.as_deref(), args.overwrite),
+        _ => Ok(()),
+    };
+    if ranks::agreed(comm.as_mut(), claimed, |_| serde_json::Value::Null)?.is_none() {
+        return Ok(ranks::quiet_failure());
+    }
+    let setup = start(&args, comm.rank() == 0);
+    let Some(trainer) = ranks::agreed(comm.as_mut(), setup, TranslateTrainer::fingerprint)? else {
+        return Ok(ranks::quiet_failure());
+    };
+    let mut trainer = trainer.distributed(comm)?;
+    let outcome = train(&args, &out, &mut trainer);
+    ranks::or_abort(trainer.communicator(), outcome)
+}
+
+/// The trainer of a fresh or resumed run.
+fn start(args: &Args, lead: bool) -> Result<TranslateTrainer> {
+    let config = args.settings(lead)?;
+    match &args.resume {
+        Some(dir) => TranslateTrainer::resume(dir, config),
         None => {
             let data = TranslationData::load(&config, None)?;
-            TranslateTrainer::new(config, data)?
+            TranslateTrainer::new(config, data)
         }
+    }
+}
+
+/// The step loop, validations, metrics, checkpoints and the closing lines. Every rank runs
+/// it; rank 0 alone prints, validates, writes `metrics.jsonl` and saves.
+fn train(args: &Args, out: &Path, trainer: &mut TranslateTrainer) -> Result<ExitCode> {
+    let ranks = trainer.communicator().size();
+    let lead = trainer.communicator().rank() == 0;
+    let mut log = match lead {
+        true => {
+            std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+            Some(MetricsLog::open(
+                &out.join("metrics.jsonl"),
+                trainer.steps_taken(),
+            )?)
+        }
+        false => None,
     };
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), trainer.steps_taken())?;
     let stop = Stop::install()?;
-    let bar = progress_bar(&trainer);
+    let bar = progress_bar(trainer, lead);
     let line = |text: &str| match &bar {
         Some(bar) => bar.println(text),
-        None => eprintln!("{text}"),
+        None if lead => eprintln!("{text}"),
+        None => {}
     };
     let data = trainer.data();
     line(&format!(
         "training a {}-parameter {} encoder-decoder for {} steps on {} pairs ({} batches, {} \
-         skipped as longer than {} ids) into {}",
+         skipped as longer than {} ids) into {}{}",
         trainer.model().num_params(),
         trainer.config().placement,
         trainer.config().steps,
@@ -223,7 +265,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         data.batches.len(),
         data.batches.skipped(),
         trainer.config().max_len,
-        out.display()
+        out.display(),
+        match ranks {
+            1 => String::new(),
+            n => format!(" on {n} ranks"),
+        }
     ));
     let mut last_saved = args.resume.is_some().then_some(trainer.steps_taken());
     while !trainer.is_done() {
@@ -241,14 +287,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     ),
                     None => "no checkpoint was saved".to_string(),
                 };
-                eprintln!("error: {diverged}; stopped, {kept}");
+                // The loss and gradients are averaged over the ranks: all diverge together.
+                if lead {
+                    eprintln!("error: {diverged}; stopped, {kept}");
+                }
                 return Ok(ExitCode::from(EXIT_DIVERGED));
             }
             Err(other) => return Err(other),
         };
         let step_seconds = started.elapsed().as_secs_f64();
         let every = trainer.config().eval_every;
-        let val_loss = match trainer.is_done() || (every > 0 && report.step % every == 0) {
+        let val_loss = match lead && (trainer.is_done() || (every > 0 && report.step % every == 0))
+        {
             true => Some(trainer.validation_loss()?),
             false => None,
         };
@@ -262,7 +312,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             elapsed: trainer.elapsed(),
             diagnostics: None,
         };
-        log.append(&record)?;
+        if let Some(log) = &mut log {
+            log.append(&record)?;
+        }
         if let Some(val) = val_loss {
             line(&format!(
                 "step {:>6}/{}  loss {:.4}  val_loss {val:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s  {:.1}s",
@@ -284,22 +336,29 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         let save_every = trainer.config().save_every;
         if trainer.is_done() || (save_every > 0 && report.step % save_every == 0) {
-            trainer.save(&out)?;
+            if lead {
+                trainer.save(out)?;
+            }
             last_saved = Some(report.step);
         }
-        if stop.requested() {
-            if last_saved != Some(report.step) {
-                trainer.save(&out)?;
+        if ranks::stop_agreed(trainer.communicator(), &stop)? {
+            if lead && last_saved != Some(report.step) {
+                trainer.save(out)?;
             }
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
-            eprintln!("{}", stop.saved_line(report.step, &out));
+            if lead {
+                eprintln!("{}", stop.saved_line(report.step, out));
+            }
             return Ok(ExitCode::from(stop.exit_code()));
         }
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
+    }
+    if !lead {
+        return Ok(ExitCode::SUCCESS);
     }
     let eval = trainer.evaluate()?;
     println!(
@@ -315,9 +374,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// An indicatif bar when stderr is a terminal.
-fn progress_bar(trainer: &TranslateTrainer) -> Option<ProgressBar> {
-    std::io::stderr().is_terminal().then(|| {
+/// An indicatif bar when stderr is a terminal, on rank 0 (`lead`).
+fn progress_bar(trainer: &TranslateTrainer, lead: bool) -> Option<ProgressBar> {
+    (lead && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(trainer.config().steps);
         bar.set_style(
             ProgressStyle::with_template(
