@@ -13,9 +13,9 @@
 //! ```
 //! The body is a GPT (causal) or a Transformer encoder (bidirectional, padded keys masked);
 //! with `freeze_body` only the head trains, and the body's backward is not run at all.
-//! Dropout draws its mask (and the seed of the encoder's masks, when `r > 0`) from the
-//! caller's RNG (the trainer's data RNG), so a resumed run draws the same masks; evaluation
-//! runs without it.
+//! The head's dropout draws its mask from the caller's RNG (the trainer's data RNG), the
+//! encoder's masks come from a seed the caller gives, so a resumed run draws the same masks;
+//! evaluation runs without either.
 //!
 //! ```
 //! use resnorm::classify::{Classifier, ClassifierBody, Pooling, Task};
@@ -212,6 +212,11 @@ impl Classifier {
         })
     }
 
+    /// The encoder's dropout rate while training (0 for a GPT body).
+    pub fn body_dropout(&self) -> f32 {
+        self.body_dropout
+    }
+
     /// Outputs per sentence `K`.
     pub fn outputs(&self) -> usize {
         self.head.out_features()
@@ -230,18 +235,18 @@ impl Classifier {
         self.head_forward()
     }
 
-    /// As [`Classifier::forward`], with dropout in the encoder (its masks' seed the first
-    /// draw of `rng`) and before the head (its mask drawn next); nothing is drawn for a rate
-    /// of 0.
+    /// As [`Classifier::forward`], with dropout in the encoder (its masks drawn from
+    /// `body_seed`) and before the head (its mask drawn from `rng`; nothing drawn at rate 0).
     pub fn forward_train(
         &mut self,
         tokens: &[u32],
         lengths: &[usize],
+        body_seed: u64,
         rng: &mut Rng,
     ) -> Result<&[f32]> {
         let body_dropout = if self.body_dropout > 0.0 {
             let r = self.body_dropout;
-            Some(Dropout::new(r, r, rng.next_u64())?.with_attention(r)?)
+            Some(Dropout::new(r, r, body_seed)?.with_attention(r)?)
         } else {
             None
         };

@@ -18,11 +18,13 @@
 //!
 //! **Data-parallel** ([`Trainer::distributed`]): with `N` ranks `batch` is the global batch
 //! `B` (a multiple of `N`). Every rank draws the same `B` sentences from the same data RNG
-//! and trains on its own `B/N` of them (rank `r` takes rows `r·B/N ..`); with dropout it
-//! also draws every row's mask, using its own rows' only. The gradients and losses of the
-//! equal shares are averaged ([`FlatAverage`]), so `N` ranks train as one process, up to the
-//! order of float sums, masks included, and every rank's RNG stays where one process's
-//! would be: a run resumes on any number of ranks.
+//! and trains on its own `B/N` of them (rank `r` takes rows `r·B/N ..`); with dropout before
+//! the head it also draws every row's mask, using its own rows' only. The gradients and
+//! losses of the equal shares are averaged ([`FlatAverage`]), so `N` ranks train as one
+//! process, up to the order of float sums, masks included, and every rank's RNG stays where
+//! one process's would be: a run resumes on any number of ranks. The encoder's own dropout
+//! (`encoder_dropout`) is the exception: its masks are drawn per rank (the step's seed
+//! mixed with the rank), so with it `N` ranks train as one process in distribution only.
 //!
 //! ```
 //! use resnorm::classify::{ClassifyConfig, TableSpec, Trainer};
@@ -53,6 +55,7 @@ use std::time::Instant;
 
 use crate::data::text::Tokenizer;
 use crate::distributed::{agree, Communicator, FlatAverage, SingleProcess};
+use crate::kernels::dropout::hash;
 use crate::lm::{TokenizerKind, DATA_SEED_MIX};
 use crate::models::gpt::Gpt;
 use crate::optim::{clip_grad_norm, grad_norm, AdamW, Optimizer, WarmupCosine};
@@ -413,12 +416,19 @@ impl Trainer {
                 rng.next_u64();
             }
         };
+        // The encoder's masks: one seed per step, mixed with the rank on the others (their
+        // rows are other rows of the same batch); nothing drawn when the rate is 0.
+        let body_seed = match (self.model.body_dropout() > 0.0, rank) {
+            (false, _) => 0,
+            (true, 0) => self.rng.next_u64(),
+            (true, _) => hash(self.rng.next_u64(), rank as u64),
+        };
         let dropout = self.config.dropout > 0.0;
         if dropout {
             skip(&mut self.rng, mine.start);
         }
         self.model
-            .forward_train(&self.tokens, &self.lengths, &mut self.rng)?;
+            .forward_train(&self.tokens, &self.lengths, body_seed, &mut self.rng)?;
         if dropout {
             skip(&mut self.rng, batch - mine.end);
         }
