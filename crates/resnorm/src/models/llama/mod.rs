@@ -47,7 +47,7 @@ pub use mlp::{GatedMlp, MlpActs, MlpScratch};
 pub use rms::RmsNorm;
 pub use rope::RopeTable;
 pub use sample::generate;
-pub use unit::{NormActs, Sublayer, Unit, UnitActs, UnitScratch};
+pub use unit::{NormActs, NormScratch, Sublayer, Unit, UnitActs, UnitScratch};
 
 use crate::kernels::{cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::kernels::{matmul, MatDims, Trans};
@@ -244,7 +244,8 @@ impl Llama {
         for (k, unit) in self.units.iter().enumerate() {
             let (before, after) = s.streams.split_at_mut(k + 1);
             let shape = (s.batch, s.seq);
-            unit.forward(&before[k], &mut after[0], &mut s.units[k], &s.rope, shape)?;
+            let (acts, scratch) = (&mut s.units[k], &mut s.scratch);
+            unit.forward(&before[k], &mut after[0], acts, scratch, &s.rope, shape)?;
         }
         self.head_forward(s.streams.last().expect("2L + 1 streams"), &mut s.head)?;
         match targets {
