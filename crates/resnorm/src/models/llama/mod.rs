@@ -88,7 +88,8 @@ struct State {
     head: HeadActs,
     losses: AlignedVec,
     logsumexp: AlignedVec,
-    scratch: UnitScratch,
+    /// Boxed, so that the model stays about the GPT's size inline (`CausalLm` holds either).
+    scratch: Box<UnitScratch>,
     d_stream: [AlignedVec; 2],
 }
 
@@ -448,7 +449,7 @@ impl Llama {
             head: HeadActs::new(config, rows),
             losses: AlignedVec::zeros(rows),
             logsumexp: AlignedVec::zeros(rows),
-            scratch: UnitScratch::new(config, rows),
+            scratch: Box::new(UnitScratch::new(config, rows)),
             d_stream: [AlignedVec::zeros(n), AlignedVec::zeros(n)],
         }
     }
