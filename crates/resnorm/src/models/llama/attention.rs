@@ -12,16 +12,22 @@
 //! `[q | k | v]` gradient, RoPE's transpose, the norms' backward, then the three projections,
 //! whose input gradients are summed.
 //!
+//! Each layer keeps only what its backward reads ([`AttnActs`]): the rotated `[q | k | v]`,
+//! the probabilities, `y`, and with QK-norm the norms' inputs. The projections before
+//! rotation live in the scratch shared by every layer ([`AttnScratch`]).
+//!
 //! ```
-//! use resnorm::models::llama::{AttnActs, LlamaAttention, LlamaConfig, LlamaPlacement, RopeTable};
+//! use resnorm::models::llama::{
+//!     AttnActs, AttnScratch, LlamaAttention, LlamaConfig, LlamaPlacement, RopeTable,
+//! };
 //! let config = LlamaConfig::tiny(LlamaPlacement::PreLn);
 //! let attn = LlamaAttention::new(0, &config).unwrap();
-//! let mut acts = AttnActs::new(&config, 1, 3);
+//! let (mut acts, mut scratch) = (AttnActs::new(&config, 1, 3), AttnScratch::new(&config, 3));
 //! let mut rope = RopeTable::new(config.head_dim, config.rope_theta, 3);
 //! rope.fill(0);
 //! let x = vec![0.5; 3 * config.width];
 //! let mut out = vec![0.0; x.len()];
-//! attn.forward(&x, &mut out, &mut acts, &rope, (1, 3)).unwrap();
+//! attn.forward(&x, &mut out, &mut acts, &mut scratch, &rope, (1, 3)).unwrap();
 //! assert!(out.iter().all(|&v| v == 0.0)); // the projections start at zero
 //! ```
 
@@ -61,11 +67,9 @@ pub struct LlamaAttention {
 /// What the attention's backward reads, for `rows = batch·seq` rows.
 #[derive(Clone, Debug)]
 pub struct AttnActs {
-    q: AlignedVec,
-    k: AlignedVec,
-    v: AlignedVec,
-    q_normed: AlignedVec,
-    k_normed: AlignedVec,
+    /// The QK-norms' inputs, `x·W_q` and `x·W_k` (empty without QK-norm).
+    q_raw: AlignedVec,
+    k_raw: AlignedVec,
     q_rstd: Vec<f32>,
     k_rstd: Vec<f32>,
     /// Rotated queries and keys and the values, `[rows, H·d + 2·H_kv·d]`.
@@ -73,8 +77,6 @@ pub struct AttnActs {
     probs: AlignedVec,
     /// The kernel's output, `o`'s input, `[rows, H·d]`.
     y: AlignedVec,
-    /// `(H·d, H_kv·d)`.
-    widths: (usize, usize),
 }
 
 impl AttnActs {
@@ -88,31 +90,24 @@ impl AttnActs {
             QkNorm::PerHead => ((qw, kw), (config.heads, config.kv_heads)),
         };
         AttnActs {
-            q: AlignedVec::zeros(rows * qw),
-            k: AlignedVec::zeros(rows * kw),
-            v: AlignedVec::zeros(rows * kw),
-            q_normed: AlignedVec::zeros(rows * normed.0),
-            k_normed: AlignedVec::zeros(rows * normed.1),
+            q_raw: AlignedVec::zeros(rows * normed.0),
+            k_raw: AlignedVec::zeros(rows * normed.1),
             q_rstd: vec![0.0; rows * rstd.0],
             k_rstd: vec![0.0; rows * rstd.1],
             qkv: AlignedVec::zeros(rows * (qw + 2 * kw)),
             probs: AlignedVec::zeros(batch * config.heads * seq * seq),
             y: AlignedVec::zeros(rows * qw),
-            widths: (qw, kw),
         }
-    }
-
-    /// The queries, keys and values ready for rotation: `(q, k, v)` `[rows, ·]` each.
-    pub(super) fn unrotated(&self, rows: usize) -> (&[f32], &[f32], &[f32]) {
-        let (qw, kw) = self.widths;
-        let (q, k) = (pick(&self.q, &self.q_normed), pick(&self.k, &self.k_normed));
-        (&q[..rows * qw], &k[..rows * kw], &self.v[..rows * kw])
     }
 }
 
-/// The backward's scratch, shared by every attention unit.
+/// The scratch shared by every attention unit: the forward's queries, keys and values
+/// before rotation (normalized with QK-norm), then the backward's gradients.
 #[derive(Clone, Debug)]
 pub struct AttnScratch {
+    q: AlignedVec,
+    k: AlignedVec,
+    v: AlignedVec,
     dy: AlignedVec,
     dqkv: AlignedVec,
     dq: AlignedVec,
@@ -120,6 +115,8 @@ pub struct AttnScratch {
     dv: AlignedVec,
     dq_raw: AlignedVec,
     dk_raw: AlignedVec,
+    /// `(H·d, H_kv·d)`.
+    widths: (usize, usize),
 }
 
 impl AttnScratch {
@@ -128,6 +125,9 @@ impl AttnScratch {
         let (qw, kw) = (config.q_width(), config.kv_width());
         let normed = config.qk_norm != QkNorm::Off;
         AttnScratch {
+            q: AlignedVec::zeros(rows * qw),
+            k: AlignedVec::zeros(rows * kw),
+            v: AlignedVec::zeros(rows * kw),
             dy: AlignedVec::zeros(rows * qw),
             dqkv: AlignedVec::zeros(rows * (qw + 2 * kw)),
             dq: AlignedVec::zeros(rows * qw),
@@ -135,7 +135,19 @@ impl AttnScratch {
             dv: AlignedVec::zeros(rows * kw),
             dq_raw: AlignedVec::zeros(if normed { rows * qw } else { 0 }),
             dk_raw: AlignedVec::zeros(if normed { rows * kw } else { 0 }),
+            widths: (qw, kw),
         }
+    }
+
+    /// The queries, keys and values of the last [`LlamaAttention::project`], ready for
+    /// rotation: `(q, k, v)` `[rows, ·]` each.
+    pub(super) fn unrotated(&self, rows: usize) -> (&[f32], &[f32], &[f32]) {
+        let (qw, kw) = self.widths;
+        (
+            &self.q[..rows * qw],
+            &self.k[..rows * kw],
+            &self.v[..rows * kw],
+        )
     }
 }
 
@@ -175,23 +187,34 @@ impl LlamaAttention {
             .scaled(self.scale)
     }
 
-    /// The projections and QK-norms of `x`'s rows into `acts` (see [`AttnActs::unrotated`]).
-    pub(super) fn project(&self, x: &[f32], acts: &mut AttnActs) -> Result<()> {
+    /// The projections and QK-norms of `x`'s rows into `scratch` (see
+    /// [`AttnScratch::unrotated`]); with QK-norm, the norms' inputs and `rstd` into `acts`.
+    pub(super) fn project(
+        &self,
+        x: &[f32],
+        acts: &mut AttnActs,
+        scratch: &mut AttnScratch,
+    ) -> Result<()> {
         let rows = x.len() / self.q.in_features();
         let (qw, kw) = (self.q.out_features(), self.k.out_features());
-        let (q, k) = (&mut acts.q[..rows * qw], &mut acts.k[..rows * kw]);
-        self.q.forward(q, x)?;
-        self.k.forward(k, x)?;
-        self.v.forward(&mut acts.v[..rows * kw], x)?;
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            let q_rows = rows * qw / qn.weight.len();
-            let k_rows = rows * kw / kn.weight.len();
-            let q_normed = &mut acts.q_normed[..rows * qw];
-            qn.forward(q, q_normed, &mut acts.q_rstd[..q_rows])?;
-            let k_normed = &mut acts.k_normed[..rows * kw];
-            kn.forward(k, k_normed, &mut acts.k_rstd[..k_rows])?;
+        let (q, k) = (&mut scratch.q[..rows * qw], &mut scratch.k[..rows * kw]);
+        self.v.forward(&mut scratch.v[..rows * kw], x)?;
+        match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => {
+                let q_raw = &mut acts.q_raw[..rows * qw];
+                let k_raw = &mut acts.k_raw[..rows * kw];
+                self.q.forward(q_raw, x)?;
+                self.k.forward(k_raw, x)?;
+                let q_rows = rows * qw / qn.weight.len();
+                let k_rows = rows * kw / kn.weight.len();
+                qn.forward(q_raw, q, &mut acts.q_rstd[..q_rows])?;
+                kn.forward(k_raw, k, &mut acts.k_rstd[..k_rows])
+            }
+            _ => {
+                self.q.forward(q, x)?;
+                self.k.forward(k, x)
+            }
         }
-        Ok(())
     }
 
     /// `out [rows, C]` from `x [rows, C]`, `batch` sequences of `seq` positions whose
@@ -201,22 +224,16 @@ impl LlamaAttention {
         x: &[f32],
         out: &mut [f32],
         acts: &mut AttnActs,
+        scratch: &mut AttnScratch,
         rope: &RopeTable,
         (batch, seq): (usize, usize),
     ) -> Result<()> {
-        self.project(x, acts)?;
+        self.project(x, acts, scratch)?;
         let (qw, kw) = (self.q.out_features(), self.k.out_features());
         let width = qw + 2 * kw;
-        let AttnActs {
-            q,
-            k,
-            v,
-            q_normed,
-            k_normed,
-            qkv,
-            ..
-        } = acts;
-        let (q, k) = (pick(q, q_normed), pick(k, k_normed));
+        let rows = x.len() / self.q.in_features();
+        let (q, k, v) = scratch.unrotated(rows);
+        let qkv = &mut acts.qkv;
         let src = q
             .chunks_exact(qw)
             .zip(k.chunks_exact(kw))
@@ -265,8 +282,8 @@ impl LlamaAttention {
         }
         let (dq, dk) = match (&mut self.q_norm, &mut self.k_norm) {
             (Some(qn), Some(kn)) => {
-                qn.backward(&s.dq, &acts.q, &acts.q_rstd, &mut s.dq_raw)?;
-                kn.backward(&s.dk, &acts.k, &acts.k_rstd, &mut s.dk_raw)?;
+                qn.backward(&s.dq, &acts.q_raw, &acts.q_rstd, &mut s.dq_raw)?;
+                kn.backward(&s.dk, &acts.k_raw, &acts.k_rstd, &mut s.dk_raw)?;
                 (&s.dq_raw, &s.dk_raw)
             }
             _ => (&s.dq, &s.dk),
@@ -302,15 +319,6 @@ impl LlamaAttention {
         for norm in [&mut self.q_norm, &mut self.k_norm].into_iter().flatten() {
             norm.sync();
         }
-    }
-}
-
-/// The normalized rows where there are some, else the projection's.
-fn pick<'a>(raw: &'a [f32], normed: &'a [f32]) -> &'a [f32] {
-    if normed.is_empty() {
-        raw
-    } else {
-        normed
     }
 }
 

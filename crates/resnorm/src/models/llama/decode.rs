@@ -25,10 +25,10 @@
 //! assert_eq!(greedy(&mut model, &[5, 1], 4).unwrap().len(), 4);
 //! ```
 
-use super::attention::AttnActs;
+use super::attention::{AttnActs, AttnScratch};
 use super::generate;
-use super::mlp::MlpActs;
-use super::unit::{NormActs, Sublayer};
+use super::mlp::{MlpActs, MlpScratch};
+use super::unit::{NormActs, NormScratch, Sublayer};
 use super::{HeadActs, Llama};
 use crate::kernels::attention::{attention_forward, Rows};
 use crate::models::gpt::Sampling;
@@ -49,9 +49,13 @@ pub struct LlamaDecoder<'m> {
     /// Rotated keys and values per attention unit, `[capacity, H_kv·d]` each.
     caches: Vec<(AlignedVec, AlignedVec)>,
     streams: [AlignedVec; 2],
-    norms: Vec<NormActs>,
+    /// Every unit's norm buffers, one after another (nothing runs backward here).
+    norms: NormActs,
+    norm_scratch: NormScratch,
     attn: AttnActs,
+    attn_scratch: AttnScratch,
     mlp: MlpActs,
+    mlp_scratch: MlpScratch,
     q: AlignedVec,
     y: AlignedVec,
     probs: AlignedVec,
@@ -82,13 +86,12 @@ impl<'m> LlamaDecoder<'m> {
                 .map(|_| (AlignedVec::zeros(kv), AlignedVec::zeros(kv)))
                 .collect(),
             streams: [0, 1].map(|_| AlignedVec::zeros(CHUNK * c.width)),
-            norms: model
-                .units
-                .iter()
-                .map(|u| NormActs::new(u, CHUNK, c.width))
-                .collect(),
+            norms: NormActs::new(c, CHUNK),
+            norm_scratch: NormScratch::new(c, CHUNK),
             attn: AttnActs::new(c, 1, CHUNK),
+            attn_scratch: AttnScratch::new(c, CHUNK),
             mlp: MlpActs::new(CHUNK, c.mlp_width),
+            mlp_scratch: MlpScratch::new(CHUNK, c.mlp_width),
             q: AlignedVec::zeros(CHUNK * c.q_width()),
             y: AlignedVec::zeros(CHUNK * c.q_width()),
             probs: AlignedVec::zeros(c.heads * CHUNK * capacity),
@@ -145,17 +148,19 @@ impl<'m> LlamaDecoder<'m> {
         let (mut x, mut out) = (&mut x[..n * width], &mut out[..n * width]);
         model.embed_forward(tokens, x);
         let (rope, attn_acts, mlp_acts) = (&self.rope, &mut self.attn, &mut self.mlp);
+        let (attn_scratch, mlp_scratch) = (&mut self.attn_scratch, &mut self.mlp_scratch);
         let (q_rot, y, probs) = (&mut self.q, &mut self.y, &mut self.probs);
         for (k, unit) in model.units.iter().enumerate() {
             let (k_cache, v_cache) = &mut self.caches[k / 2];
             unit.forward_with(
                 x,
                 out,
-                &mut self.norms[k],
+                &mut self.norms,
+                &mut self.norm_scratch,
                 |sublayer, h, f| match sublayer {
                     Sublayer::Attention(attn) => {
-                        attn.project(h, attn_acts)?;
-                        let (q, k, v) = attn_acts.unrotated(n);
+                        attn.project(h, attn_acts, attn_scratch)?;
+                        let (q, k, v) = attn_scratch.unrotated(n);
                         for r in 0..n {
                             let p = pos + r;
                             rope.rotate(&q[r * qw..][..qw], &mut q_rot[r * qw..][..qw], p, c.heads);
@@ -173,7 +178,7 @@ impl<'m> LlamaDecoder<'m> {
                         attention_forward(y, probs, views, &shape, None)?;
                         attn.o.forward(f, y)
                     }
-                    Sublayer::Mlp(mlp) => mlp.forward(h, f, mlp_acts),
+                    Sublayer::Mlp(mlp) => mlp.forward(h, f, mlp_acts, mlp_scratch),
                 },
             )?;
             std::mem::swap(&mut x, &mut out);

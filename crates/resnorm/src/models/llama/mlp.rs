@@ -7,17 +7,19 @@
 //!           dx = dg·W_gateᵀ + du·W_upᵀ
 //! SiLU:     act(g) = g·σ(g)      act'(g) = σ(g)·(1 + g·(1 - σ(g)))
 //! ```
-//! The forward keeps `act(g)`, `u` and, in place of `g`, the slope `act'(g)`.
+//! The forward keeps `act(g)`, `u` and, in place of `g`, the slope `act'(g)`; `a`, `down`'s
+//! input, goes to the scratch shared by every MLP and is recomputed as `act(g) ⊙ u` in
+//! backward (one product per element, `[rows, M]` less memory per layer).
 //!
 //! ```
-//! use resnorm::models::llama::{Activation, GatedMlp, MlpActs};
+//! use resnorm::models::llama::{Activation, GatedMlp, MlpActs, MlpScratch};
 //! let mut mlp = GatedMlp::new(0, 2, 3, false, Activation::Silu).unwrap();
 //! mlp.down.weight.value.fill(1.0);
 //! mlp.gate.weight.value.fill(1.0);
 //! mlp.up.weight.value.fill(1.0);
-//! let mut acts = MlpActs::new(1, 3);
+//! let (mut acts, mut scratch) = (MlpActs::new(1, 3), MlpScratch::new(1, 3));
 //! let mut out = [0.0; 2];
-//! mlp.forward(&[1.0, 0.0], &mut out, &mut acts).unwrap();
+//! mlp.forward(&[1.0, 0.0], &mut out, &mut acts, &mut scratch).unwrap();
 //! let silu1 = 1.0 / (1.0 + (-1.0f32).exp());
 //! assert!((out[0] - 3.0 * silu1).abs() < 1e-6);
 //! ```
@@ -50,8 +52,6 @@ pub struct MlpActs {
     gated: AlignedVec,
     /// `u`.
     up: AlignedVec,
-    /// `a = act(g) ⊙ u`, the input of `down`; in backward, `da`.
-    hidden: AlignedVec,
 }
 
 impl MlpActs {
@@ -62,17 +62,17 @@ impl MlpActs {
             slope: AlignedVec::zeros(n),
             gated: AlignedVec::zeros(n),
             up: AlignedVec::zeros(n),
-            hidden: AlignedVec::zeros(n),
         }
     }
 }
 
-/// The backward's scratch: `da`, `dg` and `du`, `[rows, M]` each.
+/// The scratch shared by every MLP, `[rows, M]` each: `a = act(g) ⊙ u` (forward, and
+/// backward until `da` is known, then `du`), `da`, `dg`.
 #[derive(Clone, Debug)]
 pub struct MlpScratch {
+    hidden: AlignedVec,
     da: AlignedVec,
     dg: AlignedVec,
-    du: AlignedVec,
 }
 
 impl MlpScratch {
@@ -80,9 +80,9 @@ impl MlpScratch {
     pub fn new(rows: usize, mlp_width: usize) -> Self {
         let n = rows * mlp_width;
         MlpScratch {
+            hidden: AlignedVec::zeros(n),
             da: AlignedVec::zeros(n),
             dg: AlignedVec::zeros(n),
-            du: AlignedVec::zeros(n),
         }
     }
 }
@@ -106,11 +106,17 @@ impl GatedMlp {
     }
 
     /// `out [rows, C]` from `x [rows, C]`, keeping what backward needs in `acts`.
-    pub fn forward(&self, x: &[f32], out: &mut [f32], acts: &mut MlpActs) -> Result<()> {
+    pub fn forward(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        acts: &mut MlpActs,
+        scratch: &mut MlpScratch,
+    ) -> Result<()> {
         let rows = x.len() / self.gate.in_features();
         let n = rows * self.gate.out_features();
         let (slope, gated) = (&mut acts.slope[..n], &mut acts.gated[..n]);
-        let (up, hidden) = (&mut acts.up[..n], &mut acts.hidden[..n]);
+        let (up, hidden) = (&mut acts.up[..n], &mut scratch.hidden[..n]);
         self.gate.forward(slope, x)?;
         self.up.forward(up, x)?;
         match self.activation {
@@ -124,9 +130,7 @@ impl GatedMlp {
             }
             Activation::GeluTanh => gelu_forward_keeping_slope(gated, slope)?,
         }
-        for ((h, a), u) in hidden.iter_mut().zip(gated.iter()).zip(up.iter()) {
-            *h = a * *u;
-        }
+        gate_product(hidden, gated, up);
         self.down.forward(out, hidden)
     }
 
@@ -141,18 +145,18 @@ impl GatedMlp {
     ) -> Result<()> {
         let rows = x.len() / self.gate.in_features();
         let n = rows * self.gate.out_features();
-        let (da, dg, du) = (
+        let (hidden, da, dg) = (
+            &mut scratch.hidden[..n],
             &mut scratch.da[..n],
             &mut scratch.dg[..n],
-            &mut scratch.du[..n],
         );
-        linear_backward(&mut self.down, da, &acts.hidden[..n], dout, false)?;
-        let rows_of = acts.slope[..n]
-            .iter()
-            .zip(&acts.gated[..n])
-            .zip(&acts.up[..n]);
+        let (slope, gated, up) = (&acts.slope[..n], &acts.gated[..n], &acts.up[..n]);
+        gate_product(hidden, gated, up);
+        linear_backward(&mut self.down, da, hidden, dout, false)?;
+        let du = hidden;
+        let saved = slope.iter().zip(gated).zip(up);
         for ((((s, a), u), da), (dg, du)) in
-            rows_of.zip(da.iter()).zip(dg.iter_mut().zip(du.iter_mut()))
+            saved.zip(da.iter()).zip(dg.iter_mut().zip(du.iter_mut()))
         {
             *du = da * a;
             *dg = da * u * s;
@@ -174,5 +178,13 @@ impl GatedMlp {
             out.push(&mut layer.weight);
             out.extend(layer.bias.as_mut());
         }
+    }
+}
+
+/// `a = act(g) ⊙ u`, the input of `down`: the forward's, and the backward's recomputation
+/// of it (the same products, so the same bits).
+fn gate_product(hidden: &mut [f32], gated: &[f32], up: &[f32]) {
+    for ((h, a), u) in hidden.iter_mut().zip(gated).zip(up) {
+        *h = a * u;
     }
 }

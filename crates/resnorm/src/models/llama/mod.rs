@@ -47,7 +47,7 @@ pub use mlp::{GatedMlp, MlpActs, MlpScratch};
 pub use rms::RmsNorm;
 pub use rope::RopeTable;
 pub use sample::generate;
-pub use unit::{NormActs, Sublayer, Unit, UnitActs, UnitScratch};
+pub use unit::{NormActs, NormScratch, Sublayer, Unit, UnitActs, UnitScratch};
 
 use crate::kernels::{cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::kernels::{matmul, MatDims, Trans};
@@ -88,7 +88,8 @@ struct State {
     head: HeadActs,
     losses: AlignedVec,
     logsumexp: AlignedVec,
-    scratch: UnitScratch,
+    /// Boxed, so that the model stays about the GPT's size inline (`CausalLm` holds either).
+    scratch: Box<UnitScratch>,
     d_stream: [AlignedVec; 2],
 }
 
@@ -244,7 +245,8 @@ impl Llama {
         for (k, unit) in self.units.iter().enumerate() {
             let (before, after) = s.streams.split_at_mut(k + 1);
             let shape = (s.batch, s.seq);
-            unit.forward(&before[k], &mut after[0], &mut s.units[k], &s.rope, shape)?;
+            let (acts, scratch) = (&mut s.units[k], &mut s.scratch);
+            unit.forward(&before[k], &mut after[0], acts, scratch, &s.rope, shape)?;
         }
         self.head_forward(s.streams.last().expect("2L + 1 streams"), &mut s.head)?;
         match targets {
@@ -447,7 +449,7 @@ impl Llama {
             head: HeadActs::new(config, rows),
             losses: AlignedVec::zeros(rows),
             logsumexp: AlignedVec::zeros(rows),
-            scratch: UnitScratch::new(config, rows),
+            scratch: Box::new(UnitScratch::new(config, rows)),
             d_stream: [AlignedVec::zeros(n), AlignedVec::zeros(n)],
         }
     }

@@ -14,6 +14,11 @@
 //! `peri-ln`, its `Post` `post_feedforward_layernorm`. The decoder runs the same wiring
 //! ([`Unit::forward_with`]) around its cached attention.
 //!
+//! A unit keeps only what its backward cannot recompute cheaply ([`UnitActs`]); `Pre(x)` is
+//! computed again in backward from the stream `x`, which the model keeps anyway (the same
+//! kernel on the same input: the same bits), and the sublayer's output on its way into the
+//! stream lives in scratch shared by every unit ([`NormScratch`]).
+//!
 //! ```
 //! use resnorm::models::llama::{LlamaConfig, LlamaPlacement, Unit};
 //! let config = LlamaConfig::tiny(LlamaPlacement::PeriLn);
@@ -53,30 +58,46 @@ pub struct Unit {
     pub post: Option<RmsNorm>,
 }
 
-/// The norms' side of a unit's activations, for `rows` rows.
+/// The norms' side of a unit's activations, for `rows` rows: `Post`'s input and `rstd`
+/// (empty without `Post`).
 #[derive(Clone, Debug)]
 pub struct NormActs {
-    /// `Pre(x)` (empty without `Pre`).
-    h: AlignedVec,
-    pre_rstd: Vec<f32>,
     /// `F(h)`.
     f: AlignedVec,
-    /// `Post(F)` (empty without `Post`).
-    post_out: AlignedVec,
     post_rstd: Vec<f32>,
 }
 
 impl NormActs {
-    /// Buffers for `rows` rows of `unit`.
-    pub fn new(unit: &Unit, rows: usize, width: usize) -> Self {
-        let (pre, post) = (unit.pre.is_some(), unit.post.is_some());
-        let n = rows * width;
+    /// Buffers for `rows` rows of a unit of `config`'s placement.
+    pub fn new(config: &LlamaConfig, rows: usize) -> Self {
+        let post = config.placement.norms().1;
         NormActs {
+            f: AlignedVec::zeros(if post { rows * config.width } else { 0 }),
+            post_rstd: vec![0.0; if post { rows } else { 0 }],
+        }
+    }
+}
+
+/// The norms' scratch shared by every unit, for `rows` rows: `h = Pre(x)` and its `rstd`
+/// (forward, and again in backward), and what the unit adds to the stream (forward).
+#[derive(Clone, Debug)]
+pub struct NormScratch {
+    /// `Pre(x)` (empty without `Pre`).
+    h: AlignedVec,
+    pre_rstd: Vec<f32>,
+    /// `Post(F(h))`, or `F(h)` without `Post`.
+    added: AlignedVec,
+}
+
+impl NormScratch {
+    /// Scratch for `rows` rows of units of `config`'s placement.
+    pub fn new(config: &LlamaConfig, rows: usize) -> Self {
+        let pre = config.placement.norms().0;
+        let n = rows * config.width;
+        NormScratch {
             h: AlignedVec::zeros(if pre { n } else { 0 }),
             pre_rstd: vec![0.0; if pre { rows } else { 0 }],
-            f: AlignedVec::zeros(n),
-            post_out: AlignedVec::zeros(if post { n } else { 0 }),
-            post_rstd: vec![0.0; if post { rows } else { 0 }],
+            added: AlignedVec::zeros(n),
         }
     }
 }
@@ -94,9 +115,10 @@ enum SubActs {
     Mlp(MlpActs),
 }
 
-/// The backward's scratch, shared by every unit.
+/// The scratch shared by every unit, forward and backward.
 #[derive(Clone, Debug)]
 pub struct UnitScratch {
+    norm: NormScratch,
     d_f: AlignedVec,
     d_h: AlignedVec,
     d_pre: AlignedVec,
@@ -109,6 +131,7 @@ impl UnitScratch {
     pub fn new(config: &LlamaConfig, rows: usize) -> Self {
         let n = rows * config.width;
         UnitScratch {
+            norm: NormScratch::new(config, rows),
             d_f: AlignedVec::zeros(n),
             d_h: AlignedVec::zeros(n),
             d_pre: AlignedVec::zeros(n),
@@ -173,7 +196,7 @@ impl Unit {
     pub fn new_acts(&self, config: &LlamaConfig, batch: usize, seq: usize) -> UnitActs {
         let rows = batch * seq;
         UnitActs {
-            norms: NormActs::new(self, rows, config.width),
+            norms: NormActs::new(config, rows),
             sub: match self.sublayer {
                 Sublayer::Attention(_) => SubActs::Attention(AttnActs::new(config, batch, seq)),
                 Sublayer::Mlp(_) => SubActs::Mlp(MlpActs::new(rows, config.mlp_width)),
@@ -187,26 +210,40 @@ impl Unit {
         x: &[f32],
         out: &mut [f32],
         acts: &mut NormActs,
+        scratch: &mut NormScratch,
         run: impl FnOnce(&Sublayer, &[f32], &mut [f32]) -> Result<()>,
     ) -> Result<()> {
         let n = x.len();
-        let h = match &self.pre {
-            Some(pre) => {
-                let rows = n / pre.weight.len();
-                pre.forward(x, &mut acts.h[..n], &mut acts.pre_rstd[..rows])?;
-                &acts.h[..n]
-            }
-            None => x,
-        };
-        run(&self.sublayer, h, &mut acts.f[..n])?;
+        let NormScratch { h, pre_rstd, added } = scratch;
+        let h = self.pre_forward(x, h, pre_rstd)?;
+        let added = &mut added[..n];
         match &self.post {
             Some(post) => {
                 let rows = n / post.weight.len();
-                let post_out = &mut acts.post_out[..n];
-                post.forward(&acts.f[..n], post_out, &mut acts.post_rstd[..rows])?;
-                residual_add(x, post_out, out)
+                let f = &mut acts.f[..n];
+                run(&self.sublayer, h, f)?;
+                post.forward(f, added, &mut acts.post_rstd[..rows])?;
             }
-            None => residual_add(x, &acts.f[..n], out),
+            None => run(&self.sublayer, h, added)?,
+        }
+        residual_add(x, added, out)
+    }
+
+    /// `h = Pre(x)` into `h` and `rstd`, or `x` itself without `Pre`: the forward's, and
+    /// the backward's recomputation of it.
+    fn pre_forward<'a>(
+        &self,
+        x: &'a [f32],
+        h: &'a mut [f32],
+        rstd: &mut [f32],
+    ) -> Result<&'a [f32]> {
+        match &self.pre {
+            Some(pre) => {
+                let (n, rows) = (x.len(), x.len() / pre.weight.len());
+                pre.forward(x, &mut h[..n], &mut rstd[..rows])?;
+                Ok(&h[..n])
+            }
+            None => Ok(x),
         }
     }
 
@@ -216,16 +253,20 @@ impl Unit {
         x: &[f32],
         out: &mut [f32],
         acts: &mut UnitActs,
+        scratch: &mut UnitScratch,
         rope: &RopeTable,
         shape: (usize, usize),
     ) -> Result<()> {
         let sub = &mut acts.sub;
-        self.forward_with(x, out, &mut acts.norms, |sublayer, h, f| {
+        let UnitScratch {
+            norm, attn, mlp, ..
+        } = scratch;
+        self.forward_with(x, out, &mut acts.norms, norm, |sublayer, h, f| {
             match (sublayer, sub) {
-                (Sublayer::Attention(attn), SubActs::Attention(a)) => {
-                    attn.forward(h, f, a, rope, shape)
+                (Sublayer::Attention(layer), SubActs::Attention(a)) => {
+                    layer.forward(h, f, a, attn, rope, shape)
                 }
-                (Sublayer::Mlp(mlp), SubActs::Mlp(a)) => mlp.forward(h, f, a),
+                (Sublayer::Mlp(layer), SubActs::Mlp(a)) => layer.forward(h, f, a, mlp),
                 _ => unreachable!("a unit's activations are built for its sublayer"),
             }
         })
@@ -245,6 +286,7 @@ impl Unit {
         dx: &mut [f32],
     ) -> Result<()> {
         let UnitScratch {
+            norm,
             d_f,
             d_h,
             d_pre,
@@ -259,7 +301,7 @@ impl Unit {
             }
             None => dy,
         };
-        let h: &[f32] = if self.pre.is_some() { &norms.h } else { x };
+        let h = self.pre_forward(x, &mut norm.h, &mut norm.pre_rstd)?;
         match (&mut self.sublayer, &acts.sub) {
             (Sublayer::Attention(attn), SubActs::Attention(a)) => {
                 attn.backward(df, h, a, attn_scratch, rope, shape, d_h)?
@@ -269,7 +311,8 @@ impl Unit {
         }
         match &mut self.pre {
             Some(pre) => {
-                pre.backward(d_h, x, &norms.pre_rstd, d_pre)?;
+                let rows = x.len() / pre.weight.len();
+                pre.backward(d_h, x, &norm.pre_rstd[..rows], d_pre)?;
                 residual_add(dy, d_pre, dx)
             }
             None => residual_add(dy, d_h, dx),
