@@ -45,7 +45,7 @@
 //! ```
 
 use super::head::HeadActs;
-use super::unit::UnitActs;
+use super::unit::{UnitActs, UnitShared};
 use super::{Gpt, Sublayer};
 use crate::kernels::attention::{attention_decode, AttentionShape, Rows};
 use crate::models::sampling::sample;
@@ -65,6 +65,7 @@ pub struct Decoder<'m> {
     streams: [Vec<f32>; 2],
     duals: [Vec<f32>; 2],
     acts: Vec<UnitActs>,
+    shared: UnitShared,
     qkv: Vec<f32>,
     attended: Vec<f32>,
     scores: Vec<f32>,
@@ -91,6 +92,7 @@ impl<'m> Decoder<'m> {
                 .iter()
                 .map(|u| u.new_acts(1, 1, width))
                 .collect(),
+            shared: UnitShared::new(1, width),
             qkv: vec![0.0; 3 * width],
             attended: row(),
             scores: vec![0.0; config.heads * context],
@@ -145,6 +147,7 @@ impl<'m> Decoder<'m> {
             streams,
             duals,
             acts,
+            shared,
             qkv,
             attended,
             scores,
@@ -182,6 +185,7 @@ impl<'m> Decoder<'m> {
                 x_out,
                 dual,
                 &mut acts[k],
+                shared,
                 |h, sublayer_acts, f_out| match &unit.sublayer {
                     Sublayer::Attention {
                         c_attn,

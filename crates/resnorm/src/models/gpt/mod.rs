@@ -39,7 +39,7 @@ pub use config::{GptConfig, MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB};
 pub use decode::{generate, Decoder, Sampling};
 pub use placement::Placement;
 pub use sublayer::{Sublayer, SublayerActs, SublayerScratch};
-pub use unit::{ResidualUnit, Transform, UnitActs, UnitScratch};
+pub use unit::{ResidualUnit, Transform, UnitActs, UnitScratch, UnitShared};
 
 use crate::kernels::residual::residual_add_assign;
 use crate::kernels::{cross_entropy_backward_in_place, cross_entropy_forward};
@@ -352,6 +352,7 @@ impl Gpt {
                 &mut after[0],
                 dual,
                 &mut s.units[k],
+                s.scratch.shared(),
                 (batch, seq),
             )?;
         }
