@@ -38,6 +38,7 @@ mod unit;
 pub use config::{GptConfig, MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB};
 pub use decode::{generate, Decoder, Sampling};
 pub use placement::Placement;
+pub(crate) use sublayer::mlp_activation;
 pub use sublayer::{Sublayer, SublayerActs, SublayerScratch};
 pub use unit::{ResidualUnit, Transform, UnitActs, UnitScratch, UnitShared};
 
@@ -352,7 +353,7 @@ impl Gpt {
                 &mut after[0],
                 dual,
                 &mut s.units[k],
-                s.scratch.shared(),
+                &mut s.scratch,
                 (batch, seq),
             )?;
         }

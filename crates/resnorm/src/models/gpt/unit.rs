@@ -125,9 +125,9 @@ impl<S> UnitScratch<S> {
         }
     }
 
-    /// The forward buffers, for [`ResidualUnit::forward_with`].
-    pub fn shared(&mut self) -> &mut UnitShared {
-        &mut self.shared
+    /// The forward buffers, for [`ResidualUnit::forward_with`], and the transforms' scratch.
+    pub fn forward_buffers(&mut self) -> (&mut UnitShared, &mut S) {
+        (&mut self.shared, &mut self.sublayer)
     }
 }
 
@@ -415,17 +415,13 @@ impl ResidualUnit<Sublayer> {
         x_out: &mut [f32],
         dual: Option<(&[f32], &mut [f32])>,
         acts: &mut UnitActs,
-        shared: &mut UnitShared,
+        scratch: &mut UnitScratch,
         (batch, seq): (usize, usize),
     ) -> Result<()> {
-        self.forward_with(
-            x_in,
-            x_out,
-            dual,
-            acts,
-            shared,
-            |h, sublayer_acts, f_out| self.sublayer.forward(h, sublayer_acts, f_out, batch, seq),
-        )
+        let (shared, sub_scratch) = scratch.forward_buffers();
+        self.forward_with(x_in, x_out, dual, acts, shared, |h, a, f_out| {
+            self.sublayer.forward(h, a, sub_scratch, f_out, batch, seq)
+        })
     }
 
     /// Backward of [`ResidualUnit::forward`] (see [`ResidualUnit::backward_with`]).
