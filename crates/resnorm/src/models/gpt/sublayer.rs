@@ -20,7 +20,7 @@
 //! The MLP keeps per layer only `h·W_fc` ([`SublayerActs::Mlp`]); the GELU's slope and
 //! output go to scratch shared by every sublayer ([`SublayerScratch`]) and are computed
 //! again in backward by the same kernel on the same input (the same bits): one more GELU
-//! pass per MLP a step for `[rows, 4C]` × 2 less memory per layer.
+//! pass per MLP a step for one `[rows, 4C]` less memory per layer (two kept before, one now).
 
 use super::unit::Transform;
 use crate::kernels::gelu::{
@@ -64,7 +64,7 @@ pub enum SublayerActs {
         y: AlignedVec,
     },
     /// `pre [rows, 4C]`: `c_fc`'s product `h·W_fc` (its bias is added by the GELU), from
-    /// which [`mlp_activation`] computes the GELU's slope and output again in backward.
+    /// which the backward computes the GELU's slope and output again (`mlp_activation`).
     Mlp { pre: AlignedVec },
 }
 
