@@ -45,8 +45,8 @@
 //! ```
 
 use super::head::HeadActs;
-use super::unit::UnitActs;
-use super::{Gpt, Sublayer};
+use super::unit::{UnitActs, UnitShared};
+use super::{Gpt, Sublayer, SublayerScratch};
 use crate::kernels::attention::{attention_decode, AttentionShape, Rows};
 use crate::models::sampling::sample;
 pub use crate::models::sampling::Sampling;
@@ -65,6 +65,9 @@ pub struct Decoder<'m> {
     streams: [Vec<f32>; 2],
     duals: [Vec<f32>; 2],
     acts: Vec<UnitActs>,
+    shared: UnitShared,
+    /// The MLP's GELU slope and output, one row each.
+    mlp: SublayerScratch,
     qkv: Vec<f32>,
     attended: Vec<f32>,
     scores: Vec<f32>,
@@ -91,6 +94,8 @@ impl<'m> Decoder<'m> {
                 .iter()
                 .map(|u| u.new_acts(1, 1, width))
                 .collect(),
+            shared: UnitShared::new(1, width),
+            mlp: SublayerScratch::new(1, width),
             qkv: vec![0.0; 3 * width],
             attended: row(),
             scores: vec![0.0; config.heads * context],
@@ -145,6 +150,8 @@ impl<'m> Decoder<'m> {
             streams,
             duals,
             acts,
+            shared,
+            mlp,
             qkv,
             attended,
             scores,
@@ -182,6 +189,7 @@ impl<'m> Decoder<'m> {
                 x_out,
                 dual,
                 &mut acts[k],
+                shared,
                 |h, sublayer_acts, f_out| match &unit.sublayer {
                     Sublayer::Attention {
                         c_attn,
@@ -193,7 +201,9 @@ impl<'m> Decoder<'m> {
                         cached_attention(qkv, cache, position, core.heads(), attended, scores)?;
                         c_proj.forward(f_out, attended)
                     }
-                    Sublayer::Mlp { .. } => unit.sublayer.forward(h, sublayer_acts, f_out, 1, 1),
+                    Sublayer::Mlp { .. } => {
+                        unit.sublayer.forward(h, sublayer_acts, mlp, f_out, 1, 1)
+                    }
                 },
             )?;
         }

@@ -38,8 +38,9 @@ mod unit;
 pub use config::{GptConfig, MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB};
 pub use decode::{generate, Decoder, Sampling};
 pub use placement::Placement;
+pub(crate) use sublayer::mlp_activation;
 pub use sublayer::{Sublayer, SublayerActs, SublayerScratch};
-pub use unit::{ResidualUnit, Transform, UnitActs, UnitScratch};
+pub use unit::{ResidualUnit, Transform, UnitActs, UnitScratch, UnitShared};
 
 use crate::kernels::residual::residual_add_assign;
 use crate::kernels::{cross_entropy_backward_in_place, cross_entropy_forward};
@@ -352,6 +353,7 @@ impl Gpt {
                 &mut after[0],
                 dual,
                 &mut s.units[k],
+                &mut s.scratch,
                 (batch, seq),
             )?;
         }

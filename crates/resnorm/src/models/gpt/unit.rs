@@ -18,6 +18,11 @@
 //! connection is the identity (or `α`) on the skip path, which is why gradients reach the
 //! first layers undiminished.
 //!
+//! A unit keeps per layer only what its backward reads ([`UnitActs`]): `N(x)` is computed
+//! again in backward from the stream `x`, which the model keeps anyway (the same kernel on
+//! the same input gives the same bits), and `F(h)` goes to buffers shared by every unit
+//! ([`UnitShared`]) except where the backward reads it (sandwich's `N₂`, re-zero's gate).
+//!
 //! The unit is generic over its transform `F` ([`Transform`]): the GPT's [`Sublayer`]
 //! (causal self-attention, MLP) by default, the encoder-decoder's sublayers (bidirectional
 //! and cross-attention too) in `models/seq2seq`, both wired by this one file.
@@ -64,9 +69,9 @@ pub struct ResidualUnit<F = Sublayer> {
 /// transform saves.
 #[derive(Clone, Debug)]
 pub struct UnitActs<A = SublayerActs> {
-    normed: AlignedVec,
     pre_saved: NormSaved,
     sublayer: A,
+    /// `F(h)`, kept only where the backward reads it (sandwich, re-zero); empty otherwise.
     f_out: AlignedVec,
     /// The tensor `post_norm` reads: `x + F` (post-ln, resi-dual), `α·x + F` (deep-norm), or
     /// for sandwich its output `N₂(F)`.
@@ -74,10 +79,33 @@ pub struct UnitActs<A = SublayerActs> {
     post_saved: NormSaved,
 }
 
-/// Gradient buffers shared by all units (used one unit at a time); `S` is the transforms'
-/// scratch.
+/// Forward buffers shared by all units (used one unit at a time): `N(x)`, which the
+/// backward computes again, and `F(h)` where the backward does not read it.
+#[derive(Clone, Debug)]
+pub struct UnitShared {
+    normed: AlignedVec,
+    /// The statistics of the backward's recomputation of `N(x)` (sized for LayerNorm,
+    /// which also fits RMSNorm: it writes only `rstd`).
+    saved: NormSaved,
+    f_out: AlignedVec,
+}
+
+impl UnitShared {
+    /// Buffers for `rows` tokens of width `width`.
+    pub fn new(rows: usize, width: usize) -> Self {
+        UnitShared {
+            normed: AlignedVec::zeros(rows * width),
+            saved: NormSaved::new(NormKind::Layer, rows),
+            f_out: AlignedVec::zeros(rows * width),
+        }
+    }
+}
+
+/// Gradient buffers shared by all units (used one unit at a time), and the [`UnitShared`]
+/// forward buffers; `S` is the transforms' scratch.
 #[derive(Clone, Debug)]
 pub struct UnitScratch<S = SublayerScratch> {
+    shared: UnitShared,
     sublayer: S,
     d_f: AlignedVec,
     d_h: AlignedVec,
@@ -89,11 +117,17 @@ impl<S> UnitScratch<S> {
     pub fn new(rows: usize, width: usize, sublayer: S) -> Self {
         let n = rows * width;
         UnitScratch {
+            shared: UnitShared::new(rows, width),
             sublayer,
             d_f: AlignedVec::zeros(n),
             d_h: AlignedVec::zeros(n),
             d_tmp: AlignedVec::zeros(n),
         }
+    }
+
+    /// The forward buffers, for [`ResidualUnit::forward_with`], and the transforms' scratch.
+    pub fn forward_buffers(&mut self) -> (&mut UnitShared, &mut S) {
+        (&mut self.shared, &mut self.sublayer)
     }
 }
 
@@ -158,38 +192,48 @@ impl<F: Transform> ResidualUnit<F> {
         };
         let sized = |present: bool| AlignedVec::zeros(if present { rows * width } else { 0 });
         UnitActs {
-            normed: sized(self.pre_norm.is_some()),
             pre_saved: saved(&self.pre_norm),
             sublayer,
-            f_out: AlignedVec::zeros(rows * width),
+            f_out: sized(self.keeps_f_out()),
             post: sized(self.post_norm.is_some()),
             post_saved: saved(&self.post_norm),
         }
     }
 
+    /// Whether the backward reads `F(h)`: sandwich's output norm and re-zero's gate do.
+    fn keeps_f_out(&self) -> bool {
+        matches!(self.placement, Placement::Sandwich | Placement::ReZero)
+    }
+
     /// `x_out` from `x_in` (for resi-dual also `dual_out = dual_in + F`), with `F` computed
     /// by `sublayer_fn(h, acts, f_out)`: the wiring is the same whatever computes `F(h)`
     /// (the transform's forward, or attention against cached keys and values in decoding).
+    /// `shared` holds `h` and, unless `acts` keeps it, `F(h)`.
     pub fn forward_with<A>(
         &self,
         x_in: &[f32],
         x_out: &mut [f32],
         dual: Option<(&[f32], &mut [f32])>,
         acts: &mut UnitActs<A>,
+        shared: &mut UnitShared,
         sublayer_fn: impl FnOnce(&[f32], &mut A, &mut [f32]) -> Result<()>,
     ) -> Result<()> {
         let UnitActs {
-            normed,
             pre_saved,
             sublayer,
             f_out,
             post,
             post_saved,
         } = acts;
+        let f_out: &mut [f32] = if self.keeps_f_out() {
+            f_out
+        } else {
+            &mut shared.f_out
+        };
         let h: &[f32] = match &self.pre_norm {
             Some(norm) => {
-                norm.forward(x_in, normed, pre_saved)?;
-                normed
+                norm.forward(x_in, &mut shared.normed, pre_saved)?;
+                &shared.normed
             }
             None => x_in,
         };
@@ -239,6 +283,7 @@ impl<F: Transform> ResidualUnit<F> {
         sublayer_fn: impl FnOnce(&mut F, &[f32], &[f32], &A, &mut S, &mut [f32]) -> Result<()>,
     ) -> Result<()> {
         let UnitScratch {
+            shared,
             sublayer: sub_scratch,
             d_f,
             d_h,
@@ -293,10 +338,12 @@ impl<F: Transform> ResidualUnit<F> {
         };
         // 2. Through F, then its input norm; add onto the skip path: dx = skip + F'ᵀ d_f. An
         //    identity skip path is added in the norm's backward pass itself (its `dsum`).
-        let h: &[f32] = if self.pre_norm.is_some() {
-            &acts.normed
-        } else {
-            x_in
+        let h: &[f32] = match &self.pre_norm {
+            Some(norm) => {
+                norm.forward(x_in, &mut shared.normed, &mut shared.saved)?;
+                &shared.normed
+            }
+            None => x_in,
         };
         sublayer_fn(&mut self.sublayer, d_f, h, &acts.sublayer, sub_scratch, d_h)?;
         let saved = &acts.pre_saved;
@@ -368,10 +415,12 @@ impl ResidualUnit<Sublayer> {
         x_out: &mut [f32],
         dual: Option<(&[f32], &mut [f32])>,
         acts: &mut UnitActs,
+        scratch: &mut UnitScratch,
         (batch, seq): (usize, usize),
     ) -> Result<()> {
-        self.forward_with(x_in, x_out, dual, acts, |h, sublayer_acts, f_out| {
-            self.sublayer.forward(h, sublayer_acts, f_out, batch, seq)
+        let (shared, sub_scratch) = scratch.forward_buffers();
+        self.forward_with(x_in, x_out, dual, acts, shared, |h, a, f_out| {
+            self.sublayer.forward(h, a, sub_scratch, f_out, batch, seq)
         })
     }
 

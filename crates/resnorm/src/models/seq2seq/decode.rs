@@ -35,7 +35,7 @@ use super::sublayer::{Context, Sublayer, SublayerActs};
 use super::Seq2Seq;
 use crate::kernels::attention::{attention_decode, AttentionShape, Rows};
 use crate::kernels::{matmul, MatDims, Trans};
-use crate::models::gpt::{Sublayer as GptSublayer, UnitActs};
+use crate::models::gpt::{Sublayer as GptSublayer, SublayerScratch, UnitActs, UnitShared};
 use crate::nn::norm::NormSaved;
 use crate::AlignedVec;
 use crate::{Error, Result};
@@ -60,6 +60,9 @@ pub struct StepDecoder<'m> {
     streams: [AlignedVec; 2],
     duals: [AlignedVec; 2],
     acts: Vec<UnitActs<SublayerActs>>,
+    shared: UnitShared,
+    /// The MLP's GELU slope and output, `[rows, 4C]` each.
+    mlp: SublayerScratch,
     qkv: AlignedVec,
     attended: AlignedVec,
     probs: AlignedVec,
@@ -154,6 +157,8 @@ impl<'m> StepDecoder<'m> {
             streams: [rows(), rows()],
             duals: [rows(), rows()],
             acts: model.decoder.unit_acts(n, src_seq),
+            shared: UnitShared::new(n, c),
+            mlp: SublayerScratch::new(n, c),
             qkv: AlignedVec::zeros(n * 3 * c),
             attended: rows(),
             probs: AlignedVec::zeros(n * config.heads * capacity.max(src_seq)),
@@ -246,6 +251,8 @@ impl<'m> StepDecoder<'m> {
             streams,
             duals,
             acts,
+            shared,
+            mlp,
             qkv,
             attended,
             probs,
@@ -273,50 +280,58 @@ impl<'m> StepDecoder<'m> {
             let (keys, values, cross, lengths) =
                 (&mut keys[..], &mut values[..], &cross[..], &src_lengths[..]);
             let (li, ci) = (self_layer, cross_layer);
-            unit.forward_with(x_in, x_out, dual, &mut acts[k], |h, sub_acts, f_out| {
-                let (qkv, attended, probs) = scratch;
-                match &unit.sublayer {
-                    Sublayer::Gpt(GptSublayer::Attention { c_attn, c_proj, .. }) => {
-                        c_attn.forward(qkv, h)?;
-                        for (b, row) in qkv.chunks_exact(3 * c).enumerate() {
-                            let at = (b * capacity + position) * c;
-                            keys[li][at..at + c].copy_from_slice(&row[c..2 * c]);
-                            values[li][at..at + c].copy_from_slice(&row[2 * c..]);
+            unit.forward_with(
+                x_in,
+                x_out,
+                dual,
+                &mut acts[k],
+                shared,
+                |h, sub_acts, f_out| {
+                    let (qkv, attended, probs) = scratch;
+                    match &unit.sublayer {
+                        Sublayer::Gpt(GptSublayer::Attention { c_attn, c_proj, .. }) => {
+                            c_attn.forward(qkv, h)?;
+                            for (b, row) in qkv.chunks_exact(3 * c).enumerate() {
+                                let at = (b * capacity + position) * c;
+                                keys[li][at..at + c].copy_from_slice(&row[c..2 * c]);
+                                values[li][at..at + c].copy_from_slice(&row[2 * c..]);
+                            }
+                            let shape =
+                                AttentionShape::new(rows, heads, 1, position + 1, d).causal();
+                            let operands = (
+                                Rows::new(qkv, 3 * c, 0, 1),
+                                Rows::new(&keys[li], c, 0, capacity),
+                                Rows::new(&values[li], c, 0, capacity),
+                            );
+                            let probs = &mut probs[..shape.probs_len()];
+                            attention_decode(attended, probs, operands, &shape, None)?;
+                            c_proj.forward(f_out, attended)
                         }
-                        let shape = AttentionShape::new(rows, heads, 1, position + 1, d).causal();
-                        let operands = (
-                            Rows::new(qkv, 3 * c, 0, 1),
-                            Rows::new(&keys[li], c, 0, capacity),
-                            Rows::new(&values[li], c, 0, capacity),
-                        );
-                        let probs = &mut probs[..shape.probs_len()];
-                        attention_decode(attended, probs, operands, &shape, None)?;
-                        c_proj.forward(f_out, attended)
+                        Sublayer::Cross { c_q, c_proj, .. } => {
+                            let q = &mut qkv[..rows * c];
+                            c_q.forward(q, h)?;
+                            let shape = AttentionShape::new(batch, heads, beams, src_seq, d);
+                            let operands = (
+                                Rows::new(q, c, 0, beams),
+                                Rows::new(&cross[ci], 2 * c, 0, src_seq),
+                                Rows::new(&cross[ci], 2 * c, c, src_seq),
+                            );
+                            let probs = &mut probs[..shape.probs_len()];
+                            attention_decode(attended, probs, operands, &shape, Some(lengths))?;
+                            c_proj.forward(f_out, attended)
+                        }
+                        sublayer => {
+                            let ctx = Context {
+                                batch: rows,
+                                seq: 1,
+                                lengths: None,
+                                memory: None,
+                            };
+                            sublayer.forward(h, sub_acts, mlp, f_out, &ctx)
+                        }
                     }
-                    Sublayer::Cross { c_q, c_proj, .. } => {
-                        let q = &mut qkv[..rows * c];
-                        c_q.forward(q, h)?;
-                        let shape = AttentionShape::new(batch, heads, beams, src_seq, d);
-                        let operands = (
-                            Rows::new(q, c, 0, beams),
-                            Rows::new(&cross[ci], 2 * c, 0, src_seq),
-                            Rows::new(&cross[ci], 2 * c, c, src_seq),
-                        );
-                        let probs = &mut probs[..shape.probs_len()];
-                        attention_decode(attended, probs, operands, &shape, Some(lengths))?;
-                        c_proj.forward(f_out, attended)
-                    }
-                    sublayer => {
-                        let ctx = Context {
-                            batch: rows,
-                            seq: 1,
-                            lengths: None,
-                            memory: None,
-                        };
-                        sublayer.forward(h, sub_acts, f_out, &ctx)
-                    }
-                }
-            })?;
+                },
+            )?;
             match &unit.sublayer {
                 Sublayer::Gpt(GptSublayer::Attention { .. }) => self_layer += 1,
                 Sublayer::Cross { .. } => cross_layer += 1,

@@ -148,6 +148,7 @@ impl Stack {
             out,
             normed_dual,
             ln_f_saved,
+            scratch,
             ..
         } = acts;
         if let Some((dropout, stack)) = dropout {
@@ -166,9 +167,18 @@ impl Stack {
                 None
             };
             let masks = dropout.map(|(d, stack)| d.unit(stack, k));
-            unit.forward_with(&before[k], &mut after[0], dual, &mut units[k], |h, a, f| {
-                unit.sublayer.forward_masked(h, a, f, ctx, masks)
-            })?;
+            let (shared, sub_scratch) = scratch.forward_buffers();
+            unit.forward_with(
+                &before[k],
+                &mut after[0],
+                dual,
+                &mut units[k],
+                shared,
+                |h, a, f| {
+                    unit.sublayer
+                        .forward_masked(h, a, sub_scratch.gpt(), f, ctx, masks)
+                },
+            )?;
         }
         let last = streams.last().expect("units + 1 streams");
         let dual = duals.last().map(|d| &d[..]);
