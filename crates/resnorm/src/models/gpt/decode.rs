@@ -46,7 +46,7 @@
 
 use super::head::HeadActs;
 use super::unit::{UnitActs, UnitShared};
-use super::{Gpt, Sublayer, SublayerScratch};
+use super::{Gpt, Sublayer};
 use crate::kernels::attention::{attention_decode, AttentionShape, Rows};
 use crate::models::sampling::sample;
 pub use crate::models::sampling::Sampling;
@@ -66,8 +66,6 @@ pub struct Decoder<'m> {
     duals: [Vec<f32>; 2],
     acts: Vec<UnitActs>,
     shared: UnitShared,
-    /// The MLP's GELU slope and output, one row each.
-    mlp: SublayerScratch,
     qkv: Vec<f32>,
     attended: Vec<f32>,
     scores: Vec<f32>,
@@ -95,7 +93,6 @@ impl<'m> Decoder<'m> {
                 .map(|u| u.new_acts(1, 1, width))
                 .collect(),
             shared: UnitShared::new(1, width),
-            mlp: SublayerScratch::new(1, width),
             qkv: vec![0.0; 3 * width],
             attended: row(),
             scores: vec![0.0; config.heads * context],
@@ -151,7 +148,6 @@ impl<'m> Decoder<'m> {
             duals,
             acts,
             shared,
-            mlp,
             qkv,
             attended,
             scores,
@@ -201,9 +197,7 @@ impl<'m> Decoder<'m> {
                         cached_attention(qkv, cache, position, core.heads(), attended, scores)?;
                         c_proj.forward(f_out, attended)
                     }
-                    Sublayer::Mlp { .. } => {
-                        unit.sublayer.forward(h, sublayer_acts, mlp, f_out, 1, 1)
-                    }
+                    Sublayer::Mlp { .. } => unit.sublayer.forward(h, sublayer_acts, f_out, 1, 1),
                 },
             )?;
         }

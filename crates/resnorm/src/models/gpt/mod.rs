@@ -38,7 +38,6 @@ mod unit;
 pub use config::{GptConfig, MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB};
 pub use decode::{generate, Decoder, Sampling};
 pub use placement::Placement;
-pub(crate) use sublayer::mlp_activation;
 pub use sublayer::{Sublayer, SublayerActs, SublayerScratch};
 pub use unit::{ResidualUnit, Transform, UnitActs, UnitScratch, UnitShared};
 
@@ -353,7 +352,7 @@ impl Gpt {
                 &mut after[0],
                 dual,
                 &mut s.units[k],
-                &mut s.scratch,
+                s.scratch.shared(),
                 (batch, seq),
             )?;
         }

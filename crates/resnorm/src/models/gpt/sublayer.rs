@@ -16,11 +16,6 @@
 //! 2 threads, a scratch program switching step by step between this and the layers adding
 //! their own biases, eight runs each: the MLP's fusion made the step faster in all eight, by
 //! 7-44 ms (median 17, of a ~600 ms step); the attention's in six of eight (median 5 ms).
-//!
-//! The MLP keeps per layer only `h·W_fc` ([`SublayerActs::Mlp`]); the GELU's slope and
-//! output go to scratch shared by every sublayer ([`SublayerScratch`]) and are computed
-//! again in backward by the same kernel on the same input (the same bits): one more GELU
-//! pass per MLP a step for one `[rows, 4C]` less memory per layer (two kept before, one now).
 
 use super::unit::Transform;
 use crate::kernels::gelu::{
@@ -63,40 +58,19 @@ pub enum SublayerActs {
         att: AlignedVec,
         y: AlignedVec,
     },
-    /// `pre [rows, 4C]`: `c_fc`'s product `h·W_fc` (its bias is added by the GELU), from
-    /// which the backward computes the GELU's slope and output again (`mlp_activation`).
-    Mlp { pre: AlignedVec },
+    /// `slope [rows, 4C]`: `c_fc`'s product `h·W_fc`, which the GELU then overwrites with
+    /// its slope `gelu'(u)` at `u = h·W_fc + b_fc`, all the backward needs of it; and the
+    /// activation `a [rows, 4C]`.
+    Mlp { slope: AlignedVec, act: AlignedVec },
 }
 
-/// Buffers shared by every sublayer of a model (used one sublayer at a time): the
-/// gradients, and the MLP's GELU slope and output `[rows, 4C]` (the output's buffer then
-/// takes `∂L/∂u`).
+/// Gradient buffers shared by every sublayer of a model (used one sublayer at a time).
 #[derive(Clone, Debug)]
 pub struct SublayerScratch {
     dqkv: AlignedVec,
     dy: AlignedVec,
-    /// The GELU's slope `gelu'(u)` at `u = h·W_fc + b_fc`.
-    pub(crate) slope: AlignedVec,
-    /// The GELU's output `a`; in backward, after `c_proj`'s, `∂L/∂u`.
-    pub(crate) act: AlignedVec,
+    dpre: AlignedVec,
     dact: AlignedVec,
-}
-
-/// `slope = gelu'(u)` and `act = gelu(u)` at `u = pre + b_fc` (`b_fc` if `c_fc` has one):
-/// the forward's computation, run again by the backward on the same input.
-pub(crate) fn mlp_activation(
-    c_fc: &Linear,
-    pre: &[f32],
-    slope: &mut [f32],
-    act: &mut [f32],
-) -> Result<()> {
-    let n = pre.len();
-    let (slope, act) = (&mut slope[..n], &mut act[..n]);
-    slope.copy_from_slice(pre);
-    match &c_fc.bias {
-        Some(bias) => bias_gelu_forward_keeping_slope(act, slope, &bias.value),
-        None => gelu_forward_keeping_slope(act, slope),
-    }
 }
 
 impl SublayerScratch {
@@ -105,8 +79,7 @@ impl SublayerScratch {
         SublayerScratch {
             dqkv: AlignedVec::zeros(rows * 3 * width),
             dy: AlignedVec::zeros(rows * width),
-            slope: AlignedVec::zeros(rows * 4 * width),
-            act: AlignedVec::zeros(rows * 4 * width),
+            dpre: AlignedVec::zeros(rows * 4 * width),
             dact: AlignedVec::zeros(rows * 4 * width),
         }
     }
@@ -151,17 +124,17 @@ impl Sublayer {
                 y: AlignedVec::zeros(rows * core.channels()),
             },
             Sublayer::Mlp { c_fc, .. } => SublayerActs::Mlp {
-                pre: AlignedVec::zeros(rows * c_fc.out_features()),
+                slope: AlignedVec::zeros(rows * c_fc.out_features()),
+                act: AlignedVec::zeros(rows * c_fc.out_features()),
             },
         }
     }
 
-    /// `out = F(h)` for `h [batch·seq, C]`; the MLP's GELU writes into `scratch`.
+    /// `out = F(h)` for `h [batch·seq, C]`.
     pub fn forward(
         &self,
         h: &[f32],
         acts: &mut SublayerActs,
-        scratch: &mut SublayerScratch,
         out: &mut [f32],
         batch: usize,
         seq: usize,
@@ -187,10 +160,17 @@ impl Sublayer {
                 }
                 c_proj.forward(out, y)
             }
-            (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { pre }) => {
-                c_fc.forward_without_bias(pre, h)?;
-                let act = &mut scratch.act[..pre.len()];
-                mlp_activation(c_fc, pre, &mut scratch.slope, act)?;
+            (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { slope, act }) => {
+                match &c_fc.bias {
+                    Some(bias) => {
+                        c_fc.forward_without_bias(slope, h)?;
+                        bias_gelu_forward_keeping_slope(act, slope, &bias.value)?;
+                    }
+                    None => {
+                        c_fc.forward(slope, h)?;
+                        gelu_forward_keeping_slope(act, slope)?;
+                    }
+                }
                 c_proj.forward(out, act)
             }
             _ => unreachable!("activations are always built by the same sublayer"),
@@ -232,21 +212,19 @@ impl Sublayer {
                     }
                 }
             }
-            (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { pre }) => {
-                let n = pre.len();
-                let (slope, act, dact) = (
-                    &mut scratch.slope[..n],
-                    &mut scratch.act[..n],
-                    &mut scratch.dact[..n],
-                );
-                mlp_activation(c_fc, pre, slope, act)?;
-                c_proj.backward(dact, act, dout)?;
-                let dpre = act;
+            (Sublayer::Mlp { c_fc, c_proj }, SublayerActs::Mlp { slope, act }) => {
+                c_proj.backward(&mut scratch.dact, act, dout)?;
                 match &mut c_fc.bias {
-                    Some(bias) => bias_gelu_backward_from_slope(dpre, slope, dact, &mut bias.grad)?,
-                    None => gelu_backward_from_slope(dpre, slope, dact)?,
+                    Some(bias) => {
+                        let (dpre, dact) = (&mut scratch.dpre, &scratch.dact);
+                        bias_gelu_backward_from_slope(dpre, slope, dact, &mut bias.grad)?;
+                        c_fc.backward_without_bias(dh, h, &scratch.dpre)
+                    }
+                    None => {
+                        gelu_backward_from_slope(&mut scratch.dpre, slope, &scratch.dact)?;
+                        c_fc.backward(dh, h, &scratch.dpre)
+                    }
                 }
-                c_fc.backward_without_bias(dh, h, dpre)
             }
             _ => unreachable!("activations are always built by the same sublayer"),
         }

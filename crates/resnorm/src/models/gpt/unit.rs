@@ -125,9 +125,9 @@ impl<S> UnitScratch<S> {
         }
     }
 
-    /// The forward buffers, for [`ResidualUnit::forward_with`], and the transforms' scratch.
-    pub fn forward_buffers(&mut self) -> (&mut UnitShared, &mut S) {
-        (&mut self.shared, &mut self.sublayer)
+    /// The forward buffers, for [`ResidualUnit::forward_with`].
+    pub fn shared(&mut self) -> &mut UnitShared {
+        &mut self.shared
     }
 }
 
@@ -415,13 +415,17 @@ impl ResidualUnit<Sublayer> {
         x_out: &mut [f32],
         dual: Option<(&[f32], &mut [f32])>,
         acts: &mut UnitActs,
-        scratch: &mut UnitScratch,
+        shared: &mut UnitShared,
         (batch, seq): (usize, usize),
     ) -> Result<()> {
-        let (shared, sub_scratch) = scratch.forward_buffers();
-        self.forward_with(x_in, x_out, dual, acts, shared, |h, a, f_out| {
-            self.sublayer.forward(h, a, sub_scratch, f_out, batch, seq)
-        })
+        self.forward_with(
+            x_in,
+            x_out,
+            dual,
+            acts,
+            shared,
+            |h, sublayer_acts, f_out| self.sublayer.forward(h, sublayer_acts, f_out, batch, seq),
+        )
     }
 
     /// Backward of [`ResidualUnit::forward`] (see [`ResidualUnit::backward_with`]).

@@ -35,7 +35,7 @@ use super::sublayer::{Context, Sublayer, SublayerActs};
 use super::Seq2Seq;
 use crate::kernels::attention::{attention_decode, AttentionShape, Rows};
 use crate::kernels::{matmul, MatDims, Trans};
-use crate::models::gpt::{Sublayer as GptSublayer, SublayerScratch, UnitActs, UnitShared};
+use crate::models::gpt::{Sublayer as GptSublayer, UnitActs, UnitShared};
 use crate::nn::norm::NormSaved;
 use crate::AlignedVec;
 use crate::{Error, Result};
@@ -61,8 +61,6 @@ pub struct StepDecoder<'m> {
     duals: [AlignedVec; 2],
     acts: Vec<UnitActs<SublayerActs>>,
     shared: UnitShared,
-    /// The MLP's GELU slope and output, `[rows, 4C]` each.
-    mlp: SublayerScratch,
     qkv: AlignedVec,
     attended: AlignedVec,
     probs: AlignedVec,
@@ -158,7 +156,6 @@ impl<'m> StepDecoder<'m> {
             duals: [rows(), rows()],
             acts: model.decoder.unit_acts(n, src_seq),
             shared: UnitShared::new(n, c),
-            mlp: SublayerScratch::new(n, c),
             qkv: AlignedVec::zeros(n * 3 * c),
             attended: rows(),
             probs: AlignedVec::zeros(n * config.heads * capacity.max(src_seq)),
@@ -252,7 +249,6 @@ impl<'m> StepDecoder<'m> {
             duals,
             acts,
             shared,
-            mlp,
             qkv,
             attended,
             probs,
@@ -327,7 +323,7 @@ impl<'m> StepDecoder<'m> {
                                 lengths: None,
                                 memory: None,
                             };
-                            sublayer.forward(h, sub_acts, mlp, f_out, &ctx)
+                            sublayer.forward(h, sub_acts, f_out, &ctx)
                         }
                     }
                 },

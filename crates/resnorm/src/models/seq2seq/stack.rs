@@ -167,17 +167,14 @@ impl Stack {
                 None
             };
             let masks = dropout.map(|(d, stack)| d.unit(stack, k));
-            let (shared, sub_scratch) = scratch.forward_buffers();
+            let shared = scratch.shared();
             unit.forward_with(
                 &before[k],
                 &mut after[0],
                 dual,
                 &mut units[k],
                 shared,
-                |h, a, f| {
-                    unit.sublayer
-                        .forward_masked(h, a, sub_scratch.gpt(), f, ctx, masks)
-                },
+                |h, a, f| unit.sublayer.forward_masked(h, a, f, ctx, masks),
             )?;
         }
         let last = streams.last().expect("units + 1 streams");

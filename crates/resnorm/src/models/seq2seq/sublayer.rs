@@ -22,12 +22,10 @@ use crate::kernels::attention::{
     attention_backward, attention_forward, AttentionShape, GradTarget, Grads, Rows,
 };
 use crate::kernels::dropout::{dropout_backward, dropout_forward, DropoutMask};
-use crate::kernels::gelu::bias_gelu_backward_from_slope;
+use crate::kernels::gelu::{bias_gelu_backward_from_slope, bias_gelu_forward_keeping_slope};
 use crate::kernels::residual::residual_add_assign;
 use crate::models::gpt::Transform;
-use crate::models::gpt::{
-    mlp_activation, Sublayer as GptSublayer, SublayerActs as GptActs, SublayerScratch,
-};
+use crate::models::gpt::{Sublayer as GptSublayer, SublayerActs as GptActs, SublayerScratch};
 use crate::nn::{Linear, Param};
 use crate::AlignedVec;
 use crate::{Error, Result};
@@ -122,11 +120,6 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// The GPT sublayers' share, which their forward uses too.
-    pub fn gpt(&mut self) -> &mut SublayerScratch {
-        &mut self.gpt
-    }
-
     /// Buffers for `rows` positions of width `width`, `memory_rows` encoder positions
     /// (0 in the encoder).
     pub fn new(rows: usize, width: usize, memory_rows: usize) -> Self {
@@ -214,16 +207,15 @@ impl Sublayer {
         }
     }
 
-    /// `out = F(h)` for `h [B·T, C]`; an MLP's GELU writes into `scratch`.
+    /// `out = F(h)` for `h [B·T, C]`.
     pub fn forward(
         &self,
         h: &[f32],
         acts: &mut SublayerActs,
-        scratch: &mut SublayerScratch,
         out: &mut [f32],
         ctx: &Context<'_>,
     ) -> Result<()> {
-        self.forward_masked(h, acts, scratch, out, ctx, None)
+        self.forward_masked(h, acts, out, ctx, None)
     }
 
     /// [`Sublayer::forward`] with the output (and an MLP's activation or an attention's
@@ -232,7 +224,6 @@ impl Sublayer {
         &self,
         h: &[f32],
         acts: &mut SublayerActs,
-        scratch: &mut SublayerScratch,
         out: &mut [f32],
         ctx: &Context<'_>,
         masks: Option<UnitMasks>,
@@ -242,18 +233,15 @@ impl Sublayer {
         match (self, acts, activation) {
             (
                 Sublayer::Gpt(GptSublayer::Mlp { c_fc, c_proj }),
-                SublayerActs::Gpt(GptActs::Mlp { pre }),
+                SublayerActs::Gpt(GptActs::Mlp { slope, act }),
                 Some(mask),
             ) => {
-                c_fc.forward_without_bias(pre, h)?;
-                let act = &mut scratch.act[..pre.len()];
-                mlp_activation(c_fc, pre, &mut scratch.slope, act)?;
+                c_fc.forward_without_bias(slope, h)?;
+                bias_gelu_forward_keeping_slope(act, slope, bias(c_fc))?;
                 dropout_forward(act, &mask, 0);
                 c_proj.forward(out, act)?;
             }
-            (sublayer, acts, _) => {
-                sublayer.forward_attending(h, acts, scratch, out, ctx, attention)?
-            }
+            (sublayer, acts, _) => sublayer.forward_attending(h, acts, out, ctx, attention)?,
         }
         if let Some(masks) = masks {
             dropout_forward(out, &masks.output, 0);
@@ -267,7 +255,6 @@ impl Sublayer {
         &self,
         h: &[f32],
         acts: &mut SublayerActs,
-        scratch: &mut SublayerScratch,
         out: &mut [f32],
         ctx: &Context<'_>,
         attention: Option<DropoutMask>,
@@ -289,7 +276,7 @@ impl Sublayer {
                 c_proj.forward(out, y)
             }
             (Sublayer::Gpt(gpt), SublayerActs::Gpt(acts), _) => {
-                gpt.forward(h, acts, scratch, out, batch, seq)
+                gpt.forward(h, acts, out, batch, seq)
             }
             (
                 Sublayer::Bidirectional {
@@ -358,12 +345,10 @@ impl Sublayer {
         let result = match (&mut *self, acts) {
             (
                 Sublayer::Gpt(GptSublayer::Mlp { c_fc, c_proj }),
-                SublayerActs::Gpt(GptActs::Mlp { pre }),
+                SublayerActs::Gpt(GptActs::Mlp { slope, act }),
             ) if !masks.activation.is_identity() => {
-                let buffers = (&mut scratch.gpt.slope[..], &mut scratch.gpt.act[..]);
-                let grads = (&mut scratch.d_act[..], &mut scratch.d_pre[..]);
-                let linears = (c_fc, c_proj);
-                mlp_backward_dropped(linears, pre, buffers, (d_f, h, dh), grads, masks)
+                let buffers = (&mut scratch.d_act[..], &mut scratch.d_pre[..]);
+                mlp_backward_dropped((c_fc, c_proj), (slope, act), (d_f, h, dh), buffers, masks)
             }
             (sublayer, acts) => {
                 let ctx = (ctx, attention);
@@ -473,22 +458,16 @@ impl Sublayer {
     }
 }
 
-/// The MLP's backward under activation dropout: the GELU's slope and dropped output
-/// computed again from `pre` as the forward did, `d_a = m ⊙ (∂L/∂F·W_projᵀ) / (1 - p)`,
+/// The MLP's backward under activation dropout: `d_a = m ⊙ (∂L/∂F·W_projᵀ) / (1 - p)`,
 /// then GELU's and `c_fc`'s backward as the GPT's MLP has them.
 fn mlp_backward_dropped(
     (c_fc, c_proj): (&mut Linear, &mut Linear),
-    pre: &[f32],
-    (slope, act): (&mut [f32], &mut [f32]),
+    (slope, act): (&[f32], &[f32]),
     (d_f, h, dh): (&[f32], &[f32], &mut [f32]),
     (d_act, d_pre): (&mut [f32], &mut [f32]),
     masks: UnitMasks,
 ) -> Result<()> {
-    let n = pre.len();
-    let (slope, act) = (&mut slope[..n], &mut act[..n]);
-    mlp_activation(c_fc, pre, slope, act)?;
-    dropout_forward(act, &masks.activation, 0);
-    let (d_act, d_pre) = (&mut d_act[..n], &mut d_pre[..n]);
+    let (d_act, d_pre) = (&mut d_act[..act.len()], &mut d_pre[..act.len()]);
     c_proj.backward(d_act, act, d_f)?;
     dropout_backward(d_act, &masks.activation, 0);
     let (_, bias_grad) = split_bias(c_fc);
