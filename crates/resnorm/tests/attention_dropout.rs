@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::attention::{named_modes, narrow, seen_probs, widen};
 use common::{assert_close, is_invalid};
 use resnorm::gradcheck::attention::{
     dropout_modes, modes, operands, reference_backward, reference_forward, run_kernels, Mode,
@@ -14,21 +15,13 @@ use resnorm::kernels::attention::{attention_decode, AttentionShape};
 use resnorm::kernels::dropout::DropoutMask;
 use resnorm::rng::Rng;
 
-fn widen(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&v| v as f64).collect()
-}
-
-fn narrow(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&v| v as f32).collect()
-}
-
 /// The gradient-check dropout modes and larger ones that cross the kernels' blocks of four
 /// rows and vectors of sixteen, with heads of 12 and 64 features.
 fn all_dropout_modes() -> Vec<Mode> {
     let mask = DropoutMask::new(0.1, 21).unwrap();
     let big = |tq, tk, d| AttentionShape::new(2, 4, tq, tk, d).dropped(mask);
     let mut all = dropout_modes();
-    for (name, shape, key_lengths) in [
+    all.extend(named_modes([
         (
             "dropout causal self padded grouped 37",
             big(37, 37, 64).causal().grouped(2),
@@ -44,27 +37,8 @@ fn all_dropout_modes() -> Vec<Mode> {
             big(37, 53, 64).grouped(1),
             Some(vec![5, 53]),
         ),
-    ] {
-        all.push(Mode {
-            name,
-            fused: name.contains("self"),
-            shape,
-            key_lengths,
-        });
-    }
+    ]));
     all
-}
-
-/// Probabilities on the keys each query sees (the kernels leave the others as they were).
-fn seen_probs(mode: &Mode, probs: &[f32]) -> Vec<f32> {
-    let s = &mode.shape;
-    let mut seen = Vec::new();
-    for (row, p) in probs.chunks_exact(s.kv_len).enumerate() {
-        let (b, i) = (row / (s.heads * s.q_len), row % s.q_len);
-        let len = mode.key_lengths.as_ref().map_or(s.kv_len, |l| l[b]);
-        seen.extend_from_slice(&p[..s.visible(i, len)]);
-    }
-    seen
 }
 
 #[test]

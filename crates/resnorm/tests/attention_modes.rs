@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::attention::{named_modes, narrow, seen_probs, widen};
 use common::{assert_close, is_invalid, is_shape, normal};
 use resnorm::gradcheck::attention::{
     checks, modes, operands, reference_backward, reference_forward, run_kernels, Mode, Packed,
@@ -17,20 +18,12 @@ use resnorm::rng::Rng;
 
 const TOL: f32 = 2e-5;
 
-fn widen(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&v| v as f64).collect()
-}
-
-fn narrow(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&v| v as f32).collect()
-}
-
 /// The gradient-check modes, and larger ones: 37 and 53 positions (blocks of four and
 /// vectors of sixteen with remainders), heads of 12 and 64 features.
 fn all_modes() -> Vec<Mode> {
     let mut all = modes();
     let big = |tq, tk, d| AttentionShape::new(2, 4, tq, tk, d);
-    for (name, shape, key_lengths) in [
+    all.extend(named_modes([
         ("causal self 37", big(37, 37, 12).causal(), None),
         (
             "causal self padded grouped 37",
@@ -53,27 +46,8 @@ fn all_modes() -> Vec<Mode> {
             big(5, 53, 64).causal().grouped(2),
             Some(vec![53, 50]),
         ),
-    ] {
-        all.push(Mode {
-            name,
-            fused: name.contains("self"),
-            shape,
-            key_lengths,
-        });
-    }
+    ]));
     all
-}
-
-/// Probabilities on the keys each query sees (the kernels leave the others as they were).
-fn seen_probs(mode: &Mode, probs: &[f32]) -> Vec<f32> {
-    let s = &mode.shape;
-    let mut seen = Vec::new();
-    for (row, p) in probs.chunks_exact(s.kv_len).enumerate() {
-        let (b, i) = (row / (s.heads * s.q_len), row % s.q_len);
-        let len = mode.key_lengths.as_ref().map_or(s.kv_len, |l| l[b]);
-        seen.extend_from_slice(&p[..s.visible(i, len)]);
-    }
-    seen
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: fixture loading and tolerant comparison.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod attention;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
