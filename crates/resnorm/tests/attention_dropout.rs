@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::attention::{named_modes, narrow, seen_probs, widen};
-use common::{assert_close, is_invalid};
+use common::attention::{assert_modes_match_the_reference, named_modes, widen};
+use common::is_invalid;
 use resnorm::gradcheck::attention::{
-    dropout_modes, modes, operands, reference_backward, reference_forward, run_kernels, Mode,
-    Packed,
+    dropout_modes, modes, operands, reference_forward, run_kernels, Mode, Packed,
 };
 use resnorm::kernels::attention::{attention_decode, AttentionShape};
 use resnorm::kernels::dropout::DropoutMask;
@@ -43,28 +42,9 @@ fn all_dropout_modes() -> Vec<Mode> {
 
 #[test]
 fn every_dropout_mode_matches_the_f64_reference_with_the_same_mask() {
-    let mut rng = Rng::new(31);
-    for mode in all_dropout_modes() {
-        let (q, k, v) = operands(&mode, &mut rng);
-        let dout: Vec<f32> = (0..mode.shape.out_len()).map(|_| rng.normal()).collect();
-        let (out, probs, grads) = run_kernels(&mode, (&q, &k, &v), &dout).unwrap();
-        let lengths = mode.key_lengths.as_deref();
-        let operands = (&widen(&q)[..], &widen(&k)[..], &widen(&v)[..]);
-        let (want_out, want_probs) = reference_forward(operands, &mode.shape, lengths);
-        let name = |what| format!("{} {what}", mode.name);
-        // The same tolerances as the modes without dropout (attention_modes.rs).
-        assert_close(&name("out"), &out, &narrow(&want_out), 2e-5, 2e-5);
-        // The saved probabilities are the softmax's, undropped.
-        let (got, want) = (seen_probs(&mode, &probs), narrow(&want_probs));
-        assert_close(&name("probs"), &got, &seen_probs(&mode, &want), 2e-5, 2e-5);
-        let want = reference_backward(&widen(&dout), operands, &mode.shape, lengths);
-        for (part, (got, want)) in ["dq", "dk", "dv"]
-            .iter()
-            .zip(grads.iter().zip([want.0, want.1, want.2]))
-        {
-            assert_close(&name(part), got, &narrow(&want), 1e-4, 1e-4);
-        }
-    }
+    // The same tolerances as the modes without dropout; the saved probabilities are the
+    // softmax's, undropped.
+    assert_modes_match_the_reference(all_dropout_modes(), &mut Rng::new(31));
 }
 
 #[test]

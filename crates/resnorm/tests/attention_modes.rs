@@ -5,18 +5,14 @@
 
 mod common;
 
-use common::attention::{named_modes, narrow, seen_probs, widen};
+use common::attention::{assert_modes_match_the_reference, named_modes};
 use common::{assert_close, is_invalid, is_shape, normal};
-use resnorm::gradcheck::attention::{
-    checks, modes, operands, reference_backward, reference_forward, run_kernels, Mode, Packed,
-};
+use resnorm::gradcheck::attention::{checks, modes, operands, run_kernels, Mode, Packed};
 use resnorm::kernels::attention::{
     attention_backward, attention_decode, attention_forward, AttentionShape, GradTarget, Grads,
     Rows,
 };
 use resnorm::rng::Rng;
-
-const TOL: f32 = 2e-5;
 
 /// The gradient-check modes, and larger ones: 37 and 53 positions (blocks of four and
 /// vectors of sixteen with remainders), heads of 12 and 64 features.
@@ -52,32 +48,7 @@ fn all_modes() -> Vec<Mode> {
 
 #[test]
 fn every_mode_matches_the_f64_reference_forward_and_backward() {
-    let mut rng = Rng::new(5);
-    for mode in all_modes() {
-        let (q, k, v) = operands(&mode, &mut rng);
-        let dout: Vec<f32> = (0..mode.shape.out_len()).map(|_| rng.normal()).collect();
-        let (out, probs, grads) = run_kernels(&mode, (&q, &k, &v), &dout).unwrap();
-        let lengths = mode.key_lengths.as_deref();
-        let operands = (&widen(&q)[..], &widen(&k)[..], &widen(&v)[..]);
-        let (want_out, want_probs) = reference_forward(operands, &mode.shape, lengths);
-        let name = |what| format!("{} {what}", mode.name);
-        assert_close(&name("out"), &out, &narrow(&want_out), TOL, TOL);
-        let want_seen = seen_probs(&mode, &narrow(&want_probs));
-        assert_close(
-            &name("probs"),
-            &seen_probs(&mode, &probs),
-            &want_seen,
-            TOL,
-            TOL,
-        );
-        let want = reference_backward(&widen(&dout), operands, &mode.shape, lengths);
-        for (part, (got, want)) in ["dq", "dk", "dv"]
-            .iter()
-            .zip(grads.iter().zip([want.0, want.1, want.2]))
-        {
-            assert_close(&name(part), got, &narrow(&want), 1e-4, 1e-4);
-        }
-    }
+    assert_modes_match_the_reference(all_modes(), &mut Rng::new(5));
 }
 
 #[test]
