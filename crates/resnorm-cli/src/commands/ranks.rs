@@ -6,9 +6,11 @@
 //! - during training, a rank that fails alone prints its error with its rank and aborts
 //!   every rank (`MPI_Abort`), so that none waits in a collective forever.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use resnorm::distributed::{agree, Communicator};
+use resnorm::lm::MetricsLog;
 use resnorm::{Error, Result};
 
 use crate::signals::Stop;
@@ -88,4 +90,14 @@ pub fn stop_agreed(comm: &mut dyn Communicator, stop: &Stop) -> Result<bool> {
     let mut requested = [if stop.requested() { 1.0 } else { 0.0 }];
     comm.sum_f64(&mut requested)?;
     Ok(requested[0] > 0.0)
+}
+
+/// The run's `metrics.jsonl` in `out` (made if missing), continued after `steps_taken`
+/// steps, on rank 0; `None` on the other ranks, which write nothing.
+pub fn lead_metrics(lead: bool, out: &Path, steps_taken: u64) -> Result<Option<MetricsLog>> {
+    if !lead {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    MetricsLog::open(&out.join("metrics.jsonl"), steps_taken).map(Some)
 }

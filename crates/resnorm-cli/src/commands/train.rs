@@ -32,8 +32,8 @@ use resnorm::data::text::Corpus;
 use resnorm::hf::{self, HfCheckpoint};
 use resnorm::kernels::NormKind;
 use resnorm::lm::{
-    load_checkpoint, load_data, Evaluation, MetricsLog, MetricsRecord, TokenizerKind, TrainConfig,
-    Trainer, ZERO_DIAGNOSTICS,
+    load_checkpoint, load_data, Evaluation, MetricsRecord, TokenizerKind, TrainConfig, Trainer,
+    ZERO_DIAGNOSTICS,
 };
 use resnorm::memory::Workload;
 use resnorm::models::gpt::{Placement, Sampling};
@@ -337,16 +337,7 @@ fn start(args: &Args, rank: usize, ranks: usize) -> Result<Trainer> {
 fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
     let ranks = trainer.communicator().size();
     let lead = trainer.communicator().rank() == 0;
-    let mut log = match lead {
-        true => {
-            std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-            Some(MetricsLog::open(
-                &out.join("metrics.jsonl"),
-                trainer.steps_taken(),
-            )?)
-        }
-        false => None,
-    };
+    let mut log = ranks::lead_metrics(lead, out, trainer.steps_taken())?;
     let stop = Stop::install()?;
 
     let progress = Progress::new(trainer, lead);

@@ -16,7 +16,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use resnorm::classify::{BodyKind, ClassifyConfig, EvalReport, Pooling, Trainer};
 use resnorm::kernels::NormKind;
-use resnorm::lm::{MetricsLog, TokenizerKind};
+use resnorm::lm::TokenizerKind;
 use resnorm::models::gpt::Placement;
 use resnorm::{Error, Result};
 use serde::Serialize;
@@ -258,13 +258,7 @@ fn start(args: &Args, lead: bool, ranks: usize) -> Result<Trainer> {
 fn train(args: &Args, out: &Path, trainer: &mut Trainer) -> Result<ExitCode> {
     let ranks = trainer.communicator().size();
     let lead = trainer.communicator().rank() == 0;
-    let mut log = match lead {
-        true => Some(MetricsLog::open(
-            &out.join("metrics.jsonl"),
-            trainer.steps_taken(),
-        )?),
-        false => None,
-    };
+    let mut log = ranks::lead_metrics(lead, out, trainer.steps_taken())?;
     let stop = Stop::install()?;
     let bar = progress_bar(trainer, lead);
     let say = |text: &str| match &bar {

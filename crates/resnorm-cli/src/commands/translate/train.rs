@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use resnorm::kernels::NormKind;
-use resnorm::lm::{MetricsLog, MetricsRecord};
+use resnorm::lm::MetricsRecord;
 use resnorm::models::gpt::Placement;
 use resnorm::translate::checkpoint::load_translation;
 use resnorm::translate::config::TranslateConfig;
@@ -237,16 +237,7 @@ fn start(args: &Args, lead: bool) -> Result<TranslateTrainer> {
 fn train(args: &Args, out: &Path, trainer: &mut TranslateTrainer) -> Result<ExitCode> {
     let ranks = trainer.communicator().size();
     let lead = trainer.communicator().rank() == 0;
-    let mut log = match lead {
-        true => {
-            std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-            Some(MetricsLog::open(
-                &out.join("metrics.jsonl"),
-                trainer.steps_taken(),
-            )?)
-        }
-        false => None,
-    };
+    let mut log = ranks::lead_metrics(lead, out, trainer.steps_taken())?;
     let stop = Stop::install()?;
     let bar = progress_bar(trainer, lead);
     let line = |text: &str| match &bar {
