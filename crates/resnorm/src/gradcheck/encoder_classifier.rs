@@ -28,7 +28,7 @@ use super::gpt::{randomize_param, ReferenceParams};
 use super::layers::{gelu_reference, linear_reference};
 use super::norms::norm_reference;
 use super::seq2seq::attention;
-use super::{compare, numeric_gradient, CheckResult};
+use super::{check_param_gradients, CheckResult};
 use crate::classify::{Classifier, ClassifierBody, EncoderBody, EncoderConfig, Pooling, Task};
 use crate::kernels::NormKind;
 use crate::models::gpt::Placement;
@@ -248,34 +248,17 @@ fn check_model_with(
         labels: LABELS.to_vec(),
         scores: vec![0.0; 3],
     };
-    let mut params = ReferenceParams::new();
-    let mut analytic = Vec::new();
-    model.visit_params(&mut |p| {
-        params.insert(p.name.clone(), p.value.iter().map(|&v| v as f64).collect());
-        analytic.push((p.name.clone(), p.grad.clone()));
-    });
     let loss = |p: &ReferenceParams| {
         let h = reference_hidden(&config, p, &tokens, dropout);
         head_loss(&case, &h, &p["head.weight"], &p["head.bias"])
     };
-    analytic
-        .into_iter()
-        .map(|(name, grad)| {
-            let start = params[&name].clone();
-            let mut probe = params.clone();
-            let numeric = numeric_gradient(
-                |v| {
-                    probe.insert(name.clone(), v.to_vec());
-                    loss(&probe)
-                },
-                &start,
-                STEP,
-            );
-            let mode = if dropout.is_some() { " training" } else { "" };
-            let name = format!("encoder classifier {placement} {norm} {pooling}{mode} {name}");
-            compare(&name, &grad, &numeric, tolerance(placement))
-        })
-        .collect()
+    let mode = if dropout.is_some() { " training" } else { "" };
+    check_param_gradients(
+        |f| model.visit_params(f),
+        loss,
+        (STEP, tolerance(placement)),
+        |name| format!("encoder classifier {placement} {norm} {pooling}{mode} {name}"),
+    )
 }
 
 /// One summary per placement and pooling (LayerNorm and RMSNorm taking turns): the worst

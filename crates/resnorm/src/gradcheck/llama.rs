@@ -15,19 +15,17 @@
 
 use super::layers::{cross_entropy_reference, gelu_reference, linear_reference};
 use super::norms::norm_reference;
-use super::{compare, numeric_gradient, CheckResult};
+use super::{check_param_gradients, CheckResult};
 use crate::kernels::NormKind;
 use crate::models::llama::{Activation, Llama, LlamaConfig, LlamaPlacement, QkNorm};
 use crate::nn::{Param, ParamKind};
 use crate::rng::Rng;
-use std::collections::BTreeMap;
 
 /// Relative error the model's `f32` gradients must stay under.
 const TOLERANCE: f64 = 2e-4;
 const STEP: f64 = 1e-5;
 
-/// Named `f64` parameters of a reference model.
-pub type ReferenceParams = BTreeMap<String, Vec<f64>>;
+pub use super::ReferenceParams;
 
 /// The configurations checked: each placement with its family's options, and Qwen2's
 /// biases with Qwen3's per-head QK-norm and an untied head.
@@ -269,29 +267,13 @@ pub fn check_model(config: &LlamaConfig) -> Vec<CheckResult> {
         .forward(&tokens, batch, Some(&targets))
         .expect("valid batch");
     model.backward().expect("forward had targets");
-    let mut params = ReferenceParams::new();
-    let mut analytic = Vec::new();
-    model.visit_params(&mut |p| {
-        params.insert(p.name.clone(), p.value.iter().map(|&v| v as f64).collect());
-        analytic.push((p.name.clone(), p.grad.clone()));
-    });
     let label = config.placement;
-    analytic
-        .into_iter()
-        .map(|(name, grad)| {
-            let start = params[&name].clone();
-            let mut probe = params.clone();
-            let numeric = numeric_gradient(
-                |v| {
-                    probe.insert(name.clone(), v.to_vec());
-                    reference_loss(config, &probe, &tokens, &targets, batch)
-                },
-                &start,
-                STEP,
-            );
-            compare(&format!("llama {label} {name}"), &grad, &numeric, TOLERANCE)
-        })
-        .collect()
+    check_param_gradients(
+        |f| model.visit_params(f),
+        |p| reference_loss(config, p, &tokens, &targets, batch),
+        (STEP, TOLERANCE),
+        |name| format!("llama {label} {name}"),
+    )
 }
 
 /// One summary per variant: the worst tensor of [`check_model`].

@@ -30,6 +30,13 @@ pub mod resnet;
 pub mod seq2seq;
 pub mod vision;
 
+use std::collections::BTreeMap;
+
+use crate::nn::Param;
+
+/// Named `f64` parameters of a reference model.
+pub type ReferenceParams = BTreeMap<String, Vec<f64>>;
+
 /// Outcome of one gradient check.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckResult {
@@ -90,6 +97,39 @@ pub fn compare(name: &str, analytic: &[f32], numeric: &[f64], tolerance: f64) ->
         tolerance,
         passed: finite && max_rel_err <= tolerance,
     }
+}
+
+/// Checks the gradient of every parameter tensor that `visit` hands over (after a backward)
+/// against central differences of `reference_loss`, the reference model's loss of all the
+/// parameters widened to `f64`; one [`CheckResult`] per tensor, named `name(tensor)`.
+pub fn check_param_gradients(
+    visit: impl FnOnce(&mut dyn FnMut(&Param)),
+    reference_loss: impl Fn(&ReferenceParams) -> f64,
+    (step, tolerance): (f64, f64),
+    name: impl Fn(&str) -> String,
+) -> Vec<CheckResult> {
+    let mut params = ReferenceParams::new();
+    let mut analytic = Vec::new();
+    visit(&mut |p| {
+        params.insert(p.name.clone(), p.value.iter().map(|&v| v as f64).collect());
+        analytic.push((p.name.clone(), p.grad.clone()));
+    });
+    analytic
+        .into_iter()
+        .map(|(tensor, grad)| {
+            let start = params[&tensor].clone();
+            let mut probe = params.clone();
+            let numeric = numeric_gradient(
+                |v| {
+                    probe.insert(tensor.clone(), v.to_vec());
+                    reference_loss(&probe)
+                },
+                &start,
+                step,
+            );
+            compare(&name(&tensor), &grad, &numeric, tolerance)
+        })
+        .collect()
 }
 
 /// Every check the library knows, in a fixed order: the kernels first, then the layers and

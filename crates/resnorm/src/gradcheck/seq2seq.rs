@@ -21,7 +21,7 @@
 use super::gpt::{randomize_param, ReferenceParams};
 use super::layers::{cross_entropy_reference, gelu_reference, linear_reference};
 use super::norms::norm_reference;
-use super::{compare, numeric_gradient, CheckResult};
+use super::{check_param_gradients, CheckResult};
 use crate::kernels::dropout::DropoutMask;
 use crate::kernels::NormKind;
 use crate::models::gpt::Placement;
@@ -456,31 +456,13 @@ fn check_model_with(
     let batch = OwnedBatch::random(&mut rng, config.vocab, (5, &[5, 3]), (4, &[4, 2]));
     (model.forward_training(&batch.view(), dropout, smoothing)).expect("valid batch");
     model.backward().expect("forward had targets");
-    let mut params = ReferenceParams::new();
-    let mut analytic = Vec::new();
-    model.visit_params(&mut |p| {
-        params.insert(p.name.clone(), p.value.iter().map(|&v| v as f64).collect());
-        analytic.push((p.name.clone(), p.grad.clone()));
-    });
-    analytic
-        .into_iter()
-        .map(|(name, grad)| {
-            let start = params[&name].clone();
-            let mut probe = params.clone();
-            let numeric = numeric_gradient(
-                |v| {
-                    probe.insert(name.clone(), v.to_vec());
-                    let training = (dropout, smoothing as f64);
-                    reference_training_loss(&config, &probe, &batch, training)
-                },
-                &start,
-                STEP,
-            );
-            let mode = if dropout.is_some() { " training" } else { "" };
-            let name = format!("seq2seq{mode} {placement} {norm} {name}");
-            compare(&name, &grad, &numeric, tolerance(placement))
-        })
-        .collect()
+    let mode = if dropout.is_some() { " training" } else { "" };
+    check_param_gradients(
+        |f| model.visit_params(f),
+        |p| reference_training_loss(&config, p, &batch, (dropout, smoothing as f64)),
+        (STEP, tolerance(placement)),
+        |name| format!("seq2seq{mode} {placement} {norm} {name}"),
+    )
 }
 
 /// One summary per placement and norm kind (the worst tensor of [`check_model`]), then one
