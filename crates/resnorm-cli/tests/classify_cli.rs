@@ -183,6 +183,11 @@ fn the_encoder_body_trains_evaluates_and_predicts() {
         &dir,
     );
     assert_one_line_error(&out, &["encoder dropout applies to the encoder body"]);
+    let out = resnorm(
+        &train_args("--label-column label --body encoder --encoder-dropout 1 --steps 1 --out bad"),
+        &dir,
+    );
+    assert_one_line_error(&out, &["encoder dropout must be in [0, 1)"]);
 }
 
 #[test]
