@@ -152,8 +152,8 @@ fn learns_a_separable_task_and_resumes_bit_for_bit() {
     learns_and_resumes("learns", |c| c);
 }
 
-/// The encoder body with a [CLS] token and dropout: dropout's masks come from the saved
-/// data RNG, so resuming stays bit for bit.
+/// The encoder body with a [CLS] token and dropout before the head and inside the encoder:
+/// both kinds of masks come from the saved data RNG, so resuming stays bit for bit.
 #[test]
 fn the_encoder_learns_a_separable_task_and_resumes_bit_for_bit() {
     learns_and_resumes("encoder-learns", |c| ClassifyConfig {
@@ -161,6 +161,7 @@ fn the_encoder_learns_a_separable_task_and_resumes_bit_for_bit() {
         pooling: Pooling::Cls,
         placement: Placement::PostLn,
         dropout: 0.1,
+        encoder_dropout: 0.1,
         ..c
     });
 }
