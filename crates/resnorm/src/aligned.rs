@@ -9,6 +9,11 @@
 //!
 //! It derefs to `[f32]`, so every kernel takes it as a slice.
 //!
+//! Models whose batches change shape (the encoder-decoder's token batches) rebuild their
+//! buffers inside [`AlignedVec::recycle`]: the old buffers' allocations are kept and handed
+//! to the new ones instead of going back to the allocator, whose heap would otherwise
+//! fragment on blocks of ever-changing sizes (docs/benchmarks.md measured 700 MiB of it).
+//!
 //! ```
 //! use resnorm::AlignedVec;
 //! let mut v = AlignedVec::zeros(100);
@@ -17,9 +22,14 @@
 //! assert_eq!(v.iter().sum::<f32>(), 1.5);
 //! let w = AlignedVec::from(&[1.0, 2.0][..]);
 //! assert_eq!(&w[..], &[1.0, 2.0]);
+//! // A rebuild reuses the dropped buffer's allocation, zeroed.
+//! let address = v.as_ptr();
+//! let u = AlignedVec::recycle(v, || AlignedVec::zeros(90));
+//! assert_eq!((u.as_ptr(), u.iter().sum::<f32>()), (address, 0.0));
 //! ```
 
 use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
@@ -28,6 +38,17 @@ use std::ptr::NonNull;
 pub struct AlignedVec {
     data: NonNull<f32>,
     len: usize,
+    /// Elements allocated, at least `len` (more when recycled from a larger buffer).
+    capacity: usize,
+}
+
+/// An allocation on offer inside [`AlignedVec::recycle`]: its pointer and capacity.
+struct Spare(NonNull<f32>, usize);
+
+thread_local! {
+    /// The spare allocations of the innermost [`AlignedVec::recycle`] running on this
+    /// thread; `None` outside one.
+    static SPARES: RefCell<Option<Vec<Spare>>> = const { RefCell::new(None) };
 }
 
 // SAFETY: AlignedVec owns its elements like a Vec<f32>: no shared state, plain f32 data.
@@ -44,13 +65,65 @@ impl AlignedVec {
             return AlignedVec {
                 data: NonNull::dangling(),
                 len: 0,
+                capacity: 0,
             };
         };
+        if let Some(Spare(data, capacity)) = Self::take_spare(len) {
+            let mut v = AlignedVec {
+                data,
+                len,
+                capacity,
+            };
+            v.fill(0.0);
+            return v;
+        }
         // SAFETY: the layout has a non-zero size (`layout` returns None for none).
         let data = unsafe { alloc_zeroed(layout) }.cast::<f32>();
         match NonNull::new(data) {
-            Some(data) => AlignedVec { data, len },
+            Some(data) => AlignedVec {
+                data,
+                len,
+                capacity: len,
+            },
             None => handle_alloc_error(layout),
+        }
+    }
+
+    /// Drops `old` and runs `build`, whose new buffers take the allocations `old` held
+    /// instead of fresh ones, each the smallest that fits; allocations left over are freed
+    /// at the end. A model rebuilding its buffers for another batch shape calls it so that
+    /// the heap stays as it was: when every new buffer is no larger than its counterpart
+    /// in `old`, smallest-fit in any order finds an allocation for each, and nothing is
+    /// allocated or freed.
+    pub fn recycle<T, R>(old: T, build: impl FnOnce() -> R) -> R {
+        let outer = SPARES.with(|s| s.borrow_mut().replace(Vec::new()));
+        drop(old);
+        let built = build();
+        let left = SPARES.with(|s| std::mem::replace(&mut *s.borrow_mut(), outer));
+        for Spare(data, capacity) in left.unwrap_or_default() {
+            Self::free(data, capacity);
+        }
+        built
+    }
+
+    /// The best-fitting spare allocation for `len` elements, if a recycle is running.
+    fn take_spare(len: usize) -> Option<Spare> {
+        SPARES.with(|s| {
+            let mut spares = s.borrow_mut();
+            let spares = spares.as_mut()?;
+            let (best, _) = spares
+                .iter()
+                .enumerate()
+                .filter(|(_, spare)| spare.1 >= len)
+                .min_by_key(|(_, spare)| spare.1)?;
+            Some(spares.swap_remove(best))
+        })
+    }
+
+    fn free(data: NonNull<f32>, capacity: usize) {
+        if let Some(layout) = Self::layout(capacity) {
+            // SAFETY: `data` was allocated by `zeros` with this same layout.
+            unsafe { dealloc(data.as_ptr().cast(), layout) }
         }
     }
 
@@ -66,9 +139,19 @@ impl AlignedVec {
 
 impl Drop for AlignedVec {
     fn drop(&mut self) {
-        if let Some(layout) = Self::layout(self.len) {
-            // SAFETY: `data` was allocated by `zeros` with this same layout.
-            unsafe { dealloc(self.data.as_ptr().cast(), layout) }
+        if self.capacity == 0 {
+            return;
+        }
+        let spare = Spare(self.data, self.capacity);
+        let kept = SPARES.with(|s| match s.borrow_mut().as_mut() {
+            Some(spares) => {
+                spares.push(spare);
+                None
+            }
+            None => Some(spare),
+        });
+        if let Some(Spare(data, capacity)) = kept {
+            Self::free(data, capacity);
         }
     }
 }
@@ -160,6 +243,43 @@ mod tests {
             assert_eq!(copy, v);
             assert_eq!(copy[len - 1], 2.0);
         }
+    }
+
+    #[test]
+    fn a_rebuild_takes_the_closest_allocation_and_frees_the_rest() {
+        let mut old = [
+            AlignedVec::zeros(100),
+            AlignedVec::zeros(1000),
+            AlignedVec::zeros(40),
+        ];
+        old[1][5] = 3.0;
+        let addresses: Vec<_> = old.iter().map(|v| v.as_ptr()).collect();
+        let new = AlignedVec::recycle(old, || {
+            // Smaller than their counterparts, in another order: no fresh allocation.
+            (
+                AlignedVec::zeros(30),
+                AlignedVec::zeros(900),
+                AlignedVec::zeros(50),
+            )
+        });
+        assert_eq!(
+            new.0.as_ptr(),
+            addresses[2],
+            "40 is the smallest fit for 30"
+        );
+        assert_eq!(new.1.as_ptr(), addresses[1]);
+        assert_eq!(new.2.as_ptr(), addresses[0]);
+        assert_eq!(
+            (new.1.len(), new.1[5]),
+            (900, 0.0),
+            "zeroed to the new length"
+        );
+        // A larger buffer than any spare is fresh, and the spare left over is freed.
+        let grown = AlignedVec::recycle(new, || (AlignedVec::zeros(2000), AlignedVec::zeros(10)));
+        assert!(grown.0.iter().chain(grown.1.iter()).all(|&x| x == 0.0));
+        // Outside a recycle, drops free again and new buffers are fresh.
+        drop(grown);
+        assert!(AlignedVec::zeros(5).iter().all(|&x| x == 0.0));
     }
 
     #[test]

@@ -26,6 +26,9 @@ use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// A GPT or a Llama-family decoder.
+// A program holds one model, so the variants' difference in size (buffer handles, not
+// buffers) costs nothing; boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum CausalLm {
     /// resnorm's GPT (also `GPT2LMHeadModel`).

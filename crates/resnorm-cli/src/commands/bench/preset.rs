@@ -139,6 +139,8 @@ impl Shape {
 }
 
 /// The model a benchmark runs.
+// One per run, so the variants' difference in size (buffer handles) costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Net {
     Gpt(Gpt),
     Llama(Llama),
