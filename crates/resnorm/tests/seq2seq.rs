@@ -193,6 +193,41 @@ fn dropout_is_off_without_a_dropout_and_seeded_with_one() {
 }
 
 #[test]
+fn buffers_reserved_for_the_largest_batch_give_every_batch_the_same_results() {
+    let config = Seq2SeqConfig {
+        placement: Placement::ResiDual,
+        ..tiny_config(Placement::PreLn, NormKind::Layer)
+    };
+    let mut reserved = Seq2Seq::new(config.clone(), 3).unwrap();
+    reserved.reserve_for_tokens(12);
+    let mut fresh = Seq2Seq::new(config, 3).unwrap();
+    let mut rng = Rng::new(8);
+    // Every batch has B·max(S, T) <= 12: growing, shrinking, then growing again.
+    type Side = (usize, &'static [usize]);
+    let shapes: [(Side, Side); 4] = [
+        ((3, &[3, 2]), (2, &[2, 1])),
+        ((6, &[6, 4]), (5, &[5, 5])),
+        ((2, &[2, 1, 2, 2, 1, 2]), (2, &[1, 2, 2, 1, 2, 2])),
+        ((4, &[4, 3, 1]), (3, &[3, 3, 2])),
+    ];
+    let dropout = Dropout::new(0.2, 0.1, 4).unwrap();
+    for (src, tgt) in shapes {
+        let batch = OwnedBatch::random(&mut rng, 11, src, tgt);
+        let mut results = Vec::new();
+        for model in [&mut reserved, &mut fresh] {
+            model.zero_grad();
+            let loss = model.forward_training(&batch.view(), Some(dropout), 0.1);
+            let logits = model.logits().to_vec();
+            model.backward().unwrap();
+            let mut grads = Vec::new();
+            model.visit_params(&mut |p| grads.extend_from_slice(&p.grad));
+            results.push((loss.unwrap(), logits, grads));
+        }
+        assert_eq!(results[0], results[1], "sources {src:?}, targets {tgt:?}");
+    }
+}
+
+#[test]
 fn padding_does_not_change_the_valid_positions() {
     let config = Seq2SeqConfig {
         vocab: 13,

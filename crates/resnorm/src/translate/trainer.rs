@@ -129,10 +129,11 @@ impl TranslateTrainer {
     fn assemble(
         config: TranslateConfig,
         data: TranslationData,
-        model: Seq2Seq,
+        mut model: Seq2Seq,
         optimizer: AdamW,
         state: TranslateState,
     ) -> Result<Self> {
+        model.reserve_for_tokens(config.max_tokens);
         let order = data.batches.epoch_order(state.epoch);
         if state.position > order.len() {
             return Err(Error::Config(format!(

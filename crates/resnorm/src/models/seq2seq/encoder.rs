@@ -32,7 +32,7 @@ use super::sublayer::{Context, Sublayer};
 use super::Seq2SeqConfig;
 use crate::models::gpt::{ResidualUnit, Sublayer as GptSublayer};
 use crate::nn::Param;
-use crate::{Error, Result};
+use crate::{AlignedVec, Error, Result};
 
 /// The encoder stack with its buffers for the last shape it ran on.
 #[derive(Clone, Debug)]
@@ -112,15 +112,8 @@ impl Encoder {
         }
         let seq = x.len() / (batch * width);
         check_lengths(OP, lengths, batch, seq)?;
-        let mut state = match self.state.take() {
-            Some(s) if s.batch == batch && s.seq == seq => s,
-            _ => State {
-                batch,
-                seq,
-                lengths: Vec::with_capacity(batch),
-                acts: self.stack.new_acts(batch, seq, 0),
-            },
-        };
+        self.reserve(batch, seq);
+        let mut state = self.state.take().expect("reserved");
         state.lengths.clear();
         state.lengths.extend_from_slice(lengths);
         state.acts.input_mut().copy_from_slice(x);
@@ -134,6 +127,23 @@ impl Encoder {
         let result = self.stack.forward_dropped(&mut state.acts, &ctx, dropout);
         let state = self.state.insert(state);
         result.map(|()| state.acts.output())
+    }
+
+    /// Sizes the buffers for `batch` sequences of `seq` positions, from the allocations of
+    /// the last shape's (`AlignedVec::recycle`).
+    pub(super) fn reserve(&mut self, batch: usize, seq: usize) {
+        if let Some(s) = &self.state {
+            if (s.batch, s.seq) == (batch, seq) {
+                return;
+            }
+        }
+        let old = self.state.take();
+        self.state = Some(AlignedVec::recycle(old, || State {
+            batch,
+            seq,
+            lengths: Vec::with_capacity(batch),
+            acts: self.stack.new_acts(batch, seq, 0),
+        }));
     }
 
     /// The output of the last forward.

@@ -15,7 +15,8 @@
 //! Each unit is wired by `models/gpt/unit.rs`, the one place a placement becomes code;
 //! each stack ends in the final norm its placement has (stack.rs). Padded target positions
 //! give no loss and no logits: only the valid rows reach the output projection.
-//! Buffers are allocated once per `(batch, src_len, tgt_len)`.
+//! Buffers are sized for one `(batch, src_len, tgt_len)`; a batch of another shape rebuilds
+//! them from the old ones' allocations (`AlignedVec::recycle`), so the heap does not grow.
 //!
 //! ```
 //! use resnorm::models::seq2seq::{Batch, Seq2Seq, Seq2SeqConfig};
@@ -177,7 +178,7 @@ impl Seq2Seq {
         let b = batch.batch;
         let mut state = match self.state.take() {
             Some(s) if (s.batch, s.src_seq, s.tgt_seq) == (b, src_seq, tgt_seq) => s,
-            _ => self.new_state(b, src_seq, tgt_seq),
+            old => AlignedVec::recycle(old, || self.new_state(b, src_seq, tgt_seq)),
         };
         state.smoothing = label_smoothing;
         let result = self.forward_with(&mut state, batch, dropout);
@@ -250,6 +251,19 @@ impl Seq2Seq {
             smoothed_cross_entropy_forward(logits, &s.targets, vocab, smoothing, losses, lse)?;
         s.backward_ready = true;
         Ok(Some(loss))
+    }
+
+    /// Sizes the buffers for the largest batch of at most `max_tokens` padded tokens a side
+    /// (`B·max(S, T) ≤ max_tokens`, as `translate::TokenBatches` makes them), so that every
+    /// later batch's buffers are carved from these allocations and training never grows
+    /// the heap: `B` sentences of `L = min(max_len, max_tokens)` positions, `B·L ≥
+    /// max_tokens`, cover every buffer of every such batch.
+    pub fn reserve_for_tokens(&mut self, max_tokens: usize) {
+        let seq = self.config.max_len.min(max_tokens).max(1);
+        let batch = max_tokens.div_ceil(seq).max(1);
+        let old = self.state.take();
+        self.state = Some(AlignedVec::recycle(old, || self.new_state(batch, seq, seq)));
+        self.encoder.reserve(batch, seq);
     }
 
     /// The logits `[valid target positions, V]` of the last forward, sentence by sentence
