@@ -12,7 +12,7 @@
 //! Models whose batches change shape (the encoder-decoder's token batches) rebuild their
 //! buffers inside [`AlignedVec::recycle`]: the old buffers' allocations are kept and handed
 //! to the new ones instead of going back to the allocator, whose heap would otherwise
-//! fragment on blocks of ever-changing sizes (docs/benchmarks.md measured 700 MiB of it).
+//! fragment on blocks of ever-changing sizes (what that cost: docs/benchmarks.md).
 //!
 //! ```
 //! use resnorm::AlignedVec;
@@ -96,14 +96,9 @@ impl AlignedVec {
     /// in `old`, smallest-fit in any order finds an allocation for each, and nothing is
     /// allocated or freed.
     pub fn recycle<T, R>(old: T, build: impl FnOnce() -> R) -> R {
-        let outer = SPARES.with(|s| s.borrow_mut().replace(Vec::new()));
+        let _scope = RecycleScope(SPARES.with(|s| s.borrow_mut().replace(Vec::new())));
         drop(old);
-        let built = build();
-        let left = SPARES.with(|s| std::mem::replace(&mut *s.borrow_mut(), outer));
-        for Spare(data, capacity) in left.unwrap_or_default() {
-            Self::free(data, capacity);
-        }
-        built
+        build()
     }
 
     /// The best-fitting spare allocation for `len` elements, if a recycle is running.
@@ -120,6 +115,7 @@ impl AlignedVec {
         })
     }
 
+    /// Frees an allocation of `capacity` elements made by [`AlignedVec::zeros`].
     fn free(data: NonNull<f32>, capacity: usize) {
         if let Some(layout) = Self::layout(capacity) {
             // SAFETY: `data` was allocated by `zeros` with this same layout.
@@ -143,15 +139,32 @@ impl Drop for AlignedVec {
             return;
         }
         let spare = Spare(self.data, self.capacity);
-        let kept = SPARES.with(|s| match s.borrow_mut().as_mut() {
-            Some(spares) => {
-                spares.push(spare);
-                None
-            }
-            None => Some(spare),
-        });
+        // Outside a recycle (or while the thread's locals are torn down) it is freed.
+        let kept = SPARES
+            .try_with(|s| match s.borrow_mut().as_mut() {
+                Some(spares) => {
+                    spares.push(spare);
+                    None
+                }
+                None => Some(spare),
+            })
+            .unwrap_or(Some(Spare(self.data, self.capacity)));
         if let Some(Spare(data, capacity)) = kept {
             Self::free(data, capacity);
+        }
+    }
+}
+
+/// The open [`AlignedVec::recycle`]: when it ends, even by a panic, the enclosing one's
+/// spares (or none) come back and the allocations left over are freed.
+struct RecycleScope(Option<Vec<Spare>>);
+
+impl Drop for RecycleScope {
+    fn drop(&mut self) {
+        let outer = self.0.take();
+        let left = SPARES.with(|s| std::mem::replace(&mut *s.borrow_mut(), outer));
+        for Spare(data, capacity) in left.unwrap_or_default() {
+            AlignedVec::free(data, capacity);
         }
     }
 }
@@ -280,6 +293,16 @@ mod tests {
         // Outside a recycle, drops free again and new buffers are fresh.
         drop(grown);
         assert!(AlignedVec::zeros(5).iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn a_rebuild_that_panics_closes_its_recycle() {
+        let old = AlignedVec::zeros(64);
+        let result = std::panic::catch_unwind(|| {
+            AlignedVec::recycle(old, || -> AlignedVec { panic!("a bug in a constructor") })
+        });
+        assert!(result.is_err());
+        assert!(SPARES.with(|s| s.borrow().is_none()), "drops free again");
     }
 
     #[test]
