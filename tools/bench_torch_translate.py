@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The PyTorch twin of `resnorm translate train`, for training speed side by side: the same
-encoder-decoder shape (torch.nn.Transformer, norm_first=True for pre-LN, GELU MLP of 4x the
-width, no dropout), the shared embedding scaled by sqrt(width) and tied to the output
+encoder-decoder shape (torch.nn.Transformer, norm_first=True for pre-LN, tanh-GELU MLP of
+4x the width, no dropout), the shared embedding scaled by sqrt(width) and tied to the output
 projection, sinusoidal positions, the same BPE (the run's tokenizer.json), the same batches
 by token count (pairs sorted by length, filled up to --max-tokens padded tokens), AdamW with
 torch's defaults and weight decay 0.01, clipping at 1.0, in plain eager PyTorch on the CPU.
+`Twin` and `batches` are shared with tools/train_torch_translate.py, the BLEU twin.
 
     python3 tools/bench_torch_translate.py --checkpoint runs/translate \\
         --data ../shared/data/translation --threads 2 --steps 30
@@ -45,27 +46,49 @@ def batches(pairs, max_tokens, max_len, seed):
 
 
 class Twin(torch.nn.Module):
-    def __init__(self, vocab, width, heads, enc, dec, max_len):
+    """resnorm's pre-LN encoder-decoder as torch.nn.Transformer, initialized as resnorm's
+    (crates/resnorm/src/models/seq2seq/init.rs): embedding normal(0, width^-1/2), every
+    linear Xavier-normal (q, k, v as three matrices), biases 0. `dropout` is resnorm's
+    residual dropout (embeddings and every sublayer's output); attention and activation
+    dropout stay off, as in resnorm's default recipe."""
+
+    def __init__(self, vocab, width, heads, enc, dec, max_len, dropout=0.0):
         super().__init__()
         self.width = width
         self.embed = torch.nn.Embedding(vocab, width)
-        torch.nn.init.normal_(self.embed.weight, std=0.02)
+        torch.nn.init.normal_(self.embed.weight, std=width ** -0.5)
         pos = torch.arange(max_len).unsqueeze(1)
         div = torch.exp(torch.arange(0, width, 2) * (-math.log(10000.0) / width))
         table = torch.zeros(max_len, width)
         table[:, 0::2] = torch.sin(pos * div)
         table[:, 1::2] = torch.cos(pos * div)
         self.register_buffer("pos", table)
+        self.drop = torch.nn.Dropout(dropout)
         self.transformer = torch.nn.Transformer(
             d_model=width, nhead=heads, num_encoder_layers=enc, num_decoder_layers=dec,
-            dim_feedforward=4 * width, dropout=0.0, activation="gelu", batch_first=True,
-            norm_first=True)
+            dim_feedforward=4 * width, dropout=dropout,
+            activation=lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+            batch_first=True, norm_first=True)
+        for name, m in self.transformer.named_modules():
+            if isinstance(m, torch.nn.MultiheadAttention):
+                m.dropout = 0.0  # attention dropout off
+                for w in m.in_proj_weight.data.chunk(3):
+                    torch.nn.init.xavier_normal_(w)
+                torch.nn.init.zeros_(m.in_proj_bias)
+            elif isinstance(m, torch.nn.Linear):
+                torch.nn.init.xavier_normal_(m.weight)
+                torch.nn.init.zeros_(m.bias)
+            elif isinstance(m, torch.nn.Dropout) and name.endswith(".dropout"):
+                m.p = 0.0  # the MLP's activation dropout off; dropout1/2/3 stay residual
+
+    def embed_tokens(self, ids):
+        return self.drop(self.embed(ids) * math.sqrt(self.width) + self.pos[: ids.shape[1]])
 
     def forward(self, src, tgt, src_pad, tgt_pad):
-        e = lambda ids: self.embed(ids) * math.sqrt(self.width) + self.pos[: ids.shape[1]]
         mask = self.transformer.generate_square_subsequent_mask(tgt.shape[1])
-        y = self.transformer(e(src), e(tgt), tgt_mask=mask, src_key_padding_mask=src_pad,
-                             tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)
+        y = self.transformer(self.embed_tokens(src), self.embed_tokens(tgt), tgt_mask=mask,
+                             src_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad,
+                             memory_key_padding_mask=src_pad)
         return y @ self.embed.weight.t()
 
 
