@@ -5,7 +5,7 @@ encoder-decoder shape (torch.nn.Transformer, norm_first=True for pre-LN, tanh-GE
 projection, sinusoidal positions, the same BPE (the run's tokenizer.json), the same batches
 by token count (pairs sorted by length, filled up to --max-tokens padded tokens), AdamW with
 torch's defaults and weight decay 0.01, clipping at 1.0, in plain eager PyTorch on the CPU.
-`Twin` and `batches` are shared with tools/train_torch_translate.py, the BLEU twin.
+`Twin`, `batches` and `tensors` are shared with tools/train_torch_translate.py, the BLEU twin.
 
     python3 tools/bench_torch_translate.py --checkpoint runs/translate \\
         --data ../shared/data/translation --threads 2 --steps 30
@@ -43,6 +43,22 @@ def batches(pairs, max_tokens, max_len, seed):
     if cur:
         out.append(cur)
     return out
+
+
+def tensors(pairs, batch):
+    """The batch's sources, decoder inputs (<s> + target[:-1]) and targets, right padded
+    (PAD, and -100 where the loss ignores a target)."""
+    s_len = max(len(pairs[i][0]) for i in batch)
+    t_len = max(len(pairs[i][1]) for i in batch)
+    src = torch.full((len(batch), s_len), PAD)
+    tgt = torch.full((len(batch), t_len), PAD)
+    out = torch.full((len(batch), t_len), -100)
+    for r, i in enumerate(batch):
+        s, t = pairs[i]
+        src[r, : len(s)] = torch.tensor(s)
+        tgt[r, : len(t)] = torch.tensor([BOS] + t[:-1])
+        out[r, : len(t)] = torch.tensor(t)
+    return src, tgt, out
 
 
 class Twin(torch.nn.Module):
@@ -119,16 +135,7 @@ def main():
     random.Random(2).shuffle(bs)
     losses, times, tokens = [], [], 0
     for step, b in enumerate(bs[: a.steps + 1]):
-        s_len = max(len(pairs[i][0]) for i in b)
-        t_len = max(len(pairs[i][1]) for i in b)
-        src = torch.full((len(b), s_len), PAD)
-        tgt = torch.full((len(b), t_len), PAD)
-        out = torch.full((len(b), t_len), -100)
-        for r, i in enumerate(b):
-            s, t = pairs[i]
-            src[r, : len(s)] = torch.tensor(s)
-            tgt[r, : len(t)] = torch.tensor([BOS] + t[:-1])
-            out[r, : len(t)] = torch.tensor(t)
+        src, tgt, out = tensors(pairs, b)
         started = time.perf_counter()
         logits = model(src, tgt, src == PAD, out == -100)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), out.reshape(-1))

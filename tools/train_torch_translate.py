@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from bench_torch_translate import BOS, EOS, PAD, Twin, batches
+from bench_torch_translate import BOS, EOS, PAD, Twin, batches, tensors
 
 
 def learning_rate(a, step):
@@ -43,20 +43,6 @@ def learning_rate(a, step):
         return a.lr * (step + 1) / a.warmup
     progress = (step - a.warmup) / max(1, a.steps - a.warmup)
     return a.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (a.lr - a.min_lr)
-
-
-def tensors(pairs, batch):
-    s_len = max(len(pairs[i][0]) for i in batch)
-    t_len = max(len(pairs[i][1]) for i in batch)
-    src = torch.full((len(batch), s_len), PAD)
-    tgt = torch.full((len(batch), t_len), PAD)
-    out = torch.full((len(batch), t_len), -100)
-    for r, i in enumerate(batch):
-        s, t = pairs[i]
-        src[r, : len(s)] = torch.tensor(s)
-        tgt[r, : len(t)] = torch.tensor([BOS] + t[:-1])
-        out[r, : len(t)] = torch.tensor(t)
-    return src, tgt, out
 
 
 @torch.no_grad()
